@@ -1,0 +1,3 @@
+from kubechat.cli import main
+
+main()

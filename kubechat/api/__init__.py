@@ -1,0 +1,1 @@
+"""kubechat's API service: WebSocket and OpenAI-compatible streaming chat over Triton."""

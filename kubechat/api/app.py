@@ -1,0 +1,88 @@
+"""The FastAPI application factory and its lifespan (clients opened once, closed on exit)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from kubechat import __version__
+from kubechat.api.catalog import load_catalog
+from kubechat.api.chat import ChatService
+from kubechat.api.dependencies import Services
+from kubechat.api.errors import ErrorBody, KubechatError
+from kubechat.api.history import SQLiteHistoryStore
+from kubechat.api.routers import chat_socket, health, models, openai_compat, sessions
+from kubechat.api.settings import Settings, get_settings
+from kubechat.api.triton import TritonGateway
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        catalog = load_catalog(settings.models_dir, settings.state_dir, settings.default_model)
+        store = await SQLiteHistoryStore.open(settings.history_database())
+        triton = TritonGateway(settings.triton_url, settings.triton_timeout_s)
+        keys = settings.principals_by_key()
+        if not keys:
+            logger.warning(
+                "no KUBECHAT_API_KEYS: every request acts as %r", settings.local_principal
+            )
+        app.state.services = Services(
+            settings=settings,
+            catalog=catalog,
+            store=store,
+            triton=triton,
+            chat=ChatService(settings, catalog, store, triton),
+            principals_by_key=keys,
+        )
+        logger.info(
+            "kubechat API up: models %s, Triton at %s", catalog.names(), settings.triton_url
+        )
+        try:
+            yield
+        finally:
+            await triton.close()
+            await store.close()
+
+    app = FastAPI(title="kubechat", version=__version__, lifespan=lifespan)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+
+    @app.exception_handler(KubechatError)
+    async def kubechat_error(_request: Request, exc: KubechatError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            {"error": exc.body().model_dump()}, status_code=exc.status, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        body = ErrorBody(code="invalid_request", message=f"{where}: {first['msg']}")
+        return JSONResponse({"error": body.model_dump()}, status_code=422)
+
+    for router in (
+        health.router,
+        models.router,
+        sessions.router,
+        chat_socket.router,
+        openai_compat.router,
+    ):
+        app.include_router(router)
+    return app

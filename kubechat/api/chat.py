@@ -1,0 +1,198 @@
+"""One chat turn, end to end: store the question, build the prompt, stream, store the answer.
+
+The user message is stored before generation starts; the answer is checkpointed while it
+streams and always finalized, whether the turn completes, is stopped, loses its client or its
+model, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from kubechat.api.catalog import CatalogEntry, ChatTurn, ModelCatalog
+from kubechat.api.errors import InvalidRequestError, KubechatError, MessageTooLargeError
+from kubechat.api.events import (
+    DoneEvent,
+    ErrorEvent,
+    GenerationOptions,
+    StartEvent,
+    Timings,
+    Usage,
+    UserMessage,
+    token_frame,
+)
+from kubechat.api.history import HistoryStore, MessageStatus
+from kubechat.api.settings import Settings
+from kubechat.api.triton import SamplingParams, TritonGateway
+
+logger = logging.getLogger(__name__)
+
+# Send a ready-made JSON frame (token events) or an event model.
+Emit = Callable[[str], Awaitable[None]]
+CHECKPOINT_INTERVAL_S = 1.0
+
+
+def sampling_params(entry: CatalogEntry, options: GenerationOptions) -> SamplingParams:
+    """Request options over the ChatModel's defaults, bounded by its engine limits."""
+    defaults = entry.model.spec.defaults
+    limit = entry.model.spec.engine.max_output_tokens
+    max_tokens = options.max_tokens or defaults.max_tokens
+    if max_tokens > limit:
+        raise InvalidRequestError(
+            f"max_tokens {max_tokens} exceeds model {entry.name}'s limit {limit}"
+        )
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=defaults.temperature if options.temperature is None else options.temperature,
+        top_p=defaults.top_p if options.top_p is None else options.top_p,
+        top_k=defaults.top_k if options.top_k is None else options.top_k,
+        stop=tuple(defaults.stop if options.stop is None else options.stop),
+        seed=options.seed,
+    )
+
+
+@dataclass
+class TurnControl:
+    """Why a running turn is being cancelled, set by whoever cancels it.
+
+    STOPPED (the user asked) ends with a done event; anything else means the client is gone.
+    """
+
+    stop_status: MessageStatus = MessageStatus.INTERRUPTED
+
+
+@dataclass
+class _Answer:
+    message_id: str
+    pieces: list[str] = field(default_factory=list)
+    last_checkpoint: float = field(default_factory=time.monotonic)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+class ChatService:
+    def __init__(
+        self, settings: Settings, catalog: ModelCatalog, store: HistoryStore, triton: TritonGateway
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.triton = triton
+
+    def check_message(self, content: str) -> None:
+        if len(content) > self.settings.max_message_chars:
+            raise MessageTooLargeError(
+                f"message has {len(content)} characters; the limit is {self.settings.max_message_chars}"
+            )
+
+    async def run_turn(
+        self,
+        principal: str,
+        session_id: str,
+        message: UserMessage,
+        emit: Emit,
+        control: TurnControl,
+    ) -> None:
+        started = time.perf_counter()
+        # Validate everything before storing anything: a rejected message leaves no trace.
+        self.check_message(message.content)
+        entry = self.catalog.get(message.model)
+        params = sampling_params(entry, message.options)
+        history = await self.store.recent_messages(
+            principal, session_id, self.settings.history_turns
+        )
+        turns = [ChatTurn(m.role, m.content) for m in history if m.content]
+        turns.append(ChatTurn("user", message.content))
+        prompt = entry.build_prompt(turns, params.max_tokens)
+
+        user = await self.store.add_message(principal, session_id, "user", message.content)
+        reply = await self.store.add_message(
+            principal, session_id, "assistant", "",
+            model=entry.name, status=MessageStatus.STREAMING, prompt_tokens=prompt.tokens,
+        )  # fmt: skip
+        answer = _Answer(reply.id)
+        first_token_at: float | None = None
+        status, error = MessageStatus.COMPLETE, None
+        try:
+            await emit(
+                StartEvent(
+                    message_id=reply.id, user_message_id=user.id, model=entry.name,
+                    turns_dropped=prompt.turns_dropped,
+                ).model_dump_json()
+            )  # fmt: skip
+            async for delta in self.triton.stream_text(entry.name, prompt.text, params, reply.id):
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                answer.pieces.append(delta)
+                await emit(token_frame(reply.id, len(answer.pieces), delta))
+                await self._checkpoint(answer)
+        except KubechatError as exc:
+            status, error = MessageStatus.FAILED, exc
+        except asyncio.CancelledError:
+            status = control.stop_status
+            if status is not MessageStatus.STOPPED:
+                raise  # the client is gone: store, then let the cancellation finish the task
+            # A user's stop ends generation, not the turn: it still gets its done event.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception:
+            status = MessageStatus.INTERRUPTED  # e.g. the socket closed under emit()
+            raise
+        finally:
+            completion_tokens = entry.counter.count(answer.text)
+            # Shielded: a second cancellation must not lose the answer.
+            await asyncio.shield(
+                self.store.update_message(
+                    reply.id, answer.text, status,
+                    completion_tokens=completion_tokens,
+                    error_code=error.code if error else "",
+                )
+            )  # fmt: skip
+            logger.info(
+                "turn %s %s: %d tokens in %.0f ms", reply.id, status, completion_tokens,
+                (time.perf_counter() - started) * 1000,
+            )  # fmt: skip
+        if error is not None:
+            await emit(ErrorEvent(error=error.body(), message_id=reply.id).model_dump_json())
+        await emit(
+            _done(reply.id, status, prompt.tokens, completion_tokens, started, first_token_at)
+        )
+
+    async def _checkpoint(self, answer: _Answer) -> None:
+        now = time.monotonic()
+        if now - answer.last_checkpoint >= CHECKPOINT_INTERVAL_S:
+            answer.last_checkpoint = now
+            await self.store.update_message(answer.message_id, answer.text, MessageStatus.STREAMING)
+
+
+def _done(
+    message_id: str,
+    status: MessageStatus,
+    prompt_tokens: int,
+    completion_tokens: int,
+    started: float,
+    first_token_at: float | None,
+) -> str:
+    now = time.perf_counter()
+    generating = now - first_token_at if first_token_at is not None else 0.0
+    return DoneEvent(
+        message_id=message_id,
+        status=status,
+        usage=Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
+        timings=Timings(
+            time_to_first_token_ms=(first_token_at - started) * 1000 if first_token_at else None,
+            total_ms=(now - started) * 1000,
+            tokens_per_second=completion_tokens / generating if generating > 0 else None,
+        ),
+    ).model_dump_json()

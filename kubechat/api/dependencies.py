@@ -1,0 +1,61 @@
+"""Typed FastAPI dependencies: the principal of a request and the services on app.state."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from kubechat.api.catalog import ModelCatalog
+from kubechat.api.chat import ChatService
+from kubechat.api.errors import UnauthenticatedError
+from kubechat.api.history import HistoryStore
+from kubechat.api.settings import Settings
+from kubechat.api.triton import TritonGateway
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: ModelCatalog
+    store: HistoryStore
+    triton: TritonGateway
+    chat: ChatService
+    principals_by_key: dict[str, str]
+
+
+def get_services(connection: HTTPConnection) -> Services:
+    services: Services = connection.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def authenticate(connection: HTTPConnection, services: ServicesDep) -> str:
+    """Every request has a principal: the owner of a bearer API key, or the local user.
+
+    Browsers cannot set headers on a WebSocket, so `?token=` is accepted there too.
+    """
+    keys = services.principals_by_key
+    if not keys:
+        return services.settings.local_principal
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        token = (
+            connection.query_params.get("token", "")
+            if connection.scope["type"] == "websocket"
+            else ""
+        )
+    for key, principal in keys.items():
+        # Constant-time comparison: no timing oracle on the key.
+        if token and hmac.compare_digest(token.encode(), key.encode()):
+            return principal
+    raise UnauthenticatedError("a valid API key is required (Authorization: Bearer <key>)")
+
+
+PrincipalDep = Annotated[str, Depends(authenticate)]

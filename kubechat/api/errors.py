@@ -1,0 +1,71 @@
+"""Domain errors, each with a stable code, mapped once to HTTP responses and WS error events."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    """The one error shape: HTTP bodies are `{"error": ErrorBody}`, WS events carry it too."""
+
+    code: str
+    message: str
+    type: str = "invalid_request_error"  # OpenAI clients read error.type
+
+
+class KubechatError(Exception):
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(code=self.code, message=self.message, type=self.error_type)
+
+
+class InvalidRequestError(KubechatError):
+    code = "invalid_request"
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class MessageTooLargeError(InvalidRequestError):
+    code = "message_too_large"
+    status = 413
+
+
+class UnauthenticatedError(KubechatError):
+    code = "unauthenticated"
+    status = 401
+    error_type = "authentication_error"
+
+
+class SessionNotFoundError(KubechatError):
+    code = "session_not_found"
+    status = 404
+    error_type = "invalid_request_error"
+
+
+class ModelNotFoundError(KubechatError):
+    code = "model_not_found"
+    status = 404
+    error_type = "invalid_request_error"
+
+
+class BusyError(KubechatError):
+    code = "busy"
+    status = 409
+    error_type = "invalid_request_error"
+
+
+class ModelUnavailableError(KubechatError):
+    """Triton cannot be reached or failed the request."""
+
+    code = "model_unavailable"
+    status = 503
+    error_type = "server_error"

@@ -1,0 +1,150 @@
+"""The WebSocket protocol of /ws/chat/{session_id}: client messages and server events.
+
+Every frame is a JSON object with a `type`. Server events are pydantic models so the protocol
+is typed and documented in one place; see docs/websocket.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kubechat.api.errors import ErrorBody
+from kubechat.api.history import Message, Session
+
+
+class GenerationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class UserMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["message"]
+    content: Annotated[str, Field(min_length=1)]
+    model: str | None = None
+    knowledge_bases: list[str] = Field(default_factory=list)
+    image_ids: list[str] = Field(default_factory=list)
+    tools: bool = False
+    options: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+class StopRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["stop"]
+
+
+class PingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[UserMessage | StopRequest | PingRequest, Field(discriminator="type")]
+
+
+class SessionOut(BaseModel):
+    id: str
+    title: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, session: Session) -> SessionOut:
+        return cls(
+            id=session.id, title=session.title,
+            created_at=session.created_at, updated_at=session.updated_at,
+        )  # fmt: skip
+
+
+class MessageOut(BaseModel):
+    id: str
+    seq: int
+    role: str
+    content: str
+    status: str
+    model: str
+    created_at: float
+    prompt_tokens: int
+    completion_tokens: int
+    error_code: str
+
+    @classmethod
+    def of(cls, m: Message) -> MessageOut:
+        return cls(
+            id=m.id, seq=m.seq, role=m.role, content=m.content, status=m.status, model=m.model,
+            created_at=m.created_at, prompt_tokens=m.prompt_tokens,
+            completion_tokens=m.completion_tokens, error_code=m.error_code,
+        )  # fmt: skip
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Timings(BaseModel):
+    time_to_first_token_ms: float | None
+    total_ms: float
+    tokens_per_second: float | None
+
+
+class HistoryEvent(BaseModel):
+    type: Literal["history"] = "history"
+    session: SessionOut
+    messages: list[MessageOut]
+
+
+class StartEvent(BaseModel):
+    type: Literal["start"] = "start"
+    message_id: str
+    user_message_id: str
+    model: str
+    turns_dropped: int = 0
+
+
+class TokenEvent(BaseModel):
+    type: Literal["token"] = "token"
+    message_id: str
+    seq: int
+    delta: str
+
+
+class DoneEvent(BaseModel):
+    type: Literal["done"] = "done"
+    message_id: str
+    status: str
+    usage: Usage
+    timings: Timings
+
+
+class ErrorEvent(BaseModel):
+    type: Literal["error"] = "error"
+    error: ErrorBody
+    message_id: str | None = None
+
+
+class PongEvent(BaseModel):
+    type: Literal["pong"] = "pong"
+
+
+ServerEvent = HistoryEvent | StartEvent | TokenEvent | DoneEvent | ErrorEvent | PongEvent
+
+
+def token_frame(message_id: str, seq: int, delta: str) -> str:
+    """The hot path: one frame per token, serialized without building a model."""
+    return (
+        f'{{"type":"token","message_id":"{message_id}","seq":{seq},'
+        f'"delta":{json.dumps(delta, ensure_ascii=False)}}}'
+    )

@@ -1,0 +1,300 @@
+"""Chat history: sessions and messages, scoped per principal, behind a small store interface."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+import aiosqlite
+
+from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
+
+
+class MessageStatus(StrEnum):
+    COMPLETE = "complete"
+    STREAMING = "streaming"  # being generated; checkpointed while it streams
+    STOPPED = "stopped"  # the user pressed stop: partial answer kept
+    INTERRUPTED = "interrupted"  # the client or the API went away mid-answer: partial kept
+    FAILED = "failed"  # a dependency failed mid-answer: partial kept, error_code set
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    principal: str
+    title: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    session_id: str
+    seq: int
+    role: str
+    content: str
+    status: MessageStatus
+    model: str
+    created_at: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error_code: str = ""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class HistoryStore(Protocol):
+    async def create_session(self, principal: str, title: str) -> Session: ...
+    async def get_session(self, principal: str, session_id: str) -> Session: ...
+    async def list_sessions(
+        self, principal: str, limit: int, cursor: str | None
+    ) -> Page[Session]: ...
+    async def rename_session(self, principal: str, session_id: str, title: str) -> Session: ...
+    async def delete_session(self, principal: str, session_id: str) -> None: ...
+    async def add_message(
+        self,
+        principal: str,
+        session_id: str,
+        role: str,
+        content: str,
+        *,
+        model: str = "",
+        status: MessageStatus = MessageStatus.COMPLETE,
+        prompt_tokens: int = 0,
+    ) -> Message: ...
+    async def update_message(
+        self,
+        message_id: str,
+        content: str,
+        status: MessageStatus,
+        *,
+        completion_tokens: int = 0,
+        error_code: str = "",
+    ) -> None: ...
+    async def list_messages(
+        self, principal: str, session_id: str, limit: int, cursor: str | None
+    ) -> Page[Message]: ...
+    async def recent_messages(
+        self, principal: str, session_id: str, limit: int
+    ) -> list[Message]: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    title TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_principal ON sessions (principal, updated_at DESC, id);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    status TEXT NOT NULL,
+    model TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    error_code TEXT NOT NULL DEFAULT '',
+    UNIQUE (session_id, seq)
+);
+"""
+
+_MESSAGE_COLUMNS = (
+    "id, session_id, seq, role, content, status, model, created_at, "
+    "prompt_tokens, completion_tokens, error_code"
+)
+
+
+def _message(row: aiosqlite.Row) -> Message:
+    return Message(
+        id=row[0], session_id=row[1], seq=row[2], role=row[3], content=row[4],
+        status=MessageStatus(row[5]), model=row[6], created_at=row[7],
+        prompt_tokens=row[8], completion_tokens=row[9], error_code=row[10],
+    )  # fmt: skip
+
+
+def _parse_session_cursor(cursor: str) -> tuple[float, str]:
+    updated, _, last_id = cursor.partition(":")
+    try:
+        return float(updated), last_id
+    except ValueError:
+        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
+
+
+def _parse_message_cursor(cursor: str) -> int:
+    try:
+        return int(cursor)
+    except ValueError:
+        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
+
+
+class SQLiteHistoryStore:
+    """Embedded history: one SQLite file, one row per message, WAL for crash safety."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> SQLiteHistoryStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.executescript(_SCHEMA)
+        # Answers that were streaming when a previous process died keep what was checkpointed.
+        await db.execute(
+            "UPDATE messages SET status = ? WHERE status = ?",
+            (MessageStatus.INTERRUPTED, MessageStatus.STREAMING),
+        )
+        await db.commit()
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> None:
+        await self._db.execute("SELECT 1")
+
+    async def create_session(self, principal: str, title: str) -> Session:
+        now = time.time()
+        session = Session(uuid.uuid4().hex, principal, title, now, now)
+        await self._db.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            (session.id, principal, title, now, now),
+        )
+        await self._db.commit()
+        return session
+
+    async def get_session(self, principal: str, session_id: str) -> Session:
+        async with self._db.execute(
+            "SELECT id, principal, title, created_at, updated_at FROM sessions "
+            "WHERE id = ? AND principal = ?",
+            (session_id, principal),
+        ) as cursor:
+            row = await cursor.fetchone()
+        # Another principal's session is indistinguishable from a missing one.
+        if row is None:
+            raise SessionNotFoundError(f"session {session_id} not found")
+        return Session(*row)
+
+    async def list_sessions(self, principal: str, limit: int, cursor: str | None) -> Page[Session]:
+        query = (
+            "SELECT id, principal, title, created_at, updated_at FROM sessions WHERE principal = ?"
+        )
+        args: list[object] = [principal]
+        if cursor:
+            updated, last_id = _parse_session_cursor(cursor)
+            query += " AND (updated_at < ? OR (updated_at = ? AND id > ?))"
+            args += [updated, updated, last_id]
+        query += " ORDER BY updated_at DESC, id LIMIT ?"
+        args.append(limit + 1)
+        async with self._db.execute(query, args) as rows:
+            sessions = [Session(*row) async for row in rows]
+        more = len(sessions) > limit
+        sessions = sessions[:limit]
+        next_cursor = f"{sessions[-1].updated_at!r}:{sessions[-1].id}" if more else None
+        return Page(sessions, next_cursor)
+
+    async def rename_session(self, principal: str, session_id: str, title: str) -> Session:
+        await self.get_session(principal, session_id)
+        await self._db.execute(
+            "UPDATE sessions SET title = ?, updated_at = ? WHERE id = ?",
+            (title, time.time(), session_id),
+        )
+        await self._db.commit()
+        return await self.get_session(principal, session_id)
+
+    async def delete_session(self, principal: str, session_id: str) -> None:
+        await self.get_session(principal, session_id)
+        await self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        await self._db.commit()
+
+    async def add_message(
+        self,
+        principal: str,
+        session_id: str,
+        role: str,
+        content: str,
+        *,
+        model: str = "",
+        status: MessageStatus = MessageStatus.COMPLETE,
+        prompt_tokens: int = 0,
+    ) -> Message:
+        await self.get_session(principal, session_id)
+        now = time.time()
+        message_id = uuid.uuid4().hex
+        await self._db.execute(
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, "
+            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?), "
+            "?, ?, ?, ?, ?, ?, 0, '')",
+            (message_id, session_id, session_id, role, content, status, model, now, prompt_tokens),
+        )
+        await self._db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+        await self._db.commit()
+        async with self._db.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return _message(row)
+
+    async def update_message(
+        self,
+        message_id: str,
+        content: str,
+        status: MessageStatus,
+        *,
+        completion_tokens: int = 0,
+        error_code: str = "",
+    ) -> None:
+        await self._db.execute(
+            "UPDATE messages SET content = ?, status = ?, completion_tokens = ?, error_code = ? "
+            "WHERE id = ?",
+            (content, status, completion_tokens, error_code, message_id),
+        )
+        await self._db.commit()
+
+    async def list_messages(
+        self, principal: str, session_id: str, limit: int, cursor: str | None
+    ) -> Page[Message]:
+        await self.get_session(principal, session_id)
+        after = _parse_message_cursor(cursor) if cursor else 0
+        async with self._db.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (session_id, after, limit + 1),
+        ) as rows:
+            messages = [_message(row) async for row in rows]
+        more = len(messages) > limit
+        messages = messages[:limit]
+        return Page(messages, str(messages[-1].seq) if more else None)
+
+    async def recent_messages(self, principal: str, session_id: str, limit: int) -> list[Message]:
+        await self.get_session(principal, session_id)
+        async with self._db.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (session_id, limit),
+        ) as rows:
+            messages = [_message(row) async for row in rows]
+        return messages[::-1]

@@ -1,0 +1,151 @@
+"""WebSocket chat: /ws/chat/{session_id}. The route hands the socket to a ChatConnection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import TypeAdapter, ValidationError
+
+from kubechat.api.chat import TurnControl
+from kubechat.api.dependencies import Services, ServicesDep, authenticate
+from kubechat.api.errors import (
+    BusyError,
+    InvalidRequestError,
+    KubechatError,
+    MessageTooLargeError,
+)
+from kubechat.api.events import (
+    ClientMessage,
+    ErrorEvent,
+    HistoryEvent,
+    MessageOut,
+    PingRequest,
+    PongEvent,
+    SessionOut,
+    StopRequest,
+    UserMessage,
+)
+from kubechat.api.history import MessageStatus
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["chat"])
+
+_client_messages: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+# Close codes in the 4000-4999 private range, mirroring HTTP statuses.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+class MalformedMessageError(InvalidRequestError):
+    code = "malformed_message"
+
+
+@router.websocket("/ws/chat/{session_id}")
+async def chat_socket(websocket: WebSocket, session_id: str, services: ServicesDep) -> None:
+    await ChatConnection(websocket, services, session_id).serve()
+
+
+class ChatConnection:
+    """One client socket: reads client messages while a generation task streams events."""
+
+    def __init__(self, websocket: WebSocket, services: Services, session_id: str) -> None:
+        self.ws = websocket
+        self.services = services
+        self.session_id = session_id
+        self.principal = ""
+        self.turn: asyncio.Task[None] | None = None
+        self.control = TurnControl()
+        self._send_lock = asyncio.Lock()
+
+    async def serve(self) -> None:
+        await self.ws.accept()
+        try:
+            self.principal = authenticate(self.ws, self.services)
+            session = await self.services.store.get_session(self.principal, self.session_id)
+        except KubechatError as exc:
+            await self.send_error(exc)
+            code = CLOSE_UNAUTHENTICATED if exc.status == 401 else CLOSE_NOT_FOUND
+            await self.ws.close(code=code, reason=exc.code)
+            return
+        recent = await self.services.store.recent_messages(
+            self.principal, self.session_id, self.services.settings.history_turns
+        )
+        await self.send(
+            HistoryEvent(
+                session=SessionOut.of(session), messages=[MessageOut.of(m) for m in recent]
+            ).model_dump_json()
+        )
+        try:
+            await self._read_loop()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await self._abandon_turn()
+
+    async def _read_loop(self) -> None:
+        limit = self.services.settings.max_ws_frame_bytes
+        while True:
+            frame = await self.ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(frame.get("code", 1000))
+            text = frame.get("text")
+            try:
+                if text is None:
+                    raise MalformedMessageError("frames must be JSON text, not binary")
+                if len(text) > limit:
+                    raise MessageTooLargeError(f"frame of {len(text)} bytes exceeds {limit}")
+                message = self._parse(text)
+                await self._handle(message)
+            except KubechatError as exc:
+                await self.send_error(exc)
+
+    def _parse(self, text: str) -> ClientMessage:
+        try:
+            return _client_messages.validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "message"
+            raise MalformedMessageError(f"{where}: {first['msg']}") from None
+
+    async def _handle(self, message: ClientMessage) -> None:
+        if isinstance(message, PingRequest):
+            await self.send(PongEvent().model_dump_json())
+        elif isinstance(message, StopRequest):
+            if self.turn is not None and not self.turn.done():
+                self.control.stop_status = MessageStatus.STOPPED
+                self.turn.cancel()
+        elif isinstance(message, UserMessage):
+            if self.turn is not None and not self.turn.done():
+                raise BusyError("an answer is still streaming; send stop first")
+            self.services.chat.check_message(message.content)
+            self.control = TurnControl()
+            self.turn = asyncio.create_task(self._run_turn(message, self.control))
+
+    async def _run_turn(self, message: UserMessage, control: TurnControl) -> None:
+        try:
+            await self.services.chat.run_turn(
+                self.principal, self.session_id, message, self.send, control
+            )
+        except KubechatError as exc:
+            await self.send_error(exc)
+        except (WebSocketDisconnect, RuntimeError):
+            logger.debug("client left during a turn")  # the answer is already stored
+
+    async def _abandon_turn(self) -> None:
+        if self.turn is not None and not self.turn.done():
+            self.control.stop_status = MessageStatus.INTERRUPTED
+            self.turn.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.turn
+
+    async def send(self, frame: str) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(frame)
+
+    async def send_error(self, exc: KubechatError) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await self.send(ErrorEvent(error=exc.body()).model_dump_json())

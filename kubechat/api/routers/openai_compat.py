@@ -1,0 +1,192 @@
+"""OpenAI-compatible /v1/models and /v1/chat/completions, so existing clients work unchanged.
+
+Stateless like OpenAI's API: the client sends the whole conversation and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from kubechat.api.catalog import CatalogEntry, ChatTurn
+from kubechat.api.chat import sampling_params
+from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
+from kubechat.api.errors import InvalidRequestError, KubechatError
+from kubechat.api.events import GenerationOptions
+from kubechat.api.triton import SamplingParams
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatCompletionMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        unsupported = {p.type for p in self.content if p.type != "text"}
+        if unsupported:
+            raise InvalidRequestError(f"content part types {sorted(unsupported)} are not supported")
+        return "".join(p.text or "" for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    # Unknown OpenAI parameters are accepted and ignored, as most compatible servers do.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: Annotated[list[ChatCompletionMessage], Field(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: Annotated[int, Field(ge=1, le=1)] = 1
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "kubechat"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+_STARTED = int(time.time())
+
+
+@router.get("/models")
+async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelList:
+    return ModelList(
+        data=[ModelCard(id=e.name, created=_STARTED) for e in services.catalog.chat_models()]
+    )
+
+
+def _prepare(
+    services: Services, body: ChatCompletionRequest
+) -> tuple[CatalogEntry, str, int, SamplingParams]:
+    entry = services.catalog.get(body.model)
+    turns = []
+    for m in body.messages:
+        text = m.text()
+        services.chat.check_message(text)
+        role = "system" if m.role == "developer" else m.role
+        turns.append(ChatTurn(role, text))
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    options = GenerationOptions(
+        temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+    )  # fmt: skip
+    params = sampling_params(entry, options)
+    prompt = entry.build_prompt(turns, params.max_tokens)
+    return entry, prompt.text, prompt.tokens, params
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, services: ServicesDep, _principal: PrincipalDep
+) -> dict[str, Any] | StreamingResponse:
+    entry, prompt, prompt_tokens, params = _prepare(services, body)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = _stream(
+            services, entry, prompt, prompt_tokens, params, completion_id, created, include_usage
+        )
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    text = "".join(
+        [d async for d in services.triton.stream_text(entry.name, prompt, params, completion_id)]
+    )
+    completion_tokens = entry.counter.count(text)
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": entry.name,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": _finish_reason(completion_tokens, params),
+            }
+        ],
+        "usage": _usage(prompt_tokens, completion_tokens),
+    }
+
+
+def _finish_reason(completion_tokens: int, params: SamplingParams) -> str:
+    return "length" if completion_tokens >= params.max_tokens else "stop"
+
+
+async def _stream(
+    services: Services,
+    entry: CatalogEntry,
+    prompt: str,
+    prompt_tokens: int,
+    params: SamplingParams,
+    completion_id: str,
+    created: int,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    head = f'{{"id":"{completion_id}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(entry.name)},'
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return f'data: {head}"choices":[{json.dumps(choice, ensure_ascii=False)}]}}\n\n'
+
+    yield chunk({"role": "assistant", "content": ""})
+    pieces: list[str] = []
+    try:
+        async for delta in services.triton.stream_text(entry.name, prompt, params, completion_id):
+            pieces.append(delta)
+            yield chunk({"content": delta})
+    except KubechatError as exc:
+        # Headers are gone already: report in-band, in the shape OpenAI clients raise on.
+        yield f"data: {json.dumps({'error': exc.body().model_dump()})}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    completion_tokens = entry.counter.count("".join(pieces))
+    yield chunk({}, _finish_reason(completion_tokens, params))
+    if include_usage:
+        usage = json.dumps(_usage(prompt_tokens, completion_tokens))
+        yield f'data: {head}"choices":[],"usage":{usage}}}\n\n'
+    yield "data: [DONE]\n\n"

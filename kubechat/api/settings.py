@@ -1,0 +1,58 @@
+"""API settings, read from KUBECHAT_* environment variables (never secret defaults in code)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KUBECHAT_", env_file=None, extra="ignore")
+
+    triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC host:port.")
+    models_dir: Path = Field(
+        default=Path("examples/models"), description="Folder of ChatModel YAML files."
+    )
+    state_dir: Path = Field(
+        default=Path(".kubechat"), description="Embedded state: history database, tokenizers."
+    )
+    database_url: str = Field(
+        default="", description="History store; empty means SQLite at STATE_DIR/history.sqlite3."
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated `key=principal` pairs. Unset: every request is the single "
+        "local principal (embedded, loopback only).",
+    )
+    local_principal: str = "local"
+    default_model: str = Field(default="", description="Model used when a message names none.")
+    max_message_chars: int = Field(default=32_000, ge=1)
+    max_ws_frame_bytes: int = Field(default=256 * 1024, ge=1024)
+    history_turns: int = Field(
+        default=50, ge=1, description="Most recent messages considered for a model's context."
+    )
+    triton_timeout_s: float = Field(default=600.0, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    def history_database(self) -> Path:
+        return Path(self.database_url) if self.database_url else self.state_dir / "history.sqlite3"
+
+    def principals_by_key(self) -> dict[str, str]:
+        if self.api_keys is None:
+            return {}
+        pairs = [p.strip() for p in self.api_keys.get_secret_value().split(",") if p.strip()]
+        keys: dict[str, str] = {}
+        for pair in pairs:
+            key, sep, principal = pair.partition("=")
+            if not sep or not key.strip() or not principal.strip():
+                raise ValueError("KUBECHAT_API_KEYS must be comma-separated key=principal pairs")
+            keys[key.strip()] = principal.strip()
+        return keys
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

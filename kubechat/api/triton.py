@@ -1,0 +1,145 @@
+"""Streaming completions and embeddings over Triton's gRPC API (tritonclient.grpc.aio)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from kubechat import triton_contract as contract
+from kubechat.api.errors import ModelUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: Sequence[str] = field(default_factory=tuple)
+    seed: int | None = None
+
+
+def _tensor(name: str, data_type: str, value: np.ndarray) -> InferInput:
+    tensor = InferInput(name, list(value.shape), data_type)
+    tensor.set_data_from_numpy(value)
+    return tensor
+
+
+def chat_inputs(prompt: str, params: SamplingParams, stream: bool = True) -> list[InferInput]:
+    """The TensorRT-LLM ensemble inputs for one request (batch of one)."""
+    inputs = [
+        _tensor(
+            contract.TEXT_INPUT, "BYTES", np.array([[prompt.encode("utf-8")]], dtype=np.object_)
+        ),
+        _tensor(contract.MAX_TOKENS, "INT32", np.array([[params.max_tokens]], dtype=np.int32)),
+        _tensor(contract.STREAM, "BOOL", np.array([[stream]], dtype=bool)),
+        _tensor(contract.TEMPERATURE, "FP32", np.array([[params.temperature]], dtype=np.float32)),
+        _tensor(contract.TOP_P, "FP32", np.array([[params.top_p]], dtype=np.float32)),
+        _tensor(contract.TOP_K, "INT32", np.array([[params.top_k]], dtype=np.int32)),
+        # TensorRT-LLM echoes the prompt unless told not to.
+        _tensor(contract.EXCLUDE_INPUT_IN_OUTPUT, "BOOL", np.array([[True]], dtype=bool)),
+    ]
+    if params.stop:
+        words = np.array([[s.encode("utf-8") for s in params.stop]], dtype=np.object_)
+        inputs.append(_tensor(contract.STOP_WORDS, "BYTES", words))
+    if params.seed is not None:
+        inputs.append(
+            _tensor(contract.RANDOM_SEED, "UINT64", np.array([[params.seed]], dtype=np.uint64))
+        )
+    return inputs
+
+
+class TritonGateway:
+    """One async gRPC channel to Triton, shared by every request of an API process."""
+
+    def __init__(self, url: str, timeout_s: float = 600.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.client = InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def model_ready(self, model: str) -> bool:
+        try:
+            return bool(await self.client.is_model_ready(model))
+        except (InferenceServerException, grpc.RpcError, OSError):
+            return False
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self.client.is_server_ready())
+        except (InferenceServerException, grpc.RpcError, OSError):
+            return False
+
+    async def stream_text(
+        self, model: str, prompt: str, params: SamplingParams, request_id: str = ""
+    ) -> AsyncIterator[str]:
+        """Yield text deltas of one streamed completion.
+
+        Leaving the iteration early (the client stopped or left) cancels the gRPC call, which
+        Triton turns into a cancelled request that the model stops generating.
+        """
+        finished = asyncio.Event()
+        request = {
+            "model_name": model,
+            "inputs": chat_inputs(prompt, params),
+            "outputs": [InferRequestedOutput(contract.TEXT_OUTPUT)],
+            "request_id": request_id or uuid.uuid4().hex,
+        }
+
+        async def requests() -> AsyncIterator[dict[str, object]]:
+            yield request
+            await finished.wait()  # half-closing early would end the stream before the answer
+
+        responses = self.client.stream_infer(requests(), stream_timeout=self.timeout_s)
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise ModelUnavailableError(f"model {model} failed: {error.message()}")
+                text = result.as_numpy(contract.TEXT_OUTPUT)
+                if text is not None and text.size:
+                    delta = text.reshape(-1)[0].decode("utf-8")
+                    if delta:
+                        yield delta
+                final = result.get_response().parameters.get(contract.FINAL_RESPONSE_PARAM)
+                if final is not None and final.bool_param:
+                    return
+            raise ModelUnavailableError(f"model {model} closed the stream before finishing")
+        except grpc.RpcError as exc:
+            raise ModelUnavailableError(f"Triton is unavailable: {_rpc_message(exc)}") from exc
+        except InferenceServerException as exc:
+            raise ModelUnavailableError(f"Triton is unavailable: {exc.message()}") from exc
+        finally:
+            finished.set()
+            responses.cancel()
+
+    async def embed(self, model: str, texts: Sequence[str]) -> np.ndarray:
+        data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+        try:
+            result = await self.client.infer(
+                model,
+                [_tensor(contract.EMBED_TEXT, "BYTES", data)],
+                outputs=[InferRequestedOutput(contract.EMBED_OUTPUT)],
+            )
+        except (InferenceServerException, grpc.RpcError) as exc:
+            raise ModelUnavailableError(f"embedder {model} failed: {exc}") from exc
+        vectors = result.as_numpy(contract.EMBED_OUTPUT)
+        assert vectors is not None
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def _rpc_message(exc: grpc.RpcError) -> str:
+    details = getattr(exc, "details", None)
+    return str(details()) if callable(details) else str(exc)

@@ -1,0 +1,52 @@
+"""The `kubechat` command: `serve` (embedded runtime) and `render` (model repository only)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from kubechat.api.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Models and data load offline; nothing is fetched from a hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = argparse.ArgumentParser(prog="kubechat")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run tritonserver and the API on this machine")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--triton-grpc-port", type=int, default=8001)
+    serve.add_argument("--triton-http-port", type=int, default=8002)
+    serve.add_argument("--triton-metrics-port", type=int, default=8003)
+    serve.add_argument("--ready-timeout", type=float, default=300.0)
+    render = commands.add_parser("render", help="only render the local Triton model repository")
+    for sub in (serve, render):
+        sub.add_argument("--models", type=Path, help="folder of ChatModel YAML files")
+        sub.add_argument("--state-dir", type=Path, help="where state and the repository live")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    overrides = {}
+    if args.models:
+        overrides["models_dir"] = args.models
+    if args.state_dir:
+        overrides["state_dir"] = args.state_dir
+    settings = Settings(**overrides)
+
+    from kubechat.embedded import launcher
+
+    if args.command == "render":
+        print(launcher.render_local_repository(settings.models_dir, settings.state_dir))
+        return
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
+        parser.error("listening beyond loopback needs KUBECHAT_API_KEYS (no anonymous access)")
+    ports = launcher.TritonPorts(args.triton_grpc_port, args.triton_http_port, args.triton_metrics_port)
+    launcher.serve(settings, args.host, args.port, ports, args.ready_timeout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""`kubechat serve`: the embedded runtime on one machine.
+
+Reads ChatModel YAML files (the same documents a cluster would `kubectl apply`), renders the
+local Triton model repository with the operator's pure renderers, starts tritonserver, waits
+for it, and serves the API; Ctrl-C or SIGTERM stops both, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from kubechat.api.app import create_app
+from kubechat.api.settings import Settings
+from kubechat.embedded.artifacts import prepare_artifacts
+from kubechat.embedded.tritonserver import TritonServer
+from kubechat.model_repository import render_python_model, write_model_repository
+from kubechat.resources import load_chat_models_from_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    grpc: int = 8001
+    http: int = 8002
+    metrics: int = 8003
+
+
+def render_local_repository(models_dir: Path, state_dir: Path) -> Path:
+    """Prepare artifacts and write the model repository; return its path."""
+    models = load_chat_models_from_dir(models_dir)
+    if not models:
+        raise SystemExit(f"no ChatModel documents in {models_dir}")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    repository = state_dir / "model-repository"
+    rendered = [render_python_model(m, prepare_artifacts(m, state_dir)) for m in models]
+    write_model_repository(rendered, repository)
+    logger.info("rendered %d models into %s", len(rendered), repository)
+    return repository
+
+
+def start_triton(models_dir: Path, state_dir: Path, ports: TritonPorts, timeout: float) -> TritonServer:
+    repository = render_local_repository(models_dir, state_dir)
+    server = TritonServer(
+        repository, state_dir, http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics
+    )
+    server.start()
+    try:
+        server.wait_ready(timeout)
+    except BaseException:
+        server.stop()
+        raise
+    logger.info("tritonserver ready on grpc %s", server.grpc_url)
+    return server
+
+
+def serve(settings: Settings, host: str, port: int, ports: TritonPorts, timeout: float) -> None:
+    server = start_triton(settings.models_dir, settings.state_dir, ports, timeout)
+    try:
+        settings = settings.model_copy(update={"triton_url": server.grpc_url})
+        # A larger transport limit than ours, so oversized frames get an error event, not a drop.
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            ws_max_size=4 * settings.max_ws_frame_bytes,
+            log_level="info",
+        )
+    finally:
+        server.stop()

@@ -1,0 +1,125 @@
+"""Text generation engines for the streaming chat models: a real causal LM and a synthetic one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kubechat.engines.text_stream import IncrementalDetokenizer, StopSequenceFilter
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: Sequence[str] = field(default_factory=tuple)
+    end_id: int | None = None
+    seed: int | None = None
+
+
+class TextGenerator(Protocol):
+    def generate(self, request: GenerationRequest, cancelled: Callable[[], bool]) -> Iterator[str]:
+        """Yield text deltas until done, a stop sequence, max_tokens, or `cancelled()`."""
+        ...
+
+
+class CausalLmGenerator:
+    """A Hugging Face causal LM decoded token by token with a KV cache (CPU development model)."""
+
+    def __init__(
+        self, checkpoint_dir: str, checkpoint_file: str, tokenizer_dir: str, max_input_tokens: int
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            checkpoint_dir, gguf_file=checkpoint_file or None, dtype=torch.float32
+        )
+        self.model.eval()
+        self.max_input_tokens = max_input_tokens
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids: set[int] = set(
+            eos if isinstance(eos, list) else [eos] if eos is not None else []
+        )
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+
+    def generate(self, request: GenerationRequest, cancelled: Callable[[], bool]) -> Iterator[str]:
+        torch = self._torch
+        # The prompt already went through the chat template, special tokens included.
+        ids = self.tokenizer(request.prompt, add_special_tokens=False).input_ids
+        ids = ids[-self.max_input_tokens :]
+        eos = self.eos_ids | ({request.end_id} if request.end_id is not None else set())
+        generator = (
+            torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+        )
+        detokenizer = IncrementalDetokenizer(self.tokenizer)
+        stop = StopSequenceFilter(request.stop)
+        inputs = torch.tensor([ids])
+        past = None
+        with torch.inference_mode():
+            for _ in range(request.max_tokens):
+                if cancelled():
+                    return
+                out = self.model(input_ids=inputs, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                token = self._sample(out.logits[0, -1], request, generator)
+                if token in eos:
+                    break
+                delta = stop.push(detokenizer.push(token))
+                if delta:
+                    yield delta
+                if stop.stopped:
+                    return
+                inputs = torch.tensor([[token]])
+        tail = stop.flush()
+        if tail:
+            yield tail
+
+    def _sample(self, logits: object, request: GenerationRequest, generator: object) -> int:
+        torch = self._torch
+        scores = logits.float()  # type: ignore[attr-defined]
+        if request.temperature <= 0:
+            return int(torch.argmax(scores))
+        scores = scores / request.temperature
+        if request.top_k > 0:
+            kth = torch.topk(scores, min(request.top_k, scores.shape[-1])).values[-1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        if request.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+            drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > request.top_p
+            sorted_probs[drop] = 0.0
+            probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+        return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class SyntheticGenerator:
+    """Emits `token{i} ` words as fast as asked: isolates gateway overhead in benchmarks."""
+
+    def __init__(self, token_delay_ms: float = 0.0) -> None:
+        self.token_delay = token_delay_ms / 1000.0
+
+    def generate(self, request: GenerationRequest, cancelled: Callable[[], bool]) -> Iterator[str]:
+        stop = StopSequenceFilter(request.stop)
+        for i in range(request.max_tokens):
+            if cancelled():
+                return
+            if self.token_delay:
+                time.sleep(self.token_delay)
+            delta = stop.push(f"token{i} ")
+            if delta:
+                yield delta
+            if stop.stopped:
+                return
+        tail = stop.flush()
+        if tail:
+            yield tail

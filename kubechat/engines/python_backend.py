@@ -1,0 +1,146 @@
+"""Adapters between Triton's python backend and kubechat's engines.
+
+Imported only inside the tritonserver python-backend stub, where `triton_python_backend_utils`
+exists. Each model.py in model-repo/ subclasses one of these and names its engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from kubechat import triton_contract as contract
+from kubechat.engines.generation import GenerationRequest, TextGenerator
+
+logger = logging.getLogger(__name__)
+
+
+def model_parameters(args: dict[str, str]) -> dict[str, str]:
+    config = json.loads(args["model_config"])
+    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+
+
+def _input(request: Any, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def _scalar(request: Any, name: str, default: Any) -> Any:
+    value = _input(request, name)
+    if value is None or value.size == 0:
+        return default
+    item = value.reshape(-1)[0]
+    return item.decode("utf-8") if isinstance(item, bytes) else item.item()
+
+
+def _text_response(text: str) -> Any:
+    data = np.array([[text.encode("utf-8")]], dtype=np.object_)
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(contract.TEXT_OUTPUT, data)])
+
+
+class StreamingChatModel:
+    """Decoupled model with the TensorRT-LLM ensemble contract, served from worker threads.
+
+    execute() only enqueues; `workers` threads run generations so several streams proceed at
+    once (1 for a CPU LLM, many for the synthetic model). Cancellation from the client is
+    checked between tokens.
+    """
+
+    workers = 1
+
+    def create_generator(self, params: dict[str, str]) -> TextGenerator:
+        raise NotImplementedError
+
+    def initialize(self, args: dict[str, str]) -> None:
+        params = model_parameters(args)
+        self.max_output_tokens = int(params.get("max_output_tokens", "512"))
+        self.generator = self.create_generator(params)
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="generate")
+
+    def execute(self, requests: list[Any]) -> None:
+        for request in requests:
+            self.pool.submit(self._serve, request)
+
+    def finalize(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _serve(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        try:
+            generation = self._parse(request)
+            stream = bool(_scalar(request, contract.STREAM, False))
+            cancelled: Callable[[], bool] = sender.is_cancelled
+            pieces = []
+            for delta in self.generator.generate(generation, cancelled):
+                if stream:
+                    sender.send(_text_response(delta))
+                else:
+                    pieces.append(delta)
+            # The final flag rides on a last (empty when streaming) response so that clients
+            # see `triton_final_response` without opting into empty final responses.
+            sender.send(_text_response("" if stream else "".join(pieces)), flags=final)
+        except Exception as exc:  # report every failure to the client, never hang the stream
+            logger.exception("generation failed")
+            error = pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
+            )
+            sender.send(error, flags=final)
+
+    def _parse(self, request: Any) -> GenerationRequest:
+        prompt = _scalar(request, contract.TEXT_INPUT, None)
+        if not isinstance(prompt, str):
+            raise ValueError("text_input is required")
+        max_tokens = int(_scalar(request, contract.MAX_TOKENS, 0))
+        if not 0 < max_tokens <= self.max_output_tokens:
+            raise ValueError(f"max_tokens must be in 1..{self.max_output_tokens}, got {max_tokens}")
+        stop_words = _input(request, contract.STOP_WORDS)
+        stop = (
+            [] if stop_words is None else [s.decode("utf-8") for s in stop_words.reshape(-1) if s]
+        )
+        end_id = _scalar(request, contract.END_ID, None)
+        seed = _scalar(request, contract.RANDOM_SEED, None)
+        return GenerationRequest(
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=float(_scalar(request, contract.TEMPERATURE, 0.0)),
+            top_p=float(_scalar(request, contract.TOP_P, 1.0)),
+            top_k=int(_scalar(request, contract.TOP_K, 0)),
+            stop=stop,
+            end_id=None if end_id is None else int(end_id),
+            seed=None if seed is None else int(seed),
+        )
+
+
+class SentenceEmbeddingModel:
+    """Batched embedder: Triton's dynamic batcher merges requests, we encode them in one call."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        params = model_parameters(args)
+        self.model = SentenceTransformer(params["checkpoint_dir"], device="cpu")
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        batches = [_input(r, contract.EMBED_TEXT) for r in requests]
+        texts = [
+            t.decode("utf-8") for batch in batches if batch is not None for t in batch.reshape(-1)
+        ]
+        vectors = self.model.encode(texts, batch_size=64, normalize_embeddings=True)
+        responses, start = [], 0
+        for batch in batches:
+            count = 0 if batch is None else batch.shape[0]
+            chunk = np.asarray(vectors[start : start + count], dtype=np.float32)
+            start += count
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(contract.EMBED_OUTPUT, chunk)]
+                )
+            )
+        return responses

@@ -1,0 +1,62 @@
+"""The Triton tensor contracts kubechat speaks, in one place for the API, renderer and models.
+
+The chat contract is TensorRT-LLM's `ensemble` / `tensorrt_llm_bls` interface, so a real
+TensorRT-LLM model repository is a drop-in replacement for the CPU development models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+# Chat (TensorRT-LLM ensemble) inputs.
+TEXT_INPUT: Final = "text_input"
+MAX_TOKENS: Final = "max_tokens"
+STREAM: Final = "stream"
+TEMPERATURE: Final = "temperature"
+TOP_P: Final = "top_p"
+TOP_K: Final = "top_k"
+STOP_WORDS: Final = "stop_words"
+END_ID: Final = "end_id"
+RANDOM_SEED: Final = "random_seed"
+EXCLUDE_INPUT_IN_OUTPUT: Final = "exclude_input_in_output"
+# Chat output: one text delta per streamed response.
+TEXT_OUTPUT: Final = "text_output"
+
+# Embedder contract: a batch of texts in, one FP32 vector per text out.
+EMBED_TEXT: Final = "text"
+EMBED_OUTPUT: Final = "embedding"
+
+# Set by Triton on the last response of a decoupled stream.
+FINAL_RESPONSE_PARAM: Final = "triton_final_response"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # Triton config name, e.g. TYPE_STRING
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+CHAT_INPUTS: Final = (
+    TensorSpec(TEXT_INPUT, "TYPE_STRING", (1,)),
+    TensorSpec(MAX_TOKENS, "TYPE_INT32", (1,)),
+    TensorSpec(STREAM, "TYPE_BOOL", (1,), optional=True),
+    TensorSpec(TEMPERATURE, "TYPE_FP32", (1,), optional=True),
+    TensorSpec(TOP_P, "TYPE_FP32", (1,), optional=True),
+    TensorSpec(TOP_K, "TYPE_INT32", (1,), optional=True),
+    TensorSpec(STOP_WORDS, "TYPE_STRING", (-1,), optional=True),
+    TensorSpec(END_ID, "TYPE_INT32", (1,), optional=True),
+    TensorSpec(RANDOM_SEED, "TYPE_UINT64", (1,), optional=True),
+    TensorSpec(EXCLUDE_INPUT_IN_OUTPUT, "TYPE_BOOL", (1,), optional=True),
+)
+CHAT_OUTPUTS: Final = (TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),)
+
+
+def embed_inputs() -> tuple[TensorSpec, ...]:
+    return (TensorSpec(EMBED_TEXT, "TYPE_STRING", (1,)),)
+
+
+def embed_outputs(dimensions: int) -> tuple[TensorSpec, ...]:
+    return (TensorSpec(EMBED_OUTPUT, "TYPE_FP32", (dimensions,)),)
