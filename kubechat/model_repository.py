@@ -88,9 +88,7 @@ def render_python_model(model: ChatModel, artifacts: ModelArtifacts) -> Rendered
             f"ChatModel {model.name}: backend {backend} needs a GPU (TensorRT-LLM) and cannot "
             "run in the embedded runtime"
         )
-    header = (
-        f'name: "{model.name}"\nbackend: "python"\nmax_batch_size: {spec.engine.max_batch_size}\n'
-    )
+    header = f'name: "{model.name}"\nbackend: "python"\nmax_batch_size: {spec.engine.max_batch_size}\n'
     params = {"max_input_tokens": str(spec.engine.max_input_tokens)}
     if backend is Backend.SENTENCE_TRANSFORMERS:
         if artifacts.embedding_dimensions <= 0:

@@ -88,9 +88,7 @@ class ModelSource(_Spec):
     def _exactly_one(self) -> ModelSource:
         chosen = [n for n in ("package", "hugging_face", "s3", "pvc") if getattr(self, n)]
         if len(chosen) > 1:
-            raise ValueError(
-                f"source must name exactly one of package/huggingFace/s3/pvc, got {chosen}"
-            )
+            raise ValueError(f"source must name exactly one of package/huggingFace/s3/pvc, got {chosen}")
         return self
 
 

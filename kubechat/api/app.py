@@ -34,9 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         triton = TritonGateway(settings.triton_url, settings.triton_timeout_s)
         keys = settings.principals_by_key()
         if not keys:
-            logger.warning(
-                "no KUBECHAT_API_KEYS: every request acts as %r", settings.local_principal
-            )
+            logger.warning("no KUBECHAT_API_KEYS: every request acts as %r", settings.local_principal)
         app.state.services = Services(
             settings=settings,
             catalog=catalog,
@@ -45,9 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             chat=ChatService(settings, catalog, store, triton),
             principals_by_key=keys,
         )
-        logger.info(
-            "kubechat API up: models %s, Triton at %s", catalog.names(), settings.triton_url
-        )
+        logger.info("kubechat API up: models %s, Triton at %s", catalog.names(), settings.triton_url)
         try:
             yield
         finally:
@@ -66,9 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(KubechatError)
     async def kubechat_error(_request: Request, exc: KubechatError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(
-            {"error": exc.body().model_dump()}, status_code=exc.status, headers=headers
-        )
+        return JSONResponse({"error": exc.body().model_dump()}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

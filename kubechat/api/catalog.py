@@ -65,9 +65,7 @@ class Prompt:
 
 
 class CatalogEntry:
-    def __init__(
-        self, model: ChatModel, template: str, counter: TokenCounter, special: dict[str, str]
-    ):
+    def __init__(self, model: ChatModel, template: str, counter: TokenCounter, special: dict[str, str]):
         self.model = model
         self.counter = counter
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
@@ -82,11 +80,12 @@ class CatalogEntry:
         messages = [{"role": t.role, "content": t.content} for t in turns]
         return self._template.render(messages=messages, add_generation_prompt=True, **self._special)
 
-    def build_prompt(self, turns: Sequence[ChatTurn], max_new_tokens: int) -> Prompt:
+    def build_prompt(self, turns: Sequence[ChatTurn]) -> Prompt:
         """Render the conversation, dropping the oldest turns until it fits the context window.
 
-        System turns and the newest turn are always kept; if the newest alone is too long the
-        model truncates from the left (TensorRT-LLM rejects it instead: max_input_len).
+        The budget is engine.maxInputTokens (TensorRT-LLM's max_input_len; the answer has its own,
+        maxOutputTokens). System turns and the newest turn are always kept; if the newest alone
+        is too long the CPU model truncates from the left (TensorRT-LLM would reject it).
         """
         engine = self.model.spec.engine
         budget = engine.max_input_tokens
@@ -126,9 +125,7 @@ class ModelCatalog:
         entry = self._entries.get(name)
         if entry is None or not entry.model.has(capability):
             known = ", ".join(e.name for e in self._entries.values() if e.model.has(capability))
-            raise ModelNotFoundError(
-                f"unknown {capability} model {name!r} (known: {known or 'none'})"
-            )
+            raise ModelNotFoundError(f"unknown {capability} model {name!r} (known: {known or 'none'})")
         return entry
 
 
@@ -145,9 +142,7 @@ def load_catalog(models_dir: Path, state_dir: Path, default_model: str = "") -> 
         elif folder is not None:
             logger.warning("no tokenizer for %s in %s: counting words", model.name, folder)
         entries.append(
-            CatalogEntry(
-                model, template or DEFAULT_CHAT_TEMPLATE, counter or WhitespaceCounter(), special
-            )
+            CatalogEntry(model, template or DEFAULT_CHAT_TEMPLATE, counter or WhitespaceCounter(), special)
         )
     return ModelCatalog(entries, default_model)
 

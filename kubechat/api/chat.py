@@ -42,9 +42,7 @@ def sampling_params(entry: CatalogEntry, options: GenerationOptions) -> Sampling
     limit = entry.model.spec.engine.max_output_tokens
     max_tokens = options.max_tokens or defaults.max_tokens
     if max_tokens > limit:
-        raise InvalidRequestError(
-            f"max_tokens {max_tokens} exceeds model {entry.name}'s limit {limit}"
-        )
+        raise InvalidRequestError(f"max_tokens {max_tokens} exceeds model {entry.name}'s limit {limit}")
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=defaults.temperature if options.temperature is None else options.temperature,
@@ -57,12 +55,23 @@ def sampling_params(entry: CatalogEntry, options: GenerationOptions) -> Sampling
 
 @dataclass
 class TurnControl:
-    """Why a running turn is being cancelled, set by whoever cancels it.
+    """How a running turn is asked to stop, and with which status its answer is stored.
 
-    STOPPED (the user asked) ends with a done event; anything else means the client is gone.
+    A task cancelled before its first step never runs its `finally`, so a turn is only
+    cancelled while it streams; before that, a stop request is a flag it checks.
+    STOPPED (the user asked) still ends with a done event; INTERRUPTED means the client left.
     """
 
     stop_status: MessageStatus = MessageStatus.INTERRUPTED
+    stop_requested: bool = False
+    streaming: bool = False
+
+    def request_stop(self, task: asyncio.Task[None], status: MessageStatus) -> None:
+        self.stop_status = status
+        if self.streaming:
+            task.cancel()
+        else:
+            self.stop_requested = True
 
 
 @dataclass
@@ -104,12 +113,10 @@ class ChatService:
         self.check_message(message.content)
         entry = self.catalog.get(message.model)
         params = sampling_params(entry, message.options)
-        history = await self.store.recent_messages(
-            principal, session_id, self.settings.history_turns
-        )
+        history = await self.store.recent_messages(principal, session_id, self.settings.history_turns)
         turns = [ChatTurn(m.role, m.content) for m in history if m.content]
         turns.append(ChatTurn("user", message.content))
-        prompt = entry.build_prompt(turns, params.max_tokens)
+        prompt = entry.build_prompt(turns)
 
         user = await self.store.add_message(principal, session_id, "user", message.content)
         reply = await self.store.add_message(
@@ -126,12 +133,16 @@ class ChatService:
                     turns_dropped=prompt.turns_dropped,
                 ).model_dump_json()
             )  # fmt: skip
-            async for delta in self.triton.stream_text(entry.name, prompt.text, params, reply.id):
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                answer.pieces.append(delta)
-                await emit(token_frame(reply.id, len(answer.pieces), delta))
-                await self._checkpoint(answer)
+            if control.stop_requested:
+                status = control.stop_status
+            else:
+                control.streaming = True
+                async for delta in self.triton.stream_text(entry.name, prompt.text, params, reply.id):
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    answer.pieces.append(delta)
+                    await emit(token_frame(reply.id, len(answer.pieces), delta))
+                    await self._checkpoint(answer)
         except KubechatError as exc:
             status, error = MessageStatus.FAILED, exc
         except asyncio.CancelledError:
@@ -146,6 +157,7 @@ class ChatService:
             status = MessageStatus.INTERRUPTED  # e.g. the socket closed under emit()
             raise
         finally:
+            control.streaming = False  # from here on a stop must not cancel the bookkeeping
             completion_tokens = entry.counter.count(answer.text)
             # Shielded: a second cancellation must not lose the answer.
             await asyncio.shield(
@@ -161,9 +173,7 @@ class ChatService:
             )  # fmt: skip
         if error is not None:
             await emit(ErrorEvent(error=error.body(), message_id=reply.id).model_dump_json())
-        await emit(
-            _done(reply.id, status, prompt.tokens, completion_tokens, started, first_token_at)
-        )
+        await emit(_done(reply.id, status, prompt.tokens, completion_tokens, started, first_token_at))
 
     async def _checkpoint(self, answer: _Answer) -> None:
         now = time.monotonic()

@@ -46,11 +46,7 @@ def authenticate(connection: HTTPConnection, services: ServicesDep) -> str:
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        token = (
-            connection.query_params.get("token", "")
-            if connection.scope["type"] == "websocket"
-            else ""
-        )
+        token = connection.query_params.get("token", "") if connection.scope["type"] == "websocket" else ""
     for key, principal in keys.items():
         # Constant-time comparison: no timing oracle on the key.
         if token and hmac.compare_digest(token.encode(), key.encode()):

@@ -58,9 +58,7 @@ class Page(Generic[T]):
 class HistoryStore(Protocol):
     async def create_session(self, principal: str, title: str) -> Session: ...
     async def get_session(self, principal: str, session_id: str) -> Session: ...
-    async def list_sessions(
-        self, principal: str, limit: int, cursor: str | None
-    ) -> Page[Session]: ...
+    async def list_sessions(self, principal: str, limit: int, cursor: str | None) -> Page[Session]: ...
     async def rename_session(self, principal: str, session_id: str, title: str) -> Session: ...
     async def delete_session(self, principal: str, session_id: str) -> None: ...
     async def add_message(
@@ -86,9 +84,7 @@ class HistoryStore(Protocol):
     async def list_messages(
         self, principal: str, session_id: str, limit: int, cursor: str | None
     ) -> Page[Message]: ...
-    async def recent_messages(
-        self, principal: str, session_id: str, limit: int
-    ) -> list[Message]: ...
+    async def recent_messages(self, principal: str, session_id: str, limit: int) -> list[Message]: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -198,9 +194,7 @@ class SQLiteHistoryStore:
         return Session(*row)
 
     async def list_sessions(self, principal: str, limit: int, cursor: str | None) -> Page[Session]:
-        query = (
-            "SELECT id, principal, title, created_at, updated_at FROM sessions WHERE principal = ?"
-        )
+        query = "SELECT id, principal, title, created_at, updated_at FROM sessions WHERE principal = ?"
         args: list[object] = [principal]
         if cursor:
             updated, last_id = _parse_session_cursor(cursor)
@@ -210,7 +204,7 @@ class SQLiteHistoryStore:
         args.append(limit + 1)
         async with self._db.execute(query, args) as rows:
             sessions = [Session(*row) async for row in rows]
-        more = len(sessions) > limit
+        more = len(sessions) > limit and limit > 0
         sessions = sessions[:limit]
         next_cursor = f"{sessions[-1].updated_at!r}:{sessions[-1].id}" if more else None
         return Page(sessions, next_cursor)
@@ -268,8 +262,7 @@ class SQLiteHistoryStore:
         error_code: str = "",
     ) -> None:
         await self._db.execute(
-            "UPDATE messages SET content = ?, status = ?, completion_tokens = ?, error_code = ? "
-            "WHERE id = ?",
+            "UPDATE messages SET content = ?, status = ?, completion_tokens = ?, error_code = ? WHERE id = ?",
             (content, status, completion_tokens, error_code, message_id),
         )
         await self._db.commit()
@@ -280,20 +273,18 @@ class SQLiteHistoryStore:
         await self.get_session(principal, session_id)
         after = _parse_message_cursor(cursor) if cursor else 0
         async with self._db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?",
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (session_id, after, limit + 1),
         ) as rows:
             messages = [_message(row) async for row in rows]
-        more = len(messages) > limit
+        more = len(messages) > limit and limit > 0
         messages = messages[:limit]
         return Page(messages, str(messages[-1].seq) if more else None)
 
     async def recent_messages(self, principal: str, session_id: str, limit: int) -> list[Message]:
         await self.get_session(principal, session_id)
         async with self._db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
-            "ORDER BY seq DESC LIMIT ?",
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
             (session_id, limit),
         ) as rows:
             messages = [_message(row) async for row in rows]

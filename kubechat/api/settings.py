@@ -13,9 +13,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KUBECHAT_", env_file=None, extra="ignore")
 
     triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC host:port.")
-    models_dir: Path = Field(
-        default=Path("examples/models"), description="Folder of ChatModel YAML files."
-    )
+    models_dir: Path = Field(default=Path("examples/models"), description="Folder of ChatModel YAML files.")
     state_dir: Path = Field(
         default=Path(".kubechat"), description="Embedded state: history database, tokenizers."
     )
@@ -44,11 +42,16 @@ class Settings(BaseSettings):
         if self.api_keys is None:
             return {}
         pairs = [p.strip() for p in self.api_keys.get_secret_value().split(",") if p.strip()]
+        if not pairs:
+            # Set but empty (say, an empty Secret) must not silently mean "no authentication".
+            raise ValueError("KUBECHAT_API_KEYS is set but names no key; unset it for local mode")
         keys: dict[str, str] = {}
         for pair in pairs:
             key, sep, principal = pair.partition("=")
             if not sep or not key.strip() or not principal.strip():
                 raise ValueError("KUBECHAT_API_KEYS must be comma-separated key=principal pairs")
+            if key.strip() in keys:
+                raise ValueError("KUBECHAT_API_KEYS names the same key twice")
             keys[key.strip()] = principal.strip()
         return keys
 

@@ -7,9 +7,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
@@ -30,7 +32,7 @@ class SamplingParams:
     seed: int | None = None
 
 
-def _tensor(name: str, data_type: str, value: np.ndarray) -> InferInput:
+def _tensor(name: str, data_type: str, value: npt.NDArray[Any]) -> InferInput:
     tensor = InferInput(name, list(value.shape), data_type)
     tensor.set_data_from_numpy(value)
     return tensor
@@ -39,9 +41,7 @@ def _tensor(name: str, data_type: str, value: np.ndarray) -> InferInput:
 def chat_inputs(prompt: str, params: SamplingParams, stream: bool = True) -> list[InferInput]:
     """The TensorRT-LLM ensemble inputs for one request (batch of one)."""
     inputs = [
-        _tensor(
-            contract.TEXT_INPUT, "BYTES", np.array([[prompt.encode("utf-8")]], dtype=np.object_)
-        ),
+        _tensor(contract.TEXT_INPUT, "BYTES", np.array([[prompt.encode("utf-8")]], dtype=np.object_)),
         _tensor(contract.MAX_TOKENS, "INT32", np.array([[params.max_tokens]], dtype=np.int32)),
         _tensor(contract.STREAM, "BOOL", np.array([[stream]], dtype=bool)),
         _tensor(contract.TEMPERATURE, "FP32", np.array([[params.temperature]], dtype=np.float32)),
@@ -54,9 +54,7 @@ def chat_inputs(prompt: str, params: SamplingParams, stream: bool = True) -> lis
         words = np.array([[s.encode("utf-8") for s in params.stop]], dtype=np.object_)
         inputs.append(_tensor(contract.STOP_WORDS, "BYTES", words))
     if params.seed is not None:
-        inputs.append(
-            _tensor(contract.RANDOM_SEED, "UINT64", np.array([[params.seed]], dtype=np.uint64))
-        )
+        inputs.append(_tensor(contract.RANDOM_SEED, "UINT64", np.array([[params.seed]], dtype=np.uint64)))
     return inputs
 
 
@@ -92,7 +90,7 @@ class TritonGateway:
         Triton turns into a cancelled request that the model stops generating.
         """
         finished = asyncio.Event()
-        request = {
+        request: dict[str, object] = {
             "model_name": model,
             "inputs": chat_inputs(prompt, params),
             "outputs": [InferRequestedOutput(contract.TEXT_OUTPUT)],
@@ -125,7 +123,7 @@ class TritonGateway:
             finished.set()
             responses.cancel()
 
-    async def embed(self, model: str, texts: Sequence[str]) -> np.ndarray:
+    async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         try:
             result = await self.client.infer(

@@ -2,8 +2,9 @@
 
 The model loads its weights straight from the GGUF file (transformers dequantizes it in a few
 seconds). The tokenizer is exported once as a Hugging Face folder (tokenizer.json,
-tokenizer_config.json, chat_template.jinja) under the state directory; that folder is where a TensorRT-LLM deployment keeps it too (`tokenizer_dir`), and the
-API reads the chat template and token counts from the same place.
+tokenizer_config.json, chat_template.jinja) under the state directory. A TensorRT-LLM
+deployment keeps its tokenizer in the same shape (`tokenizer_dir`), and the API reads the chat
+template and counts tokens from there.
 """
 
 from __future__ import annotations
@@ -63,9 +64,7 @@ def prepare_artifacts(model: ChatModel, state_dir: Path) -> ModelArtifacts:
         return ModelArtifacts()
     source = resolve_source_path(model)
     if backend is Backend.SENTENCE_TRANSFORMERS:
-        return ModelArtifacts(
-            checkpoint_dir=str(source), embedding_dimensions=embedding_dimensions(source)
-        )
+        return ModelArtifacts(checkpoint_dir=str(source), embedding_dimensions=embedding_dimensions(source))
     if backend is Backend.TRANSFORMERS:
         if source.suffix != ".gguf":
             return ModelArtifacts(checkpoint_dir=str(source), tokenizer_dir=str(source))

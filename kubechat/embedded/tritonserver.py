@@ -77,9 +77,7 @@ class TritonServer:
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "LD_LIBRARY_PATH": os.pathsep.join(
-                p
-                for p in (libpython_dir, str(bundled_libs), os.environ.get("LD_LIBRARY_PATH", ""))
-                if p
+                p for p in (libpython_dir, str(bundled_libs), os.environ.get("LD_LIBRARY_PATH", "")) if p
             ),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from kubechat.engines.text_stream import IncrementalDetokenizer, StopSequenceFilter
 
@@ -38,16 +38,15 @@ class CausalLmGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(
+        # transformers' own annotations are too loose to check against; treat them as Any.
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(tokenizer_dir)
+        model: Any = AutoModelForCausalLM.from_pretrained(
             checkpoint_dir, gguf_file=checkpoint_file or None, dtype=torch.float32
         )
-        self.model.eval()
+        self.model = model.eval()
         self.max_input_tokens = max_input_tokens
         eos = self.model.generation_config.eos_token_id
-        self.eos_ids: set[int] = set(
-            eos if isinstance(eos, list) else [eos] if eos is not None else []
-        )
+        self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
 
@@ -57,19 +56,17 @@ class CausalLmGenerator:
         ids = self.tokenizer(request.prompt, add_special_tokens=False).input_ids
         ids = ids[-self.max_input_tokens :]
         eos = self.eos_ids | ({request.end_id} if request.end_id is not None else set())
-        generator = (
-            torch.Generator().manual_seed(request.seed) if request.seed is not None else None
-        )
+        generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
         detokenizer = IncrementalDetokenizer(self.tokenizer)
         stop = StopSequenceFilter(request.stop)
         inputs = torch.tensor([ids])
-        past = None
+        cache = None
         with torch.inference_mode():
             for _ in range(request.max_tokens):
                 if cancelled():
                     return
-                out = self.model(input_ids=inputs, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = self.model(input_ids=inputs, cache=cache, use_cache=True)
+                cache = out.cache
                 token = self._sample(out.logits[0, -1], request, generator)
                 if token in eos:
                     break

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
 
 from kubechat import triton_contract as contract
@@ -26,7 +27,7 @@ def model_parameters(args: dict[str, str]) -> dict[str, str]:
     return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
 
 
-def _input(request: Any, name: str) -> np.ndarray | None:
+def _input(request: Any, name: str) -> npt.NDArray[Any] | None:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return None if tensor is None else tensor.as_numpy()
 
@@ -42,6 +43,10 @@ def _scalar(request: Any, name: str, default: Any) -> Any:
 def _text_response(text: str) -> Any:
     data = np.array([[text.encode("utf-8")]], dtype=np.object_)
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(contract.TEXT_OUTPUT, data)])
+
+
+def _counter(name: str, description: str) -> Any:
+    return pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
 
 
 class StreamingChatModel:
@@ -61,6 +66,17 @@ class StreamingChatModel:
         params = model_parameters(args)
         self.max_output_tokens = int(params.get("max_output_tokens", "512"))
         self.generator = self.create_generator(params)
+        labels = {"model": args["model_name"]}
+        # Custom metrics on Triton's /metrics: operators see cancellations reach the model.
+        # The families must outlive their metrics, so both are kept.
+        self.metric_families = (
+            _counter(
+                "kubechat_generations_cancelled_total",
+                "Generations stopped because the client cancelled the request",
+            ),
+            _counter("kubechat_generations_completed_total", "Generations that ran to their end"),
+        )
+        self.cancelled, self.completed = (f.Metric(labels=labels) for f in self.metric_families)
         self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="generate")
 
     def execute(self, requests: list[Any]) -> None:
@@ -83,14 +99,17 @@ class StreamingChatModel:
                     sender.send(_text_response(delta))
                 else:
                     pieces.append(delta)
+            if cancelled():
+                self.cancelled.increment(1)
+                sender.send(flags=final)
+                return
+            self.completed.increment(1)
             # The final flag rides on a last (empty when streaming) response so that clients
             # see `triton_final_response` without opting into empty final responses.
             sender.send(_text_response("" if stream else "".join(pieces)), flags=final)
         except Exception as exc:  # report every failure to the client, never hang the stream
             logger.exception("generation failed")
-            error = pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
-            )
+            error = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))
             sender.send(error, flags=final)
 
     def _parse(self, request: Any) -> GenerationRequest:
@@ -101,9 +120,7 @@ class StreamingChatModel:
         if not 0 < max_tokens <= self.max_output_tokens:
             raise ValueError(f"max_tokens must be in 1..{self.max_output_tokens}, got {max_tokens}")
         stop_words = _input(request, contract.STOP_WORDS)
-        stop = (
-            [] if stop_words is None else [s.decode("utf-8") for s in stop_words.reshape(-1) if s]
-        )
+        stop = [] if stop_words is None else [s.decode("utf-8") for s in stop_words.reshape(-1) if s]
         end_id = _scalar(request, contract.END_ID, None)
         seed = _scalar(request, contract.RANDOM_SEED, None)
         return GenerationRequest(
@@ -129,9 +146,7 @@ class SentenceEmbeddingModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         batches = [_input(r, contract.EMBED_TEXT) for r in requests]
-        texts = [
-            t.decode("utf-8") for batch in batches if batch is not None for t in batch.reshape(-1)
-        ]
+        texts = [t.decode("utf-8") for batch in batches if batch is not None for t in batch.reshape(-1)]
         vectors = self.model.encode(texts, batch_size=64, normalize_embeddings=True)
         responses, start = [], 0
         for batch in batches:
@@ -139,8 +154,6 @@ class SentenceEmbeddingModel:
             chunk = np.asarray(vectors[start : start + count], dtype=np.float32)
             start += count
             responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(contract.EMBED_OUTPUT, chunk)]
-                )
+                pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(contract.EMBED_OUTPUT, chunk)])
             )
         return responses

@@ -116,8 +116,7 @@ class ChatConnection:
             await self.send(PongEvent().model_dump_json())
         elif isinstance(message, StopRequest):
             if self.turn is not None and not self.turn.done():
-                self.control.stop_status = MessageStatus.STOPPED
-                self.turn.cancel()
+                self.control.request_stop(self.turn, MessageStatus.STOPPED)
         elif isinstance(message, UserMessage):
             if self.turn is not None and not self.turn.done():
                 raise BusyError("an answer is still streaming; send stop first")
@@ -127,9 +126,7 @@ class ChatConnection:
 
     async def _run_turn(self, message: UserMessage, control: TurnControl) -> None:
         try:
-            await self.services.chat.run_turn(
-                self.principal, self.session_id, message, self.send, control
-            )
+            await self.services.chat.run_turn(self.principal, self.session_id, message, self.send, control)
         except KubechatError as exc:
             await self.send_error(exc)
         except (WebSocketDisconnect, RuntimeError):
@@ -137,8 +134,7 @@ class ChatConnection:
 
     async def _abandon_turn(self) -> None:
         if self.turn is not None and not self.turn.done():
-            self.control.stop_status = MessageStatus.INTERRUPTED
-            self.turn.cancel()
+            self.control.request_stop(self.turn, MessageStatus.INTERRUPTED)
             with contextlib.suppress(asyncio.CancelledError):
                 await self.turn
 

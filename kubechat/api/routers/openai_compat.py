@@ -85,9 +85,7 @@ _STARTED = int(time.time())
 
 @router.get("/models")
 async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelList:
-    return ModelList(
-        data=[ModelCard(id=e.name, created=_STARTED) for e in services.catalog.chat_models()]
-    )
+    return ModelList(data=[ModelCard(id=e.name, created=_STARTED) for e in services.catalog.chat_models()])
 
 
 def _prepare(
@@ -106,7 +104,7 @@ def _prepare(
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )  # fmt: skip
     params = sampling_params(entry, options)
-    prompt = entry.build_prompt(turns, params.max_tokens)
+    prompt = entry.build_prompt(turns)
     return entry, prompt.text, prompt.tokens, params
 
 
@@ -133,9 +131,7 @@ async def chat_completions(
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    text = "".join(
-        [d async for d in services.triton.stream_text(entry.name, prompt, params, completion_id)]
-    )
+    text = "".join([d async for d in services.triton.stream_text(entry.name, prompt, params, completion_id)])
     completion_tokens = entry.counter.count(text)
     return {
         "id": completion_id,
@@ -167,7 +163,11 @@ async def _stream(
     created: int,
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    head = f'{{"id":"{completion_id}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(entry.name)},'
+    # Chunks differ only in their choices: the common head is serialized once.
+    head = (
+        f'{{"id":"{completion_id}","object":"chat.completion.chunk",'
+        f'"created":{created},"model":{json.dumps(entry.name)},'
+    )
 
     def chunk(delta: dict[str, str], finish: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}

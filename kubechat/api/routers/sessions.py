@@ -35,9 +35,7 @@ class MessagePage(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_session(
-    body: SessionCreate, services: ServicesDep, principal: PrincipalDep
-) -> SessionOut:
+async def create_session(body: SessionCreate, services: ServicesDep, principal: PrincipalDep) -> SessionOut:
     return SessionOut.of(await services.store.create_session(principal, body.title))
 
 
@@ -50,9 +48,7 @@ async def list_sessions(
 
 
 @router.get("/{session_id}")
-async def get_session(
-    session_id: str, services: ServicesDep, principal: PrincipalDep
-) -> SessionOut:
+async def get_session(session_id: str, services: ServicesDep, principal: PrincipalDep) -> SessionOut:
     return SessionOut.of(await services.store.get_session(principal, session_id))
 
 

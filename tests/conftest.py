@@ -1,0 +1,133 @@
+"""Shared fixtures: the real tritonserver with the real models and the API as a real process.
+
+Heavy processes start once per test session; readiness is polled with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kubechat.embedded.launcher import TritonPorts, start_triton
+from kubechat.embedded.tritonserver import TritonServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_MODELS = ROOT / "examples" / "models"
+ALICE_KEY = "alice-test-key"
+BOB_KEY = "bob-test-key"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports() -> TritonPorts:
+    return TritonPorts(grpc=free_port(), http=free_port(), metrics=free_port())
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@dataclass
+class ApiProcess:
+    """The API served by uvicorn in its own process, as in a real deployment."""
+
+    env: dict[str, str]
+    log: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            sys.executable, "-m", "uvicorn", "--factory", "kubechat.api.app:create_app",
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_until(self._healthy, 60, f"the API on port {self.port} (log: {self.log})")
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the API exited with {self.process.returncode}; see {self.log}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+        self.process = None
+
+
+def api_env(triton: TritonServer, models_dir: Path, state_dir: Path) -> dict[str, str]:
+    return {
+        "KUBECHAT_TRITON_URL": triton.grpc_url,
+        "KUBECHAT_MODELS_DIR": str(models_dir),
+        "KUBECHAT_STATE_DIR": str(state_dir),
+        "KUBECHAT_API_KEYS": f"{ALICE_KEY}=alice,{BOB_KEY}=bob",
+        "KUBECHAT_DEFAULT_MODEL": "smollm2",
+        "KUBECHAT_MAX_MESSAGE_CHARS": "2000",
+    }
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="session")
+def triton(state_dir: Path) -> Iterator[TritonServer]:
+    """tritonserver serving examples/models (SmolLM2, MiniLM, synthetic) for the whole session."""
+    server = start_triton(EXAMPLE_MODELS, state_dir, free_ports(), timeout=300)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_metrics(triton: TritonServer) -> str:
+    return f"http://127.0.0.1:{triton.metrics_port}/metrics"
+
+
+@pytest.fixture(scope="session")
+def api(triton: TritonServer, state_dir: Path) -> Iterator[ApiProcess]:
+    process = ApiProcess(api_env(triton, EXAMPLE_MODELS, state_dir), state_dir / "api.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+def auth(key: str = ALICE_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

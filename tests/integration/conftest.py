@@ -1,0 +1,82 @@
+"""Clients for the integration tests: an async HTTP client and a WebSocket chat client."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import ALICE_KEY, ApiProcess, auth
+
+pytestmark = pytest.mark.triton
+
+
+@dataclass
+class Turn:
+    start: dict[str, Any]
+    tokens: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    done: dict[str, Any] | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(t["delta"] for t in self.tokens)
+
+
+class ChatSocket:
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+
+    async def event(self) -> dict[str, Any]:
+        return dict(json.loads(await self.connection.recv()))
+
+    async def send(self, payload: dict[str, Any] | str | bytes) -> None:
+        await self.connection.send(payload if isinstance(payload, str | bytes) else json.dumps(payload))
+
+    async def ask(self, content: str, **fields: Any) -> None:
+        await self.send({"type": "message", "content": content, **fields})
+
+    async def turn(self, stop_after: int | None = None) -> Turn:
+        """Read one turn's events up to its done event, optionally sending stop mid-stream."""
+        first = await self.event()
+        assert first["type"] == "start", first
+        turn = Turn(start=first)
+        while True:
+            event = await self.event()
+            if event["type"] == "token":
+                turn.tokens.append(event)
+                if stop_after is not None and len(turn.tokens) == stop_after:
+                    await self.send({"type": "stop"})
+            elif event["type"] == "error":
+                turn.errors.append(event)
+            elif event["type"] == "done":
+                turn.done = event
+                return turn
+
+
+@pytest.fixture
+async def http(api: ApiProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api.url, headers=auth(), timeout=120) as client:
+        yield client
+
+
+async def new_session(http: httpx.AsyncClient, title: str = "test") -> str:
+    response = await http.post("/sessions", json={"title": title})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def open_socket(api: ApiProcess, session_id: str, key: str | None = ALICE_KEY) -> Any:
+    headers = auth(key) if key else {}
+    return connect(f"{api.ws_url}/ws/chat/{session_id}", additional_headers=headers, max_size=None)
+
+
+def metric(text: str, name: str, model: str) -> float:
+    match = re.search(rf'^{name}{{[^}}]*model="{model}"[^}}]*}} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
