@@ -100,6 +100,16 @@ class ChatService:
                 f"message has {len(content)} characters; the limit is {self.settings.max_message_chars}"
             )
 
+    def check_unavailable_features(self, message: UserMessage) -> None:
+        """Knowledge bases, images and tools are part of the protocol but not served yet:
+        asking for them is an error, never silently ignored."""
+        if message.knowledge_bases:
+            raise InvalidRequestError(f"unknown knowledge base {message.knowledge_bases[0]!r}")
+        if message.image_ids:
+            raise InvalidRequestError(f"unknown image {message.image_ids[0]!r}")
+        if message.tools:
+            raise InvalidRequestError("no MCP tool servers are configured")
+
     async def run_turn(
         self,
         principal: str,
@@ -111,6 +121,7 @@ class ChatService:
         started = time.perf_counter()
         # Validate everything before storing anything: a rejected message leaves no trace.
         self.check_message(message.content)
+        self.check_unavailable_features(message)
         entry = self.catalog.get(message.model)
         params = sampling_params(entry, message.options)
         history = await self.store.recent_messages(principal, session_id, self.settings.history_turns)

@@ -129,8 +129,9 @@ class ChatConnection:
             await self.services.chat.run_turn(self.principal, self.session_id, message, self.send, control)
         except KubechatError as exc:
             await self.send_error(exc)
-        except (WebSocketDisconnect, RuntimeError):
-            logger.debug("client left during a turn")  # the answer is already stored
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # Sending to a socket the client closed; the answer is already stored.
+            logger.debug("client left during a turn", exc_info=True)
 
     async def _abandon_turn(self) -> None:
         if self.turn is not None and not self.turn.done():
@@ -143,5 +144,5 @@ class ChatConnection:
             await self.ws.send_text(frame)
 
     async def send_error(self, exc: KubechatError) -> None:
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await self.send(ErrorEvent(error=exc.body()).model_dump_json())

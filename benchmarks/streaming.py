@@ -1,0 +1,260 @@
+"""Streaming overhead of the API against the direct Triton gRPC stream, in one run.
+
+For each model and concurrency, the same prompt is streamed N times directly from Triton
+(tritonclient.grpc.aio, the raw ModelStreamInfer call) and through the API's WebSocket.
+Reported: aggregate tokens/s, time to first token (p50/p99) and the API/direct ratios.
+Prints a table and writes benchmarks/results/streaming-<time>.json.
+
+    make bench                        # everything
+    python -m benchmarks.streaming --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+from tritonclient.grpc import InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from websockets.asyncio.client import connect
+
+from kubechat import triton_contract as contract
+from kubechat.api.catalog import ChatTurn, load_catalog
+from kubechat.api.triton import SamplingParams, chat_inputs
+from kubechat.embedded.launcher import TritonPorts, start_triton
+from tests.conftest import ApiProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "Explain in a few sentences why the sky is blue."
+
+
+@dataclass(frozen=True)
+class Scenario:
+    model: str
+    concurrency: int
+    max_tokens: int
+    rounds: int
+
+
+@dataclass
+class Sample:
+    ttft_s: float
+    tokens: int
+    total_s: float
+
+
+@dataclass
+class Result:
+    path: str
+    model: str
+    concurrency: int
+    streams: int
+    tokens: int
+    wall_s: float
+    tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def direct_stream(client: InferenceServerClient, model: str, prompt: str, max_tokens: int) -> Sample:
+    done = asyncio.Event()
+    request: dict[str, object] = {
+        "model_name": model,
+        "inputs": chat_inputs(prompt, SamplingParams(max_tokens=max_tokens)),
+        "outputs": [InferRequestedOutput(contract.TEXT_OUTPUT)],
+        "request_id": uuid.uuid4().hex,
+    }
+
+    async def requests() -> AsyncIterator[dict[str, object]]:
+        yield request
+        await done.wait()
+
+    started = time.perf_counter()
+    first, tokens = 0.0, 0
+    responses = client.stream_infer(requests())
+    async for result, error in responses:
+        assert error is None, error
+        text = result.as_numpy(contract.TEXT_OUTPUT).reshape(-1)[0]
+        if text:
+            tokens += 1
+            first = first or time.perf_counter()
+        if result.get_response().parameters[contract.FINAL_RESPONSE_PARAM].bool_param:
+            break
+    done.set()
+    return Sample(first - started, tokens, time.perf_counter() - started)
+
+
+async def api_stream(api: ApiProcess, session: str, model: str, max_tokens: int) -> Sample:
+    async with connect(f"{api.ws_url}/ws/chat/{session}", max_size=None) as ws:
+        await ws.recv()  # history
+        options = {"max_tokens": max_tokens, "temperature": 0}
+        started = time.perf_counter()
+        await ws.send(json.dumps({"type": "message", "content": PROMPT, "model": model, "options": options}))
+        first, tokens = 0.0, 0
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == "token":
+                tokens += 1
+                first = first or time.perf_counter()
+            elif event["type"] == "done":
+                return Sample(first - started, tokens, time.perf_counter() - started)
+            elif event["type"] == "error":
+                raise RuntimeError(event)
+
+
+def summarize(path: str, scenario: Scenario, samples: list[Sample], wall: float) -> Result:
+    tokens = sum(s.tokens for s in samples)
+    ttfts = [s.ttft_s * 1000 for s in samples]
+    return Result(
+        path=path, model=scenario.model, concurrency=scenario.concurrency, streams=len(samples),
+        tokens=tokens, wall_s=wall, tokens_per_s=tokens / wall,
+        ttft_p50_ms=statistics.median(ttfts), ttft_p99_ms=percentile(ttfts, 0.99),
+    )  # fmt: skip
+
+
+async def run_scenario(
+    scenario: Scenario, client: InferenceServerClient, api: ApiProcess, prompt: str
+) -> tuple[Result, Result]:
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        sessions = [
+            (await http.post("/sessions", json={"title": "bench"})).json()["id"]
+            for _ in range(scenario.concurrency)
+        ]
+    # Warm both paths (first-request costs are not what we measure).
+    await direct_stream(client, scenario.model, prompt, 4)
+    await api_stream(api, sessions[0], scenario.model, 4)
+    direct_samples: list[Sample] = []
+    api_samples: list[Sample] = []
+    direct_wall = api_wall = 0.0
+    # Interleave rounds so drift (thermal, caches) hits both paths alike.
+    for _ in range(scenario.rounds):
+        started = time.perf_counter()
+        direct_samples += await asyncio.gather(
+            *(direct_stream(client, scenario.model, prompt, scenario.max_tokens) for _ in sessions)
+        )
+        direct_wall += time.perf_counter() - started
+        started = time.perf_counter()
+        api_samples += await asyncio.gather(
+            *(api_stream(api, s, scenario.model, scenario.max_tokens) for s in sessions)
+        )
+        api_wall += time.perf_counter() - started
+    return (
+        summarize("direct", scenario, direct_samples, direct_wall),
+        summarize("api-ws", scenario, api_samples, api_wall),
+    )
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    if quick:
+        return [
+            Scenario("synthetic", 1, 256, 2),
+            Scenario("synthetic", 64, 64, 1),
+            Scenario("smollm2", 1, 16, 1),
+        ]
+    return [
+        Scenario("synthetic", 1, 1024, 5),
+        Scenario("synthetic", 64, 256, 3),
+        Scenario("smollm2", 1, 64, 3),
+        Scenario("smollm2", 64, 8, 1),
+    ]
+
+
+async def benchmark(args: argparse.Namespace) -> dict[str, object]:
+    state = ROOT / ".kubechat" / "bench"
+    models = ROOT / "examples" / "models"
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    triton = start_triton(models, state, ports, timeout=300)
+    api = ApiProcess(
+        {
+            "KUBECHAT_TRITON_URL": triton.grpc_url,
+            "KUBECHAT_MODELS_DIR": str(models),
+            "KUBECHAT_STATE_DIR": str(state),
+            "KUBECHAT_DATABASE_URL": str(state / f"bench-{uuid.uuid4().hex}.sqlite3"),
+        },
+        state / "api.log",
+    )
+    api.start()
+    catalog = load_catalog(models, state)
+    rows: list[dict[str, object]] = []
+    try:
+        client = InferenceServerClient(triton.grpc_url)
+        for scenario in scenarios(args.quick):
+            prompt = catalog.get(scenario.model).build_prompt([ChatTurn("user", PROMPT)]).text
+            direct, via_api = await run_scenario(scenario, client, api, prompt)
+            rows.append(
+                {
+                    "scenario": asdict(scenario),
+                    "direct": asdict(direct),
+                    "api": asdict(via_api),
+                    "throughput_ratio": via_api.tokens_per_s / direct.tokens_per_s,
+                    "added_ttft_p50_ms": via_api.ttft_p50_ms - direct.ttft_p50_ms,
+                }
+            )
+            print_row(rows[-1])
+        await client.close()
+    finally:
+        api.stop()
+        triton.stop()
+    return {
+        "benchmark": "streaming",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
+        "results": rows,
+    }
+
+
+HEADER = (
+    f"{'model':<10} {'conc':>4} {'tokens':>7} {'direct tok/s':>12} {'api tok/s':>10} {'ratio':>6} "
+    f"{'direct ttft p50':>15} {'api ttft p50':>12} {'added p50':>9} {'api ttft p99':>12}"
+)
+
+
+def print_row(row: dict[str, object]) -> None:
+    d, a = row["direct"], row["api"]
+    assert isinstance(d, dict) and isinstance(a, dict)
+    print(
+        f"{d['model']:<10} {d['concurrency']:>4} {a['tokens']:>7} {d['tokens_per_s']:>12.0f} "
+        f"{a['tokens_per_s']:>10.0f} {row['throughput_ratio']:>6.2f} {d['ttft_p50_ms']:>12.1f} ms "
+        f"{a['ttft_p50_ms']:>9.1f} ms {row['added_ttft_p50_ms']:>6.1f} ms {a['ttft_p99_ms']:>9.1f} ms",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter scenarios")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    print(HEADER, flush=True)
+    report = asyncio.run(benchmark(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"streaming-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
