@@ -131,14 +131,18 @@ def summarize(path: str, scenario: Scenario, samples: list[Sample], wall: float)
 async def run_scenario(
     scenario: Scenario, client: InferenceServerClient, api: ApiProcess, prompt: str
 ) -> tuple[Result, Result]:
-    async with httpx.AsyncClient(base_url=api.url) as http:
-        sessions = [
-            (await http.post("/sessions", json={"title": "bench"})).json()["id"]
-            for _ in range(scenario.concurrency)
-        ]
+    async def fresh_sessions() -> list[str]:
+        # A new session per stream and round: the API then sends the same single-turn
+        # prompt as the direct path, not one that grows with the session's history.
+        async with httpx.AsyncClient(base_url=api.url) as http:
+            return [
+                (await http.post("/sessions", json={"title": "bench"})).json()["id"]
+                for _ in range(scenario.concurrency)
+            ]
+
     # Warm both paths (first-request costs are not what we measure).
     await direct_stream(client, scenario.model, prompt, 4)
-    await api_stream(api, sessions[0], scenario.model, 4)
+    await api_stream(api, (await fresh_sessions())[0], scenario.model, 4)
     direct_samples: list[Sample] = []
     api_samples: list[Sample] = []
     direct_wall = api_wall = 0.0
@@ -146,9 +150,13 @@ async def run_scenario(
     for _ in range(scenario.rounds):
         started = time.perf_counter()
         direct_samples += await asyncio.gather(
-            *(direct_stream(client, scenario.model, prompt, scenario.max_tokens) for _ in sessions)
+            *(
+                direct_stream(client, scenario.model, prompt, scenario.max_tokens)
+                for _ in range(scenario.concurrency)
+            )
         )
         direct_wall += time.perf_counter() - started
+        sessions = await fresh_sessions()
         started = time.perf_counter()
         api_samples += await asyncio.gather(
             *(api_stream(api, s, scenario.model, scenario.max_tokens) for s in sessions)

@@ -129,11 +129,9 @@ class ChatService:
         turns.append(ChatTurn("user", message.content))
         prompt = entry.build_prompt(turns)
 
-        user = await self.store.add_message(principal, session_id, "user", message.content)
-        reply = await self.store.add_message(
-            principal, session_id, "assistant", "",
-            model=entry.name, status=MessageStatus.STREAMING, prompt_tokens=prompt.tokens,
-        )  # fmt: skip
+        user, reply = await self.store.start_exchange(
+            principal, session_id, message.content, model=entry.name, prompt_tokens=prompt.tokens
+        )
         answer = _Answer(reply.id)
         first_token_at: float | None = None
         status, error = MessageStatus.COMPLETE, None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
-
-import aiosqlite
+from typing import Any, Generic, Protocol, TypeVar
 
 from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
 
@@ -47,6 +50,7 @@ class Message:
 
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,12 @@ class HistoryStore(Protocol):
         status: MessageStatus = MessageStatus.COMPLETE,
         prompt_tokens: int = 0,
     ) -> Message: ...
+    async def start_exchange(
+        self, principal: str, session_id: str, content: str, *, model: str, prompt_tokens: int
+    ) -> tuple[Message, Message]:
+        """Store a user message and its (empty, streaming) answer in one transaction."""
+        ...
+
     async def update_message(
         self,
         message_id: str,
@@ -120,7 +130,7 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _message(row: aiosqlite.Row) -> Message:
+def _message(row: tuple[Any, ...]) -> Message:
     return Message(
         id=row[0], session_id=row[1], seq=row[2], role=row[3], content=row[4],
         status=MessageStatus(row[5]), model=row[6], created_at=row[7],
@@ -144,50 +154,75 @@ def _parse_message_cursor(cursor: str) -> int:
 
 
 class SQLiteHistoryStore:
-    """Embedded history: one SQLite file, one row per message, WAL for crash safety."""
+    """Embedded history: one SQLite file, one row per message, WAL for crash safety.
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    Each operation runs whole on one dedicated thread (one hop per call, not one per
+    statement), which keeps the event loop free and the path to the first token short.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteHistoryStore:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.executescript(_SCHEMA)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        store = cls(db)
+        await store._run(store._setup)
+        return store
+
+    def _setup(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
         # Answers that were streaming when a previous process died keep what was checkpointed.
-        await db.execute(
+        self._db.execute(
             "UPDATE messages SET status = ? WHERE status = ?",
             (MessageStatus.INTERRUPTED, MessageStatus.STREAMING),
         )
-        await db.commit()
-        return cls(db)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # The connection autocommits each statement; multi-statement writes say so explicitly.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    async def _run(self, function: Callable[..., R], *args: Any) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
     async def close(self) -> None:
-        await self._db.close()
+        await self._run(self._db.close)
+        self._thread.shutdown(wait=True)
 
     async def ping(self) -> None:
-        await self._db.execute("SELECT 1")
+        await self._run(self._db.execute, "SELECT 1")
 
     async def create_session(self, principal: str, title: str) -> Session:
         now = time.time()
         session = Session(uuid.uuid4().hex, principal, title, now, now)
-        await self._db.execute(
+        await self._run(
+            self._db.execute,
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
             (session.id, principal, title, now, now),
         )
-        await self._db.commit()
         return session
 
     async def get_session(self, principal: str, session_id: str) -> Session:
-        async with self._db.execute(
+        return await self._run(self._get_session, principal, session_id)
+
+    def _get_session(self, principal: str, session_id: str) -> Session:
+        row = self._db.execute(
             "SELECT id, principal, title, created_at, updated_at FROM sessions "
             "WHERE id = ? AND principal = ?",
             (session_id, principal),
-        ) as cursor:
-            row = await cursor.fetchone()
+        ).fetchone()
         # Another principal's session is indistinguishable from a missing one.
         if row is None:
             raise SessionNotFoundError(f"session {session_id} not found")
@@ -202,26 +237,30 @@ class SQLiteHistoryStore:
             args += [updated, updated, last_id]
         query += " ORDER BY updated_at DESC, id LIMIT ?"
         args.append(limit + 1)
-        async with self._db.execute(query, args) as rows:
-            sessions = [Session(*row) async for row in rows]
+        rows = await self._run(lambda: self._db.execute(query, args).fetchall())
+        sessions = [Session(*row) for row in rows]
         more = len(sessions) > limit and limit > 0
         sessions = sessions[:limit]
         next_cursor = f"{sessions[-1].updated_at!r}:{sessions[-1].id}" if more else None
         return Page(sessions, next_cursor)
 
     async def rename_session(self, principal: str, session_id: str, title: str) -> Session:
-        await self.get_session(principal, session_id)
-        await self._db.execute(
-            "UPDATE sessions SET title = ?, updated_at = ? WHERE id = ?",
-            (title, time.time(), session_id),
-        )
-        await self._db.commit()
-        return await self.get_session(principal, session_id)
+        def rename() -> Session:
+            self._get_session(principal, session_id)
+            self._db.execute(
+                "UPDATE sessions SET title = ?, updated_at = ? WHERE id = ?",
+                (title, time.time(), session_id),
+            )
+            return self._get_session(principal, session_id)
+
+        return await self._run(rename)
 
     async def delete_session(self, principal: str, session_id: str) -> None:
-        await self.get_session(principal, session_id)
-        await self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-        await self._db.commit()
+        def delete() -> None:
+            self._get_session(principal, session_id)
+            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+        await self._run(delete)
 
     async def add_message(
         self,
@@ -234,23 +273,49 @@ class SQLiteHistoryStore:
         status: MessageStatus = MessageStatus.COMPLETE,
         prompt_tokens: int = 0,
     ) -> Message:
-        await self.get_session(principal, session_id)
+        def add() -> Message:
+            self._get_session(principal, session_id)
+            with self._transaction():
+                return self._insert(session_id, role, content, model, status, prompt_tokens)
+
+        return await self._run(add)
+
+    async def start_exchange(
+        self, principal: str, session_id: str, content: str, *, model: str, prompt_tokens: int
+    ) -> tuple[Message, Message]:
+        def start() -> tuple[Message, Message]:
+            self._get_session(principal, session_id)
+            with self._transaction():  # both rows or neither
+                user = self._insert(session_id, "user", content, "", MessageStatus.COMPLETE, 0)
+                reply = self._insert(
+                    session_id, "assistant", "", model, MessageStatus.STREAMING, prompt_tokens
+                )
+            return user, reply
+
+        return await self._run(start)
+
+    def _insert(
+        self,
+        session_id: str,
+        role: str,
+        content: str,
+        model: str,
+        status: MessageStatus,
+        prompt_tokens: int,
+    ) -> Message:
         now = time.time()
         message_id = uuid.uuid4().hex
-        await self._db.execute(
+        (seq,) = self._db.execute(
             f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, "
             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?), "
-            "?, ?, ?, ?, ?, ?, 0, '')",
+            "?, ?, ?, ?, ?, ?, 0, '') RETURNING seq",
             (message_id, session_id, session_id, role, content, status, model, now, prompt_tokens),
-        )
-        await self._db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
-        await self._db.commit()
-        async with self._db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        return _message(row)
+        ).fetchone()
+        self._db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+        return Message(
+            id=message_id, session_id=session_id, seq=seq, role=role, content=content,
+            status=status, model=model, created_at=now, prompt_tokens=prompt_tokens,
+        )  # fmt: skip
 
     async def update_message(
         self,
@@ -261,31 +326,38 @@ class SQLiteHistoryStore:
         completion_tokens: int = 0,
         error_code: str = "",
     ) -> None:
-        await self._db.execute(
+        await self._run(
+            self._db.execute,
             "UPDATE messages SET content = ?, status = ?, completion_tokens = ?, error_code = ? WHERE id = ?",
             (content, status, completion_tokens, error_code, message_id),
         )
-        await self._db.commit()
 
     async def list_messages(
         self, principal: str, session_id: str, limit: int, cursor: str | None
     ) -> Page[Message]:
-        await self.get_session(principal, session_id)
         after = _parse_message_cursor(cursor) if cursor else 0
-        async with self._db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (session_id, after, limit + 1),
-        ) as rows:
-            messages = [_message(row) async for row in rows]
+
+        def select() -> list[Message]:
+            self._get_session(principal, session_id)
+            rows = self._db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (session_id, after, limit + 1),
+            ).fetchall()
+            return [_message(row) for row in rows]
+
+        messages = await self._run(select)
         more = len(messages) > limit and limit > 0
         messages = messages[:limit]
         return Page(messages, str(messages[-1].seq) if more else None)
 
     async def recent_messages(self, principal: str, session_id: str, limit: int) -> list[Message]:
-        await self.get_session(principal, session_id)
-        async with self._db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
-            (session_id, limit),
-        ) as rows:
-            messages = [_message(row) async for row in rows]
-        return messages[::-1]
+        def select() -> list[Message]:
+            self._get_session(principal, session_id)
+            rows = self._db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
+                (session_id, limit),
+            ).fetchall()
+            return [_message(row) for row in rows[::-1]]
+
+        return await self._run(select)

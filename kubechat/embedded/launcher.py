@@ -8,6 +8,7 @@ for it, and serves the API; Ctrl-C or SIGTERM stops both, leaving no process beh
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,14 @@ def start_triton(models_dir: Path, state_dir: Path, ports: TritonPorts, timeout:
     return server
 
 
+def _exit_gracefully(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings, host: str, port: int, ports: TritonPorts, timeout: float) -> None:
+    # uvicorn shuts down on SIGTERM, then re-raises it with the previous handler in place: with
+    # the default handler the process would die before stopping tritonserver below.
+    signal.signal(signal.SIGTERM, _exit_gracefully)
     server = start_triton(settings.models_dir, settings.state_dir, ports, timeout)
     try:
         settings = settings.model_copy(update={"triton_url": server.grpc_url})

@@ -94,6 +94,10 @@ class TritonServer:
             "--grpc-address=127.0.0.1",
             "--exit-timeout-secs=10",
             "--log-verbose=0",
+            # Every python-backend response crosses shared memory; the 1 MiB default region
+            # overflows (and crashed the stub here) with 64 fast concurrent streams.
+            "--backend-config=python,shm-default-byte-size=67108864",
+            "--backend-config=python,shm-growth-byte-size=16777216",
         ]
         self.log_file = self.log_file or self.state_dir / "tritonserver.log"
         self._log = self.log_file.open("ab")

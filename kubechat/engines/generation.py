@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -100,18 +99,16 @@ class CausalLmGenerator:
 
 
 class SyntheticGenerator:
-    """Emits `token{i} ` words as fast as asked: isolates gateway overhead in benchmarks."""
+    """Emits `token{i} ` words as fast as asked: isolates gateway overhead in benchmarks.
 
-    def __init__(self, token_delay_ms: float = 0.0) -> None:
-        self.token_delay = token_delay_ms / 1000.0
+    Pacing (a token every N ms) is the scheduler's step delay, as in a batched decoder.
+    """
 
     def generate(self, request: GenerationRequest, cancelled: Callable[[], bool]) -> Iterator[str]:
         stop = StopSequenceFilter(request.stop)
         for i in range(request.max_tokens):
             if cancelled():
                 return
-            if self.token_delay:
-                time.sleep(self.token_delay)
             delta = stop.push(f"token{i} ")
             if delta:
                 yield delta

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,15 +53,28 @@ def _counter(name: str, description: str) -> Any:
     return pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
 
 
-class StreamingChatModel:
-    """Decoupled model with the TensorRT-LLM ensemble contract, served from worker threads.
+@dataclass
+class _Stream:
+    """One request being generated: its sender, its text iterator, what it has produced."""
 
-    execute() only enqueues; `workers` threads run generations so several streams proceed at
-    once (1 for a CPU LLM, many for the synthetic model). Cancellation from the client is
-    checked between tokens.
+    sender: Any
+    deltas: Iterator[str]
+    stream: bool
+    pieces: list[str] = field(default_factory=list)
+
+
+class StreamingChatModel:
+    """Decoupled model with the TensorRT-LLM ensemble contract, scheduled like in-flight batching.
+
+    execute() only enqueues. One scheduler thread admits up to `max_active` requests and
+    advances every active one by one token per step, so streams interleave fairly; all sends
+    come from that one thread (sends from many threads at once crashed Triton 2.51's python
+    backend). `step_delay_s` paces steps, for the synthetic model. Cancellation from the client
+    is checked between tokens.
     """
 
-    workers = 1
+    max_active = 1
+    step_delay_s = 0.0
 
     def create_generator(self, params: dict[str, str]) -> TextGenerator:
         raise NotImplementedError
@@ -77,40 +94,77 @@ class StreamingChatModel:
             _counter("kubechat_generations_completed_total", "Generations that ran to their end"),
         )
         self.cancelled, self.completed = (f.Metric(labels=labels) for f in self.metric_families)
-        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="generate")
+        self.incoming: queue.Queue[Any] = queue.Queue()
+        self.scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self.scheduler.start()
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
-            self.pool.submit(self._serve, request)
+            self.incoming.put(request)
 
     def finalize(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.incoming.put(None)
+        self.scheduler.join(timeout=30)
 
-    def _serve(self, request: Any) -> None:
+    def _schedule(self) -> None:
+        waiting: deque[Any] = deque()
+        active: list[_Stream] = []
+        while True:
+            try:
+                # Block only when there is nothing to generate.
+                item = self.incoming.get(block=not active and not waiting)
+                while True:
+                    if item is None:
+                        return
+                    waiting.append(item)
+                    item = self.incoming.get_nowait()
+            except queue.Empty:
+                pass
+            while waiting and len(active) < self.max_active:
+                started = self._start(waiting.popleft())
+                if started is not None:
+                    active.append(started)
+            active = [s for s in active if self._step(s)]
+            if self.step_delay_s and active:
+                time.sleep(self.step_delay_s)
+
+    def _start(self, request: Any) -> _Stream | None:
         sender = request.get_response_sender()
-        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
             generation = self._parse(request)
-            stream = bool(_scalar(request, contract.STREAM, False))
-            cancelled: Callable[[], bool] = sender.is_cancelled
-            pieces = []
-            for delta in self.generator.generate(generation, cancelled):
-                if stream:
-                    sender.send(_text_response(delta))
+            deltas = self.generator.generate(generation, sender.is_cancelled)
+            return _Stream(sender, iter(deltas), bool(_scalar(request, contract.STREAM, False)))
+        except Exception as exc:
+            self._fail(sender, exc)
+            return None
+
+    def _step(self, s: _Stream) -> bool:
+        """Advance one stream by one delta; False once it is finished."""
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        try:
+            delta = next(s.deltas, None)
+            if delta is not None:
+                if s.stream:
+                    s.sender.send(_text_response(delta))
                 else:
-                    pieces.append(delta)
-            if cancelled():
+                    s.pieces.append(delta)
+                return True
+            if s.sender.is_cancelled():
                 self.cancelled.increment(1)
-                sender.send(flags=final)
-                return
+                s.sender.send(flags=final)
+                return False
             self.completed.increment(1)
             # The final flag rides on a last (empty when streaming) response so that clients
             # see `triton_final_response` without opting into empty final responses.
-            sender.send(_text_response("" if stream else "".join(pieces)), flags=final)
+            s.sender.send(_text_response("" if s.stream else "".join(s.pieces)), flags=final)
         except Exception as exc:  # report every failure to the client, never hang the stream
-            logger.exception("generation failed")
-            error = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))
-            sender.send(error, flags=final)
+            self._fail(s.sender, exc)
+        return False
+
+    def _fail(self, sender: Any, exc: Exception) -> None:
+        logger.exception("generation failed")
+        error = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))
+        sender.send(error, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def _parse(self, request: Any) -> GenerationRequest:
         prompt = _scalar(request, contract.TEXT_INPUT, None)

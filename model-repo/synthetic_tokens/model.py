@@ -5,7 +5,8 @@ from kubechat.engines.python_backend import StreamingChatModel
 
 
 class TritonPythonModel(StreamingChatModel):
-    workers = 256  # every stream in its own thread, like an in-flight batching engine
+    max_active = 256  # every stream advances each step, like an in-flight batching engine
 
     def create_generator(self, params: dict[str, str]) -> TextGenerator:
-        return SyntheticGenerator(float(params.get("token_delay_ms", "0")))
+        self.step_delay_s = float(params.get("token_delay_ms", "0")) / 1000.0
+        return SyntheticGenerator()

@@ -5,7 +5,7 @@ from kubechat.engines.python_backend import StreamingChatModel
 
 
 class TritonPythonModel(StreamingChatModel):
-    workers = 1  # one generation at a time: a CPU has no room for more
+    max_active = 1  # one generation at a time: a CPU has no room for more
 
     def create_generator(self, params: dict[str, str]) -> TextGenerator:
         return CausalLmGenerator(

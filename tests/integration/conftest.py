@@ -14,8 +14,6 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import ALICE_KEY, ApiProcess, auth
 
-pytestmark = pytest.mark.triton
-
 
 @dataclass
 class Turn:

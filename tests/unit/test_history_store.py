@@ -280,3 +280,28 @@ async def test_deleting_a_session_deletes_its_messages(db_path: Path, clock: Fak
     with sqlite3.connect(db_path) as raw:
         rows = raw.execute("SELECT session_id, content FROM messages").fetchall()
     assert rows == [(kept.id, "stay")]
+
+
+async def test_start_exchange_stores_question_and_streaming_answer(store: SQLiteHistoryStore) -> None:
+    """The question and the empty answer it streams into are stored together, in order."""
+    session = await store.create_session("alice", "chat")
+    user, reply = await store.start_exchange("alice", session.id, "hello?", model="m", prompt_tokens=7)
+    assert (user.role, user.status, user.seq) == ("user", MessageStatus.COMPLETE, 1)
+    assert (reply.role, reply.status, reply.seq, reply.model) == (
+        "assistant",
+        MessageStatus.STREAMING,
+        2,
+        "m",
+    )
+    assert reply.prompt_tokens == 7
+    stored = await store.recent_messages("alice", session.id, 10)
+    assert stored == [user, reply]
+
+
+async def test_start_exchange_in_another_principals_session_stores_nothing(
+    store: SQLiteHistoryStore,
+) -> None:
+    session = await store.create_session("alice", "chat")
+    with pytest.raises(SessionNotFoundError):
+        await store.start_exchange("bob", session.id, "mine?", model="m", prompt_tokens=1)
+    assert await store.recent_messages("alice", session.id, 10) == []
