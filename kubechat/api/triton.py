@@ -106,12 +106,11 @@ class TritonGateway:
             async for result, error in responses:
                 if error is not None:
                     raise ModelUnavailableError(f"model {model} failed: {error.message()}")
-                text = result.as_numpy(contract.TEXT_OUTPUT)
-                if text is not None and text.size:
-                    delta = text.reshape(-1)[0].decode("utf-8")
-                    if delta:
-                        yield delta
-                final = result.get_response().parameters.get(contract.FINAL_RESPONSE_PARAM)
+                response = result.get_response()
+                delta = _text_output(response)
+                if delta:
+                    yield delta
+                final = response.parameters.get(contract.FINAL_RESPONSE_PARAM)
                 if final is not None and final.bool_param:
                     return
             raise ModelUnavailableError(f"model {model} closed the stream before finishing")
@@ -136,6 +135,20 @@ class TritonGateway:
         vectors = result.as_numpy(contract.EMBED_OUTPUT)
         assert vectors is not None
         return np.asarray(vectors, dtype=np.float32)
+
+
+def _text_output(response: Any) -> str:
+    """The text of a batch-of-one BYTES `text_output`, read straight from the raw contents.
+
+    Hot path (once per token): Triton serializes BYTES elements as a 4-byte little-endian
+    length then the bytes, so no numpy array needs building.
+    """
+    for index, output in enumerate(response.outputs):
+        if output.name == contract.TEXT_OUTPUT:
+            raw = response.raw_output_contents[index]
+            size = int.from_bytes(raw[:4], "little")
+            return str(raw[4 : 4 + size].decode("utf-8"))
+    return ""
 
 
 def _rpc_message(exc: grpc.RpcError) -> str:
