@@ -108,6 +108,7 @@ class GenerationDefaults(_Spec):
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
     top_k: Annotated[int, Field(ge=0)] = 0
+    repetition_penalty: Annotated[float, Field(ge=1, le=2)] = 1.0
     max_tokens: Annotated[int, Field(ge=1)] = 256
     stop: list[str] = Field(default_factory=list)
 

@@ -31,7 +31,7 @@ from kubechat.api.triton import SamplingParams, TritonGateway
 
 logger = logging.getLogger(__name__)
 
-# Send a ready-made JSON frame (token events) or an event model.
+# Sends one ready-made JSON text frame to the client.
 Emit = Callable[[str], Awaitable[None]]
 CHECKPOINT_INTERVAL_S = 1.0
 
@@ -48,6 +48,9 @@ def sampling_params(entry: CatalogEntry, options: GenerationOptions) -> Sampling
         temperature=defaults.temperature if options.temperature is None else options.temperature,
         top_p=defaults.top_p if options.top_p is None else options.top_p,
         top_k=defaults.top_k if options.top_k is None else options.top_k,
+        repetition_penalty=(
+            defaults.repetition_penalty if options.repetition_penalty is None else options.repetition_penalty
+        ),
         stop=tuple(defaults.stop if options.stop is None else options.stop),
         seed=options.seed,
     )

@@ -21,6 +21,7 @@ class GenerationOptions(BaseModel):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
+    repetition_penalty: Annotated[float, Field(ge=1, le=2)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     stop: list[str] | None = None
     seed: int | None = None

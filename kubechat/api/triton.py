@@ -28,6 +28,7 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    repetition_penalty: float = 1.0
     stop: Sequence[str] = field(default_factory=tuple)
     seed: int | None = None
 
@@ -47,6 +48,9 @@ def chat_inputs(prompt: str, params: SamplingParams, stream: bool = True) -> lis
         _tensor(contract.TEMPERATURE, "FP32", np.array([[params.temperature]], dtype=np.float32)),
         _tensor(contract.TOP_P, "FP32", np.array([[params.top_p]], dtype=np.float32)),
         _tensor(contract.TOP_K, "INT32", np.array([[params.top_k]], dtype=np.int32)),
+        _tensor(
+            contract.REPETITION_PENALTY, "FP32", np.array([[params.repetition_penalty]], dtype=np.float32)
+        ),
         # TensorRT-LLM echoes the prompt unless told not to.
         _tensor(contract.EXCLUDE_INPUT_IN_OUTPUT, "BOOL", np.array([[True]], dtype=bool)),
     ]

@@ -16,6 +16,7 @@ class GenerationRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    repetition_penalty: float = 1.0
     stop: Sequence[str] = field(default_factory=tuple)
     end_id: int | None = None
     seed: int | None = None
@@ -59,6 +60,7 @@ class CausalLmGenerator:
         detokenizer = IncrementalDetokenizer(self.tokenizer)
         stop = StopSequenceFilter(request.stop)
         inputs = torch.tensor([ids])
+        seen = torch.tensor(ids, dtype=torch.long)  # prompt and answer, for the penalty
         cache = None
         with torch.inference_mode():
             for _ in range(request.max_tokens):
@@ -66,7 +68,8 @@ class CausalLmGenerator:
                     return
                 out = self.model(input_ids=inputs, cache=cache, use_cache=True)
                 cache = out.cache
-                token = self._sample(out.logits[0, -1], request, generator)
+                scores = apply_repetition_penalty(out.logits[0, -1].float(), seen, request.repetition_penalty)
+                token = self._sample(scores, request, generator)
                 if token in eos:
                     break
                 delta = stop.push(detokenizer.push(token))
@@ -75,13 +78,13 @@ class CausalLmGenerator:
                 if stop.stopped:
                     return
                 inputs = torch.tensor([[token]])
+                seen = torch.cat((seen, inputs[0]))
         tail = stop.flush()
         if tail:
             yield tail
 
-    def _sample(self, logits: object, request: GenerationRequest, generator: object) -> int:
+    def _sample(self, scores: Any, request: GenerationRequest, generator: object) -> int:
         torch = self._torch
-        scores = logits.float()  # type: ignore[attr-defined]
         if request.temperature <= 0:
             return int(torch.argmax(scores))
         scores = scores / request.temperature
@@ -96,6 +99,19 @@ class CausalLmGenerator:
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def apply_repetition_penalty(scores: Any, seen: Any, penalty: float) -> Any:
+    """CTRL's repetition penalty, as transformers and TensorRT-LLM apply it.
+
+    Scores of tokens already in the prompt or answer are divided by `penalty` when positive
+    and multiplied when negative: small models otherwise loop on a phrase.
+    """
+    if penalty == 1.0 or seen.numel() == 0:
+        return scores
+    previous = scores.gather(0, seen)
+    penalized = (previous * penalty).where(previous < 0, previous / penalty)
+    return scores.scatter(0, seen, penalized)
 
 
 class SyntheticGenerator:

@@ -183,6 +183,7 @@ class StreamingChatModel:
             temperature=float(_scalar(request, contract.TEMPERATURE, 0.0)),
             top_p=float(_scalar(request, contract.TOP_P, 1.0)),
             top_k=int(_scalar(request, contract.TOP_K, 0)),
+            repetition_penalty=float(_scalar(request, contract.REPETITION_PENALTY, 1.0)),
             stop=stop,
             end_id=None if end_id is None else int(end_id),
             seed=None if seed is None else int(seed),

@@ -206,3 +206,16 @@ def test_every_split_gives_the_same_text(text: str, expected: str) -> None:
         for j in range(i, len(text) + 1):
             emitted, tail, _ = _filtered(["</s>"], [text[:i], text[i:j], text[j:]])
             assert "".join(emitted) + tail == expected, (i, j)
+
+
+def test_repetition_penalty_discourages_seen_tokens_either_sign() -> None:
+    """Seen tokens lose score whatever its sign; unseen tokens and penalty 1 are untouched."""
+    import torch
+
+    from kubechat.engines.generation import apply_repetition_penalty
+
+    scores = torch.tensor([2.0, -2.0, 1.0, 0.5])
+    seen = torch.tensor([0, 1, 1])
+    penalized = apply_repetition_penalty(scores, seen, 2.0)
+    assert penalized.tolist() == [1.0, -4.0, 1.0, 0.5]
+    assert apply_repetition_penalty(scores, seen, 1.0) is scores

@@ -63,6 +63,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    # Not OpenAI's; the same extension vLLM accepts (extra_body={"repetition_penalty": 1.1}).
+    repetition_penalty: Annotated[float, Field(ge=1, le=2)] | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     n: Annotated[int, Field(ge=1, le=1)] = 1
@@ -101,6 +103,7 @@ def _prepare(
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     options = GenerationOptions(
         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop,
+        repetition_penalty=body.repetition_penalty,
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )  # fmt: skip
     params = sampling_params(entry, options)
