@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -111,7 +111,7 @@ class ModelCatalog:
         chat = [e.name for e in entries if e.model.has(Capability.CHAT)]
         self.default_model = default_model or (chat[0] if chat else "")
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[CatalogEntry]:
         return iter(self._entries.values())
 
     def names(self) -> list[str]:
