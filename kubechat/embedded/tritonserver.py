@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import logging
@@ -102,12 +103,15 @@ class TritonServer:
         self.log_file = self.log_file or self.state_dir / "tritonserver.log"
         self._log = self.log_file.open("ab")
         logger.info("starting tritonserver (log: %s)", self.log_file)
+        # Its own process group holds tritonserver and its python-backend stubs, so that a kill
+        # takes them all, as when a container dies; otherwise stubs outlive a killed server.
         self.process = subprocess.Popen(
             command,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
 
     def is_ready(self) -> bool:
@@ -138,14 +142,19 @@ class TritonServer:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 logger.warning("tritonserver ignored SIGTERM for %.0fs, killing it", timeout)
-                process.kill()
-                process.wait()
+        if process is not None:
+            _kill_group(process)
         if self._log is not None:
             self._log.close()
             self._log = None
 
     def kill(self) -> None:
-        """Hard-kill, as a crash would (tests use it for failure handling)."""
+        """Hard-kill server and stubs, as a crash would (tests use it for failure handling)."""
         if self.process is not None:
-            self.process.kill()
-            self.process.wait()
+            _kill_group(self.process)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from kubechat.embedded.launcher import start_triton
@@ -44,6 +45,15 @@ def slow_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Trit
     server = start_triton(models, state, free_ports(), timeout=120)
     yield server, models, state
     server.stop()
+
+
+def _processes_under(folder: Path) -> list[psutil.Process]:
+    """Processes started from files in `folder` (tritonserver's python-backend stubs)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(folder) in part for part in process.info["cmdline"] or []):
+            found.append(process)
+    return found
 
 
 def test_history_survives_an_api_restart(triton: TritonServer, state_dir: Path, tmp_path: Path) -> None:
@@ -91,6 +101,7 @@ async def test_triton_killed_mid_stream_then_recovers(
                 assert (await chat.event())["type"] == "start"
                 received = [await chat.event() for _ in range(5)]
                 server.kill()
+                assert not _processes_under(state), "a killed tritonserver left processes behind"
                 rest = []
                 while True:
                     event = await chat.event()
