@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,15 @@ async def new_session(http: httpx.AsyncClient, title: str = "test") -> str:
 def open_socket(api: ApiProcess, session_id: str, key: str | None = ALICE_KEY) -> Any:
     headers = auth(key) if key else {}
     return connect(f"{api.ws_url}/ws/chat/{session_id}", additional_headers=headers, max_size=None)
+
+
+@asynccontextmanager
+async def chatting(api: ApiProcess, session_id: str) -> AsyncIterator[ChatSocket]:
+    """A chat socket on the session, its history event already read."""
+    async with open_socket(api, session_id) as connection:
+        chat = ChatSocket(connection)
+        assert (await chat.event())["type"] == "history"
+        yield chat
 
 
 def metric(text: str, name: str, model: str) -> float:

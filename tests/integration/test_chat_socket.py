@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import BOB_KEY, ApiProcess
-from tests.integration.conftest import ChatSocket, metric, new_session, open_socket
+from tests.integration.conftest import ChatSocket, chatting, metric, new_session, open_socket
 
 pytestmark = pytest.mark.triton
 
@@ -45,9 +45,7 @@ async def test_streams_a_coherent_answer_and_stores_it(api: ApiProcess, http: ht
 
 async def test_multi_turn_context_reaches_the_model(api: ApiProcess, http: httpx.AsyncClient) -> None:
     session = await new_session(http)
-    async with open_socket(api, session) as connection:
-        chat = ChatSocket(connection)
-        await chat.event()
+    async with chatting(api, session) as chat:
         # No repetition penalty here: it steers the model away from repeating the name.
         plain = {**GREEDY, "repetition_penalty": 1.0}
         await chat.ask("My name is Zorblax. Remember it.", options=plain)
@@ -69,9 +67,7 @@ async def test_stop_keeps_the_partial_answer_and_cancels_triton(
 
     before = await cancelled()
     session = await new_session(http)
-    async with open_socket(api, session) as connection:
-        chat = ChatSocket(connection)
-        await chat.event()
+    async with chatting(api, session) as chat:
         await chat.ask("Write a very long story about a dragon.", options={"max_tokens": 400})
         turn = await chat.turn(stop_after=3)
         assert turn.done is not None and turn.done["status"] == "stopped"
@@ -94,9 +90,7 @@ async def test_disconnect_mid_answer_stores_it_as_interrupted(
     api: ApiProcess, http: httpx.AsyncClient
 ) -> None:
     session = await new_session(http)
-    async with open_socket(api, session) as connection:
-        chat = ChatSocket(connection)
-        await chat.event()
+    async with chatting(api, session) as chat:
         await chat.ask("Write a very long poem about the sea.", options={"max_tokens": 400})
         assert (await chat.event())["type"] == "start"
         received = [await chat.event() for _ in range(3)]
@@ -116,9 +110,7 @@ async def test_disconnect_mid_answer_stores_it_as_interrupted(
 
 async def test_reconnect_shows_history(api: ApiProcess, http: httpx.AsyncClient) -> None:
     session = await new_session(http)
-    async with open_socket(api, session) as connection:
-        chat = ChatSocket(connection)
-        await chat.event()
+    async with chatting(api, session) as chat:
         await chat.ask("Say hi.", model="synthetic", options={"max_tokens": 5})
         turn = await chat.turn()
     async with open_socket(api, session) as connection:
@@ -132,9 +124,7 @@ async def test_bad_input_gets_error_events_and_the_socket_survives(
     api: ApiProcess, http: httpx.AsyncClient
 ) -> None:
     session = await new_session(http)
-    async with open_socket(api, session) as connection:
-        chat = ChatSocket(connection)
-        await chat.event()
+    async with chatting(api, session) as chat:
         cases: list[tuple[object, str]] = [
             ("{not json", "malformed_message"),
             ({"type": "message"}, "malformed_message"),
@@ -163,9 +153,7 @@ async def test_bad_input_gets_error_events_and_the_socket_survives(
 
 async def test_second_message_while_streaming_is_busy(api: ApiProcess, http: httpx.AsyncClient) -> None:
     session = await new_session(http)
-    async with open_socket(api, session) as connection:
-        chat = ChatSocket(connection)
-        await chat.event()
+    async with chatting(api, session) as chat:
         await chat.ask("Tell me a long story.", options={"max_tokens": 200})
         await chat.ask("And another one.")
         events = []

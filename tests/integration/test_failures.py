@@ -19,7 +19,7 @@ from tests.conftest import (
     free_ports,
     wait_until,
 )
-from tests.integration.conftest import ChatSocket, new_session, open_socket
+from tests.integration.conftest import ChatSocket, chatting, new_session, open_socket
 
 pytestmark = pytest.mark.triton
 
@@ -66,9 +66,7 @@ def test_history_survives_an_api_restart(triton: TritonServer, state_dir: Path, 
         import asyncio
 
         async def one_turn() -> str:
-            async with open_socket(api, session) as connection:
-                chat = ChatSocket(connection)
-                await chat.event()
+            async with chatting(api, session) as chat:
                 await chat.ask("remember me", model="synthetic", options={"max_tokens": 3})
                 return (await chat.turn()).text
 
@@ -94,9 +92,7 @@ async def test_triton_killed_mid_stream_then_recovers(
     try:
         async with httpx.AsyncClient(base_url=api.url, headers=auth(), timeout=60) as http:
             session = await new_session(http)
-            async with open_socket(api, session) as connection:
-                chat = ChatSocket(connection)
-                await chat.event()
+            async with chatting(api, session) as chat:
                 await chat.ask("stream until the server dies", options={"max_tokens": 4000})
                 assert (await chat.event())["type"] == "start"
                 received = [await chat.event() for _ in range(5)]

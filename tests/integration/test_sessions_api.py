@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.conftest import BOB_KEY, ApiProcess, auth
-from tests.integration.conftest import ChatSocket, new_session, open_socket
+from tests.integration.conftest import chatting, new_session
 
 pytestmark = pytest.mark.triton
 
@@ -46,9 +46,7 @@ async def test_sessions_are_paginated_newest_first(api: ApiProcess) -> None:
 
 async def test_messages_are_paginated_in_order(api: ApiProcess, http: httpx.AsyncClient) -> None:
     session = await new_session(http)
-    async with open_socket(api, session) as connection:
-        chat = ChatSocket(connection)
-        await chat.event()
+    async with chatting(api, session) as chat:
         for i in range(3):
             await chat.ask(f"question {i}", model="synthetic", options={"max_tokens": 2})
             await chat.turn()
