@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -174,29 +174,150 @@ class ChatModel(BaseModel):
         return capability in self.spec.capabilities
 
 
-def parse_chat_model(document: dict[str, Any]) -> ChatModel:
+class Similarity(StrEnum):
+    """Vector similarity, named as Elasticsearch's `dense_vector` names it."""
+
+    COSINE = "cosine"
+    DOT_PRODUCT = "dot_product"
+    L2_NORM = "l2_norm"
+    MAX_INNER_PRODUCT = "max_inner_product"
+
+
+class DeletionPolicy(StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class EmbeddingSpec(_Spec):
+    model: str = Field(description="Name of a ChatModel with the `embeddings` capability.")
+    dimensions: Annotated[int, Field(ge=1, le=4096)] = Field(
+        description="Vector size the model produces; pinned in the index and checked on every write."
+    )
+
+
+class ChunkingSpec(_Spec):
+    size: Annotated[int, Field(ge=16, le=8192)] = Field(default=200, description="Tokens per chunk.")
+    overlap: Annotated[int, Field(ge=0)] = Field(default=40, description="Tokens shared by neighbours.")
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> ChunkingSpec:
+        if self.overlap >= self.size:
+            raise ValueError("chunking.overlap must be smaller than chunking.size")
+        return self
+
+
+class HnswSpec(_Spec):
+    m: Annotated[int, Field(ge=2, le=512)] = 16
+    ef_construction: Annotated[int, Field(ge=2, le=4096)] = 100
+
+
+class IndexSpec(_Spec):
+    similarity: Similarity = Similarity.COSINE
+    hnsw: HnswSpec = Field(default_factory=HnswSpec)
+    analyzer: str = Field(default="standard", description="Elasticsearch analyzer of the BM25 text field.")
+    shards: Annotated[int, Field(ge=1, le=64)] = 1
+    replicas: Annotated[int, Field(ge=0, le=8)] = 1
+
+
+class AccessSpec(_Spec):
+    """Who may use a knowledge base. Principals are API-key owners; `*` is any principal."""
+
+    owners: list[str] = Field(min_length=1, description="May upload, re-index and delete documents.")
+    readers: list[str] = Field(default_factory=list, description="May search it and chat over it.")
+
+    def can_write(self, principal: str) -> bool:
+        return "*" in self.owners or principal in self.owners
+
+    def can_read(self, principal: str) -> bool:
+        return self.can_write(principal) or "*" in self.readers or principal in self.readers
+
+
+class KnowledgeBaseSpec(_Spec):
+    display_name: str = ""
+    description: str = ""
+    embedding: EmbeddingSpec
+    chunking: ChunkingSpec = Field(default_factory=ChunkingSpec)
+    index: IndexSpec = Field(default_factory=IndexSpec)
+    access: AccessSpec
+    max_document_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = 25 * 1024 * 1024
+    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+
+
+class KnowledgeBase(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["kubechat.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["KnowledgeBase"]
+    metadata: ObjectMeta
+    spec: KnowledgeBaseSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def index_alias(self) -> str:
+        """The Elasticsearch alias readers use.
+
+        Dots cannot occur in namespaces or names (RFC 1123 labels), so no two knowledge bases,
+        and no alias and generation, ever share a name.
+        """
+        return f"kubechat-kb.{self.metadata.namespace}.{self.name}"
+
+    def generation_index(self, generation: int) -> str:
+        """The physical index of one generation (a full re-index builds the next one)."""
+        if generation < 1:
+            raise ValueError(f"generation must be positive, got {generation}")
+        return f"{self.index_alias}.{generation:06d}"
+
+    @property
+    def object_prefix(self) -> str:
+        """Where its documents live in the object store."""
+        return f"knowledge-bases/{self.metadata.namespace}/{self.name}/"
+
+
+R = TypeVar("R", ChatModel, KnowledgeBase)
+
+
+def parse_resource(kind: type[R], document: dict[str, Any]) -> R:
     try:
-        return ChatModel.model_validate(document)
+        return kind.model_validate(document)
     except ValidationError as exc:
         name = (document.get("metadata") or {}).get("name", "?")
-        raise ResourceError(f"ChatModel {name}: {exc}") from exc
+        raise ResourceError(f"{kind.__name__} {name}: {exc}") from exc
+
+
+def parse_chat_model(document: dict[str, Any]) -> ChatModel:
+    return parse_resource(ChatModel, document)
+
+
+def load_resources(kind: type[R], paths: Iterable[Path]) -> list[R]:
+    """Read every document of one kind in the given YAML files (other kinds are skipped)."""
+    found: dict[str, R] = {}
+    for path in sorted(paths):
+        for document in yaml.safe_load_all(path.read_text()):
+            if not isinstance(document, dict) or document.get("kind") != kind.__name__:
+                continue
+            resource = parse_resource(kind, document)
+            if resource.name in found:
+                raise ResourceError(f"{kind.__name__} {resource.name} is defined twice (again in {path})")
+            found[resource.name] = resource
+    return list(found.values())
 
 
 def load_chat_models(paths: Iterable[Path]) -> list[ChatModel]:
-    """Read every ChatModel document in the given YAML files (other kinds are skipped)."""
-    models: dict[str, ChatModel] = {}
-    for path in sorted(paths):
-        for document in yaml.safe_load_all(path.read_text()):
-            if not isinstance(document, dict) or document.get("kind") != "ChatModel":
-                continue
-            model = parse_chat_model(document)
-            if model.name in models:
-                raise ResourceError(f"ChatModel {model.name} is defined twice (again in {path})")
-            models[model.name] = model
-    return list(models.values())
+    return load_resources(ChatModel, paths)
+
+
+def _yaml_files(directory: Path, what: str) -> list[Path]:
+    if not directory.is_dir():
+        raise ResourceError(f"{what} directory {directory} does not exist")
+    return [*directory.glob("*.yaml"), *directory.glob("*.yml")]
 
 
 def load_chat_models_from_dir(directory: Path) -> list[ChatModel]:
-    if not directory.is_dir():
-        raise ResourceError(f"model directory {directory} does not exist")
-    return load_chat_models([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    return load_resources(ChatModel, _yaml_files(directory, "model"))
+
+
+def load_knowledge_bases_from_dir(directory: Path) -> list[KnowledgeBase]:
+    return load_resources(KnowledgeBase, _yaml_files(directory, "knowledge base"))

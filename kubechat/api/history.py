@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
+from kubechat.sqlite import SQLiteDatabase
 
 
 class MessageStatus(StrEnum):
@@ -154,52 +150,27 @@ def _parse_message_cursor(cursor: str) -> int:
 
 
 class SQLiteHistoryStore:
-    """Embedded history: one SQLite file, one row per message, WAL for crash safety.
+    """Embedded history: one SQLite file, one row per message (see kubechat.sqlite)."""
 
-    Each operation runs whole on one dedicated thread (one hop per call, not one per
-    statement), which keeps the event loop free and the path to the first token short.
-    """
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+    def __init__(self, database: SQLiteDatabase) -> None:
+        self._database = database
+        self._db = database.db
+        self._run = database.run
+        self._transaction = database.transaction
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteHistoryStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        store = cls(db)
-        await store._run(store._setup)
-        return store
-
-    def _setup(self) -> None:
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        store = cls(await SQLiteDatabase.open(path, _SCHEMA))
         # Answers that were streaming when a previous process died keep what was checkpointed.
-        self._db.execute(
+        await store._run(
+            store._db.execute,
             "UPDATE messages SET status = ? WHERE status = ?",
             (MessageStatus.INTERRUPTED, MessageStatus.STREAMING),
         )
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        # The connection autocommits each statement; multi-statement writes say so explicitly.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-    async def _run(self, function: Callable[..., R], *args: Any) -> R:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        return store
 
     async def close(self) -> None:
-        await self._run(self._db.close)
-        self._thread.shutdown(wait=True)
+        await self._database.close()
 
     async def ping(self) -> None:
         await self._run(self._db.execute, "SELECT 1")

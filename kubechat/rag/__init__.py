@@ -1,0 +1,1 @@
+"""Knowledge bases: document ingestion, chunk and object stores, hybrid retrieval with citations."""

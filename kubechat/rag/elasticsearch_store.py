@@ -1,0 +1,614 @@
+"""The cluster ChunkStore: Elasticsearch, one index per knowledge-base generation behind an alias.
+
+Readers go through the alias (`kb.index_alias`); writers name a physical index
+`<alias>-<generation>` (six digits, as Elasticsearch's rollover names them), so a full
+re-index builds a new generation next to the live one and `activate` swaps the alias in one
+atomic `_aliases` call.
+
+Choices worth knowing:
+
+* Visibility: the last bulk request of an `upsert` carries `refresh=wait_for`, so once
+  ingestion reports a document indexed it is searchable, without forcing a refresh (and tiny
+  segments) per document. `delete_document` refreshes (delete-by-query has no `wait_for`).
+* Retries: this adapter owns them (the client's own transport retries are switched off).
+  A whole request that fails with 429/502/503/504, a timeout or a lost connection is
+  retried with exponential back-off, and so are bulk items rejected with 429/503; when the
+  retries run out the error is StoreUnavailableError. Any other failure is StoreError.
+* A missing alias reads as an empty knowledge base: searches return [], `count` 0,
+  `get_chunk` None. Writes name a physical index; before the first write to one, the store
+  reads its mapping (vector size), so a missing index is a StoreError rather than one that
+  Elasticsearch auto-creates with a dynamic mapping. An index dropped later, between writes,
+  is only kept from coming back by the cluster setting
+  `action.auto_create_index: "-kubechat-kb.*,+*"`, which deployments should set.
+* Documents are never logged, and bulk errors are asked not to echo document sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import numpy as np
+from elasticsearch import AsyncElasticsearch
+from elasticsearch.exceptions import ApiError, ConnectionError, ConnectionTimeout, TransportError
+
+from kubechat.rag.stores import (
+    ChunkRecord,
+    EmbeddingMismatchError,
+    RankedChunk,
+    StoreError,
+    StoreUnavailableError,
+    Vector,
+)
+from kubechat.resources import KnowledgeBase
+
+logger = logging.getLogger(__name__)
+
+# Bumped when the mapping changes in a way that needs a re-index.
+SCHEMA_VERSION: Final = 1
+VECTOR_FIELD: Final = "vector"
+# Elasticsearch's ceiling for both `k` and `num_candidates`.
+MAX_KNN: Final = 10_000
+
+_TRANSIENT_STATUS: Final = frozenset({429, 502, 503, 504})
+_RETRYABLE_ITEM_STATUS: Final = frozenset({429, 503})
+_MAX_BACKOFF_S: Final = 30.0
+_ERRORS_SHOWN: Final = 3
+
+T = TypeVar("T")
+
+
+def index_body(kb: KnowledgeBase) -> dict[str, Any]:
+    """The create-index body (settings and mappings) of one generation of `kb`'s index."""
+    embedding, index = kb.spec.embedding, kb.spec.index
+    return {
+        "settings": {
+            "number_of_shards": index.shards,
+            "number_of_replicas": index.replicas,
+        },
+        "mappings": {
+            "dynamic": "strict",
+            "_meta": {
+                "kubechat_schema_version": SCHEMA_VERSION,
+                "knowledge_base": f"{kb.metadata.namespace}/{kb.name}",
+                "embedding_model": embedding.model,
+                "dimensions": embedding.dimensions,
+                "similarity": index.similarity.value,
+            },
+            "properties": {
+                "text": {"type": "text", "analyzer": index.analyzer},
+                "document_id": {"type": "keyword"},
+                "document_name": {"type": "keyword", "ignore_above": 1024},
+                "ordinal": {"type": "integer"},
+                "page": {"type": "integer"},
+                # A heading shown with a citation and filterable exactly; BM25 ranks `text`
+                # alone so that this store ranks like the embedded one.
+                "section": {"type": "keyword", "ignore_above": 1024},
+                VECTOR_FIELD: {
+                    "type": "dense_vector",
+                    "dims": embedding.dimensions,
+                    "index": True,
+                    "similarity": index.similarity.value,
+                    "index_options": {
+                        "type": "hnsw",
+                        "m": index.hnsw.m,
+                        "ef_construction": index.hnsw.ef_construction,
+                    },
+                },
+            },
+        },
+    }
+
+
+def generation_index(kb: KnowledgeBase, generation: int) -> str:
+    """The physical index name of one generation."""
+    return kb.generation_index(generation)
+
+
+def index_generation(kb: KnowledgeBase, index: str) -> int | None:
+    """The generation `index` is of `kb`, or None when it is not one of its indices.
+
+    Matching the whole name matters: a wildcard would also match other knowledge bases'.
+    """
+    match = re.fullmatch(re.escape(kb.index_alias) + r"\.(\d+)", index)
+    return int(match.group(1)) if match else None
+
+
+class _RequestFailed(StoreError):
+    """An Elasticsearch request failed for good; callers may look at what came back."""
+
+    def __init__(self, message: str, status: int, error_type: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+
+
+def _error_type_and_reason(body: object) -> tuple[str, str]:
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping):
+            return str(error.get("type", "")), str(error.get("reason", ""))
+        if isinstance(error, str):
+            return "", error
+    return "", ""
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ApiError):
+        error_type, reason = _error_type_and_reason(exc.body)
+        return " ".join(filter(None, [str(exc.meta.status), error_type, reason])) or str(exc.meta.status)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ElasticsearchChunkStore:
+    """ChunkStore on Elasticsearch (see the module docstring for the choices it makes)."""
+
+    def __init__(
+        self,
+        client: AsyncElasticsearch,
+        *,
+        bulk_chunk_size: int = 500,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+    ) -> None:
+        if bulk_chunk_size < 1 or max_retries < 0 or backoff_s < 0:
+            raise ValueError("bulk_chunk_size must be >= 1, max_retries and backoff_s >= 0")
+        self._client = client
+        # One retry policy: ours (with back-off and item retries), not also the transport's.
+        self._es = client.options(max_retries=0)
+        self._bulk_chunk_size = bulk_chunk_size
+        self._max_retries = max_retries
+        self._backoff_s = backoff_s
+        # Vector size per physical index, to refuse a wrong vector before sending it.
+        self._dims: dict[str, int] = {}
+
+    # -- lifecycle of indices ------------------------------------------------------------
+
+    async def ensure_index(self, kb: KnowledgeBase) -> str:
+        active = await self._active_index(kb)
+        if active is not None:
+            return active
+        index = generation_index(kb, 1)
+        if not await self._create_index(kb, index, alias=kb.index_alias):
+            # Another replica created it first, alias included (one create call does both);
+            # the node we ask may apply that cluster state a moment after the master did.
+            for attempt in range(self._max_retries + 1):
+                active = await self._active_index(kb)
+                if active is not None:
+                    return active
+                if attempt < self._max_retries:
+                    await asyncio.sleep(self._delay(attempt))
+            raise StoreError(
+                f"index {index} exists but alias {kb.index_alias} does not (left over, or auto-created by a "
+                "write after a drop); drop the knowledge base's indices to start over"
+            )
+        logger.info("created index %s behind alias %s", index, kb.index_alias)
+        return index
+
+    async def _create_index(self, kb: KnowledgeBase, index: str, alias: str | None = None) -> bool:
+        """Create one generation (and the alias, in the same call); False if it exists already."""
+        aliases = {alias: {"is_write_index": True}} if alias is not None else None
+        try:
+            await self._call(
+                f"create index {index}",
+                lambda: self._es.indices.create(index=index, **index_body(kb), aliases=aliases),
+            )
+        except _RequestFailed as exc:
+            if exc.error_type == "resource_already_exists_exception":
+                return False
+            raise
+        self._dims[index] = kb.spec.embedding.dimensions
+        return True
+
+    async def _active_index(self, kb: KnowledgeBase) -> str | None:
+        """The index behind the alias, checked against the spec; None when there is no alias."""
+        alias = kb.index_alias
+        try:
+            response = await self._call(f"get alias {alias}", lambda: self._es.indices.get(index=alias))
+        except _RequestFailed as exc:
+            if exc.status == 404:
+                return None
+            raise
+        indices: dict[str, Any] = dict(response.body)
+        if alias in indices:
+            raise StoreError(f"{alias} is an index, not an alias; kubechat cannot manage it")
+        if len(indices) != 1:
+            raise StoreError(f"alias {alias} points at {len(indices)} indices {sorted(indices)}, not one")
+        index, info = next(iter(indices.items()))
+        mappings = info.get("mappings", {})
+        meta = mappings.get("_meta") or {}
+        if "embedding_model" not in meta or "dimensions" not in meta:
+            raise StoreError(f"index {index} records no kubechat _meta; it was not created by kubechat")
+        embedding = kb.spec.embedding
+        if meta["embedding_model"] != embedding.model or meta["dimensions"] != embedding.dimensions:
+            raise EmbeddingMismatchError(
+                f"index {index} holds vectors of model {meta['embedding_model']!r} "
+                f"({meta['dimensions']} dimensions) but KnowledgeBase {kb.metadata.namespace}/{kb.name} "
+                f"names model {embedding.model!r} ({embedding.dimensions} dimensions); re-index it"
+            )
+        dims = mappings.get("properties", {}).get(VECTOR_FIELD, {}).get("dims")
+        self._dims[index] = int(dims) if dims is not None else int(meta["dimensions"])
+        return index
+
+    async def _generations(self, kb: KnowledgeBase) -> dict[int, str]:
+        """Every physical index of `kb`, open or closed, by generation."""
+        pattern = f"{kb.index_alias}.*"
+        response = await self._call(
+            f"list indices {pattern}",
+            lambda: self._es.indices.get_alias(index=pattern, expand_wildcards=["open", "closed"]),
+        )
+        found: dict[int, str] = {}
+        for index in response.body:
+            generation = index_generation(kb, index)
+            if generation is not None:
+                found[generation] = index
+        return found
+
+    async def create_generation(self, kb: KnowledgeBase) -> str:
+        generation = max(await self._generations(kb), default=0) + 1
+        for _ in range(3):
+            index = generation_index(kb, generation)
+            if await self._create_index(kb, index):
+                logger.info("created index %s (inactive) for a re-index of %s", index, kb.index_alias)
+                return index
+            generation += 1  # a concurrent re-index took this number
+        raise StoreError(f"could not create a new generation of {kb.index_alias}: names keep being taken")
+
+    async def activate(self, kb: KnowledgeBase, index: str) -> None:
+        alias = kb.index_alias
+        new_generation = index_generation(kb, index)
+        if new_generation is None:
+            raise StoreError(f"{index} is not an index of {alias}")
+        try:
+            response = await self._call(f"get alias {alias}", lambda: self._es.indices.get_alias(name=alias))
+            current = set(response.body)
+        except _RequestFailed as exc:
+            if exc.status != 404:
+                raise
+            current = set()
+        if current != {index}:
+            add = {"add": {"index": index, "alias": alias, "is_write_index": True}}
+            removes = [{"remove": {"index": old, "alias": alias}} for old in sorted(current - {index})]
+            actions: list[dict[str, Any]] = [add, *removes]
+            await self._call(
+                f"point alias {alias} at {index}", lambda: self._es.indices.update_aliases(actions=actions)
+            )
+            logger.info("alias %s now points at %s", alias, index)
+        # Earlier generations go, and any the alias left; a newer one may be a re-index still
+        # being built, so it stays. An index that is not a generation of this knowledge base is
+        # never deleted, even if someone had put it behind the alias.
+        generations = await self._generations(kb)
+        stale = {name for number, name in generations.items() if number < new_generation}
+        stale |= (current - {index}) & set(generations.values())
+        await self._delete_indices(sorted(stale))
+
+    async def drop(self, kb: KnowledgeBase) -> None:
+        # Deleting an index drops its aliases too. Names are listed, not a wildcard: the
+        # cluster refuses wildcard deletes by default (action.destructive_requires_name) and
+        # `<alias>-*` would also match other knowledge bases.
+        await self._delete_indices(sorted((await self._generations(kb)).values()))
+
+    async def _delete_indices(self, indices: Sequence[str]) -> None:
+        if not indices:
+            return
+        await self._call(
+            f"delete indices {', '.join(indices)}",
+            lambda: self._es.indices.delete(index=list(indices), ignore_unavailable=True),
+        )
+        for index in indices:
+            self._dims.pop(index, None)
+        logger.info("deleted indices %s", ", ".join(indices))
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def upsert(self, index: str, chunks: Sequence[ChunkRecord]) -> None:
+        if not chunks:
+            return
+        dims = await self._index_dims(index)
+        actions = [(chunk.chunk_id, _source(chunk, dims, index)) for chunk in chunks]
+        size = self._bulk_chunk_size
+        batches = [actions[start : start + size] for start in range(0, len(actions), size)]
+        for number, batch in enumerate(batches, start=1):
+            try:
+                await self._bulk(index, batch, refresh="wait_for" if number == len(batches) else None)
+            except StoreError:
+                # The mapping may have changed under us (index dropped and re-created).
+                self._dims.pop(index, None)
+                raise
+
+    async def _index_dims(self, index: str) -> int:
+        if index in self._dims:
+            return self._dims[index]
+        try:
+            response = await self._call(
+                f"get mapping of {index}", lambda: self._es.indices.get_mapping(index=index)
+            )
+        except _RequestFailed as exc:
+            if exc.status == 404:
+                raise StoreError(f"index {index} does not exist") from exc
+            raise
+        (mapping,) = response.body.values()
+        try:
+            dims = int(mapping["mappings"]["properties"][VECTOR_FIELD]["dims"])
+        except (KeyError, TypeError) as exc:
+            raise StoreError(f"index {index} has no {VECTOR_FIELD} field with dims") from exc
+        self._dims[index] = dims
+        return dims
+
+    async def _bulk(self, index: str, batch: list[tuple[str, dict[str, Any]]], refresh: str | None) -> None:
+        pending = batch
+        for attempt in range(self._max_retries + 1):
+            operations: list[Mapping[str, Any]] = []
+            for chunk_id, source in pending:
+                operations += [{"index": {"_id": chunk_id}}, source]
+            try:
+                response = await self._es.bulk(
+                    index=index, operations=operations, refresh=refresh, include_source_on_error=False
+                )
+            except (ApiError, TransportError) as exc:
+                if not _transient(exc):
+                    raise _failure(f"bulk write to {index}", exc) from exc
+                problem = _describe(exc)
+            else:
+                if not response.body.get("errors"):
+                    return
+                retry: list[tuple[str, dict[str, Any]]] = []
+                failed: list[str] = []
+                for action, item in zip(pending, response.body["items"], strict=True):
+                    result = next(iter(item.values()))
+                    if "error" not in result:
+                        continue
+                    if result.get("status") in _RETRYABLE_ITEM_STATUS:
+                        retry.append(action)
+                    else:
+                        error_type, reason = _error_type_and_reason(result)
+                        failed.append(f"{action[0]}: {result.get('status')} {error_type}: {reason}")
+                if failed:
+                    raise StoreError(
+                        f"bulk write to {index}: {len(failed)} of {len(pending)} chunks failed: "
+                        + "; ".join(failed[:_ERRORS_SHOWN])
+                    )
+                if not retry:
+                    return
+                pending = retry
+                problem = f"{len(retry)} chunks rejected with 429/503"
+            if attempt < self._max_retries:
+                logger.warning("bulk write to %s: %s; retrying", index, problem)
+                await asyncio.sleep(self._delay(attempt))
+        raise StoreUnavailableError(
+            f"bulk write to {index} failed after {self._max_retries + 1} attempts: {problem}"
+        )
+
+    async def delete_document(self, index: str, document_id: str) -> None:
+        try:
+            response = await self._call(
+                f"delete chunks of {document_id} from {index}",
+                lambda: self._es.delete_by_query(
+                    index=index,
+                    query={"term": {"document_id": document_id}},
+                    conflicts="proceed",
+                    refresh=True,
+                ),
+            )
+        except _RequestFailed as exc:
+            if exc.status == 404:
+                return  # no index, nothing to delete
+            raise
+        failures = response.body.get("failures") or []
+        if failures:
+            statuses = {failure.get("status") for failure in failures}
+            error_type, reason = _error_type_and_reason({"error": failures[0].get("cause")})
+            message = (
+                f"delete chunks of {document_id} from {index}: {len(failures)} failures, first: "
+                f"{failures[0].get('status')} {error_type}: {reason}"
+            )
+            if statuses <= _TRANSIENT_STATUS:
+                raise StoreUnavailableError(message)
+            raise StoreError(message)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def knn(
+        self, kb: KnowledgeBase, vector: Vector, k: int, document_ids: Sequence[str] | None = None
+    ) -> list[RankedChunk]:
+        dims = kb.spec.embedding.dimensions
+        if vector.ndim != 1 or vector.shape[0] != dims:
+            raise EmbeddingMismatchError(
+                f"query vector has shape {vector.shape}; knowledge base {kb.name} needs {dims} dimensions"
+            )
+        if k > MAX_KNN:
+            raise ValueError(f"k must be at most {MAX_KNN}, got {k}")
+        if k < 1 or (document_ids is not None and not document_ids):
+            return []
+        knn: dict[str, Any] = {
+            "field": VECTOR_FIELD,
+            "query_vector": vector.tolist(),
+            "k": k,
+            "num_candidates": min(max(k * 10, 100), MAX_KNN),
+        }
+        if document_ids is not None:
+            knn["filter"] = {"terms": {"document_id": list(document_ids)}}
+        return await self._search(kb, "kNN search", knn=knn, size=k)
+
+    async def text_search(
+        self, kb: KnowledgeBase, query: str, k: int, document_ids: Sequence[str] | None = None
+    ) -> list[RankedChunk]:
+        if k > MAX_KNN:
+            raise ValueError(f"k must be at most {MAX_KNN}, got {k}")
+        if k < 1 or not query.strip() or (document_ids is not None and not document_ids):
+            return []
+        match: dict[str, Any] = {"match": {"text": {"query": query}}}
+        if document_ids is not None:
+            match = {"bool": {"must": [match], "filter": [{"terms": {"document_id": list(document_ids)}}]}}
+        return await self._search(kb, "text search", query=match, size=k)
+
+    async def _search(self, kb: KnowledgeBase, what: str, **body: Any) -> list[RankedChunk]:
+        alias = kb.index_alias
+        try:
+            response = await self._call(
+                f"{what} in {alias}",
+                lambda: self._es.search(
+                    index=alias, source={"excludes": [VECTOR_FIELD]}, track_total_hits=False, **body
+                ),
+            )
+        except _RequestFailed as exc:
+            if exc.status == 404:
+                return []  # no index yet: an empty knowledge base
+            raise
+        shards, timed_out = response.body.get("_shards", {}), response.body.get("timed_out")
+        if shards.get("failed") or timed_out:
+            logger.warning(
+                "%s in %s returned partial results (%s of %s shards failed, timed out: %s)",
+                what, alias, shards.get("failed", 0), shards.get("total", "?"), timed_out,
+            )  # fmt: skip
+        return [
+            RankedChunk(chunk=_chunk(hit["_source"]), score=float(hit["_score"]))
+            for hit in response.body["hits"]["hits"]
+        ]
+
+    async def get_chunk(self, kb: KnowledgeBase, chunk_id: str) -> ChunkRecord | None:
+        alias = kb.index_alias
+        try:
+            # GET through an alias works while it points at exactly one index, which
+            # `activate` keeps true; GET is real-time, so no refresh is needed.
+            response = await self._call(
+                f"get chunk {chunk_id} from {alias}",
+                lambda: self._es.get(index=alias, id=chunk_id, source_excludes=[VECTOR_FIELD]),
+            )
+        except _RequestFailed as exc:
+            if exc.status == 404:
+                return None  # no such chunk, or no index at all
+            raise
+        return _chunk(response.body["_source"])
+
+    async def count(self, kb: KnowledgeBase, document_id: str | None = None) -> int:
+        alias = kb.index_alias
+        query = {"term": {"document_id": document_id}} if document_id is not None else None
+        try:
+            response = await self._call(
+                f"count chunks in {alias}", lambda: self._es.count(index=alias, query=query)
+            )
+        except _RequestFailed as exc:
+            if exc.status == 404:
+                return 0
+            raise
+        return int(response.body["count"])
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _delay(self, attempt: int) -> float:
+        # Exponential with jitter, so that replicas turned away together do not return together.
+        return min(self._backoff_s * 2.0**attempt, _MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
+
+    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
+        """Run one request, retrying transient failures; every failure becomes a StoreError."""
+        for attempt in range(self._max_retries + 1):
+            try:
+                return await request()
+            except (ApiError, TransportError) as exc:
+                if not _transient(exc):
+                    raise _failure(what, exc) from exc
+                if attempt == self._max_retries:
+                    raise StoreUnavailableError(
+                        f"{what} failed after {attempt + 1} attempts: {_describe(exc)}"
+                    ) from exc
+                logger.warning("%s: %s; retrying", what, _describe(exc))
+            await asyncio.sleep(self._delay(attempt))
+        raise AssertionError("unreachable")
+
+
+def _transient(exc: ApiError | TransportError) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.meta.status in _TRANSIENT_STATUS
+    return isinstance(exc, ConnectionError | ConnectionTimeout)
+
+
+def _failure(what: str, exc: ApiError | TransportError) -> StoreError:
+    if isinstance(exc, ApiError):
+        error_type, _ = _error_type_and_reason(exc.body)
+        message = f"{what}: {_describe(exc)}"
+        if exc.meta.status >= 500:
+            return StoreUnavailableError(message)
+        return _RequestFailed(message, exc.meta.status, error_type)
+    if isinstance(exc, ConnectionError):  # TLS failures
+        return StoreUnavailableError(f"{what}: {_describe(exc)}")
+    return StoreError(f"{what}: {_describe(exc)}")
+
+
+def _source(chunk: ChunkRecord, dims: int, index: str) -> dict[str, Any]:
+    vector = chunk.vector
+    if vector is None:
+        raise StoreError(f"chunk {chunk.chunk_id} has no vector")
+    if vector.ndim != 1 or vector.shape[0] != dims:
+        raise EmbeddingMismatchError(
+            f"chunk {chunk.chunk_id} has a vector of shape {vector.shape}; "
+            f"index {index} holds {dims} dimensions"
+        )
+    if not np.isfinite(vector).all():
+        raise StoreError(f"chunk {chunk.chunk_id} has a vector with NaN or infinite values")
+    return {
+        "document_id": chunk.document_id,
+        "document_name": chunk.document_name,
+        "ordinal": chunk.ordinal,
+        "text": chunk.text,
+        "page": chunk.page,
+        "section": chunk.section,
+        VECTOR_FIELD: vector.tolist(),
+    }
+
+
+def _chunk(source: Mapping[str, Any]) -> ChunkRecord:
+    page = source.get("page")
+    return ChunkRecord(
+        document_id=source["document_id"],
+        document_name=source.get("document_name", ""),
+        ordinal=int(source["ordinal"]),
+        text=source.get("text", ""),
+        page=int(page) if page is not None else None,
+        section=source.get("section") or "",
+    )
+
+
+def connect(
+    url: str,
+    *,
+    api_key: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    ca_certs: str | None = None,
+    request_timeout: float = 30.0,
+    bulk_chunk_size: int = 500,
+    max_retries: int = 4,
+    backoff_s: float = 0.5,
+) -> ElasticsearchChunkStore:
+    """A store on a new client of the cluster at `url` (credentials are never logged).
+
+    Empty strings count as not given, as unset environment settings arrive that way.
+    """
+    api_key, username, password = api_key or None, username or None, password or None
+    ca_certs = ca_certs or None
+    if api_key is not None and username is not None:
+        raise ValueError("give an API key or a username and password, not both")
+    if (username is None) != (password is None):
+        raise ValueError("a username needs a password and a password a username")
+    options: dict[str, Any] = {}
+    if ca_certs is not None:
+        options["ca_certs"] = ca_certs
+    client = AsyncElasticsearch(
+        url,
+        api_key=api_key,
+        basic_auth=(username, password) if username is not None and password is not None else None,
+        request_timeout=request_timeout,
+        max_retries=0,  # the store retries, with back-off
+        **options,
+    )
+    return ElasticsearchChunkStore(
+        client, bulk_chunk_size=bulk_chunk_size, max_retries=max_retries, backoff_s=backoff_s
+    )

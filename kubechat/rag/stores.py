@@ -1,0 +1,135 @@
+"""The store interfaces of knowledge bases, shared by the embedded and the cluster implementations.
+
+Two implementations of each pass one conformance suite (tests/conformance/):
+
+* ObjectStore: original document bytes. Embedded: files on disk; cluster: MinIO (S3).
+* ChunkStore: chunks with their vectors and text. Embedded: SQLite (FTS5 + vectors);
+  cluster: Elasticsearch, one index per knowledge base generation behind an alias.
+
+Hybrid retrieval asks the chunk store for two ranked lists (kNN and BM25) and fuses them in
+the API with reciprocal-rank fusion (kubechat.rag.retrieval), so both stores rank alike and
+Elasticsearch's basic licence suffices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from kubechat.resources import KnowledgeBase
+
+Vector = npt.NDArray[np.float32]
+
+
+class StoreError(Exception):
+    """A store failed in a way a retry will not fix."""
+
+
+class StoreUnavailableError(StoreError):
+    """The backing service cannot be reached or is overloaded (retry later)."""
+
+
+class EmbeddingMismatchError(StoreError):
+    """An index was built with another embedding model or vector size than the KnowledgeBase names."""
+
+
+class ObjectNotFoundError(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    sha256: str
+
+
+class ObjectStore(Protocol):
+    """Blobs by key. `put` returns only once the bytes are durable (fsync / S3 200)."""
+
+    async def put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str]) -> ObjectInfo: ...
+
+    async def get(self, key: str) -> bytes: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def delete(self, key: str) -> None:
+        """Idempotent: deleting a missing key is not an error."""
+        ...
+
+    async def list_keys(self, prefix: str) -> list[str]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One indexed piece of a document. `chunk_id` is `<document_id>:<ordinal>`."""
+
+    document_id: str
+    document_name: str
+    ordinal: int
+    text: str
+    page: int | None = None  # 1-based, for paged formats (PDF)
+    section: str = ""  # nearest heading, for structured formats
+    vector: Vector | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def chunk_id(self) -> str:
+        return f"{self.document_id}:{self.ordinal}"
+
+
+@dataclass(frozen=True)
+class RankedChunk:
+    """A chunk and its score in one ranked list (similarity for kNN, BM25 for text)."""
+
+    chunk: ChunkRecord
+    score: float
+
+
+class ChunkStore(Protocol):
+    """Chunks of every knowledge base. Index names are physical (`<alias>-<generation>`)."""
+
+    async def ensure_index(self, kb: KnowledgeBase) -> str:
+        """Create the first generation and the alias if missing; return the active index.
+
+        Raises EmbeddingMismatchError when the existing index records another embedding model
+        or vector size than `kb.spec.embedding`.
+        """
+        ...
+
+    async def create_generation(self, kb: KnowledgeBase) -> str:
+        """A new, empty, inactive index for a full re-index; `activate` makes it live."""
+        ...
+
+    async def activate(self, kb: KnowledgeBase, index: str) -> None:
+        """Point the alias at `index` atomically and drop the previous generations."""
+        ...
+
+    async def upsert(self, index: str, chunks: Sequence[ChunkRecord]) -> None:
+        """Write chunks (with vectors); a chunk_id already present is replaced."""
+        ...
+
+    async def delete_document(self, index: str, document_id: str) -> None: ...
+
+    async def knn(
+        self, kb: KnowledgeBase, vector: Vector, k: int, document_ids: Sequence[str] | None = None
+    ) -> list[RankedChunk]: ...
+
+    async def text_search(
+        self, kb: KnowledgeBase, query: str, k: int, document_ids: Sequence[str] | None = None
+    ) -> list[RankedChunk]: ...
+
+    async def get_chunk(self, kb: KnowledgeBase, chunk_id: str) -> ChunkRecord | None: ...
+
+    async def count(self, kb: KnowledgeBase, document_id: str | None = None) -> int: ...
+
+    async def drop(self, kb: KnowledgeBase) -> None:
+        """Remove the alias and every generation (KnowledgeBase deleted with policy Delete)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,201 @@
+"""One behaviour for every ChunkStore: the embedded SQLite store and Elasticsearch.
+
+The Elasticsearch run needs a live cluster (`KUBECHAT_TEST_ES_URL`, which the kind e2e sets);
+its HTTP-level behaviour is also tested without one in tests/unit/test_elasticsearch_store.py.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kubechat.rag.sqlite_store import SQLiteChunkStore
+from kubechat.rag.stores import ChunkRecord, ChunkStore, EmbeddingMismatchError
+from kubechat.resources import KnowledgeBase
+
+ES_URL = os.environ.get("KUBECHAT_TEST_ES_URL", "")
+
+
+@pytest.fixture(params=["sqlite", "elasticsearch"])
+async def chunk_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ChunkStore]:
+    store: ChunkStore
+    if request.param == "sqlite":
+        store = await SQLiteChunkStore.open(tmp_path / "chunks.sqlite3")
+    else:
+        if not ES_URL:
+            pytest.skip("needs a live Elasticsearch: set KUBECHAT_TEST_ES_URL (the kind e2e does)")
+        from kubechat.rag.elasticsearch_store import connect
+
+        store = connect(ES_URL)
+    yield store
+    await store.close()
+
+
+def knowledge_base(name: str | None = None, dimensions: int = 4, model: str = "minilm") -> KnowledgeBase:
+    return KnowledgeBase.model_validate(
+        {
+            "apiVersion": "kubechat.io/v1alpha1",
+            "kind": "KnowledgeBase",
+            "metadata": {"name": name or f"conformance-{uuid.uuid4().hex[:8]}"},
+            "spec": {
+                "embedding": {"model": model, "dimensions": dimensions},
+                "index": {"replicas": 0},
+                "access": {"owners": ["alice"]},
+            },
+        }
+    )
+
+
+@pytest.fixture
+async def kb(chunk_store: ChunkStore) -> AsyncIterator[KnowledgeBase]:
+    base = knowledge_base()
+    yield base
+    await chunk_store.drop(base)
+
+
+def vec(*values: float) -> Any:
+    return np.array(values, dtype=np.float32)
+
+
+def chunk(document: str, ordinal: int, text: str, vector: Any, page: int | None = None) -> ChunkRecord:
+    return ChunkRecord(
+        document_id=document, document_name=f"{document}.pdf", ordinal=ordinal, text=text,
+        page=page, section="Intro" if ordinal == 0 else "", vector=vector,
+    )  # fmt: skip
+
+
+CORPUS = [
+    chunk("d1", 0, "Kubernetes schedules pods onto nodes.", vec(1, 0, 0, 0), page=1),
+    chunk("d1", 1, "Triton serves models over gRPC streaming.", vec(0, 1, 0, 0), page=2),
+    chunk("d2", 0, "Elasticsearch stores dense vectors for kNN search.", vec(0, 0, 1, 0)),
+    chunk("d2", 1, "Pods restart when their liveness probes fail on the nodes.", vec(0.8, 0, 0, 0.6)),
+]
+
+
+async def filled(store: ChunkStore, kb: KnowledgeBase) -> str:
+    index = await store.ensure_index(kb)
+    await store.upsert(index, CORPUS)
+    return index
+
+
+async def test_ensure_index_is_idempotent(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    first = await chunk_store.ensure_index(kb)
+    assert await chunk_store.ensure_index(kb) == first
+    assert await chunk_store.count(kb) == 0
+
+
+async def test_upsert_then_read_back(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    await filled(chunk_store, kb)
+    assert await chunk_store.count(kb) == 4
+    assert await chunk_store.count(kb, "d1") == 2
+    stored = await chunk_store.get_chunk(kb, "d1:1")
+    assert stored == CORPUS[1]  # vectors are not part of equality
+    assert stored is not None and stored.page == 2 and stored.document_name == "d1.pdf"
+    no_page = await chunk_store.get_chunk(kb, "d2:0")
+    assert no_page is not None and no_page.page is None
+    assert await chunk_store.get_chunk(kb, "d9:0") is None
+
+
+async def test_knn_ranks_by_similarity(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    await filled(chunk_store, kb)
+    hits = await chunk_store.knn(kb, vec(1, 0, 0, 0), k=2)
+    assert [h.chunk.chunk_id for h in hits] == ["d1:0", "d2:1"]
+    assert hits[0].score > hits[1].score
+    assert hits[0].chunk.text == CORPUS[0].text
+
+
+async def test_knn_filters_by_document(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    await filled(chunk_store, kb)
+    hits = await chunk_store.knn(kb, vec(1, 0, 0, 0), k=3, document_ids=["d2"])
+    assert [h.chunk.chunk_id for h in hits] == ["d2:1", "d2:0"]
+
+
+async def test_text_search_ranks_by_bm25(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    await filled(chunk_store, kb)
+    hits = await chunk_store.text_search(kb, "pods nodes", k=10)
+    assert {h.chunk.chunk_id for h in hits} == {"d1:0", "d2:1"}
+    assert all(h.score > 0 for h in hits)
+    only_d2 = await chunk_store.text_search(kb, "pods nodes", k=10, document_ids=["d2"])
+    assert [h.chunk.chunk_id for h in only_d2] == ["d2:1"]
+    assert await chunk_store.text_search(kb, "zeppelin", k=10) == []
+
+
+async def test_text_search_takes_any_user_text(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    await filled(chunk_store, kb)
+    # Query syntax characters are words to search for, never operators.
+    hits = await chunk_store.text_search(kb, 'triton" OR NOT (grpc* AND -:', k=10)
+    assert [h.chunk.chunk_id for h in hits] == ["d1:1"]
+    assert await chunk_store.text_search(kb, "  ?! ", k=10) == []
+
+
+async def test_upsert_replaces_a_chunk(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    index = await filled(chunk_store, kb)
+    await chunk_store.upsert(index, [chunk("d1", 0, "Helm installs charts.", vec(0, 0, 0, 1))])
+    assert await chunk_store.count(kb) == 4
+    assert await chunk_store.text_search(kb, "schedules", k=5) == []
+    assert [h.chunk.chunk_id for h in await chunk_store.text_search(kb, "helm", k=5)] == ["d1:0"]
+    assert (await chunk_store.knn(kb, vec(0, 0, 0, 1), k=1))[0].chunk.chunk_id == "d1:0"
+
+
+async def test_delete_document(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    index = await filled(chunk_store, kb)
+    await chunk_store.delete_document(index, "d1")
+    assert await chunk_store.count(kb) == 2
+    assert {h.chunk.document_id for h in await chunk_store.knn(kb, vec(1, 0, 0, 0), k=4)} == {"d2"}
+    assert await chunk_store.text_search(kb, "triton", k=5) == []
+    await chunk_store.delete_document(index, "d1")  # idempotent
+
+
+async def test_other_embedding_is_refused(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    index = await filled(chunk_store, kb)
+    resized = knowledge_base(kb.name, dimensions=8)
+    with pytest.raises(EmbeddingMismatchError, match="8"):
+        await chunk_store.ensure_index(resized)
+    with pytest.raises(EmbeddingMismatchError):
+        await chunk_store.ensure_index(knowledge_base(kb.name, model="other-embedder"))
+    with pytest.raises(EmbeddingMismatchError):
+        await chunk_store.upsert(index, [chunk("d3", 0, "too long", vec(1, 2, 3, 4, 5))])
+    with pytest.raises(EmbeddingMismatchError):
+        await chunk_store.knn(kb, vec(1, 2, 3), k=1)
+    assert await chunk_store.count(kb) == 4
+
+
+async def test_reindex_into_a_new_generation(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    old = await filled(chunk_store, kb)
+    new = await chunk_store.create_generation(kb)
+    assert new != old
+    await chunk_store.upsert(new, [chunk("d3", 0, "Skaffold builds images.", vec(0, 0, 0, 1))])
+    assert await chunk_store.count(kb) == 4  # readers still see the old generation
+    await chunk_store.activate(kb, new)
+    assert await chunk_store.count(kb) == 1
+    assert await chunk_store.ensure_index(kb) == new
+    assert [h.chunk.chunk_id for h in await chunk_store.text_search(kb, "skaffold", k=3)] == ["d3:0"]
+    assert await chunk_store.text_search(kb, "triton", k=3) == []
+
+
+async def test_knowledge_bases_are_separate(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    await filled(chunk_store, kb)
+    other = knowledge_base()
+    try:
+        await chunk_store.ensure_index(other)
+        assert await chunk_store.count(other) == 0
+        assert await chunk_store.text_search(other, "pods", k=5) == []
+        assert await chunk_store.knn(other, vec(1, 0, 0, 0), k=5) == []
+    finally:
+        await chunk_store.drop(other)
+
+
+async def test_drop_removes_everything(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    await filled(chunk_store, kb)
+    await chunk_store.drop(kb)
+    assert await chunk_store.count(kb) == 0
+    assert await chunk_store.knn(kb, vec(1, 0, 0, 0), k=3) == []
+    assert await chunk_store.get_chunk(kb, "d1:0") is None
+    # A dropped knowledge base can start over, even with another embedding.
+    assert await chunk_store.ensure_index(knowledge_base(kb.name, dimensions=8))

@@ -1,0 +1,817 @@
+"""ElasticsearchChunkStore at the HTTP boundary.
+
+A real AsyncElasticsearch talks HTTP to a real local server (pytest-httpserver) that answers
+in order with bodies shaped like Elasticsearch 9's documented responses; the tests check the
+requests the store sends and what it makes of the answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from kubechat.rag.elasticsearch_store import (
+    ElasticsearchChunkStore,
+    connect,
+    generation_index,
+    index_body,
+    index_generation,
+)
+from kubechat.rag.stores import (
+    ChunkRecord,
+    EmbeddingMismatchError,
+    RankedChunk,
+    StoreError,
+    StoreUnavailableError,
+)
+from kubechat.resources import KnowledgeBase
+from tests.conftest import free_port
+
+DIMS = 4
+ALIAS = "kubechat-kb.default.docs"
+GEN1 = f"{ALIAS}.000001"
+GEN2 = f"{ALIAS}.000002"
+# What Elasticsearch 9 answers a client that asks for compatibility with version 9.
+ES_JSON = "application/vnd.elasticsearch+json;compatible-with=9"
+
+
+def knowledge_base(*, model: str = "minilm", dimensions: int = DIMS, name: str = "docs") -> KnowledgeBase:
+    return KnowledgeBase.model_validate(
+        {
+            "apiVersion": "kubechat.io/v1alpha1",
+            "kind": "KnowledgeBase",
+            "metadata": {"name": name},
+            "spec": {
+                "embedding": {"model": model, "dimensions": dimensions},
+                "index": {
+                    "similarity": "dot_product",
+                    "hnsw": {"m": 24, "efConstruction": 200},
+                    "analyzer": "english",
+                    "shards": 2,
+                    "replicas": 0,
+                },
+                "access": {"owners": ["*"]},
+            },
+        }
+    )
+
+
+KB = knowledge_base()
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    body: Any  # JSON, a list of NDJSON lines, or None
+
+
+def _parse(request: Request) -> Sent:
+    data = request.get_data()
+    body: Any = None
+    if data and "ndjson" in (request.content_type or ""):
+        body = [json.loads(line) for line in data.decode().splitlines() if line]
+    elif data:
+        body = json.loads(data)
+    return Sent(request.method, request.path, dict(request.args), dict(request.headers), body)
+
+
+class FakeElasticsearch:
+    """Scripted answers, in order; every request is recorded."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.host}:{self.server.port}"
+
+    def reply(self, method: str, path: str, body: Any, status: int = 200) -> None:
+        response = Response(
+            json.dumps(body),
+            status=status,
+            content_type=ES_JSON,
+            headers={"X-Elastic-Product": "Elasticsearch"},
+        )
+        self.server.expect_ordered_request(path, method=method).respond_with_response(response)
+
+    def error(self, method: str, path: str, status: int, error_type: str, reason: str, **extra: Any) -> None:
+        cause = {"type": error_type, "reason": reason, **extra}
+        self.reply(method, path, {"error": {"root_cause": [cause], **cause}, "status": status}, status)
+
+    @property
+    def sent(self) -> list[Sent]:
+        return [_parse(request) for request, _ in self.server.log]
+
+    def verify(self) -> None:
+        self.server.check_assertions()
+        assert not self.server.ordered_handlers, "expected requests were not made"
+
+
+@pytest.fixture
+def es(httpserver: HTTPServer) -> Iterator[FakeElasticsearch]:
+    fake = FakeElasticsearch(httpserver)
+    yield fake
+    fake.verify()
+
+
+@pytest.fixture
+async def store(es: FakeElasticsearch) -> AsyncIterator[ElasticsearchChunkStore]:
+    store = connect(es.url, bulk_chunk_size=2, max_retries=2, backoff_s=0.001)
+    yield store
+    await store.close()
+
+
+def existing_index(
+    kb: KnowledgeBase, index: str = GEN1, *, model: str = "minilm", dims: int = DIMS
+) -> dict[str, Any]:
+    """GET /<alias> as Elasticsearch answers it for an index built by kubechat."""
+    mappings = index_body(knowledge_base(model=model, dimensions=dims))["mappings"]
+    return {
+        index: {
+            "aliases": {kb.index_alias: {"is_write_index": True}},
+            "mappings": mappings,
+            "settings": {
+                "index": {
+                    "number_of_shards": "2",
+                    "number_of_replicas": "0",
+                    "provided_name": index,
+                    "creation_date": "1767225600000",
+                    "uuid": "Xq0mJ1bNRpuWz5k1vJ0k2g",
+                    "version": {"created": "9009000"},
+                }
+            },
+        }
+    }
+
+
+def index_not_found(es: FakeElasticsearch, method: str, path: str, name: str) -> None:
+    es.error(
+        method, path, 404, "index_not_found_exception", f"no such index [{name}]",
+        **{"resource.type": "index_or_alias", "resource.id": name, "index_uuid": "_na_", "index": name},
+    )  # fmt: skip
+
+
+def chunk(ordinal: int, *, document_id: str = "doc-1", page: int | None = 1, dims: int = DIMS) -> ChunkRecord:
+    return ChunkRecord(
+        document_id=document_id,
+        document_name="guide.pdf",
+        ordinal=ordinal,
+        text=f"chunk {ordinal} text",
+        page=page,
+        section="Install",
+        vector=np.full(dims, 0.5, dtype=np.float32),
+    )
+
+
+def bulk_item(chunk_id: str, status: int = 201, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    if error is not None:
+        return {"index": {"_index": GEN1, "_id": chunk_id, "status": status, "error": error}}
+    return {
+        "index": {
+            "_index": GEN1, "_id": chunk_id, "_version": 1, "result": "created",
+            "_shards": {"total": 1, "successful": 1, "failed": 0}, "_seq_no": 0, "_primary_term": 1,
+            "status": status,
+        }
+    }  # fmt: skip
+
+
+def bulk_response(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"errors": any("error" in item["index"] for item in items), "took": 3, "items": list(items)}
+
+
+REJECTED = {
+    "type": "es_rejected_execution_exception",
+    "reason": "rejected execution of primary operation [coordinating_and_primary_bytes=0, max=0]",
+}
+
+
+def hit(chunk_id: str, score: float, source: dict[str, Any]) -> dict[str, Any]:
+    return {"_index": GEN1, "_id": chunk_id, "_score": score, "_source": source}
+
+
+def search_response(*hits: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "took": 4,
+        "timed_out": False,
+        "_shards": {"total": 2, "successful": 2, "skipped": 0, "failed": 0},
+        "hits": {"max_score": max((h["_score"] for h in hits), default=None), "hits": list(hits)},
+    }
+
+
+SOURCE_1 = {
+    "document_id": "doc-1", "document_name": "guide.pdf", "ordinal": 0, "text": "Install the chart.",
+    "page": 3, "section": "Install",
+}  # fmt: skip
+SOURCE_2 = {
+    "document_id": "doc-2", "document_name": "notes.md", "ordinal": 4, "text": "Upgrade notes.",
+    "page": None, "section": "",
+}  # fmt: skip
+
+
+# -- pure ---------------------------------------------------------------------------------
+
+
+def test_index_body_pins_the_embedding_and_the_index_options() -> None:
+    body = index_body(KB)
+
+    assert body["settings"] == {"number_of_shards": 2, "number_of_replicas": 0}
+    mappings = body["mappings"]
+    assert mappings["dynamic"] == "strict"
+    assert mappings["_meta"] == {
+        "kubechat_schema_version": 1,
+        "knowledge_base": "default/docs",
+        "embedding_model": "minilm",
+        "dimensions": DIMS,
+        "similarity": "dot_product",
+    }
+    properties = mappings["properties"]
+    assert properties["vector"] == {
+        "type": "dense_vector",
+        "dims": DIMS,
+        "index": True,
+        "similarity": "dot_product",
+        "index_options": {"type": "hnsw", "m": 24, "ef_construction": 200},
+    }
+    assert properties["text"] == {"type": "text", "analyzer": "english"}
+    assert properties["document_id"] == {"type": "keyword"}
+    assert properties["document_name"]["type"] == "keyword"
+    assert properties["section"]["type"] == "keyword"
+    assert properties["ordinal"] == {"type": "integer"}
+    assert properties["page"] == {"type": "integer"}
+    assert set(properties) == {"text", "document_id", "document_name", "ordinal", "page", "section", "vector"}
+    json.dumps(body)  # plain JSON, reusable by the operator as is
+
+
+def test_generation_names_belong_to_one_knowledge_base_only() -> None:
+    assert generation_index(KB, 1) == GEN1
+    assert generation_index(KB, 1234567) == f"{ALIAS}.1234567"
+    assert index_generation(KB, GEN2) == 2
+    assert index_generation(KB, f"{ALIAS}-old-000001") is None  # KnowledgeBase "docs-old"
+    assert index_generation(KB, ALIAS) is None
+    with pytest.raises(ValueError, match="positive"):
+        generation_index(KB, 0)
+
+
+# -- lifecycle of indices ----------------------------------------------------------------------
+
+
+async def test_ensure_index_creates_generation_one_behind_the_alias(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    index_not_found(es, "GET", f"/{ALIAS}", ALIAS)
+    es.reply("PUT", f"/{GEN1}", {"acknowledged": True, "shards_acknowledged": True, "index": GEN1})
+
+    assert await store.ensure_index(KB) == GEN1
+
+    create = es.sent[1]
+    assert create.method == "PUT" and create.path == f"/{GEN1}"
+    assert create.body == {**index_body(KB), "aliases": {ALIAS: {"is_write_index": True}}}
+    assert create.headers["Content-Type"].startswith("application/vnd.elasticsearch+json")
+
+
+async def test_ensure_index_after_a_concurrent_create_uses_the_other_replicas_index(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    index_not_found(es, "GET", f"/{ALIAS}", ALIAS)
+    es.error(
+        "PUT", f"/{GEN1}", 400, "resource_already_exists_exception",
+        f"index [{GEN1}/Xq0mJ1bNRpuWz5k1vJ0k2g] already exists",
+        index_uuid="Xq0mJ1bNRpuWz5k1vJ0k2g", index=GEN1,
+    )  # fmt: skip
+    index_not_found(es, "GET", f"/{ALIAS}", ALIAS)  # this node has not applied the new state yet
+    es.reply("GET", f"/{ALIAS}", existing_index(KB))
+
+    assert await store.ensure_index(KB) == GEN1
+
+
+async def test_ensure_index_with_matching_meta_creates_nothing(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{ALIAS}", existing_index(KB, GEN2))
+
+    assert await store.ensure_index(KB) == GEN2
+    assert [(s.method, s.path) for s in es.sent] == [("GET", f"/{ALIAS}")]
+
+
+async def test_ensure_index_refuses_an_index_of_another_vector_size(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{ALIAS}", existing_index(KB, model="minilm", dims=768))
+
+    with pytest.raises(EmbeddingMismatchError) as caught:
+        await store.ensure_index(KB)
+    assert "768" in str(caught.value) and f"({DIMS} dimensions)" in str(caught.value)
+    assert str(caught.value).count("'minilm'") == 2
+    assert len(es.sent) == 1
+
+
+async def test_ensure_index_refuses_an_index_of_another_model(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{ALIAS}", existing_index(KB, model="bge-small"))
+
+    with pytest.raises(EmbeddingMismatchError, match=r"'bge-small'.*'minilm'"):
+        await store.ensure_index(KB)
+
+
+async def test_ensure_index_refuses_an_index_kubechat_did_not_create(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    foreign = existing_index(KB)
+    del foreign[GEN1]["mappings"]["_meta"]
+    es.reply("GET", f"/{ALIAS}", foreign)
+
+    with pytest.raises(StoreError, match="not created by kubechat"):
+        await store.ensure_index(KB)
+
+
+async def test_create_generation_takes_the_number_after_the_highest(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply(
+        "GET",
+        f"/{ALIAS}.*/_alias",
+        {
+            GEN1: {"aliases": {}},
+            f"{ALIAS}.000007": {"aliases": {ALIAS: {"is_write_index": True}}},
+            f"{ALIAS}-old-000042": {"aliases": {f"{ALIAS}-old": {}}},  # another KnowledgeBase
+        },
+    )
+    es.reply("PUT", f"/{ALIAS}.000008", {"acknowledged": True, "shards_acknowledged": True, "index": "x"})
+
+    assert await store.create_generation(KB) == f"{ALIAS}.000008"
+
+    listing, create = es.sent
+    assert listing.params["expand_wildcards"] == "open,closed"
+    assert create.body == index_body(KB)  # no alias: inactive until activate
+
+
+async def test_activate_swaps_the_alias_in_one_call_and_deletes_the_old_generation(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    gen3 = f"{ALIAS}.000003"
+    es.reply("GET", f"/_alias/{ALIAS}", {GEN2: {"aliases": {ALIAS: {"is_write_index": True}}}})
+    es.reply("POST", "/_aliases", {"acknowledged": True})
+    es.reply(
+        "GET",
+        f"/{ALIAS}.*/_alias",
+        {
+            GEN1: {"aliases": {}},
+            GEN2: {"aliases": {}},
+            gen3: {"aliases": {ALIAS: {}}},
+            f"{ALIAS}.000004": {"aliases": {}},
+        },
+    )
+    es.reply("DELETE", f"/{GEN1},{GEN2}", {"acknowledged": True})
+
+    await store.activate(KB, gen3)
+
+    swap, _, delete = es.sent[1:]
+    assert swap.body == {
+        "actions": [
+            {"add": {"index": gen3, "alias": ALIAS, "is_write_index": True}},
+            {"remove": {"index": GEN2, "alias": ALIAS}},
+        ]
+    }
+    # Generation 4 may be a re-index in progress: it stays.
+    assert delete.params == {"ignore_unavailable": "true"}
+
+
+async def test_activate_without_an_alias_adds_it_and_keeps_foreign_indices(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/_alias/{ALIAS}", {"error": f"alias [{ALIAS}] missing", "status": 404}, status=404)
+    es.reply("POST", "/_aliases", {"acknowledged": True})
+    es.reply(
+        "GET", f"/{ALIAS}.*/_alias", {GEN1: {"aliases": {ALIAS: {}}}, f"{ALIAS}-old-000001": {"aliases": {}}}
+    )
+
+    await store.activate(KB, GEN1)
+
+    assert es.sent[1].body == {"actions": [{"add": {"index": GEN1, "alias": ALIAS, "is_write_index": True}}]}
+    assert len(es.sent) == 3  # nothing older to delete
+
+
+async def test_activate_refuses_an_index_of_another_knowledge_base(store: ElasticsearchChunkStore) -> None:
+    with pytest.raises(StoreError, match="not an index of"):
+        await store.activate(KB, f"{ALIAS}-old-000001")
+
+
+async def test_drop_deletes_every_generation_by_name(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply(
+        "GET",
+        f"/{ALIAS}.*/_alias",
+        {GEN1: {"aliases": {ALIAS: {}}}, GEN2: {"aliases": {}}, f"{ALIAS}-old-000001": {"aliases": {}}},
+    )
+    es.reply("DELETE", f"/{GEN1},{GEN2}", {"acknowledged": True})
+
+    await store.drop(KB)
+
+    assert es.sent[1].params == {"ignore_unavailable": "true"}
+
+
+async def test_drop_of_a_knowledge_base_without_indices_deletes_nothing(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{ALIAS}.*/_alias", {})
+
+    await store.drop(KB)
+
+    assert len(es.sent) == 1
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+async def test_upsert_sends_batches_and_waits_for_visibility_on_the_last(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0"), bulk_item("doc-1:1")))
+    es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:2")))
+
+    await store.upsert(GEN1, [chunk(0), chunk(1, page=None), chunk(2)])
+
+    first, last = es.sent[1:]
+    assert first.headers["Content-Type"].startswith("application/vnd.elasticsearch+x-ndjson")
+    assert first.params == {"include_source_on_error": "false"}
+    assert last.params == {"include_source_on_error": "false", "refresh": "wait_for"}
+    assert first.body == [
+        {"index": {"_id": "doc-1:0"}},
+        {
+            "document_id": "doc-1", "document_name": "guide.pdf", "ordinal": 0, "text": "chunk 0 text",
+            "page": 1, "section": "Install", "vector": [0.5] * DIMS,
+        },
+        {"index": {"_id": "doc-1:1"}},
+        {
+            "document_id": "doc-1", "document_name": "guide.pdf", "ordinal": 1, "text": "chunk 1 text",
+            "page": None, "section": "Install", "vector": [0.5] * DIMS,
+        },
+    ]  # fmt: skip
+    assert [line for line in last.body if "index" in line] == [{"index": {"_id": "doc-1:2"}}]
+
+
+async def test_upsert_retries_only_the_rejected_items(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    es.reply(
+        "PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0"), bulk_item("doc-1:1", 429, REJECTED))
+    )
+    es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:1")))
+
+    await store.upsert(GEN1, [chunk(0), chunk(1)])
+
+    retry = es.sent[2]
+    assert [line for line in retry.body if "index" in line] == [{"index": {"_id": "doc-1:1"}}]
+    assert retry.body[1]["ordinal"] == 1
+    assert retry.params["refresh"] == "wait_for"
+
+
+async def test_upsert_reports_items_that_cannot_be_indexed(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    parse_error = {
+        "type": "document_parsing_exception",
+        "reason": "[1:120] failed to parse field [page] of type [integer] in document with id 'doc-1:1'",
+        "caused_by": {"type": "number_format_exception", "reason": 'For input string: "iv"'},
+    }
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    es.reply(
+        "PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0"), bulk_item("doc-1:1", 400, parse_error))
+    )
+
+    with pytest.raises(
+        StoreError, match=r"1 of 2 chunks failed: doc-1:1: 400 document_parsing_exception"
+    ) as caught:
+        await store.upsert(GEN1, [chunk(0), chunk(1)])
+    assert not isinstance(caught.value, StoreUnavailableError)
+    assert len(es.sent) == 2  # not retried
+
+
+async def test_upsert_retries_a_whole_request_turned_away(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    es.error("PUT", f"/{GEN1}/_bulk", 429, "es_rejected_execution_exception", REJECTED["reason"])
+    es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0")))
+
+    await store.upsert(GEN1, [chunk(0)])
+
+    assert es.sent[1].body == es.sent[2].body
+
+
+async def test_upsert_gives_up_on_a_cluster_that_stays_unavailable(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    blocked = "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered / initialized];"
+    for _ in range(3):  # max_retries=2: three attempts
+        es.error("PUT", f"/{GEN1}/_bulk", 503, "cluster_block_exception", blocked)
+
+    with pytest.raises(StoreUnavailableError, match=r"after 3 attempts.*cluster_block_exception"):
+        await store.upsert(GEN1, [chunk(0)])
+
+
+async def test_upsert_refuses_a_wrong_vector_size_before_sending_anything(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{ALIAS}", existing_index(KB))
+    assert await store.ensure_index(KB) == GEN1
+    es.server.clear_log()
+
+    with pytest.raises(
+        EmbeddingMismatchError, match=f"doc-1:1 has a vector of shape \\(3,\\).*{DIMS} dimensions"
+    ):
+        await store.upsert(GEN1, [chunk(0), chunk(1, dims=3)])
+    assert es.sent == []
+
+
+async def test_upsert_reads_the_vector_size_of_an_index_it_has_not_seen(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply(
+        "GET", f"/{GEN2}/_mapping", {GEN2: {"mappings": index_body(knowledge_base(dimensions=8))["mappings"]}}
+    )
+
+    with pytest.raises(EmbeddingMismatchError, match="8 dimensions"):
+        await store.upsert(GEN2, [chunk(0)])
+    assert [s.path for s in es.sent] == [f"/{GEN2}/_mapping"]  # no bulk
+
+
+async def test_upsert_into_a_missing_index_fails_instead_of_creating_one(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    index_not_found(es, "GET", f"/{GEN2}/_mapping", GEN2)
+
+    with pytest.raises(StoreError, match="does not exist"):
+        await store.upsert(GEN2, [chunk(0)])
+
+
+async def test_delete_document_deletes_by_query_and_refreshes(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply(
+        "POST",
+        f"/{GEN1}/_delete_by_query",
+        {
+            "took": 147, "timed_out": False, "total": 3, "deleted": 3, "batches": 1,
+            "version_conflicts": 0, "noops": 0, "retries": {"bulk": 0, "search": 0}, "throttled_millis": 0,
+            "requests_per_second": -1.0, "throttled_until_millis": 0, "failures": [],
+        },
+    )  # fmt: skip
+
+    await store.delete_document(GEN1, "doc-1")
+
+    (sent,) = es.sent
+    assert sent.params == {"conflicts": "proceed", "refresh": "true"}
+    assert sent.body == {"query": {"term": {"document_id": "doc-1"}}}
+
+
+async def test_delete_document_turned_away_by_a_busy_cluster_is_unavailable(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply(
+        "POST",
+        f"/{GEN1}/_delete_by_query",
+        {
+            "took": 12, "timed_out": False, "total": 3, "deleted": 1, "batches": 1, "version_conflicts": 0,
+            "noops": 0, "retries": {"bulk": 0, "search": 0}, "failures": [
+                {"index": GEN1, "id": "doc-1:2", "status": 429, "cause": REJECTED},
+            ],
+        },
+    )  # fmt: skip
+
+    with pytest.raises(StoreUnavailableError, match="429 es_rejected_execution_exception"):
+        await store.delete_document(GEN1, "doc-1")
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+async def test_knn_asks_for_k_neighbours_without_vectors_and_ranks_them(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply(
+        "POST",
+        f"/{ALIAS}/_search",
+        search_response(hit("doc-1:0", 0.93, SOURCE_1), hit("doc-2:4", 0.71, SOURCE_2)),
+    )
+
+    vector = np.array([0.5, -0.5, 0.5, -0.5], dtype=np.float32)
+    ranked = await store.knn(KB, vector, 5, document_ids=["doc-1", "doc-2"])
+
+    (sent,) = es.sent
+    assert sent.body == {
+        "knn": {
+            "field": "vector",
+            "query_vector": [0.5, -0.5, 0.5, -0.5],
+            "k": 5,
+            "num_candidates": 100,
+            "filter": {"terms": {"document_id": ["doc-1", "doc-2"]}},
+        },
+        "size": 5,
+        "_source": {"excludes": ["vector"]},
+        "track_total_hits": False,
+    }
+    assert ranked == [
+        RankedChunk(
+            ChunkRecord("doc-1", "guide.pdf", 0, "Install the chart.", page=3, section="Install"), 0.93
+        ),
+        RankedChunk(ChunkRecord("doc-2", "notes.md", 4, "Upgrade notes.", page=None, section=""), 0.71),
+    ]
+    assert ranked[0].chunk.vector is None
+
+
+async def test_knn_candidates_grow_with_k_up_to_the_cluster_limit(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("POST", f"/{ALIAS}/_search", search_response())
+    es.reply("POST", f"/{ALIAS}/_search", search_response())
+    vector = np.zeros(DIMS, dtype=np.float32)
+
+    assert await store.knn(KB, vector, 40) == []
+    assert await store.knn(KB, vector, 5000) == []
+
+    assert [s.body["knn"]["num_candidates"] for s in es.sent] == [400, 10_000]
+    assert "filter" not in es.sent[0].body["knn"]
+
+
+async def test_knn_refuses_a_query_vector_of_another_size(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    with pytest.raises(EmbeddingMismatchError, match=f"needs {DIMS} dimensions"):
+        await store.knn(KB, np.zeros(DIMS + 1, dtype=np.float32), 3)
+    assert es.sent == []
+
+
+async def test_text_search_matches_text_within_the_documents(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("POST", f"/{ALIAS}/_search", search_response(hit("doc-2:4", 7.25, SOURCE_2)))
+    es.reply("POST", f"/{ALIAS}/_search", search_response(hit("doc-2:4", 6.5, SOURCE_2)))
+
+    assert await store.text_search(KB, "upgrade notes", 3, document_ids=["doc-2"]) == [
+        RankedChunk(ChunkRecord("doc-2", "notes.md", 4, "Upgrade notes."), 7.25)
+    ]
+    assert [r.score for r in await store.text_search(KB, "upgrade notes", 3)] == [6.5]
+
+    filtered, unfiltered = es.sent
+    assert filtered.body == {
+        "query": {
+            "bool": {
+                "must": [{"match": {"text": {"query": "upgrade notes"}}}],
+                "filter": [{"terms": {"document_id": ["doc-2"]}}],
+            }
+        },
+        "size": 3,
+        "_source": {"excludes": ["vector"]},
+        "track_total_hits": False,
+    }
+    assert unfiltered.body["query"] == {"match": {"text": {"query": "upgrade notes"}}}
+
+
+async def test_searches_that_cannot_match_send_nothing(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    assert await store.text_search(KB, "   ", 3) == []
+    assert await store.text_search(KB, "notes", 3, document_ids=[]) == []
+    assert await store.knn(KB, np.zeros(DIMS, dtype=np.float32), 3, document_ids=[]) == []
+    assert es.sent == []
+
+
+async def test_a_knowledge_base_without_an_index_reads_as_empty(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    index_not_found(es, "POST", f"/{ALIAS}/_search", ALIAS)
+    index_not_found(es, "POST", f"/{ALIAS}/_search", ALIAS)
+    index_not_found(es, "POST", f"/{ALIAS}/_count", ALIAS)
+    index_not_found(es, "GET", f"/{ALIAS}/_doc/doc-1:0", ALIAS)
+
+    assert await store.knn(KB, np.zeros(DIMS, dtype=np.float32), 3) == []
+    assert await store.text_search(KB, "notes", 3) == []
+    assert await store.count(KB) == 0
+    assert await store.get_chunk(KB, "doc-1:0") is None
+
+
+async def test_get_chunk_reads_through_the_alias(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply(
+        "GET",
+        f"/{ALIAS}/_doc/doc-1:0",
+        {
+            "_index": GEN1, "_id": "doc-1:0", "_version": 1, "_seq_no": 0, "_primary_term": 1, "found": True,
+            "_source": SOURCE_1,
+        },
+    )  # fmt: skip
+    es.reply("GET", f"/{ALIAS}/_doc/doc-1:9", {"_index": GEN1, "_id": "doc-1:9", "found": False}, status=404)
+
+    assert await store.get_chunk(KB, "doc-1:0") == ChunkRecord(
+        "doc-1", "guide.pdf", 0, "Install the chart.", page=3, section="Install"
+    )
+    assert await store.get_chunk(KB, "doc-1:9") is None
+    assert es.sent[0].params == {"_source_excludes": "vector"}
+
+
+async def test_count_all_chunks_or_one_documents(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    shards = {"total": 2, "successful": 2, "skipped": 0, "failed": 0}
+    es.reply("POST", f"/{ALIAS}/_count", {"count": 42, "_shards": shards})
+    es.reply("POST", f"/{ALIAS}/_count", {"count": 7, "_shards": shards})
+
+    assert await store.count(KB) == 42
+    assert await store.count(KB, "doc-1") == 7
+
+    everything, one = es.sent
+    assert everything.body is None
+    assert one.body == {"query": {"term": {"document_id": "doc-1"}}}
+
+
+# -- failures and credentials --------------------------------------------------------------------
+
+
+async def test_a_search_turned_away_once_is_retried(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.error("POST", f"/{ALIAS}/_search", 429, "es_rejected_execution_exception", REJECTED["reason"])
+    es.reply("POST", f"/{ALIAS}/_search", search_response(hit("doc-2:4", 1.5, SOURCE_2)))
+
+    assert len(await store.text_search(KB, "notes", 3)) == 1
+
+
+async def test_refused_credentials_are_a_store_error_and_not_retried(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.error(
+        "POST", f"/{ALIAS}/_count", 401, "security_exception",
+        "unable to authenticate user [kubechat] for REST request [/_count]",
+    )  # fmt: skip
+
+    with pytest.raises(StoreError, match="401 security_exception") as caught:
+        await store.count(KB)
+    assert not isinstance(caught.value, StoreUnavailableError)
+
+
+async def test_an_unreachable_cluster_is_unavailable() -> None:
+    store = connect(f"http://127.0.0.1:{free_port()}", max_retries=1, backoff_s=0.001, request_timeout=2)
+    try:
+        with pytest.raises(StoreUnavailableError, match="after 2 attempts"):
+            await store.count(KB)
+    finally:
+        await store.close()
+
+
+async def test_connect_sends_the_api_key(es: FakeElasticsearch) -> None:
+    es.reply(
+        "POST",
+        f"/{ALIAS}/_count",
+        {"count": 0, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}},
+    )
+    store = connect(es.url, api_key="a2V5LWlkOmtleQ==")
+    try:
+        await store.count(KB)
+    finally:
+        await store.close()
+
+    assert es.sent[0].headers["Authorization"] == "ApiKey a2V5LWlkOmtleQ=="
+
+
+async def test_connect_sends_a_username_and_password(es: FakeElasticsearch) -> None:
+    es.reply(
+        "POST",
+        f"/{ALIAS}/_count",
+        {"count": 0, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}},
+    )
+    store = connect(es.url, username="kubechat", password="s3cret")
+    try:
+        await store.count(KB)
+    finally:
+        await store.close()
+
+    assert es.sent[0].headers["Authorization"] == "Basic " + base64.b64encode(b"kubechat:s3cret").decode()
+
+
+async def test_connect_wants_one_kind_of_credentials() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        connect("http://127.0.0.1:9200", api_key="k", username="u", password="p")
+    with pytest.raises(ValueError, match="needs a password"):
+        connect("http://127.0.0.1:9200", username="u")
+    # Unset settings arrive as empty strings.
+    await connect("http://127.0.0.1:9200", api_key="", username="u", password="p").close()
