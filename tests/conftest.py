@@ -22,6 +22,7 @@ from kubechat.embedded.tritonserver import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODELS = ROOT / "examples" / "models"
+TEST_KNOWLEDGE_BASES = ROOT / "tests" / "data" / "knowledge-bases"
 ALICE_KEY = "alice-test-key"
 BOB_KEY = "bob-test-key"
 
@@ -100,6 +101,7 @@ def api_env(triton: TritonServer, models_dir: Path, state_dir: Path) -> dict[str
         "KUBECHAT_API_KEYS": f"{ALICE_KEY}=alice,{BOB_KEY}=bob",
         "KUBECHAT_DEFAULT_MODEL": "smollm2",
         "KUBECHAT_MAX_MESSAGE_CHARS": "2000",
+        "KUBECHAT_KNOWLEDGE_BASES_DIR": str(TEST_KNOWLEDGE_BASES),
     }
 
 

@@ -17,9 +17,10 @@ from kubechat.api.chat import ChatService
 from kubechat.api.dependencies import Services
 from kubechat.api.errors import ErrorBody, KubechatError
 from kubechat.api.history import SQLiteHistoryStore
-from kubechat.api.routers import chat_socket, health, models, openai_compat, sessions
+from kubechat.api.routers import chat_socket, health, knowledge_bases, models, openai_compat, sessions
 from kubechat.api.settings import Settings, get_settings
 from kubechat.api.triton import TritonGateway
+from kubechat.rag.wiring import close_knowledge_stores, open_knowledge_service
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog = load_catalog(settings.models_dir, settings.state_dir, settings.default_model)
         store = await SQLiteHistoryStore.open(settings.history_database())
         triton = TritonGateway(settings.triton_url, settings.triton_timeout_s)
+        knowledge = await open_knowledge_service(settings, catalog, triton)
         keys = settings.principals_by_key()
         if not keys:
             logger.warning("no KUBECHAT_API_KEYS: every request acts as %r", settings.local_principal)
@@ -40,13 +42,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog=catalog,
             store=store,
             triton=triton,
-            chat=ChatService(settings, catalog, store, triton),
+            chat=ChatService(settings, catalog, store, triton, knowledge),
+            knowledge=knowledge,
             principals_by_key=keys,
         )
         logger.info("kubechat API up: models %s, Triton at %s", catalog.names(), settings.triton_url)
+        await knowledge.start()
         try:
             yield
         finally:
+            await knowledge.stop()
+            await close_knowledge_stores(knowledge)
             await triton.close()
             await store.close()
 
@@ -77,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions.router,
         chat_socket.router,
         openai_compat.router,
+        knowledge_bases.router,
     ):
         app.include_router(router)
     return app

@@ -65,9 +65,17 @@ class Prompt:
 
 
 class CatalogEntry:
-    def __init__(self, model: ChatModel, template: str, counter: TokenCounter, special: dict[str, str]):
+    def __init__(
+        self,
+        model: ChatModel,
+        template: str,
+        counter: TokenCounter,
+        special: dict[str, str],
+        tokenizer: Tokenizer | None = None,
+    ):
         self.model = model
         self.counter = counter
+        self.tokenizer = tokenizer  # the model's own, for chunking text it will embed
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._template: Template = env.from_string(template)
         self._special = special
@@ -75,6 +83,10 @@ class CatalogEntry:
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def batch_size(self) -> int:
+        return self.model.spec.engine.max_batch_size
 
     def render(self, turns: Sequence[ChatTurn]) -> str:
         messages = [{"role": t.role, "content": t.content} for t in turns]
@@ -133,16 +145,22 @@ def load_catalog(models_dir: Path, state_dir: Path, default_model: str = "") -> 
     """Build the catalog from ChatModel YAML files and the tokenizers the launcher exported."""
     entries = []
     for model in load_chat_models_from_dir(models_dir):
-        template, counter, special = model.spec.chat_template, None, {}
+        template, counter, special, tokenizer = model.spec.chat_template, None, {}, None
         folder = tokenizer_dir(model, state_dir)
         if folder is not None and (folder / "tokenizer.json").exists():
-            counter = TokenizerCounter(Tokenizer.from_file(str(folder / "tokenizer.json")))
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            # Count and chunk whole texts: the model's own truncation applies at inference.
+            tokenizer.no_truncation()
+            tokenizer.no_padding()
+            counter = TokenizerCounter(tokenizer)
             template = template or _tokenizer_template(folder)
             special = _special_tokens(folder)
         elif folder is not None:
             logger.warning("no tokenizer for %s in %s: counting words", model.name, folder)
         entries.append(
-            CatalogEntry(model, template or DEFAULT_CHAT_TEMPLATE, counter or WhitespaceCounter(), special)
+            CatalogEntry(
+                model, template or DEFAULT_CHAT_TEMPLATE, counter or WhitespaceCounter(), special, tokenizer
+            )
         )
     return ModelCatalog(entries, default_model)
 

@@ -19,6 +19,8 @@ from kubechat.api.events import (
     DoneEvent,
     ErrorEvent,
     GenerationOptions,
+    Source,
+    SourcesEvent,
     StartEvent,
     Timings,
     Usage,
@@ -28,6 +30,8 @@ from kubechat.api.events import (
 from kubechat.api.history import HistoryStore, MessageStatus
 from kubechat.api.settings import Settings
 from kubechat.api.triton import SamplingParams, TritonGateway
+from kubechat.rag.retrieval import Citation, sources_prompt
+from kubechat.rag.service import KnowledgeService
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +94,18 @@ class _Answer:
 
 class ChatService:
     def __init__(
-        self, settings: Settings, catalog: ModelCatalog, store: HistoryStore, triton: TritonGateway
+        self,
+        settings: Settings,
+        catalog: ModelCatalog,
+        store: HistoryStore,
+        triton: TritonGateway,
+        knowledge: KnowledgeService,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.store = store
         self.triton = triton
+        self.knowledge = knowledge
 
     def check_message(self, content: str) -> None:
         if len(content) > self.settings.max_message_chars:
@@ -104,10 +114,8 @@ class ChatService:
             )
 
     def check_unavailable_features(self, message: UserMessage) -> None:
-        """Knowledge bases, images and tools are part of the protocol but not served yet:
-        asking for them is an error, never silently ignored."""
-        if message.knowledge_bases:
-            raise InvalidRequestError(f"unknown knowledge base {message.knowledge_bases[0]!r}")
+        """Images and tools are part of the protocol but not served yet: asking for them is an
+        error, never silently ignored."""
         if message.image_ids:
             raise InvalidRequestError(f"unknown image {message.image_ids[0]!r}")
         if message.tools:
@@ -127,9 +135,12 @@ class ChatService:
         self.check_unavailable_features(message)
         entry = self.catalog.get(message.model)
         params = sampling_params(entry, message.options)
+        for name in message.knowledge_bases:
+            self.knowledge.get(name, principal)
         history = await self.store.recent_messages(principal, session_id, self.settings.history_turns)
+        sources, retrieval_error = await self.retrieve(principal, message.knowledge_bases, message.content)
         turns = [ChatTurn(m.role, m.content) for m in history if m.content]
-        turns.append(ChatTurn("user", message.content))
+        turns.append(ChatTurn("user", sources_prompt(sources, message.content)))
         prompt = entry.build_prompt(turns)
 
         user, reply = await self.store.start_exchange(
@@ -145,6 +156,14 @@ class ChatService:
                     turns_dropped=prompt.turns_dropped,
                 ).model_dump_json()
             )  # fmt: skip
+            if message.knowledge_bases:
+                await emit(
+                    SourcesEvent(
+                        message_id=reply.id, sources=[Source.of(c) for c in sources]
+                    ).model_dump_json()
+                )
+            if retrieval_error is not None:
+                raise retrieval_error
             if control.stop_requested:
                 status = control.stop_status
             else:
@@ -186,6 +205,22 @@ class ChatService:
         if error is not None:
             await emit(ErrorEvent(error=error.body(), message_id=reply.id).model_dump_json())
         await emit(_done(reply.id, status, prompt.tokens, completion_tokens, started, first_token_at))
+
+    async def retrieve(
+        self, principal: str, knowledge_bases: list[str], question: str
+    ) -> tuple[list[Citation], KubechatError | None]:
+        """Sources for a question. A failure does not reject the message: it is stored, and
+        its answer fails with the reason."""
+        if not knowledge_bases:
+            return [], None
+        try:
+            sources = await self.knowledge.search(
+                principal, knowledge_bases, question,
+                limit=self.settings.retrieval_sources, candidates=self.settings.retrieval_candidates,
+            )  # fmt: skip
+        except KubechatError as exc:
+            return [], exc
+        return sources, None
 
     async def _checkpoint(self, answer: _Answer) -> None:
         now = time.monotonic()

@@ -15,6 +15,7 @@ from kubechat.api.errors import UnauthenticatedError
 from kubechat.api.history import HistoryStore
 from kubechat.api.settings import Settings
 from kubechat.api.triton import TritonGateway
+from kubechat.rag.service import KnowledgeService
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Services:
     store: HistoryStore
     triton: TritonGateway
     chat: ChatService
+    knowledge: KnowledgeService
     principals_by_key: dict[str, str]
 
 

@@ -69,3 +69,55 @@ class ModelUnavailableError(KubechatError):
     code = "model_unavailable"
     status = 503
     error_type = "server_error"
+
+
+class ForbiddenError(KubechatError):
+    code = "forbidden"
+    status = 403
+    error_type = "permission_error"
+
+
+class KnowledgeBaseNotFoundError(KubechatError):
+    code = "knowledge_base_not_found"
+    status = 404
+    error_type = "invalid_request_error"
+
+
+class DocumentNotFoundError(KubechatError):
+    code = "document_not_found"
+    status = 404
+    error_type = "invalid_request_error"
+
+
+class KnowledgeBaseUnavailableError(KubechatError):
+    """Its index cannot be used, e.g. it was built with another embedding model."""
+
+    code = "knowledge_base_unavailable"
+    status = 409
+    error_type = "invalid_request_error"
+
+
+class DocumentTooLargeError(KubechatError):
+    code = "document_too_large"
+    status = 413
+    error_type = "invalid_request_error"
+
+
+class UnsupportedDocumentTypeError(KubechatError):
+    code = "unsupported_media_type"
+    status = 415
+    error_type = "invalid_request_error"
+
+
+class EmptyDocumentError(KubechatError):
+    code = "empty_document"
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class StorageUnavailableError(KubechatError):
+    """The object store or the chunk store cannot be reached."""
+
+    code = "storage_unavailable"
+    status = 503
+    error_type = "server_error"

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kubechat.api.errors import ErrorBody
 from kubechat.api.history import Message, Session
+from kubechat.rag.retrieval import Citation
 
 
 class GenerationOptions(BaseModel):
@@ -115,6 +116,33 @@ class StartEvent(BaseModel):
     turns_dropped: int = 0
 
 
+class Source(BaseModel):
+    """A numbered citation: the answer refers to it as [n]."""
+
+    n: int
+    knowledge_base: str
+    document_id: str
+    document_name: str
+    chunk_id: str
+    page: int | None
+    section: str
+    score: float = Field(description="Reciprocal-rank-fusion score of kNN and BM25 ranks.")
+    snippet: str
+    text: str
+
+    @classmethod
+    def of(cls, citation: Citation) -> Source:
+        return cls.model_validate(citation, from_attributes=True)
+
+
+class SourcesEvent(BaseModel):
+    """Sent after `start` and before the first token of an answer that used knowledge bases."""
+
+    type: Literal["sources"] = "sources"
+    message_id: str
+    sources: list[Source]
+
+
 class TokenEvent(BaseModel):
     type: Literal["token"] = "token"
     message_id: str
@@ -140,7 +168,7 @@ class PongEvent(BaseModel):
     type: Literal["pong"] = "pong"
 
 
-ServerEvent = HistoryEvent | StartEvent | TokenEvent | DoneEvent | ErrorEvent | PongEvent
+ServerEvent = HistoryEvent | StartEvent | SourcesEvent | TokenEvent | DoneEvent | ErrorEvent | PongEvent
 
 
 def token_frame(message_id: str, seq: int, delta: str) -> str:

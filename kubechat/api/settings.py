@@ -35,6 +35,29 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(default=600.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
 
+    # Knowledge bases
+    knowledge_bases_dir: Path = Field(
+        default=Path("examples/knowledge-bases"), description="Folder of KnowledgeBase YAML files."
+    )
+    max_upload_files: int = Field(default=20, ge=1, description="Files in one upload request.")
+    ingest_workers: int = Field(default=2, ge=1, description="Documents ingested at the same time.")
+    retrieval_sources: int = Field(default=5, ge=1, le=50, description="Sources given to the model.")
+    retrieval_candidates: int = Field(
+        default=20, ge=1, le=1000, description="Hits per ranked list (kNN, BM25) before fusion."
+    )
+    # Cluster stores; unset means the embedded ones under STATE_DIR.
+    elasticsearch_url: str = ""
+    elasticsearch_api_key: SecretStr | None = None
+    elasticsearch_username: str = ""
+    elasticsearch_password: SecretStr | None = None
+    elasticsearch_ca_certs: str = ""
+    s3_endpoint: str = Field(default="", description="MinIO/S3 host:port; unset keeps documents on disk.")
+    s3_bucket: str = "kubechat"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_secure: bool = True
+    s3_region: str = ""
+
     def history_database(self) -> Path:
         return Path(self.database_url) if self.database_url else self.state_dir / "history.sqlite3"
 

@@ -52,7 +52,7 @@ def exported_tokenizer_dir(model: ChatModel, state_dir: Path) -> Path:
 
 
 def tokenizer_dir(model: ChatModel, state_dir: Path) -> Path | None:
-    if model.spec.engine.backend is not Backend.TRANSFORMERS:
+    if model.spec.engine.backend not in (Backend.TRANSFORMERS, Backend.SENTENCE_TRANSFORMERS):
         return None
     source = resolve_source_path(model)
     return exported_tokenizer_dir(model, state_dir) if source.suffix == ".gguf" else source

@@ -21,6 +21,7 @@ class Turn:
     start: dict[str, Any]
     tokens: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    sources: dict[str, Any] | None = None
     done: dict[str, Any] | None = None
 
     @property
@@ -54,6 +55,9 @@ class ChatSocket:
                     await self.send({"type": "stop"})
             elif event["type"] == "error":
                 turn.errors.append(event)
+            elif event["type"] == "sources":
+                assert not turn.tokens, "sources come before the first token"
+                turn.sources = event
             elif event["type"] == "done":
                 turn.done = event
                 return turn

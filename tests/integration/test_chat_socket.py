@@ -136,7 +136,11 @@ async def test_bad_input_gets_error_events_and_the_socket_survives(
             ({"type": "message", "content": "hi", "model": "no-such-model"}, "model_not_found"),
             ({"type": "message", "content": "hi", "model": "minilm"}, "model_not_found"),
             ({"type": "message", "content": "hi", "options": {"max_tokens": 10**6}}, "invalid_request"),
-            ({"type": "message", "content": "hi", "knowledge_bases": ["docs"]}, "invalid_request"),
+            ({"type": "message", "content": "hi", "knowledge_bases": ["nope"]}, "knowledge_base_not_found"),
+            (
+                {"type": "message", "content": "hi", "knowledge_bases": ["private"]},
+                "knowledge_base_not_found",
+            ),
             ({"type": "message", "content": "hi", "image_ids": ["img"]}, "invalid_request"),
         ]
         for payload, code in cases:

@@ -19,8 +19,9 @@ from kubechat.api.catalog import CatalogEntry, ChatTurn
 from kubechat.api.chat import sampling_params
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
 from kubechat.api.errors import InvalidRequestError, KubechatError
-from kubechat.api.events import GenerationOptions
+from kubechat.api.events import GenerationOptions, Source
 from kubechat.api.triton import SamplingParams
+from kubechat.rag.retrieval import sources_prompt
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -68,6 +69,9 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: Annotated[int, Field(ge=1, le=1)] = 1
+    # kubechat's extension (extra_body={"knowledge_bases": ["docs"]}): answer from these, with
+    # the sources as a top-level `sources` field of the response (or of the first chunk).
+    knowledge_bases: list[str] = Field(default_factory=list, max_length=16)
 
 
 class ModelCard(BaseModel):
@@ -90,9 +94,9 @@ async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelL
     return ModelList(data=[ModelCard(id=e.name, created=_STARTED) for e in services.catalog.chat_models()])
 
 
-def _prepare(
-    services: Services, body: ChatCompletionRequest
-) -> tuple[CatalogEntry, str, int, SamplingParams]:
+async def _prepare(
+    services: Services, principal: str, body: ChatCompletionRequest
+) -> tuple[CatalogEntry, str, int, SamplingParams, list[Source]]:
     entry = services.catalog.get(body.model)
     turns = []
     for m in body.messages:
@@ -107,8 +111,20 @@ def _prepare(
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )  # fmt: skip
     params = sampling_params(entry, options)
+    sources: list[Source] = []
+    if body.knowledge_bases:
+        question = next((t for t in reversed(turns) if t.role == "user"), None)
+        if question is None:
+            raise InvalidRequestError("knowledge_bases needs a user message to search for")
+        citations = await services.knowledge.search(
+            principal, body.knowledge_bases, question.content,
+            limit=services.settings.retrieval_sources, candidates=services.settings.retrieval_candidates,
+        )  # fmt: skip
+        sources = [Source.of(c) for c in citations]
+        at = len(turns) - 1 - turns[::-1].index(question)
+        turns[at] = ChatTurn("user", sources_prompt(citations, question.content))
     prompt = entry.build_prompt(turns)
-    return entry, prompt.text, prompt.tokens, params
+    return entry, prompt.text, prompt.tokens, params, sources
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -121,22 +137,22 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, services: ServicesDep, _principal: PrincipalDep
+    body: ChatCompletionRequest, services: ServicesDep, principal: PrincipalDep
 ) -> dict[str, Any] | StreamingResponse:
-    entry, prompt, prompt_tokens, params = _prepare(services, body)
+    entry, prompt, prompt_tokens, params, sources = await _prepare(services, principal, body)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _stream(
-            services, entry, prompt, prompt_tokens, params, completion_id, created, include_usage
+            services, entry, prompt, prompt_tokens, params, completion_id, created, include_usage, sources
         )
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
     text = "".join([d async for d in services.triton.stream_text(entry.name, prompt, params, completion_id)])
     completion_tokens = entry.counter.count(text)
-    return {
+    response: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
@@ -150,6 +166,9 @@ async def chat_completions(
         ],
         "usage": _usage(prompt_tokens, completion_tokens),
     }
+    if body.knowledge_bases:
+        response["sources"] = [s.model_dump() for s in sources]
+    return response
 
 
 def _finish_reason(completion_tokens: int, params: SamplingParams) -> str:
@@ -165,6 +184,7 @@ async def _stream(
     completion_id: str,
     created: int,
     include_usage: bool,
+    sources: list[Source],
 ) -> AsyncIterator[str]:
     # Chunks differ only in their choices: the common head is serialized once.
     head = (
@@ -176,7 +196,11 @@ async def _stream(
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return f'data: {head}"choices":[{json.dumps(choice, ensure_ascii=False)}]}}\n\n'
 
-    yield chunk({"role": "assistant", "content": ""})
+    first = chunk({"role": "assistant", "content": ""})
+    if sources:
+        listed = json.dumps([s.model_dump() for s in sources], ensure_ascii=False)
+        first = first[: -len("}\n\n")] + f',"sources":{listed}}}\n\n'
+    yield first
     pieces: list[str] = []
     try:
         async for delta in services.triton.stream_text(entry.name, prompt, params, completion_id):

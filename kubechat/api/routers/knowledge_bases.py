@@ -1,0 +1,230 @@
+"""Knowledge bases and their documents: upload, status, re-index, delete, search."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
+from kubechat.api.errors import DocumentTooLargeError, InvalidRequestError
+from kubechat.api.events import Source
+from kubechat.rag.documents import Document, DocumentStatus
+from kubechat.rag.service import Upload
+from kubechat.resources import KnowledgeBase
+
+router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"])
+
+MULTIPART_OVERHEAD = 64 * 1024  # part headers and boundaries, per file
+FILE_SCHEMA = {"type": "string", "format": "binary"}
+
+
+class KnowledgeBaseOut(BaseModel):
+    name: str
+    display_name: str
+    description: str
+    embedding_model: str
+    dimensions: int
+    chunk_size: int
+    chunk_overlap: int
+    max_document_bytes: int
+    writable: bool
+    ready: bool
+    reason: str = ""
+    documents: dict[str, int] = Field(description="Documents by ingestion status.")
+    chunks: int | None = Field(description="Chunks readers search (null if the store is unreachable).")
+
+
+class DocumentOut(BaseModel):
+    id: str
+    knowledge_base: str
+    name: str
+    format: str
+    content_type: str
+    size: int
+    sha256: str
+    uploaded_by: str
+    status: DocumentStatus
+    chunks: int
+    chunks_indexed: int
+    pages: int | None
+    error_code: str
+    error_message: str
+    created_at: float
+    updated_at: float
+    indexed_at: float | None
+
+    @classmethod
+    def of(cls, document: Document) -> DocumentOut:
+        return cls.model_validate(document, from_attributes=True)
+
+
+class UploadedDocument(DocumentOut):
+    duplicate: bool = Field(description="The knowledge base already held these exact bytes.")
+
+
+class UploadResponse(BaseModel):
+    documents: list[UploadedDocument]
+
+
+class DocumentPage(BaseModel):
+    documents: list[DocumentOut]
+    next_cursor: str | None
+
+
+class ReindexResponse(BaseModel):
+    knowledge_base: str
+    documents_queued: int
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=4000)
+    k: int = Field(default=5, ge=1, le=50)
+    document_ids: list[str] | None = None
+
+
+class SearchResponse(BaseModel):
+    sources: list[Source]
+
+
+async def _describe(services: Services, kb: KnowledgeBase, principal: str) -> KnowledgeBaseOut:
+    knowledge = services.knowledge
+    reason = knowledge.unavailable_reason(kb.name)
+    return KnowledgeBaseOut(
+        name=kb.name, display_name=kb.spec.display_name or kb.name, description=kb.spec.description,
+        embedding_model=kb.spec.embedding.model, dimensions=kb.spec.embedding.dimensions,
+        chunk_size=kb.spec.chunking.size, chunk_overlap=kb.spec.chunking.overlap,
+        max_document_bytes=kb.spec.max_document_bytes, writable=kb.spec.access.can_write(principal),
+        ready=reason is None, reason=reason or "",
+        documents=await knowledge.documents.status_counts(kb.name), chunks=await knowledge.chunk_count(kb),
+    )  # fmt: skip
+
+
+@router.get("")
+async def list_knowledge_bases(services: ServicesDep, principal: PrincipalDep) -> list[KnowledgeBaseOut]:
+    return [await _describe(services, kb, principal) for kb in services.knowledge.readable(principal)]
+
+
+@router.get("/{name}")
+async def get_knowledge_base(name: str, services: ServicesDep, principal: PrincipalDep) -> KnowledgeBaseOut:
+    return await _describe(services, services.knowledge.get(name, principal), principal)
+
+
+@router.post(
+    "/{name}/documents",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                        },
+                        "required": ["files"],
+                    }
+                }
+            }
+        }
+    },
+)
+async def upload_documents(
+    name: str, request: Request, services: ServicesDep, principal: PrincipalDep
+) -> UploadResponse:
+    """Store the files, then queue their ingestion; poll the documents for their status.
+
+    202 once every file is in the object store. The same bytes uploaded again are not stored
+    twice: the existing document comes back with `duplicate: true`.
+    """
+    knowledge = services.knowledge
+    kb = knowledge.get(name, principal, write=True)
+    # Refuse an oversized body before reading it (the per-file check below is exact).
+    limit = knowledge.max_files * (kb.spec.max_document_bytes + MULTIPART_OVERHEAD)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise DocumentTooLargeError(
+            f"request body of {declared} bytes exceeds {limit} ({knowledge.max_files} files of at most "
+            f"{kb.spec.max_document_bytes} bytes)"
+        )
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequestError("upload documents as multipart/form-data parts named `files`")
+    uploads = []
+    async with request.form(max_files=knowledge.max_files + 1, max_fields=10) as form:
+        for part in form.getlist("files"):
+            if not isinstance(part, UploadFile):
+                raise InvalidRequestError("every `files` part must be a file")
+            data = await part.read(kb.spec.max_document_bytes + 1)
+            if len(data) > kb.spec.max_document_bytes:
+                raise DocumentTooLargeError(
+                    f"{part.filename} exceeds {kb.spec.max_document_bytes} bytes, the limit of {kb.name}"
+                )
+            uploads.append(Upload(part.filename or "", data))
+    outcomes = await knowledge.upload(kb.name, principal, uploads)
+    return UploadResponse(
+        documents=[
+            UploadedDocument(**DocumentOut.of(o.document).model_dump(), duplicate=o.duplicate)
+            for o in outcomes
+        ]
+    )
+
+
+@router.get("/{name}/documents")
+async def list_documents(
+    name: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+    status: DocumentStatus | None = None,
+) -> DocumentPage:
+    kb = services.knowledge.get(name, principal)
+    page = await services.knowledge.documents.list_documents(kb.name, limit, cursor, status)
+    return DocumentPage(documents=[DocumentOut.of(d) for d in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{name}/documents/{document_id}")
+async def get_document(
+    name: str, document_id: str, services: ServicesDep, principal: PrincipalDep
+) -> DocumentOut:
+    kb = services.knowledge.get(name, principal)
+    return DocumentOut.of(await services.knowledge.documents.get(kb.name, document_id))
+
+
+@router.delete("/{name}/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_document(
+    name: str, document_id: str, services: ServicesDep, principal: PrincipalDep
+) -> Response:
+    """Removes the document's chunks from the index, its bytes from the object store, and its row."""
+    await services.knowledge.delete_document(name, principal, document_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{name}/documents/{document_id}/reindex", status_code=status.HTTP_202_ACCEPTED)
+async def reindex_document(
+    name: str, document_id: str, services: ServicesDep, principal: PrincipalDep
+) -> DocumentOut:
+    return DocumentOut.of(await services.knowledge.reindex_document(name, principal, document_id))
+
+
+@router.post("/{name}/reindex", status_code=status.HTTP_202_ACCEPTED)
+async def reindex_knowledge_base(
+    name: str, services: ServicesDep, principal: PrincipalDep
+) -> ReindexResponse:
+    """Rebuilds every document into a new index generation; readers switch when it is complete."""
+    count = await services.knowledge.reindex(name, principal)
+    return ReindexResponse(knowledge_base=name, documents_queued=count)
+
+
+@router.post("/{name}/search")
+async def search(
+    name: str, body: SearchRequest, services: ServicesDep, principal: PrincipalDep
+) -> SearchResponse:
+    """Hybrid (kNN + BM25, reciprocal-rank fused) search, returning citable sources."""
+    sources = await services.knowledge.search(
+        principal, [name], body.query, limit=body.k,
+        candidates=max(body.k, services.settings.retrieval_candidates), document_ids=body.document_ids,
+    )  # fmt: skip
+    return SearchResponse(sources=[Source.of(s) for s in sources])

@@ -1,0 +1,87 @@
+"""Hybrid retrieval: kNN and BM25 ranked lists fused with reciprocal-rank fusion, as citations.
+
+Fusion happens here rather than in Elasticsearch because ES's built-in RRF retriever needs a
+paid licence; ranks (not raw scores, which are on different scales) are what RRF combines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kubechat.rag.stores import ChunkRecord, RankedChunk
+
+RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's default rank_constant
+SNIPPET_CHARS = 240
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One numbered source given to the model and to the client."""
+
+    n: int
+    knowledge_base: str
+    document_id: str
+    document_name: str
+    chunk_id: str
+    page: int | None
+    section: str
+    score: float
+    snippet: str
+    text: str
+
+
+def reciprocal_rank_fusion(
+    ranked_lists: Sequence[tuple[str, Sequence[RankedChunk]]], k: int = RRF_K
+) -> list[tuple[str, ChunkRecord, float]]:
+    """Fuse ranked lists (each tagged with its knowledge base) into one, best first.
+
+    A chunk's fused score is the sum over lists of 1 / (k + rank), rank starting at 1; ties
+    keep the order in which chunks were first seen, so results are deterministic.
+    """
+    scores: dict[tuple[str, str], float] = {}
+    chunks: dict[tuple[str, str], ChunkRecord] = {}
+    for knowledge_base, ranked in ranked_lists:
+        for rank, hit in enumerate(ranked, start=1):
+            key = (knowledge_base, hit.chunk.chunk_id)
+            chunks.setdefault(key, hit.chunk)
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+    order = sorted(scores, key=lambda key: -scores[key])  # sorted() is stable
+    return [(key[0], chunks[key], scores[key]) for key in order]
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > limit // 2 else limit] + "…"
+
+
+def citations(fused: Sequence[tuple[str, ChunkRecord, float]], limit: int) -> list[Citation]:
+    return [
+        Citation(
+            n=n, knowledge_base=kb, document_id=chunk.document_id, document_name=chunk.document_name,
+            chunk_id=chunk.chunk_id, page=chunk.page, section=chunk.section, score=round(score, 6),
+            snippet=snippet(chunk.text), text=chunk.text,
+        )
+        for n, (kb, chunk, score) in enumerate(fused[:limit], start=1)
+    ]  # fmt: skip
+
+
+def sources_prompt(sources: Sequence[Citation], question: str) -> str:
+    """The user turn the model sees: numbered sources, then the question, asking for [n] cites."""
+    if not sources:
+        return question
+    blocks = []
+    for source in sources:
+        where = source.document_name
+        if source.page is not None:
+            where += f", page {source.page}"
+        if source.section:
+            where += f", {source.section}"
+        blocks.append(f"[{source.n}] ({where})\n{source.text.strip()}")
+    return (
+        "Answer the question using the numbered sources below. Cite the sources you use as [n]. "
+        "If they do not contain the answer, say so.\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
+    )

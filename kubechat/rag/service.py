@@ -1,0 +1,492 @@
+"""Knowledge bases as the API serves them: access checks, uploads, ingestion jobs, retrieval.
+
+Upload: every file is checked (size, type, content) before anything is stored; then its bytes
+go to the object store, then a `queued` row to the catalog, and only then is the request
+acknowledged. Ingestion workers (asyncio tasks of this process) parse, chunk, embed in batches
+through the Triton embedder and index; each step is persisted, and rows left unfinished by a
+crash or a shutdown are picked up again at the next start. Transient failures (Triton or a
+store unreachable) are retried with capped back-off; bad documents fail with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tokenizers import Tokenizer
+
+from kubechat.api.catalog import ModelCatalog
+from kubechat.api.errors import (
+    DocumentTooLargeError,
+    EmptyDocumentError,
+    ForbiddenError,
+    InvalidRequestError,
+    KnowledgeBaseNotFoundError,
+    KnowledgeBaseUnavailableError,
+    KubechatError,
+    ModelUnavailableError,
+    StorageUnavailableError,
+    UnsupportedDocumentTypeError,
+)
+from kubechat.api.triton import TritonGateway
+from kubechat.rag import parsing
+from kubechat.rag.chunking import TextChunk, chunk_sections
+from kubechat.rag.documents import PENDING, Document, DocumentCatalog, DocumentStatus
+from kubechat.rag.objects import check_key
+from kubechat.rag.retrieval import Citation, citations, reciprocal_rank_fusion
+from kubechat.rag.stores import (
+    ChunkRecord,
+    ChunkStore,
+    EmbeddingMismatchError,
+    ObjectNotFoundError,
+    ObjectStore,
+    RankedChunk,
+    StoreError,
+    StoreUnavailableError,
+    Vector,
+)
+from kubechat.resources import Capability, KnowledgeBase
+
+logger = logging.getLogger(__name__)
+
+RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # then every 30 s: an acknowledged upload is never dropped
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    document: Document
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class _Checked:
+    upload: Upload
+    format: parsing.DocumentFormat
+    sha256: str
+
+
+class _Transient(Exception):
+    """A dependency is down; the document stays pending and is retried."""
+
+
+class KnowledgeService:
+    def __init__(
+        self,
+        knowledge_bases: Sequence[KnowledgeBase],
+        models: ModelCatalog,
+        documents: DocumentCatalog,
+        objects: ObjectStore,
+        chunks: ChunkStore,
+        triton: TritonGateway,
+        *,
+        workers: int = 2,
+        max_files: int = 20,
+    ) -> None:
+        self.documents = documents
+        self.objects = objects
+        self.chunks = chunks
+        self.triton = triton
+        self.models = models
+        self.max_files = max_files
+        self._kbs = {kb.name: kb for kb in knowledge_bases}
+        self._unavailable: dict[str, str] = {}
+        self._targets: dict[str, str] = {}  # the index each knowledge base's ingestion writes to
+        self._rebuilding: dict[str, str] = {}
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._attempts: dict[str, int] = {}
+        self._worker_count = workers
+        self._workers: list[asyncio.Task[None]] = []
+        self._retries: set[asyncio.TimerHandle] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._rebuilding = await self.documents.rebuilds()
+        for kb in self._kbs.values():
+            await self._open_index(kb)
+        for document in await self.documents.pending():
+            self._enqueue(document.id)
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"ingest-{i}") for i in range(self._worker_count)
+        ]
+        if self._queued:
+            logger.info("resuming ingestion of %d documents", len(self._queued))
+
+    async def stop(self) -> None:
+        """Stop working; unfinished documents stay pending and resume at the next start."""
+        for handle in self._retries:
+            handle.cancel()
+        for task in [*self._workers, *self._running.values()]:
+            task.cancel()
+        await asyncio.gather(*self._workers, *self._running.values(), return_exceptions=True)
+
+    async def _open_index(self, kb: KnowledgeBase) -> None:
+        try:
+            embedder = self.models.get(kb.spec.embedding.model, Capability.EMBEDDINGS)
+            if embedder.tokenizer is None:
+                raise KnowledgeBaseUnavailableError(f"embedding model {embedder.name} has no tokenizer")
+            if kb.name in self._rebuilding:
+                self._targets[kb.name] = self._rebuilding[kb.name]
+            else:
+                self._targets[kb.name] = await self.chunks.ensure_index(kb)
+            self._unavailable.pop(kb.name, None)
+        except (KubechatError, StoreError) as exc:
+            reason = exc.message if isinstance(exc, KubechatError) else str(exc)
+            self._unavailable[kb.name] = reason
+            logger.warning("knowledge base %s unavailable: %s", kb.name, reason)
+
+    # -- access ---------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return list(self._kbs)
+
+    def readable(self, principal: str) -> list[KnowledgeBase]:
+        return [kb for kb in self._kbs.values() if kb.spec.access.can_read(principal)]
+
+    def get(self, name: str, principal: str, *, write: bool = False) -> KnowledgeBase:
+        kb = self._kbs.get(name)
+        # A knowledge base one may not read is indistinguishable from a missing one.
+        if kb is None or not kb.spec.access.can_read(principal):
+            raise KnowledgeBaseNotFoundError(f"unknown knowledge base {name!r}")
+        if write and not kb.spec.access.can_write(principal):
+            raise ForbiddenError(f"{principal!r} may read but not change knowledge base {name!r}")
+        return kb
+
+    def unavailable_reason(self, name: str) -> str | None:
+        return self._unavailable.get(name)
+
+    async def chunk_count(self, kb: KnowledgeBase) -> int | None:
+        try:
+            return await self.chunks.count(kb)
+        except StoreError:
+            return None
+
+    async def _usable(self, kb: KnowledgeBase) -> str:
+        if kb.name in self._unavailable:
+            await self._open_index(kb)  # the dependency may be back
+        reason = self._unavailable.get(kb.name)
+        if reason is not None:
+            raise KnowledgeBaseUnavailableError(f"knowledge base {kb.name} is unavailable: {reason}")
+        return self._targets[kb.name]
+
+    # -- uploads --------------------------------------------------------------------------
+
+    def check_upload(self, kb: KnowledgeBase, upload: Upload) -> _Checked:
+        """Everything that can be known about a file without parsing it; raises before storing."""
+        name = upload.filename
+        try:
+            check_key(f"{kb.object_prefix}{'0' * 64}/{name}")
+        except ValueError as exc:
+            raise InvalidRequestError(f"invalid file name {name!r}: {exc}") from exc
+        if len(upload.data) > kb.spec.max_document_bytes:
+            raise DocumentTooLargeError(
+                f"{name} has {len(upload.data)} bytes; knowledge base {kb.name} accepts at most "
+                f"{kb.spec.max_document_bytes}"
+            )
+        try:
+            document_format = parsing.detect_format(name, upload.data[:8192])
+        except parsing.EmptyDocumentError as exc:
+            raise EmptyDocumentError(f"{name}: {exc}") from exc
+        except parsing.DocumentError as exc:
+            raise UnsupportedDocumentTypeError(f"{name}: {exc}") from exc
+        return _Checked(upload, document_format, hashlib.sha256(upload.data).hexdigest())
+
+    async def upload(self, kb_name: str, principal: str, uploads: Sequence[Upload]) -> list[UploadOutcome]:
+        kb = self.get(kb_name, principal, write=True)
+        if not uploads:
+            raise InvalidRequestError("no files: send one or more multipart parts named `files`")
+        if len(uploads) > self.max_files:
+            raise InvalidRequestError(f"{len(uploads)} files in one request; the limit is {self.max_files}")
+        await self._usable(kb)
+        checked = [self.check_upload(kb, upload) for upload in uploads]  # all or nothing
+        outcomes = []
+        for item in checked:
+            key = f"{kb.object_prefix}{item.sha256}/{item.upload.filename}"
+            content_type = parsing.CONTENT_TYPES[item.format]
+            try:
+                await self.objects.put(
+                    key, item.upload.data, content_type, {"knowledge-base": kb.name, "uploaded-by": principal}
+                )
+            except StoreError as exc:
+                raise StorageUnavailableError(
+                    f"the object store refused {item.upload.filename}: {exc}"
+                ) from exc
+            now = time.time()
+            document, created = await self.documents.add(
+                Document(
+                    id=uuid.uuid4().hex, knowledge_base=kb.name, name=item.upload.filename,
+                    format=item.format.value, content_type=content_type, size=len(item.upload.data),
+                    sha256=item.sha256, object_key=key, uploaded_by=principal,
+                    status=DocumentStatus.QUEUED, created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+            if created:
+                self._enqueue(document.id)
+            outcomes.append(UploadOutcome(document, duplicate=not created))
+        return outcomes
+
+    # -- document operations --------------------------------------------------------------
+
+    async def delete_document(self, kb_name: str, principal: str, document_id: str) -> None:
+        kb = self.get(kb_name, principal, write=True)
+        document = await self.documents.get(kb.name, document_id)
+        await self._cancel(document.id)
+        try:
+            for index in {self._targets.get(kb.name), await self.chunks.ensure_index(kb)} - {None}:
+                assert index is not None
+                await self.chunks.delete_document(index, document.id)
+            await self.objects.delete(document.object_key)
+        except StoreError as exc:
+            raise StorageUnavailableError(f"could not delete document {document.id}: {exc}") from exc
+        await self.documents.delete(document.id)
+
+    async def reindex_document(self, kb_name: str, principal: str, document_id: str) -> Document:
+        kb = self.get(kb_name, principal, write=True)
+        document = await self.documents.get(kb.name, document_id)
+        await self._usable(kb)
+        await self._cancel(document.id)
+        await self.documents.requeue(kb.name, [document.id])
+        self._enqueue(document.id)
+        return await self.documents.get(kb.name, document.id)
+
+    async def reindex(self, kb_name: str, principal: str) -> int:
+        """Rebuild the whole knowledge base into a new index generation, then switch to it.
+
+        Readers keep the current generation until every document is in the new one; this is
+        also how a knowledge base moves to another embedding model or chunking.
+        """
+        kb = self.get(kb_name, principal, write=True)
+        for document_id in list(self._running):
+            running = await self.documents.find(document_id)
+            if running is None or running.knowledge_base == kb.name:
+                await self._cancel(document_id)
+        try:
+            index = await self.chunks.create_generation(kb)
+        except StoreError as exc:
+            raise StorageUnavailableError(f"could not create a new index for {kb.name}: {exc}") from exc
+        await self.documents.set_rebuild(kb.name, index)
+        self._rebuilding[kb.name] = index
+        self._targets[kb.name] = index
+        self._unavailable.pop(kb.name, None)
+        count = await self.documents.requeue(kb.name)
+        for document in await self.documents.pending():
+            if document.knowledge_base == kb.name:
+                self._enqueue(document.id)
+        await self._finish_rebuild(kb)
+        return count
+
+    async def _finish_rebuild(self, kb: KnowledgeBase) -> None:
+        index = self._rebuilding.get(kb.name)
+        if index is None or await self.documents.count_pending(kb.name):
+            return
+        await self.chunks.activate(kb, index)
+        await self.documents.set_rebuild(kb.name, None)
+        del self._rebuilding[kb.name]
+        logger.info("knowledge base %s now serves index %s", kb.name, index)
+
+    async def _cancel(self, document_id: str) -> None:
+        task = self._running.get(document_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    # -- ingestion ------------------------------------------------------------------------
+
+    def _enqueue(self, document_id: str) -> None:
+        if document_id not in self._queued:
+            self._queued.add(document_id)
+            self._queue.put_nowait(document_id)
+
+    async def _work(self) -> None:
+        while True:
+            document_id = await self._queue.get()
+            self._queued.discard(document_id)
+            task = asyncio.create_task(self._ingest_by_id(document_id))
+            self._running[document_id] = task
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled() and not task.done():
+                    raise  # the worker itself is being stopped
+            except Exception:
+                logger.exception("ingestion of %s crashed", document_id)
+            finally:
+                self._running.pop(document_id, None)
+
+    async def _ingest_by_id(self, document_id: str) -> None:
+        document = await self.documents.find(document_id)
+        if document is None or document.status not in PENDING:
+            return  # deleted, or finished by a previous attempt
+        kb = self._kbs.get(document.knowledge_base)
+        if kb is None:
+            await self._fail(document, "knowledge_base_not_found", "its knowledge base is no longer defined")
+            return
+        try:
+            await self._ingest(kb, document)
+            self._attempts.pop(document.id, None)
+            await self._finish_rebuild(kb)
+        except _Transient as exc:
+            await self._retry_later(document, str(exc))
+
+    async def _retry_later(self, document: Document, reason: str) -> None:
+        attempt = self._attempts.get(document.id, 0)
+        self._attempts[document.id] = attempt + 1
+        delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
+        logger.warning("ingestion of %s waits %.0f s: %s", document.id, delay, reason)
+        # Still pending (it will be retried), with the reason visible to whoever polls it.
+        await self.documents.update(
+            document.id, DocumentStatus.QUEUED, error_code="retrying", error_message=reason
+        )
+
+        def again() -> None:
+            self._retries.discard(handle)
+            self._enqueue(document.id)
+
+        handle = asyncio.get_running_loop().call_later(delay, again)
+        self._retries.add(handle)
+
+    async def _fail(self, document: Document, code: str, message: str) -> None:
+        logger.info("document %s (%s) failed: %s", document.id, document.name, message)
+        await self.documents.update(
+            document.id, DocumentStatus.FAILED, error_code=code, error_message=message
+        )
+
+    async def _ingest(self, kb: KnowledgeBase, document: Document) -> None:
+        index = self._targets.get(kb.name)
+        if index is None or kb.name in self._unavailable:
+            await self._open_index(kb)
+            if kb.name in self._unavailable:
+                raise _Transient(self._unavailable[kb.name])
+            index = self._targets[kb.name]
+        await self.documents.update(document.id, DocumentStatus.PARSING)
+        try:
+            data = await self.objects.get(document.object_key)
+        except ObjectNotFoundError:
+            await self._fail(document, "object_missing", f"{document.object_key} is not in the object store")
+            return
+        except StoreError as exc:
+            raise _Transient(f"object store: {exc}") from exc
+        embedder = self.models.get(kb.spec.embedding.model, Capability.EMBEDDINGS)
+        assert embedder.tokenizer is not None
+        try:
+            pieces = await asyncio.to_thread(
+                _parse_and_chunk, data, parsing.DocumentFormat(document.format), embedder.tokenizer, kb
+            )
+        except parsing.DocumentError as exc:
+            await self._fail(document, exc.code, str(exc))
+            return
+        pages = max((p.page for p in pieces if p.page is not None), default=None)
+        await self.documents.update(
+            document.id, DocumentStatus.EMBEDDING, chunks=len(pieces), chunks_indexed=0, pages=pages
+        )
+        try:
+            await self.chunks.delete_document(index, document.id)  # a retry starts clean
+            await self._embed_and_index(kb, document, index, embedder.name, pieces, batch=embedder.batch_size)
+        except EmbeddingMismatchError as exc:
+            await self._fail(document, "embedding_mismatch", str(exc))
+            return
+        except (ModelUnavailableError, StoreUnavailableError) as exc:
+            raise _Transient(str(exc)) from exc
+        except StoreError as exc:
+            await self._fail(document, "index_failed", str(exc))
+            return
+        await self.documents.update(
+            document.id, DocumentStatus.INDEXED, chunks_indexed=len(pieces), indexed_at=time.time(),
+            error_code="", error_message="",
+        )  # fmt: skip
+        logger.info("indexed %s (%s): %d chunks", document.id, document.name, len(pieces))
+
+    async def _embed_and_index(
+        self,
+        kb: KnowledgeBase,
+        document: Document,
+        index: str,
+        model: str,
+        pieces: Sequence[TextChunk],
+        batch: int,
+    ) -> None:
+        """Embed and write batches with two in flight, so Triton is never idle during a write."""
+        in_flight = asyncio.Semaphore(2)
+        done = 0
+
+        async def one(start: int) -> None:
+            nonlocal done
+            async with in_flight:
+                part = pieces[start : start + batch]
+                vectors = await self.triton.embed(model, [p.text for p in part])
+                if vectors.shape != (len(part), kb.spec.embedding.dimensions):
+                    raise EmbeddingMismatchError(
+                        f"embedder {model} returned vectors of shape {vectors.shape[1:]}; knowledge base "
+                        f"{kb.name} pins {kb.spec.embedding.dimensions} dimensions"
+                    )
+                records = [
+                    ChunkRecord(
+                        document_id=document.id, document_name=document.name, ordinal=start + i,
+                        text=p.text, page=p.page, section=p.section, vector=vectors[i],
+                    )
+                    for i, p in enumerate(part)
+                ]  # fmt: skip
+                await self.chunks.upsert(index, records)
+                done += len(part)
+                await self.documents.update(document.id, DocumentStatus.EMBEDDING, chunks_indexed=done)
+
+        await asyncio.gather(*(one(start) for start in range(0, len(pieces), batch)))
+
+    # -- retrieval ------------------------------------------------------------------------
+
+    async def search(
+        self,
+        principal: str,
+        kb_names: Sequence[str],
+        query: str,
+        *,
+        limit: int,
+        candidates: int,
+        document_ids: Sequence[str] | None = None,
+    ) -> list[Citation]:
+        """Hybrid search over the named knowledge bases (all must be readable)."""
+        kbs = [self.get(name, principal) for name in dict.fromkeys(kb_names)]
+        for kb in kbs:
+            await self._usable(kb)
+        vectors: dict[str, Vector] = {}
+        for model in {kb.spec.embedding.model for kb in kbs}:
+            vectors[model] = (await self.triton.embed(model, [query]))[0]
+        try:
+            lists = await asyncio.gather(
+                *(
+                    search
+                    for kb in kbs
+                    for search in (
+                        self.chunks.knn(kb, vectors[kb.spec.embedding.model], candidates, document_ids),
+                        self.chunks.text_search(kb, query, candidates, document_ids),
+                    )
+                )
+            )
+        except EmbeddingMismatchError as exc:
+            raise KnowledgeBaseUnavailableError(str(exc)) from exc
+        except StoreError as exc:
+            raise StorageUnavailableError(f"search failed: {exc}") from exc
+        tagged: list[tuple[str, Sequence[RankedChunk]]] = [
+            (kb.name, ranked) for kb, ranked in zip([kb for kb in kbs for _ in (0, 1)], lists, strict=True)
+        ]
+        return citations(reciprocal_rank_fusion(tagged), limit)
+
+
+def _parse_and_chunk(
+    data: bytes, document_format: parsing.DocumentFormat, tokenizer: Tokenizer, kb: KnowledgeBase
+) -> list[TextChunk]:
+    sections = parsing.parse_document(data, document_format)
+    return chunk_sections(sections, tokenizer, kb.spec.chunking.size, kb.spec.chunking.overlap)

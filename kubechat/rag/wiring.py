@@ -1,0 +1,71 @@
+"""Which stores back the knowledge bases: embedded ones under STATE_DIR, or the cluster's.
+
+Elasticsearch when KUBECHAT_ELASTICSEARCH_URL is set, MinIO when KUBECHAT_S3_ENDPOINT is;
+credentials come only from the environment (in a cluster, from Kubernetes Secrets).
+"""
+
+from __future__ import annotations
+
+from kubechat.api.catalog import ModelCatalog
+from kubechat.api.settings import Settings
+from kubechat.api.triton import TritonGateway
+from kubechat.rag.documents import SQLiteDocumentCatalog
+from kubechat.rag.objects import FileObjectStore, S3ObjectStore
+from kubechat.rag.service import KnowledgeService
+from kubechat.rag.sqlite_store import SQLiteChunkStore
+from kubechat.rag.stores import ChunkStore, ObjectStore
+from kubechat.resources import load_knowledge_bases_from_dir
+
+
+def _secret(value: object) -> str | None:
+    get = getattr(value, "get_secret_value", None)
+    return str(get()) if callable(get) else None
+
+
+async def open_object_store(settings: Settings) -> ObjectStore:
+    if not settings.s3_endpoint:
+        return FileObjectStore(settings.state_dir / "documents")
+    access, secret = _secret(settings.s3_access_key), _secret(settings.s3_secret_key)
+    if not access or not secret:
+        raise ValueError("KUBECHAT_S3_ENDPOINT needs KUBECHAT_S3_ACCESS_KEY and KUBECHAT_S3_SECRET_KEY")
+    store = S3ObjectStore(
+        endpoint=settings.s3_endpoint, access_key=access, secret_key=secret, bucket=settings.s3_bucket,
+        secure=settings.s3_secure, region=settings.s3_region or None,
+    )  # fmt: skip
+    await store.ensure_bucket()
+    return store
+
+
+async def open_chunk_store(settings: Settings) -> ChunkStore:
+    if not settings.elasticsearch_url:
+        return await SQLiteChunkStore.open(settings.state_dir / "chunks.sqlite3")
+    from kubechat.rag.elasticsearch_store import connect
+
+    return connect(
+        settings.elasticsearch_url,
+        api_key=_secret(settings.elasticsearch_api_key),
+        username=settings.elasticsearch_username or None,
+        password=_secret(settings.elasticsearch_password),
+        ca_certs=settings.elasticsearch_ca_certs or None,
+    )
+
+
+async def open_knowledge_service(
+    settings: Settings, models: ModelCatalog, triton: TritonGateway
+) -> KnowledgeService:
+    return KnowledgeService(
+        load_knowledge_bases_from_dir(settings.knowledge_bases_dir),
+        models,
+        await SQLiteDocumentCatalog.open(settings.state_dir / "documents.sqlite3"),
+        await open_object_store(settings),
+        await open_chunk_store(settings),
+        triton,
+        workers=settings.ingest_workers,
+        max_files=settings.max_upload_files,
+    )
+
+
+async def close_knowledge_stores(service: KnowledgeService) -> None:
+    await service.documents.close()
+    await service.objects.close()
+    await service.chunks.close()
