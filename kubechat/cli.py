@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--triton-http-port", type=int, default=8002)
     serve.add_argument("--triton-metrics-port", type=int, default=8003)
     serve.add_argument("--ready-timeout", type=float, default=300.0)
+    serve.add_argument("--knowledge-bases", type=Path, help="folder of KnowledgeBase YAML files")
     render = commands.add_parser("render", help="only render the local Triton model repository")
     for sub in (serve, render):
         sub.add_argument("--models", type=Path, help="folder of ChatModel YAML files")
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         overrides["models_dir"] = args.models
     if args.state_dir:
         overrides["state_dir"] = args.state_dir
+    if getattr(args, "knowledge_bases", None):
+        overrides["knowledge_bases_dir"] = args.knowledge_bases
     settings = Settings(**overrides)
 
     from kubechat.embedded import launcher

@@ -69,6 +69,25 @@ class SessionOut(BaseModel):
         )  # fmt: skip
 
 
+class Source(BaseModel):
+    """A numbered citation: the answer refers to it as [n]."""
+
+    n: int
+    knowledge_base: str
+    document_id: str
+    document_name: str
+    chunk_id: str
+    page: int | None
+    section: str
+    score: float = Field(description="Reciprocal-rank-fusion score of kNN and BM25 ranks.")
+    snippet: str
+    text: str
+
+    @classmethod
+    def of(cls, citation: Citation) -> Source:
+        return cls.model_validate(citation, from_attributes=True)
+
+
 class MessageOut(BaseModel):
     id: str
     seq: int
@@ -80,6 +99,7 @@ class MessageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     error_code: str
+    sources: list[Source] = Field(default_factory=list, description="Citations the answer was given.")
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
@@ -87,6 +107,7 @@ class MessageOut(BaseModel):
             id=m.id, seq=m.seq, role=m.role, content=m.content, status=m.status, model=m.model,
             created_at=m.created_at, prompt_tokens=m.prompt_tokens,
             completion_tokens=m.completion_tokens, error_code=m.error_code,
+            sources=[Source.model_validate(s) for s in m.sources],
         )  # fmt: skip
 
 
@@ -114,25 +135,6 @@ class StartEvent(BaseModel):
     user_message_id: str
     model: str
     turns_dropped: int = 0
-
-
-class Source(BaseModel):
-    """A numbered citation: the answer refers to it as [n]."""
-
-    n: int
-    knowledge_base: str
-    document_id: str
-    document_name: str
-    chunk_id: str
-    page: int | None
-    section: str
-    score: float = Field(description="Reciprocal-rank-fusion score of kNN and BM25 ranks.")
-    snippet: str
-    text: str
-
-    @classmethod
-    def of(cls, citation: Citation) -> Source:
-        return cls.model_validate(citation, from_attributes=True)
 
 
 class SourcesEvent(BaseModel):

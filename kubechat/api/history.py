@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -43,6 +45,8 @@ class Message:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error_code: str = ""
+    # The citations an answer was given (knowledge bases), as sent in its `sources` event.
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 T = TypeVar("T")
@@ -73,7 +77,14 @@ class HistoryStore(Protocol):
         prompt_tokens: int = 0,
     ) -> Message: ...
     async def start_exchange(
-        self, principal: str, session_id: str, content: str, *, model: str, prompt_tokens: int
+        self,
+        principal: str,
+        session_id: str,
+        content: str,
+        *,
+        model: str,
+        prompt_tokens: int,
+        sources: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[Message, Message]:
         """Store a user message and its (empty, streaming) answer in one transaction."""
         ...
@@ -116,13 +127,14 @@ CREATE TABLE IF NOT EXISTS messages (
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     error_code TEXT NOT NULL DEFAULT '',
+    sources TEXT NOT NULL DEFAULT '[]',
     UNIQUE (session_id, seq)
 );
 """
 
 _MESSAGE_COLUMNS = (
     "id, session_id, seq, role, content, status, model, created_at, "
-    "prompt_tokens, completion_tokens, error_code"
+    "prompt_tokens, completion_tokens, error_code, sources"
 )
 
 
@@ -130,7 +142,7 @@ def _message(row: tuple[Any, ...]) -> Message:
     return Message(
         id=row[0], session_id=row[1], seq=row[2], role=row[3], content=row[4],
         status=MessageStatus(row[5]), model=row[6], created_at=row[7],
-        prompt_tokens=row[8], completion_tokens=row[9], error_code=row[10],
+        prompt_tokens=row[8], completion_tokens=row[9], error_code=row[10], sources=json.loads(row[11]),
     )  # fmt: skip
 
 
@@ -161,6 +173,7 @@ class SQLiteHistoryStore:
     @classmethod
     async def open(cls, path: Path) -> SQLiteHistoryStore:
         store = cls(await SQLiteDatabase.open(path, _SCHEMA))
+        await store._run(store._migrate)
         # Answers that were streaming when a previous process died keep what was checkpointed.
         await store._run(
             store._db.execute,
@@ -168,6 +181,12 @@ class SQLiteHistoryStore:
             (MessageStatus.INTERRUPTED, MessageStatus.STREAMING),
         )
         return store
+
+    def _migrate(self) -> None:
+        """Columns added after a database was created (CREATE TABLE IF NOT EXISTS skips them)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if "sources" not in columns:
+            self._db.execute("ALTER TABLE messages ADD COLUMN sources TEXT NOT NULL DEFAULT '[]'")
 
     async def close(self) -> None:
         await self._database.close()
@@ -252,14 +271,21 @@ class SQLiteHistoryStore:
         return await self._run(add)
 
     async def start_exchange(
-        self, principal: str, session_id: str, content: str, *, model: str, prompt_tokens: int
+        self,
+        principal: str,
+        session_id: str,
+        content: str,
+        *,
+        model: str,
+        prompt_tokens: int,
+        sources: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[Message, Message]:
         def start() -> tuple[Message, Message]:
             self._get_session(principal, session_id)
             with self._transaction():  # both rows or neither
                 user = self._insert(session_id, "user", content, "", MessageStatus.COMPLETE, 0)
                 reply = self._insert(
-                    session_id, "assistant", "", model, MessageStatus.STREAMING, prompt_tokens
+                    session_id, "assistant", "", model, MessageStatus.STREAMING, prompt_tokens, sources
                 )
             return user, reply
 
@@ -273,19 +299,32 @@ class SQLiteHistoryStore:
         model: str,
         status: MessageStatus,
         prompt_tokens: int,
+        sources: Sequence[Mapping[str, Any]] = (),
     ) -> Message:
         now = time.time()
         message_id = uuid.uuid4().hex
         (seq,) = self._db.execute(
             f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, "
             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?), "
-            "?, ?, ?, ?, ?, ?, 0, '') RETURNING seq",
-            (message_id, session_id, session_id, role, content, status, model, now, prompt_tokens),
+            "?, ?, ?, ?, ?, ?, 0, '', ?) RETURNING seq",
+            (
+                message_id,
+                session_id,
+                session_id,
+                role,
+                content,
+                status,
+                model,
+                now,
+                prompt_tokens,
+                json.dumps(list(sources), ensure_ascii=False),
+            ),
         ).fetchone()
         self._db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
         return Message(
             id=message_id, session_id=session_id, seq=seq, role=role, content=content,
             status=status, model=model, created_at=now, prompt_tokens=prompt_tokens,
+            sources=[dict(s) for s in sources],
         )  # fmt: skip
 
     async def update_message(

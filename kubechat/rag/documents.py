@@ -50,6 +50,9 @@ class Document:
     error_code: str = ""
     error_message: str = ""
     indexed_at: float | None = None
+    # Which worker (API process) is ingesting it, until when; expired leases are taken over.
+    lease_owner: str = ""
+    lease_expires: float = 0.0
 
 
 _COLUMNS = [f.name for f in fields(Document)]
@@ -72,7 +75,22 @@ class DocumentCatalog(Protocol):
         """Mark documents (all of the knowledge base when None) queued again; returns how many."""
         ...
 
-    async def pending(self) -> list[Document]: ...
+    async def claim(self, document_id: str, worker: str, lease_s: float) -> Document | None:
+        """Take a pending document for ingestion, or extend one's own lease.
+
+        Atomic: of several workers (API replicas) claiming at once, one wins. Returns None when
+        the document is not pending or another worker's lease has not expired.
+        """
+        ...
+
+    async def release(self, document_id: str, worker: str) -> None:
+        """Give up one's lease (the document stays as it is, e.g. pending for a retry)."""
+        ...
+
+    async def pending(self) -> list[Document]:
+        """Pending documents nobody holds a live lease on, oldest first."""
+        ...
+
     async def count_pending(self, knowledge_base: str) -> int: ...
     async def status_counts(self, knowledge_base: str) -> dict[str, int]: ...
     async def delete(self, document_id: str) -> None: ...
@@ -104,6 +122,8 @@ CREATE TABLE IF NOT EXISTS documents (
     error_code TEXT NOT NULL DEFAULT '',
     error_message TEXT NOT NULL DEFAULT '',
     indexed_at REAL,
+    lease_owner TEXT NOT NULL DEFAULT '',
+    lease_expires REAL NOT NULL DEFAULT 0,
     UNIQUE (knowledge_base, sha256)
 );
 CREATE INDEX IF NOT EXISTS documents_by_kb ON documents (knowledge_base, created_at, id);
@@ -130,7 +150,12 @@ class SQLiteDocumentCatalog:
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteDocumentCatalog:
-        return cls(await SQLiteDatabase.open(path, _SCHEMA))
+        catalog = cls(await SQLiteDatabase.open(path, _SCHEMA))
+        # One process owns an embedded catalog: leases of a previous run are void.
+        await catalog._database.run(
+            catalog._db.execute, "UPDATE documents SET lease_owner = '', lease_expires = 0"
+        )
+        return catalog
 
     async def close(self) -> None:
         await self._database.close()
@@ -213,11 +238,32 @@ class SQLiteDocumentCatalog:
             args += document_ids
         return await self._database.run(lambda: self._db.execute(sql, args).rowcount)
 
+    async def claim(self, document_id: str, worker: str, lease_s: float) -> Document | None:
+        def claim() -> Document | None:
+            now = time.time()
+            row = self._db.execute(
+                "UPDATE documents SET lease_owner = ?, lease_expires = ? "
+                "WHERE id = ? AND status IN (?, ?, ?) AND (lease_owner IN ('', ?) OR lease_expires < ?) "
+                f"RETURNING {', '.join(_COLUMNS)}",
+                (worker, now + lease_s, document_id, *PENDING, worker, now),
+            ).fetchone()
+            return None if row is None else _document(row)
+
+        return await self._database.run(claim)
+
+    async def release(self, document_id: str, worker: str) -> None:
+        await self._database.run(
+            self._db.execute,
+            "UPDATE documents SET lease_owner = '', lease_expires = 0 WHERE id = ? AND lease_owner = ?",
+            (document_id, worker),
+        )
+
     async def pending(self) -> list[Document]:
         rows = await self._database.run(
             lambda: self._db.execute(
-                f"{_SELECT} WHERE status IN (?, ?, ?) ORDER BY created_at",
-                PENDING,
+                f"{_SELECT} WHERE status IN (?, ?, ?) AND (lease_owner = '' OR lease_expires < ?) "
+                "ORDER BY created_at",
+                (*PENDING, time.time()),
             ).fetchall()
         )
         return [_document(r) for r in rows]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,7 +38,7 @@ from kubechat.api.errors import (
 from kubechat.api.triton import TritonGateway
 from kubechat.rag import parsing
 from kubechat.rag.chunking import TextChunk, chunk_sections
-from kubechat.rag.documents import PENDING, Document, DocumentCatalog, DocumentStatus
+from kubechat.rag.documents import Document, DocumentCatalog, DocumentStatus
 from kubechat.rag.objects import check_key
 from kubechat.rag.retrieval import Citation, citations, reciprocal_rank_fusion
 from kubechat.rag.stores import (
@@ -55,6 +57,8 @@ from kubechat.resources import Capability, KnowledgeBase
 logger = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # then every 30 s: an acknowledged upload is never dropped
+LEASE_S = 60.0  # a worker that stops renewing (crashed replica) loses its documents after this
+SCAN_INTERVAL_S = 15.0  # how often pending documents without a live lease are looked for
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,8 @@ class KnowledgeService:
         self.max_files = max_files
         self._kbs = {kb.name: kb for kb in knowledge_bases}
         self._unavailable: dict[str, str] = {}
-        self._targets: dict[str, str] = {}  # the index each knowledge base's ingestion writes to
-        self._rebuilding: dict[str, str] = {}
+        # Replicas share the catalog; each ingests the documents it holds a lease on.
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -114,16 +118,29 @@ class KnowledgeService:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._rebuilding = await self.documents.rebuilds()
         for kb in self._kbs.values():
             await self._open_index(kb)
-        for document in await self.documents.pending():
-            self._enqueue(document.id)
+        await self._scan()
+        if self._queued:
+            logger.info("resuming ingestion of %d documents", len(self._queued))
         self._workers = [
             asyncio.create_task(self._work(), name=f"ingest-{i}") for i in range(self._worker_count)
         ]
-        if self._queued:
-            logger.info("resuming ingestion of %d documents", len(self._queued))
+        self._workers.append(asyncio.create_task(self._scan_forever(), name="ingest-scan"))
+
+    async def _scan(self) -> None:
+        """Queue pending documents nobody is working on: left by a crash, or by another replica."""
+        for document in await self.documents.pending():
+            if document.id not in self._running:
+                self._enqueue(document.id)
+
+    async def _scan_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SCAN_INTERVAL_S)
+            try:
+                await self._scan()
+            except StoreError as exc:
+                logger.warning("could not look for pending documents: %s", exc)
 
     async def stop(self) -> None:
         """Stop working; unfinished documents stay pending and resume at the next start."""
@@ -138,10 +155,7 @@ class KnowledgeService:
             embedder = self.models.get(kb.spec.embedding.model, Capability.EMBEDDINGS)
             if embedder.tokenizer is None:
                 raise KnowledgeBaseUnavailableError(f"embedding model {embedder.name} has no tokenizer")
-            if kb.name in self._rebuilding:
-                self._targets[kb.name] = self._rebuilding[kb.name]
-            else:
-                self._targets[kb.name] = await self.chunks.ensure_index(kb)
+            await self.chunks.ensure_index(kb)
             self._unavailable.pop(kb.name, None)
         except (KubechatError, StoreError) as exc:
             reason = exc.message if isinstance(exc, KubechatError) else str(exc)
@@ -174,13 +188,12 @@ class KnowledgeService:
         except StoreError:
             return None
 
-    async def _usable(self, kb: KnowledgeBase) -> str:
+    async def _usable(self, kb: KnowledgeBase) -> None:
         if kb.name in self._unavailable:
             await self._open_index(kb)  # the dependency may be back
         reason = self._unavailable.get(kb.name)
         if reason is not None:
             raise KnowledgeBaseUnavailableError(f"knowledge base {kb.name} is unavailable: {reason}")
-        return self._targets[kb.name]
 
     # -- uploads --------------------------------------------------------------------------
 
@@ -245,7 +258,8 @@ class KnowledgeService:
         document = await self.documents.get(kb.name, document_id)
         await self._cancel(document.id)
         try:
-            for index in {self._targets.get(kb.name), await self.chunks.ensure_index(kb)} - {None}:
+            rebuild = (await self.documents.rebuilds()).get(kb.name)
+            for index in {await self.chunks.ensure_index(kb), rebuild} - {None}:
                 assert index is not None
                 await self.chunks.delete_document(index, document.id)
             await self.objects.delete(document.object_key)
@@ -278,8 +292,6 @@ class KnowledgeService:
         except StoreError as exc:
             raise StorageUnavailableError(f"could not create a new index for {kb.name}: {exc}") from exc
         await self.documents.set_rebuild(kb.name, index)
-        self._rebuilding[kb.name] = index
-        self._targets[kb.name] = index
         self._unavailable.pop(kb.name, None)
         count = await self.documents.requeue(kb.name)
         for document in await self.documents.pending():
@@ -289,12 +301,12 @@ class KnowledgeService:
         return count
 
     async def _finish_rebuild(self, kb: KnowledgeBase) -> None:
-        index = self._rebuilding.get(kb.name)
+        index = (await self.documents.rebuilds()).get(kb.name)
         if index is None or await self.documents.count_pending(kb.name):
             return
         await self.chunks.activate(kb, index)
         await self.documents.set_rebuild(kb.name, None)
-        del self._rebuilding[kb.name]
+        self._unavailable.pop(kb.name, None)
         logger.info("knowledge base %s now serves index %s", kb.name, index)
 
     async def _cancel(self, document_id: str) -> None:
@@ -327,19 +339,31 @@ class KnowledgeService:
                 self._running.pop(document_id, None)
 
     async def _ingest_by_id(self, document_id: str) -> None:
-        document = await self.documents.find(document_id)
-        if document is None or document.status not in PENDING:
-            return  # deleted, or finished by a previous attempt
-        kb = self._kbs.get(document.knowledge_base)
-        if kb is None:
-            await self._fail(document, "knowledge_base_not_found", "its knowledge base is no longer defined")
-            return
+        document = await self.documents.claim(document_id, self.worker_id, LEASE_S)
+        if document is None:
+            return  # deleted, finished, or another replica holds it
+        renewing = asyncio.create_task(self._renew_lease(document_id))
         try:
-            await self._ingest(kb, document)
-            self._attempts.pop(document.id, None)
-            await self._finish_rebuild(kb)
-        except _Transient as exc:
-            await self._retry_later(document, str(exc))
+            kb = self._kbs.get(document.knowledge_base)
+            if kb is None:
+                await self._fail(document, "knowledge_base_not_found", "its knowledge base is not defined")
+                return
+            try:
+                await self._ingest(kb, document)
+                self._attempts.pop(document.id, None)
+                await self._finish_rebuild(kb)
+            except _Transient as exc:
+                await self._retry_later(document, str(exc))
+        finally:
+            renewing.cancel()
+            await asyncio.shield(self.documents.release(document_id, self.worker_id))
+
+    async def _renew_lease(self, document_id: str) -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            if await self.documents.claim(document_id, self.worker_id, LEASE_S) is None:
+                logger.warning("lost the lease on %s", document_id)
+                return
 
     async def _retry_later(self, document: Document, reason: str) -> None:
         attempt = self._attempts.get(document.id, 0)
@@ -364,13 +388,23 @@ class KnowledgeService:
             document.id, DocumentStatus.FAILED, error_code=code, error_message=message
         )
 
+    async def _target_index(self, kb: KnowledgeBase) -> str:
+        """The generation being rebuilt if any, else the live one (looked up for every document:
+        another replica may have switched generations)."""
+        try:
+            rebuild = (await self.documents.rebuilds()).get(kb.name)
+            return rebuild or await self.chunks.ensure_index(kb)
+        except EmbeddingMismatchError:
+            raise
+        except StoreError as exc:
+            raise _Transient(f"chunk store: {exc}") from exc
+
     async def _ingest(self, kb: KnowledgeBase, document: Document) -> None:
-        index = self._targets.get(kb.name)
-        if index is None or kb.name in self._unavailable:
-            await self._open_index(kb)
-            if kb.name in self._unavailable:
-                raise _Transient(self._unavailable[kb.name])
-            index = self._targets[kb.name]
+        try:
+            index = await self._target_index(kb)
+        except EmbeddingMismatchError as exc:
+            await self._fail(document, "embedding_mismatch", f"{exc}")
+            return
         await self.documents.update(document.id, DocumentStatus.PARSING)
         try:
             data = await self.objects.get(document.object_key)

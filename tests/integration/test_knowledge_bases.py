@@ -136,6 +136,7 @@ async def test_chat_answers_from_sources(api: ApiProcess, http: httpx.AsyncClien
     messages = (await http.get(f"/sessions/{session}/messages")).json()["items"]
     assert messages[0]["content"] == "What is the codename of the autumn release?"
     assert messages[1]["content"] == turn.text
+    assert messages[1]["sources"] == turn.sources["sources"]  # citations are part of the history
 
 
 async def test_openai_endpoint_takes_knowledge_bases(api: ApiProcess, handbook: Any) -> None:

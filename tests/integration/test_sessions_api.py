@@ -87,6 +87,7 @@ async def test_requests_need_a_valid_key_but_probes_do_not(api: ApiProcess) -> N
         assert (await anonymous.get("/health")).json() == {"status": "ok"}
         ready = await anonymous.get("/ready")
         assert ready.status_code == 200 and ready.json()["checks"]["model:smollm2"] == "ready"
+        assert ready.json()["knowledge_bases"] == {"ready": 3, "unavailable": 0}  # counts, not names
 
 
 async def test_invalid_bodies_get_the_error_shape(http: httpx.AsyncClient) -> None:

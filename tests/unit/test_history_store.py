@@ -305,3 +305,37 @@ async def test_start_exchange_in_another_principals_session_stores_nothing(
     with pytest.raises(SessionNotFoundError):
         await store.start_exchange("bob", session.id, "mine?", model="m", prompt_tokens=1)
     assert await store.recent_messages("alice", session.id, 10) == []
+
+
+async def test_an_answer_keeps_its_sources(store: SQLiteHistoryStore) -> None:
+    session = await store.create_session("alice", "chat")
+    cited = [{"n": 1, "document_name": "runbook.pdf", "page": 2, "text": "Größe ✓"}]
+    user, reply = await store.start_exchange(
+        "alice", session.id, "where?", model="m", prompt_tokens=1, sources=cited
+    )
+    assert user.sources == [] and reply.sources == cited
+    assert (await store.list_messages("alice", session.id, 10, None)).items == [user, reply]
+
+
+async def test_a_database_from_before_sources_is_migrated(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db_path) as raw:  # the messages table as the first release created it
+        raw.executescript(
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, principal TEXT NOT NULL, title TEXT NOT NULL, "
+            "created_at REAL NOT NULL, updated_at REAL NOT NULL);"
+            "CREATE TABLE messages (id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id) "
+            "ON DELETE CASCADE, seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, "
+            "status TEXT NOT NULL, model TEXT NOT NULL, created_at REAL NOT NULL, prompt_tokens INTEGER "
+            "NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0, error_code TEXT NOT NULL "
+            "DEFAULT '', UNIQUE (session_id, seq));"
+            "INSERT INTO sessions VALUES ('s1', 'alice', 'old', 1, 1);"
+            "INSERT INTO messages VALUES ('m1', 's1', 1, 'user', 'kept', 'complete', '', 1, 0, 0, '');"
+        )
+    store = await SQLiteHistoryStore.open(db_path)
+    (old,) = await store.recent_messages("alice", "s1", 10)
+    assert (old.content, old.sources) == ("kept", [])
+    _, reply = await store.start_exchange(
+        "alice", "s1", "new", model="m", prompt_tokens=1, sources=[{"n": 1}]
+    )
+    assert (await store.recent_messages("alice", "s1", 10))[-1].sources == [{"n": 1}] == reply.sources
+    await store.close()

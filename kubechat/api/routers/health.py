@@ -36,6 +36,12 @@ async def ready(services: ServicesDep) -> JSONResponse:
     except Exception as exc:
         checks["history"] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ready" for v in checks.values())
+    # Reported, not gating: one misconfigured knowledge base must not take the chat down. Counts
+    # only: this route is unauthenticated; GET /knowledge-bases says which and why.
+    knowledge = services.knowledge
+    unavailable = sum(knowledge.unavailable_reason(n) is not None for n in knowledge.names())
+    knowledge_bases = {"ready": len(knowledge.names()) - unavailable, "unavailable": unavailable}
     return JSONResponse(
-        {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+        {"status": "ready" if ok else "not ready", "checks": checks, "knowledge_bases": knowledge_bases},
+        status_code=200 if ok else 503,
     )
