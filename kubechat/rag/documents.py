@@ -134,7 +134,7 @@ CREATE TABLE IF NOT EXISTS rebuilds (
 );
 """
 
-_PROGRESS_FIELDS = {"chunks", "chunks_indexed", "pages", "error_code", "error_message", "indexed_at"}
+PROGRESS_FIELDS = {"chunks", "chunks_indexed", "pages", "error_code", "error_message", "indexed_at"}
 
 
 def _document(row: tuple[Any, ...]) -> Document:
@@ -217,7 +217,7 @@ class SQLiteDocumentCatalog:
         return Page(documents, f"{documents[-1].created_at!r}:{documents[-1].id}" if more else None)
 
     async def update(self, document_id: str, status: DocumentStatus, **progress: Any) -> None:
-        unknown = set(progress) - _PROGRESS_FIELDS
+        unknown = set(progress) - PROGRESS_FIELDS
         if unknown:
             raise TypeError(f"not progress fields: {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in ["status", "updated_at", *progress])

@@ -1,16 +1,17 @@
 """The cluster ChunkStore: Elasticsearch, one index per knowledge-base generation behind an alias.
 
 Readers go through the alias (`kb.index_alias`); writers name a physical index
-`<alias>-<generation>` (six digits, as Elasticsearch's rollover names them), so a full
+`<alias>.<generation>` (six digits, as Elasticsearch's rollover numbers them), so a full
 re-index builds a new generation next to the live one and `activate` swaps the alias in one
 atomic `_aliases` call.
 
 Choices worth knowing:
 
-* Visibility: the last bulk request of an `upsert` carries `refresh=wait_for`, so once
-  ingestion reports a document indexed it is searchable, without forcing a refresh (and tiny
-  segments) per document. `delete_document` refreshes (delete-by-query has no `wait_for`).
-* Retries: this adapter owns them (the client's own transport retries are switched off).
+* Visibility: the last bulk request of an `upsert` carries `refresh=wait_for` unless the
+  caller passes `visible=False`; ingestion does so for a document's batches and then calls
+  `make_visible` (one refresh per document), so an `indexed` document is searchable.
+  `delete_document` refreshes (delete-by-query has no `wait_for`).
+* Retries: kubechat.rag.elasticsearch_client's policy (the transport's own are switched off).
   A whole request that fails with 429/502/503/504, a timeout or a lost connection is
   retried with exponential back-off, and so are bulk items rejected with 429/503; when the
   retries run out the error is StoreUnavailableError. Any other failure is StoreError.
@@ -19,7 +20,7 @@ Choices worth knowing:
   reads its mapping (vector size), so a missing index is a StoreError rather than one that
   Elasticsearch auto-creates with a dynamic mapping. An index dropped later, between writes,
   is only kept from coming back by the cluster setting
-  `action.auto_create_index: "-kubechat-kb.*,+*"`, which deployments should set.
+  `action.auto_create_index: "-kubechat-*,+*"`, which deployments should set.
 * Documents are never logged, and bulk errors are asked not to echo document sources.
 """
 
@@ -27,15 +28,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import numpy as np
 from elasticsearch import AsyncElasticsearch
-from elasticsearch.exceptions import ApiError, ConnectionError, ConnectionTimeout, TransportError
+from elasticsearch.exceptions import ApiError, TransportError
 
+from kubechat.rag.elasticsearch_client import (
+    TRANSIENT_STATUS,
+    RequestFailed,
+    RetryPolicy,
+    describe,
+    error_type_and_reason,
+    failure,
+    new_client,
+    transient,
+)
 from kubechat.rag.stores import (
     ChunkRecord,
     EmbeddingMismatchError,
@@ -54,9 +64,7 @@ VECTOR_FIELD: Final = "vector"
 # Elasticsearch's ceiling for both `k` and `num_candidates`.
 MAX_KNN: Final = 10_000
 
-_TRANSIENT_STATUS: Final = frozenset({429, 502, 503, 504})
 _RETRYABLE_ITEM_STATUS: Final = frozenset({429, 503})
-_MAX_BACKOFF_S: Final = 30.0
 _ERRORS_SHOWN: Final = 3
 
 T = TypeVar("T")
@@ -118,32 +126,6 @@ def index_generation(kb: KnowledgeBase, index: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class _RequestFailed(StoreError):
-    """An Elasticsearch request failed for good; callers may look at what came back."""
-
-    def __init__(self, message: str, status: int, error_type: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-
-
-def _error_type_and_reason(body: object) -> tuple[str, str]:
-    if isinstance(body, Mapping):
-        error = body.get("error")
-        if isinstance(error, Mapping):
-            return str(error.get("type", "")), str(error.get("reason", ""))
-        if isinstance(error, str):
-            return "", error
-    return "", ""
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ApiError):
-        error_type, reason = _error_type_and_reason(exc.body)
-        return " ".join(filter(None, [str(exc.meta.status), error_type, reason])) or str(exc.meta.status)
-    return f"{type(exc).__name__}: {exc}"
-
-
 class ElasticsearchChunkStore:
     """ChunkStore on Elasticsearch (see the module docstring for the choices it makes)."""
 
@@ -161,8 +143,8 @@ class ElasticsearchChunkStore:
         # One retry policy: ours (with back-off and item retries), not also the transport's.
         self._es = client.options(max_retries=0)
         self._bulk_chunk_size = bulk_chunk_size
-        self._max_retries = max_retries
-        self._backoff_s = backoff_s
+        self._retry = RetryPolicy(max_retries, backoff_s)
+        self._call = self._retry.call
         # Vector size per physical index, to refuse a wrong vector before sending it.
         self._dims: dict[str, int] = {}
 
@@ -176,12 +158,12 @@ class ElasticsearchChunkStore:
         if not await self._create_index(kb, index, alias=kb.index_alias):
             # Another replica created it first, alias included (one create call does both);
             # the node we ask may apply that cluster state a moment after the master did.
-            for attempt in range(self._max_retries + 1):
+            for attempt in range(self._retry.max_retries + 1):
                 active = await self._active_index(kb)
                 if active is not None:
                     return active
-                if attempt < self._max_retries:
-                    await asyncio.sleep(self._delay(attempt))
+                if attempt < self._retry.max_retries:
+                    await asyncio.sleep(self._retry.delay(attempt))
             raise StoreError(
                 f"index {index} exists but alias {kb.index_alias} does not (left over, or auto-created by a "
                 "write after a drop); drop the knowledge base's indices to start over"
@@ -197,7 +179,7 @@ class ElasticsearchChunkStore:
                 f"create index {index}",
                 lambda: self._es.indices.create(index=index, **index_body(kb), aliases=aliases),
             )
-        except _RequestFailed as exc:
+        except RequestFailed as exc:
             if exc.error_type == "resource_already_exists_exception":
                 return False
             raise
@@ -209,7 +191,7 @@ class ElasticsearchChunkStore:
         alias = kb.index_alias
         try:
             response = await self._call(f"get alias {alias}", lambda: self._es.indices.get(index=alias))
-        except _RequestFailed as exc:
+        except RequestFailed as exc:
             if exc.status == 404:
                 return None
             raise
@@ -266,7 +248,7 @@ class ElasticsearchChunkStore:
         try:
             response = await self._call(f"get alias {alias}", lambda: self._es.indices.get_alias(name=alias))
             current = set(response.body)
-        except _RequestFailed as exc:
+        except RequestFailed as exc:
             if exc.status != 404:
                 raise
             current = set()
@@ -305,7 +287,7 @@ class ElasticsearchChunkStore:
 
     # -- writes -------------------------------------------------------------------------
 
-    async def upsert(self, index: str, chunks: Sequence[ChunkRecord]) -> None:
+    async def upsert(self, index: str, chunks: Sequence[ChunkRecord], *, visible: bool = True) -> None:
         if not chunks:
             return
         dims = await self._index_dims(index)
@@ -314,11 +296,15 @@ class ElasticsearchChunkStore:
         batches = [actions[start : start + size] for start in range(0, len(actions), size)]
         for number, batch in enumerate(batches, start=1):
             try:
-                await self._bulk(index, batch, refresh="wait_for" if number == len(batches) else None)
+                last = number == len(batches)
+                await self._bulk(index, batch, refresh="wait_for" if visible and last else None)
             except StoreError:
                 # The mapping may have changed under us (index dropped and re-created).
                 self._dims.pop(index, None)
                 raise
+
+    async def make_visible(self, index: str) -> None:
+        await self._call(f"refresh {index}", lambda: self._es.indices.refresh(index=index))
 
     async def _index_dims(self, index: str) -> int:
         if index in self._dims:
@@ -327,7 +313,7 @@ class ElasticsearchChunkStore:
             response = await self._call(
                 f"get mapping of {index}", lambda: self._es.indices.get_mapping(index=index)
             )
-        except _RequestFailed as exc:
+        except RequestFailed as exc:
             if exc.status == 404:
                 raise StoreError(f"index {index} does not exist") from exc
             raise
@@ -341,7 +327,7 @@ class ElasticsearchChunkStore:
 
     async def _bulk(self, index: str, batch: list[tuple[str, dict[str, Any]]], refresh: str | None) -> None:
         pending = batch
-        for attempt in range(self._max_retries + 1):
+        for attempt in range(self._retry.max_retries + 1):
             operations: list[Mapping[str, Any]] = []
             for chunk_id, source in pending:
                 operations += [{"index": {"_id": chunk_id}}, source]
@@ -350,9 +336,9 @@ class ElasticsearchChunkStore:
                     index=index, operations=operations, refresh=refresh, include_source_on_error=False
                 )
             except (ApiError, TransportError) as exc:
-                if not _transient(exc):
-                    raise _failure(f"bulk write to {index}", exc) from exc
-                problem = _describe(exc)
+                if not transient(exc):
+                    raise failure(f"bulk write to {index}", exc) from exc
+                problem = describe(exc)
             else:
                 if not response.body.get("errors"):
                     return
@@ -365,7 +351,7 @@ class ElasticsearchChunkStore:
                     if result.get("status") in _RETRYABLE_ITEM_STATUS:
                         retry.append(action)
                     else:
-                        error_type, reason = _error_type_and_reason(result)
+                        error_type, reason = error_type_and_reason(result)
                         failed.append(f"{action[0]}: {result.get('status')} {error_type}: {reason}")
                 if failed:
                     raise StoreError(
@@ -376,11 +362,11 @@ class ElasticsearchChunkStore:
                     return
                 pending = retry
                 problem = f"{len(retry)} chunks rejected with 429/503"
-            if attempt < self._max_retries:
+            if attempt < self._retry.max_retries:
                 logger.warning("bulk write to %s: %s; retrying", index, problem)
-                await asyncio.sleep(self._delay(attempt))
+                await asyncio.sleep(self._retry.delay(attempt))
         raise StoreUnavailableError(
-            f"bulk write to {index} failed after {self._max_retries + 1} attempts: {problem}"
+            f"bulk write to {index} failed after {self._retry.max_retries + 1} attempts: {problem}"
         )
 
     async def delete_document(self, index: str, document_id: str) -> None:
@@ -394,19 +380,19 @@ class ElasticsearchChunkStore:
                     refresh=True,
                 ),
             )
-        except _RequestFailed as exc:
+        except RequestFailed as exc:
             if exc.status == 404:
                 return  # no index, nothing to delete
             raise
         failures = response.body.get("failures") or []
         if failures:
             statuses = {failure.get("status") for failure in failures}
-            error_type, reason = _error_type_and_reason({"error": failures[0].get("cause")})
+            error_type, reason = error_type_and_reason({"error": failures[0].get("cause")})
             message = (
                 f"delete chunks of {document_id} from {index}: {len(failures)} failures, first: "
                 f"{failures[0].get('status')} {error_type}: {reason}"
             )
-            if statuses <= _TRANSIENT_STATUS:
+            if statuses <= TRANSIENT_STATUS:
                 raise StoreUnavailableError(message)
             raise StoreError(message)
 
@@ -455,7 +441,7 @@ class ElasticsearchChunkStore:
                     index=alias, source={"excludes": [VECTOR_FIELD]}, track_total_hits=False, **body
                 ),
             )
-        except _RequestFailed as exc:
+        except RequestFailed as exc:
             if exc.status == 404:
                 return []  # no index yet: an empty knowledge base
             raise
@@ -479,7 +465,7 @@ class ElasticsearchChunkStore:
                 f"get chunk {chunk_id} from {alias}",
                 lambda: self._es.get(index=alias, id=chunk_id, source_excludes=[VECTOR_FIELD]),
             )
-        except _RequestFailed as exc:
+        except RequestFailed as exc:
             if exc.status == 404:
                 return None  # no such chunk, or no index at all
             raise
@@ -492,7 +478,7 @@ class ElasticsearchChunkStore:
             response = await self._call(
                 f"count chunks in {alias}", lambda: self._es.count(index=alias, query=query)
             )
-        except _RequestFailed as exc:
+        except RequestFailed as exc:
             if exc.status == 404:
                 return 0
             raise
@@ -500,46 +486,6 @@ class ElasticsearchChunkStore:
 
     async def close(self) -> None:
         await self._client.close()
-
-    # -- plumbing -----------------------------------------------------------------------
-
-    def _delay(self, attempt: int) -> float:
-        # Exponential with jitter, so that replicas turned away together do not return together.
-        return min(self._backoff_s * 2.0**attempt, _MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
-
-    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        """Run one request, retrying transient failures; every failure becomes a StoreError."""
-        for attempt in range(self._max_retries + 1):
-            try:
-                return await request()
-            except (ApiError, TransportError) as exc:
-                if not _transient(exc):
-                    raise _failure(what, exc) from exc
-                if attempt == self._max_retries:
-                    raise StoreUnavailableError(
-                        f"{what} failed after {attempt + 1} attempts: {_describe(exc)}"
-                    ) from exc
-                logger.warning("%s: %s; retrying", what, _describe(exc))
-            await asyncio.sleep(self._delay(attempt))
-        raise AssertionError("unreachable")
-
-
-def _transient(exc: ApiError | TransportError) -> bool:
-    if isinstance(exc, ApiError):
-        return exc.meta.status in _TRANSIENT_STATUS
-    return isinstance(exc, ConnectionError | ConnectionTimeout)
-
-
-def _failure(what: str, exc: ApiError | TransportError) -> StoreError:
-    if isinstance(exc, ApiError):
-        error_type, _ = _error_type_and_reason(exc.body)
-        message = f"{what}: {_describe(exc)}"
-        if exc.meta.status >= 500:
-            return StoreUnavailableError(message)
-        return _RequestFailed(message, exc.meta.status, error_type)
-    if isinstance(exc, ConnectionError):  # TLS failures
-        return StoreUnavailableError(f"{what}: {_describe(exc)}")
-    return StoreError(f"{what}: {_describe(exc)}")
 
 
 def _source(chunk: ChunkRecord, dims: int, index: str) -> dict[str, Any]:
@@ -592,23 +538,10 @@ def connect(
 
     Empty strings count as not given, as unset environment settings arrive that way.
     """
-    api_key, username, password = api_key or None, username or None, password or None
-    ca_certs = ca_certs or None
-    if api_key is not None and username is not None:
-        raise ValueError("give an API key or a username and password, not both")
-    if (username is None) != (password is None):
-        raise ValueError("a username needs a password and a password a username")
-    options: dict[str, Any] = {}
-    if ca_certs is not None:
-        options["ca_certs"] = ca_certs
-    client = AsyncElasticsearch(
-        url,
-        api_key=api_key,
-        basic_auth=(username, password) if username is not None and password is not None else None,
+    client = new_client(
+        url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,
         request_timeout=request_timeout,
-        max_retries=0,  # the store retries, with back-off
-        **options,
-    )
+    )  # fmt: skip
     return ElasticsearchChunkStore(
         client, bulk_chunk_size=bulk_chunk_size, max_retries=max_retries, backoff_s=backoff_s
     )

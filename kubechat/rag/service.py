@@ -58,7 +58,8 @@ logger = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # then every 30 s: an acknowledged upload is never dropped
 LEASE_S = 60.0  # a worker that stops renewing (crashed replica) loses its documents after this
-SCAN_INTERVAL_S = 15.0  # how often pending documents without a live lease are looked for
+SCAN_INTERVAL_S = 15.0
+PROGRESS_INTERVAL_S = 1.0  # how often pending documents without a live lease are looked for
 
 
 @dataclass(frozen=True)
@@ -455,9 +456,10 @@ class KnowledgeService:
         """Embed and write batches with two in flight, so Triton is never idle during a write."""
         in_flight = asyncio.Semaphore(2)
         done = 0
+        last_progress = time.monotonic()
 
         async def one(start: int) -> None:
-            nonlocal done
+            nonlocal done, last_progress
             async with in_flight:
                 part = pieces[start : start + batch]
                 vectors = await self.triton.embed(model, [p.text for p in part])
@@ -473,11 +475,15 @@ class KnowledgeService:
                     )
                     for i, p in enumerate(part)
                 ]  # fmt: skip
-                await self.chunks.upsert(index, records)
+                await self.chunks.upsert(index, records, visible=False)
                 done += len(part)
-                await self.documents.update(document.id, DocumentStatus.EMBEDDING, chunks_indexed=done)
+                # Progress at most once a second: each catalog write may wait for a refresh.
+                if time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
+                    last_progress = time.monotonic()
+                    await self.documents.update(document.id, DocumentStatus.EMBEDDING, chunks_indexed=done)
 
         await asyncio.gather(*(one(start) for start in range(0, len(pieces), batch)))
+        await self.chunks.make_visible(index)
 
     # -- retrieval ------------------------------------------------------------------------
 

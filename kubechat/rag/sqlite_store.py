@@ -204,7 +204,8 @@ class SQLiteChunkStore:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def upsert(self, index: str, chunks: Sequence[ChunkRecord]) -> None:
+    async def upsert(self, index: str, chunks: Sequence[ChunkRecord], *, visible: bool = True) -> None:
+        # A committed SQLite write is visible at once: `visible` changes nothing here.
         def upsert() -> None:
             dimensions, _ = self._index(index)
             rows = []
@@ -234,6 +235,9 @@ class SQLiteChunkStore:
             self._matrices.pop(index, None)
 
         await self._database.run(upsert)
+
+    async def make_visible(self, index: str) -> None:
+        return None
 
     async def delete_document(self, index: str, document_id: str) -> None:
         def delete() -> None:

@@ -110,8 +110,16 @@ class ChunkStore(Protocol):
         """Point the alias at `index` atomically and drop the previous generations."""
         ...
 
-    async def upsert(self, index: str, chunks: Sequence[ChunkRecord]) -> None:
-        """Write chunks (with vectors); a chunk_id already present is replaced."""
+    async def upsert(self, index: str, chunks: Sequence[ChunkRecord], *, visible: bool = True) -> None:
+        """Write chunks (with vectors); a chunk_id already present is replaced.
+
+        `visible`: return only once searches see them. Ingestion writes a document's batches
+        with False and calls `make_visible` once at the end (a refresh per batch is costly).
+        """
+        ...
+
+    async def make_visible(self, index: str) -> None:
+        """Make every write so far searchable."""
         ...
 
     async def delete_document(self, index: str, document_id: str) -> None: ...

@@ -1,15 +1,20 @@
 """Which stores back the knowledge bases: embedded ones under STATE_DIR, or the cluster's.
 
-Elasticsearch when KUBECHAT_ELASTICSEARCH_URL is set, MinIO when KUBECHAT_S3_ENDPOINT is;
+Elasticsearch (chunks and the document catalog) when KUBECHAT_ELASTICSEARCH_URL is set, MinIO
+when KUBECHAT_S3_ENDPOINT is;
 credentials come only from the environment (in a cluster, from Kubernetes Secrets).
 """
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from kubechat.api.catalog import ModelCatalog
 from kubechat.api.settings import Settings
 from kubechat.api.triton import TritonGateway
-from kubechat.rag.documents import SQLiteDocumentCatalog
+from kubechat.rag.documents import DocumentCatalog, SQLiteDocumentCatalog
+from kubechat.rag.elasticsearch_documents import open_catalog
+from kubechat.rag.elasticsearch_store import connect
 from kubechat.rag.objects import FileObjectStore, S3ObjectStore
 from kubechat.rag.service import KnowledgeService
 from kubechat.rag.sqlite_store import SQLiteChunkStore
@@ -36,18 +41,33 @@ async def open_object_store(settings: Settings) -> ObjectStore:
     return store
 
 
-async def open_chunk_store(settings: Settings) -> ChunkStore:
-    if not settings.elasticsearch_url:
-        return await SQLiteChunkStore.open(settings.state_dir / "chunks.sqlite3")
-    from kubechat.rag.elasticsearch_store import connect
+class _ElasticsearchCredentials(TypedDict):
+    api_key: str | None
+    username: str | None
+    password: str | None
+    ca_certs: str | None
 
-    return connect(
-        settings.elasticsearch_url,
+
+def _elasticsearch_credentials(settings: Settings) -> _ElasticsearchCredentials:
+    return _ElasticsearchCredentials(
         api_key=_secret(settings.elasticsearch_api_key),
         username=settings.elasticsearch_username or None,
         password=_secret(settings.elasticsearch_password),
         ca_certs=settings.elasticsearch_ca_certs or None,
     )
+
+
+async def open_chunk_store(settings: Settings) -> ChunkStore:
+    if not settings.elasticsearch_url:
+        return await SQLiteChunkStore.open(settings.state_dir / "chunks.sqlite3")
+    return connect(settings.elasticsearch_url, **_elasticsearch_credentials(settings))
+
+
+async def open_document_catalog(settings: Settings) -> DocumentCatalog:
+    """Shared by every API replica in a cluster (Elasticsearch), on disk when embedded."""
+    if not settings.elasticsearch_url:
+        return await SQLiteDocumentCatalog.open(settings.state_dir / "documents.sqlite3")
+    return await open_catalog(settings.elasticsearch_url, **_elasticsearch_credentials(settings))
 
 
 async def open_knowledge_service(
@@ -56,7 +76,7 @@ async def open_knowledge_service(
     return KnowledgeService(
         load_knowledge_bases_from_dir(settings.knowledge_bases_dir),
         models,
-        await SQLiteDocumentCatalog.open(settings.state_dir / "documents.sqlite3"),
+        await open_document_catalog(settings),
         await open_object_store(settings),
         await open_chunk_store(settings),
         triton,

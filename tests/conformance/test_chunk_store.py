@@ -199,3 +199,12 @@ async def test_drop_removes_everything(chunk_store: ChunkStore, kb: KnowledgeBas
     assert await chunk_store.get_chunk(kb, "d1:0") is None
     # A dropped knowledge base can start over, even with another embedding.
     assert await chunk_store.ensure_index(knowledge_base(kb.name, dimensions=8))
+
+
+async def test_batches_become_visible_together(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    index = await chunk_store.ensure_index(kb)
+    await chunk_store.upsert(index, CORPUS[:2], visible=False)
+    await chunk_store.upsert(index, CORPUS[2:], visible=False)
+    await chunk_store.make_visible(index)
+    assert await chunk_store.count(kb) == 4
+    assert [h.chunk.chunk_id for h in await chunk_store.text_search(kb, "elasticsearch", k=2)] == ["d2:0"]

@@ -13,8 +13,9 @@ import httpx
 import pytest
 from minio import Minio
 
+from kubechat.embedded.launcher import start_triton
 from kubechat.embedded.tritonserver import TritonServer
-from tests.conftest import EXAMPLE_MODELS, ApiProcess, api_env, auth
+from tests.conftest import EXAMPLE_MODELS, ApiProcess, api_env, auth, free_ports
 from tests.integration.test_knowledge_bases import indexed, settled, upload
 from tests.s3_server import S3Endpoint, moto_s3_server, unique_bucket_name
 
@@ -79,6 +80,55 @@ async def test_killed_api_resumes_ingestion(triton: TritonServer, tmp_path: Path
             assert hits["sources"][0]["document_name"] == "pumps.txt"
     finally:
         api.stop()
+
+
+async def test_delete_while_ingesting_leaves_nothing_behind(triton: TritonServer, tmp_path: Path) -> None:
+    api = own_api(triton, tmp_path)
+    api.start()
+    try:
+        async with httpx.AsyncClient(base_url=api.url, headers=auth(), timeout=60) as http:
+            response = await upload(http, "handbook", ("valves.txt", long_document("valve", 2500)))
+            (document,) = response.json()["documents"]
+            await wait_for(http, "handbook", document["id"], lambda d: d["chunks_indexed"] > 0)
+            assert (
+                await http.delete(f"/knowledge-bases/handbook/documents/{document['id']}")
+            ).status_code == 204
+            await asyncio.sleep(1)  # give a stray batch the chance to land, were ingestion not stopped
+            kb = (await http.get("/knowledge-bases/handbook")).json()
+            assert kb["chunks"] == 0 and kb["documents"] == {}
+    finally:
+        api.stop()
+
+
+async def test_ingestion_waits_for_the_embedder(tmp_path: Path) -> None:
+    """Triton down: the document stays queued with the reason, then is indexed once it is back."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "minilm.yaml").write_text((EXAMPLE_MODELS / "minilm.yaml").read_text())
+    server = start_triton(models, tmp_path / "triton", free_ports(), timeout=300)
+    api = ApiProcess(
+        {**api_env(server, models, tmp_path / "api"), "KUBECHAT_DEFAULT_MODEL": ""}, tmp_path / "api.log"
+    )
+    try:
+        api.start()
+        server.stop()
+        async with httpx.AsyncClient(base_url=api.url, headers=auth(), timeout=60) as http:
+            response = await upload(
+                http, "handbook", ("wait.txt", b"The patient heron waits for the embedder.")
+            )
+            assert response.status_code == 202, response.text  # the bytes are safe: acknowledged
+            (document,) = response.json()["documents"]
+            waiting = await wait_for(
+                http, "handbook", document["id"], lambda d: d["error_code"] == "retrying"
+            )
+            assert waiting["status"] == "queued" and "unavailable" in waiting["error_message"].lower()
+            server.start()
+            server.wait_ready(120)
+            done = await settled(http, "handbook", document["id"])
+            assert done["status"] == "indexed" and done["error_code"] == "" and done["chunks"] == 1
+    finally:
+        api.stop()
+        server.stop()
 
 
 @pytest.fixture(scope="module")

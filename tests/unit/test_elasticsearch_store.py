@@ -466,6 +466,21 @@ async def test_upsert_sends_batches_and_waits_for_visibility_on_the_last(
     assert [line for line in last.body if "index" in line] == [{"index": {"_id": "doc-1:2"}}]
 
 
+async def test_ingestion_batches_refresh_once_at_the_end(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0")))
+    es.reply("POST", f"/{GEN1}/_refresh", {"_shards": {"total": 1, "successful": 1, "failed": 0}})
+
+    await store.upsert(GEN1, [chunk(0)], visible=False)
+    await store.make_visible(GEN1)
+
+    bulk, refresh = es.sent[1:]
+    assert bulk.params == {"include_source_on_error": "false"}  # no refresh per batch
+    assert refresh.method == "POST"
+
+
 async def test_upsert_retries_only_the_rejected_items(
     es: FakeElasticsearch, store: ElasticsearchChunkStore
 ) -> None:

@@ -1,0 +1,615 @@
+"""The cluster DocumentCatalog: Elasticsearch, one small index that every API replica shares.
+
+It behaves as SQLiteDocumentCatalog does (the conformance suite runs both); what differs is how
+that is made safe for several replicas writing at once.
+
+Choices worth knowing:
+
+* Keys. One index (`kubechat-documents` by default, strict mapping) holds three kinds of
+  entry, told apart by a `kind` field and a prefix of `_id`, so that no value of a document
+  id can collide with the others:
+  - a document: `_id` `document:<Document.id>`, its source every Document field. Lookups by
+    id are real-time GETs.
+  - a content marker: `_id` `content:<knowledge base>:<sha256>`, naming the document that
+    holds those bytes; created with `op_type=create`, which makes de-duplication atomic.
+  - a rebuild: `_id` `rebuild:<knowledge base>`, the generation a full re-index is filling.
+* Adding is three writes, so that a replica dying between two of them leaves nothing wrong:
+  the document is first written `staged` (which no search, `get` or `find` returns), then
+  the marker is created, then the document is switched to `document`. A replica that finds
+  the marker taken returns the document it names, finishing that document's switch if its
+  writer has not yet; one that finds the marker naming a document that is gone (a `delete`
+  cut short) takes the marker over with a conditional write. A replica dying before its
+  marker is written leaves an invisible staged entry behind, nothing else.
+* Leases: `claim` and `release` read a document (a real-time GET, with `_seq_no` and
+  `_primary_term`) and write it only if it has not changed since (`if_seq_no` /
+  `if_primary_term`). Of concurrent claimers one write succeeds; the others get 409, read
+  again and find a live lease. A 409 caused by something else (a progress update) is retried
+  the same way, so an owner extending its lease does not lose it to its own progress
+  updates. Lease times are the replicas' wall clocks, as in the embedded catalog: replicas
+  need synchronised clocks (NTP), and skew shortens or lengthens leases by that much.
+* Visibility: every write that a search must see (`pending`, listings, counts, `rebuilds`)
+  carries `refresh=wait_for`, so once a call returns, any replica's search sees it. That
+  costs each such write up to `index.refresh_interval`, which the index sets explicitly to
+  1s so that an idle shard is not left unrefreshed (search-idle) and writes waiting for a
+  refresh are not held up. `requeue` runs `_update_by_query` with `refresh=true` (it has no
+  `wait_for`). Staged documents and markers are only ever read by real-time GET and are
+  written without a refresh.
+* Errors and retries are kubechat.rag.elasticsearch_client's: a request
+  failing with 429/502/503/504, a timeout or a lost connection is retried with back-off and
+  then is StoreUnavailableError; anything else is StoreError.
+* A missing index is an error, not an empty catalog: `open_catalog` creates it. A write to
+  an index that was dropped later would let Elasticsearch auto-create it with a dynamic
+  mapping unless the cluster setting `action.auto_create_index` excludes `kubechat-*`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Final, TypeVar
+
+from elasticsearch import AsyncElasticsearch
+
+from kubechat.api.errors import DocumentNotFoundError, InvalidRequestError
+from kubechat.api.history import Page
+from kubechat.rag.documents import PENDING, PROGRESS_FIELDS, Document, DocumentStatus
+from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, RequestFailed, RetryPolicy, new_client
+from kubechat.rag.stores import StoreError, StoreUnavailableError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INDEX: Final = "kubechat-documents"
+# Bumped when the mapping changes in a way that needs a migration.
+SCHEMA_VERSION: Final = 1
+
+_DOCUMENT: Final = "document"
+_STAGED: Final = "staged"
+_CONTENT: Final = "content"
+_REBUILD: Final = "rebuild"
+
+_FIELDS: Final = [f.name for f in fields(Document)]
+_PENDING_VALUES: Final = [status.value for status in PENDING]
+_DOCUMENT_ORDER: Final = [{"created_at": "asc"}, {"id": "asc"}]
+# How often a conditional write that keeps losing to other writers is tried again.
+_CONFLICT_ATTEMPTS: Final = 5
+# For plain partial updates, retried inside Elasticsearch (progress updates overlap).
+_RETRY_ON_CONFLICT: Final = 5
+_PAGE_SIZE: Final = 1000
+# Requeue scripts set fields to constants given as parameters: the source stays fixed and
+# Elasticsearch compiles it once.
+_REQUEUE_SCRIPT: Final = (
+    "ctx._source.status = params.status; ctx._source.updated_at = params.now; "
+    "ctx._source.chunks_indexed = 0; ctx._source.error_code = ''; ctx._source.error_message = ''"
+)
+
+T = TypeVar("T")
+
+_KEYWORD: Final = {"type": "keyword"}
+_LONG_KEYWORD: Final = {"type": "keyword", "ignore_above": 1024}
+_TIME: Final = {"type": "double"}  # epoch seconds, exactly as given: cursors compare them
+
+
+def catalog_index_body(replicas: int | None = None) -> dict[str, Any]:
+    """The create-index body of the catalog (one shard: it is small, and counts stay exact)."""
+    settings: dict[str, Any] = {"number_of_shards": 1, "refresh_interval": "1s"}
+    if replicas is not None:
+        settings["number_of_replicas"] = replicas
+    return {
+        "settings": settings,
+        "mappings": {
+            "dynamic": "strict",
+            "_meta": {"kubechat_schema_version": SCHEMA_VERSION},
+            "properties": {
+                "kind": _KEYWORD,
+                # documents (and staged documents)
+                "id": _KEYWORD,
+                "knowledge_base": _KEYWORD,
+                "name": _LONG_KEYWORD,
+                "format": _KEYWORD,
+                "content_type": _LONG_KEYWORD,
+                "size": {"type": "long"},
+                "sha256": _KEYWORD,
+                "object_key": _LONG_KEYWORD,
+                "uploaded_by": _LONG_KEYWORD,
+                "status": _KEYWORD,
+                "created_at": _TIME,
+                "updated_at": _TIME,
+                "chunks": {"type": "integer"},
+                "chunks_indexed": {"type": "integer"},
+                "pages": {"type": "integer"},
+                "error_code": _KEYWORD,
+                "error_message": {"type": "text", "index": False},
+                "indexed_at": _TIME,
+                "lease_owner": _KEYWORD,
+                "lease_expires": _TIME,
+                # content markers (with knowledge_base and sha256)
+                "document_id": _KEYWORD,
+                # rebuilds (with knowledge_base)
+                "index_name": _KEYWORD,
+            },
+        },
+    }
+
+
+def _document_key(document_id: str) -> str:
+    return f"{_DOCUMENT}:{document_id}"
+
+
+def _content_key(knowledge_base: str, sha256: str) -> str:
+    return f"{_CONTENT}:{knowledge_base}:{sha256}"
+
+
+def _rebuild_key(knowledge_base: str) -> str:
+    return f"{_REBUILD}:{knowledge_base}"
+
+
+def _source(document: Document, kind: str) -> dict[str, Any]:
+    source = {name: getattr(document, name) for name in _FIELDS}
+    source["status"] = document.status.value
+    source["kind"] = kind
+    return source
+
+
+def _optional(value: Any, kind: Callable[[Any], T]) -> T | None:
+    return None if value is None else kind(value)
+
+
+def _document(source: Mapping[str, Any]) -> Document:
+    values = {name: source[name] for name in _FIELDS if name in source}
+    values["status"] = DocumentStatus(values["status"])
+    # JSON does not keep 1.0 apart from 1: give every number its field's type back.
+    for name in ("created_at", "updated_at", "lease_expires"):
+        values[name] = float(values[name])
+    for name in ("size", "chunks", "chunks_indexed"):
+        values[name] = int(values[name])
+    values["indexed_at"] = _optional(values.get("indexed_at"), float)
+    values["pages"] = _optional(values.get("pages"), int)
+    return Document(**values)
+
+
+def _cursor(document: Document) -> str:
+    # The embedded catalog's format, so a cursor reads the same whichever catalog made it.
+    return f"{document.created_at!r}:{document.id}"
+
+
+def _search_after(cursor: str) -> list[Any]:
+    created, _, last_id = cursor.partition(":")
+    try:
+        created_at = float(created)
+    except ValueError:
+        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
+    if not math.isfinite(created_at):
+        raise InvalidRequestError(f"invalid cursor {cursor!r}")
+    return [created_at, last_id]
+
+
+def _missing(exc: RequestFailed) -> bool:
+    """A 404 for a document, as opposed to one for the whole index (which is an error)."""
+    return exc.status == 404 and exc.error_type != "index_not_found_exception"
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An entry as a real-time GET returned it, with what a conditional write needs."""
+
+    source: dict[str, Any]
+    seq_no: int
+    primary_term: int
+
+
+class ElasticsearchDocumentCatalog:
+    """DocumentCatalog on Elasticsearch (see the module docstring for the choices it makes).
+
+    `ensure_index` (or `open_catalog`, which calls it) must have created the index.
+    """
+
+    def __init__(
+        self,
+        client: AsyncElasticsearch,
+        index: str = DEFAULT_INDEX,
+        *,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._index = index
+        self._es = client.options(max_retries=0)
+        self._retry = RetryPolicy(max_retries, backoff_s)
+        self._clock = clock
+
+    @property
+    def index(self) -> str:
+        return self._index
+
+    async def ensure_index(self, replicas: int | None = None) -> bool:
+        """Create the index if it does not exist; False if it did (another replica may have just made it)."""
+        try:
+            await self._call(
+                f"create index {self._index}",
+                lambda: self._es.indices.create(index=self._index, **catalog_index_body(replicas)),
+            )
+        except RequestFailed as exc:
+            if exc.error_type == "resource_already_exists_exception":
+                return False
+            raise
+        logger.info("created document catalog index %s", self._index)
+        return True
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # -- documents ------------------------------------------------------------------------
+
+    async def add(self, document: Document) -> tuple[Document, bool]:
+        key = _document_key(document.id)
+        if not await self._create(f"stage document {document.id}", key, _source(document, _STAGED)):
+            # Our own earlier attempt (a retried request) wrote it, or the id is taken.
+            stored = await self._read(f"get document {document.id}", key)
+            content = (document.knowledge_base, document.sha256)
+            if stored is None or (stored.source["knowledge_base"], stored.source["sha256"]) != content:
+                raise StoreError(f"document id {document.id} is taken by other content")
+        marker_key = _content_key(document.knowledge_base, document.sha256)
+        marker = {
+            "kind": _CONTENT,
+            "knowledge_base": document.knowledge_base,
+            "sha256": document.sha256,
+            "document_id": document.id,
+        }
+        what = f"claim the content of {document.id} in {document.knowledge_base}"
+        for _ in range(_CONFLICT_ATTEMPTS):
+            if await self._create(what, marker_key, marker):
+                break
+            taken = await self._read(what, marker_key)
+            if taken is None:
+                continue  # deleted since: try to create it again
+            owner = taken.source["document_id"]
+            if owner == document.id:
+                break  # our own earlier attempt (a retried request)
+            existing = await self._read(f"get document {owner}", _document_key(owner))
+            if existing is not None:
+                # Its writer may be between its last two writes (or dead): finishing is harmless.
+                if existing.source["kind"] == _STAGED and not await self._publish(owner):
+                    continue
+                await self._discard(document.id)
+                return _document(existing.source), False
+            # The marker outlived its document (a delete was cut short): take it over.
+            if await self._update(what, marker_key, {"document_id": document.id}, expected=taken):
+                break
+        else:
+            raise StoreUnavailableError(f"{what}: other writers kept changing it")
+        if not await self._publish(document.id):
+            raise StoreError(f"staged document {document.id} disappeared before it was published")
+        return document, True
+
+    async def _publish(self, document_id: str) -> bool:
+        """Make a staged document visible; False if it is gone."""
+        return await self._update(
+            f"publish document {document_id}",
+            _document_key(document_id),
+            {"kind": _DOCUMENT},
+            refresh="wait_for",
+        )
+
+    async def _discard(self, document_id: str) -> None:
+        """Delete our staged document that turned out to be a duplicate; left behind, it is harmless."""
+        try:
+            await self._delete(f"discard staged document {document_id}", _document_key(document_id))
+        except StoreError as exc:
+            logger.warning("could not delete staged duplicate %s (invisible, harmless): %s", document_id, exc)
+
+    async def get(self, knowledge_base: str, document_id: str) -> Document:
+        document = await self.find(document_id)
+        if document is None or document.knowledge_base != knowledge_base:
+            raise DocumentNotFoundError(f"document {document_id} not found in {knowledge_base}")
+        return document
+
+    async def find(self, document_id: str) -> Document | None:
+        stored = await self._read(f"get document {document_id}", _document_key(document_id))
+        if stored is None or stored.source["kind"] != _DOCUMENT:
+            return None
+        return _document(stored.source)
+
+    async def list_documents(
+        self, knowledge_base: str, limit: int, cursor: str | None, status: DocumentStatus | None = None
+    ) -> Page[Document]:
+        search_after = _search_after(cursor) if cursor else None
+        filters = self._documents_of(knowledge_base)
+        if status is not None:
+            filters.append({"term": {"status": status.value}})
+        limit = max(limit, 0)
+        body: dict[str, Any] = {"search_after": search_after} if search_after is not None else {}
+        response = await self._search(
+            f"list documents of {knowledge_base}",
+            query={"bool": {"filter": filters}},
+            sort=_DOCUMENT_ORDER,
+            size=limit + 1,
+            **body,
+        )
+        documents = [_document(hit["_source"]) for hit in response["hits"]["hits"]]
+        more = len(documents) > limit > 0
+        documents = documents[:limit]
+        return Page(documents, _cursor(documents[-1]) if more else None)
+
+    async def update(self, document_id: str, status: DocumentStatus, **progress: Any) -> None:
+        unknown = set(progress) - PROGRESS_FIELDS
+        if unknown:
+            raise TypeError(f"not progress fields: {sorted(unknown)}")
+        changes = {"status": status.value, "updated_at": self._clock(), **progress}
+        # A missing document is no error, as in the embedded catalog (it was deleted meanwhile).
+        await self._update(
+            f"update document {document_id}", _document_key(document_id), changes, refresh="wait_for"
+        )
+
+    async def requeue(self, knowledge_base: str, document_ids: list[str] | None = None) -> int:
+        if document_ids is not None and not document_ids:
+            return 0
+        filters = self._documents_of(knowledge_base)
+        if document_ids is not None:
+            filters.append({"terms": {"id": list(document_ids)}})
+        what = f"requeue documents of {knowledge_base}"
+        script = {
+            "source": _REQUEUE_SCRIPT,
+            "lang": "painless",
+            "params": {"status": DocumentStatus.QUEUED.value, "now": self._clock()},
+        }
+        for _ in range(_CONFLICT_ATTEMPTS):
+            response = await self._call(
+                what,
+                lambda: self._es.update_by_query(
+                    index=self._index,
+                    query={"bool": {"filter": filters}},
+                    script=script,
+                    conflicts="proceed",
+                    refresh=True,
+                ),
+            )
+            body = response.body
+            failures: Sequence[Mapping[str, Any]] = body.get("failures") or []
+            if failures:
+                cause = failures[0].get("cause") or {}
+                message = (
+                    f"{what}: {len(failures)} failures, first: {failures[0].get('status')} "
+                    f"{cause.get('type', '')}: {cause.get('reason', '')}"
+                )
+                if {failure.get("status") for failure in failures} <= TRANSIENT_STATUS:
+                    raise StoreUnavailableError(message)
+                raise StoreError(message)
+            # Documents written meanwhile were skipped; setting the same fields again is harmless.
+            if not body.get("version_conflicts"):
+                return int(body["total"])
+            logger.info("%s: %s version conflicts; running it again", what, body["version_conflicts"])
+        raise StoreUnavailableError(f"{what}: other writers kept changing the documents")
+
+    async def delete(self, document_id: str) -> None:
+        key = _document_key(document_id)
+        stored = await self._read(f"get document {document_id}", key)
+        if stored is None:
+            return
+        await self._delete(f"delete document {document_id}", key, refresh="wait_for")
+        # Then its marker, unless another document has taken it over. Dying in between leaves
+        # a marker naming a missing document, which the next add of those bytes takes over.
+        marker_key = _content_key(stored.source["knowledge_base"], stored.source["sha256"])
+        what = f"release the content of {document_id}"
+        marker = await self._read(what, marker_key)
+        if marker is not None and marker.source["document_id"] == document_id:
+            await self._delete(what, marker_key, expected=marker)
+
+    # -- ingestion leases -------------------------------------------------------------------
+
+    async def claim(self, document_id: str, worker: str, lease_s: float) -> Document | None:
+        key = _document_key(document_id)
+        what = f"claim document {document_id} for {worker}"
+        for _ in range(_CONFLICT_ATTEMPTS):
+            stored = await self._read(what, key)
+            if stored is None or stored.source["kind"] != _DOCUMENT:
+                return None
+            source, now = stored.source, self._clock()
+            if source["status"] not in _PENDING_VALUES:
+                return None
+            if source["lease_owner"] not in ("", worker) and float(source["lease_expires"]) >= now:
+                return None
+            lease = {"lease_owner": worker, "lease_expires": now + lease_s}
+            if await self._update(what, key, lease, expected=stored, refresh="wait_for"):
+                return _document({**source, **lease})
+            # Changed since we read it: another claimer, or a progress update. Look again.
+        logger.warning("%s: gave up after %d conflicting writes", what, _CONFLICT_ATTEMPTS)
+        return None
+
+    async def release(self, document_id: str, worker: str) -> None:
+        key = _document_key(document_id)
+        what = f"release document {document_id} from {worker}"
+        for _ in range(_CONFLICT_ATTEMPTS):
+            stored = await self._read(what, key)
+            if stored is None or stored.source["lease_owner"] != worker:
+                return
+            free = {"lease_owner": "", "lease_expires": 0.0}
+            if await self._update(what, key, free, expected=stored, refresh="wait_for"):
+                return
+        # The lease runs out by itself; the document is picked up again then.
+        logger.warning("%s: gave up after %d conflicting writes", what, _CONFLICT_ATTEMPTS)
+
+    async def pending(self) -> list[Document]:
+        lease_free = {
+            "bool": {
+                "should": [
+                    {"term": {"lease_owner": ""}},
+                    {"range": {"lease_expires": {"lt": self._clock()}}},
+                ],
+                "minimum_should_match": 1,
+            }
+        }
+        query = {
+            "bool": {
+                "filter": [
+                    {"term": {"kind": _DOCUMENT}},
+                    {"terms": {"status": _PENDING_VALUES}},
+                    lease_free,
+                ]
+            }
+        }
+        sources = await self._search_all("list pending documents", query, _DOCUMENT_ORDER)
+        return [_document(source) for source in sources]
+
+    # -- counts -------------------------------------------------------------------------------
+
+    async def count_pending(self, knowledge_base: str) -> int:
+        filters = [*self._documents_of(knowledge_base), {"terms": {"status": _PENDING_VALUES}}]
+        response = await self._call(
+            f"count pending documents of {knowledge_base}",
+            lambda: self._es.count(index=self._index, query={"bool": {"filter": filters}}),
+        )
+        return int(response.body["count"])
+
+    async def status_counts(self, knowledge_base: str) -> dict[str, int]:
+        response = await self._search(
+            f"count documents of {knowledge_base} by status",
+            query={"bool": {"filter": self._documents_of(knowledge_base)}},
+            size=0,
+            aggs={"status": {"terms": {"field": "status", "size": 2 * len(DocumentStatus)}}},
+        )
+        buckets = response["aggregations"]["status"]["buckets"]
+        return {str(bucket["key"]): int(bucket["doc_count"]) for bucket in buckets}
+
+    # -- rebuilds -----------------------------------------------------------------------------
+
+    async def set_rebuild(self, knowledge_base: str, index: str | None) -> None:
+        key = _rebuild_key(knowledge_base)
+        what = f"record the rebuild of {knowledge_base}"
+        if index is None:
+            await self._delete(what, key, refresh="wait_for")
+            return
+        rebuild = {"kind": _REBUILD, "knowledge_base": knowledge_base, "index_name": index}
+        await self._call(
+            what,
+            lambda: self._es.index(index=self._index, id=key, document=rebuild, refresh="wait_for"),
+        )
+
+    async def rebuilds(self) -> dict[str, str]:
+        sources = await self._search_all(
+            "list rebuilds", {"term": {"kind": _REBUILD}}, [{"knowledge_base": "asc"}]
+        )
+        return {str(source["knowledge_base"]): str(source["index_name"]) for source in sources}
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _documents_of(knowledge_base: str) -> list[dict[str, Any]]:
+        return [{"term": {"kind": _DOCUMENT}}, {"term": {"knowledge_base": knowledge_base}}]
+
+    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
+        return await self._retry.call(what, request)
+
+    async def _read(self, what: str, key: str) -> _Stored | None:
+        try:
+            response = await self._call(what, lambda: self._es.get(index=self._index, id=key))
+        except RequestFailed as exc:
+            if _missing(exc):
+                return None
+            raise
+        body = response.body
+        return _Stored(dict(body["_source"]), int(body["_seq_no"]), int(body["_primary_term"]))
+
+    async def _create(self, what: str, key: str, source: Mapping[str, Any]) -> bool:
+        """Create an entry that must not exist yet; False if it does."""
+        try:
+            await self._call(what, lambda: self._es.create(index=self._index, id=key, document=source))
+        except RequestFailed as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def _update(
+        self,
+        what: str,
+        key: str,
+        changes: Mapping[str, Any],
+        *,
+        expected: _Stored | None = None,
+        refresh: str | None = None,
+    ) -> bool:
+        """Set fields of an entry; False if it is missing or, when `expected`, changed since."""
+        options: dict[str, Any] = {"refresh": refresh}
+        if expected is not None:
+            options.update(if_seq_no=expected.seq_no, if_primary_term=expected.primary_term)
+        else:
+            options["retry_on_conflict"] = _RETRY_ON_CONFLICT
+        try:
+            await self._call(what, lambda: self._es.update(index=self._index, id=key, doc=changes, **options))
+        except RequestFailed as exc:
+            if _missing(exc) or (exc.status == 409 and expected is not None):
+                return False
+            raise
+        return True
+
+    async def _delete(
+        self, what: str, key: str, *, expected: _Stored | None = None, refresh: str | None = None
+    ) -> bool:
+        """Delete an entry; False if it is missing or, when `expected`, changed since."""
+        options: dict[str, Any] = {"refresh": refresh}
+        if expected is not None:
+            options.update(if_seq_no=expected.seq_no, if_primary_term=expected.primary_term)
+        try:
+            await self._call(what, lambda: self._es.delete(index=self._index, id=key, **options))
+        except RequestFailed as exc:
+            if _missing(exc) or (exc.status == 409 and expected is not None):
+                return False
+            raise
+        return True
+
+    async def _search(self, what: str, **body: Any) -> dict[str, Any]:
+        # A partial answer would silently drop documents from a listing or a count.
+        response = await self._call(
+            what,
+            lambda: self._es.search(
+                index=self._index, track_total_hits=False, allow_partial_search_results=False, **body
+            ),
+        )
+        return dict(response.body)
+
+    async def _search_all(self, what: str, query: Mapping[str, Any], sort: list[Any]) -> list[dict[str, Any]]:
+        """Every match, page by page (`search_after` on a sort that is unique per entry)."""
+        sources: list[dict[str, Any]] = []
+        after: dict[str, Any] = {}
+        while True:
+            response = await self._search(what, query=query, sort=sort, size=_PAGE_SIZE, **after)
+            hits = response["hits"]["hits"]
+            sources += [hit["_source"] for hit in hits]
+            if len(hits) < _PAGE_SIZE:
+                return sources
+            after = {"search_after": hits[-1]["sort"]}
+
+
+async def open_catalog(
+    url: str,
+    *,
+    api_key: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    ca_certs: str | None = None,
+    index: str = DEFAULT_INDEX,
+    replicas: int | None = None,
+    request_timeout: float = 30.0,
+    max_retries: int = 4,
+    backoff_s: float = 0.5,
+) -> ElasticsearchDocumentCatalog:
+    """A catalog on a new client of the cluster at `url`, its index created if missing.
+
+    Credentials follow kubechat.rag.elasticsearch_client.new_client (empty strings count as not
+    given; an API key or a username and password). `replicas` None keeps the cluster default.
+    """
+    client = new_client(
+        url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,
+        request_timeout=request_timeout,
+    )  # fmt: skip
+    catalog = ElasticsearchDocumentCatalog(client, index, max_retries=max_retries, backoff_s=backoff_s)
+    try:
+        await catalog.ensure_index(replicas)
+    except BaseException:
+        await catalog.close()
+        raise
+    return catalog
