@@ -158,17 +158,22 @@ class ObjectMeta(BaseModel):
         return self
 
 
-class ChatModel(BaseModel):
+class _Resource(BaseModel):
+    """What every kubechat custom resource has; status is the operator's, ignored here."""
+
     model_config = ConfigDict(extra="ignore")
 
     api_version: Literal["kubechat.io/v1alpha1"] = Field(alias="apiVersion")
-    kind: Literal["ChatModel"]
     metadata: ObjectMeta
-    spec: ChatModelSpec
 
     @property
     def name(self) -> str:
         return self.metadata.name
+
+
+class ChatModel(_Resource):
+    kind: Literal["ChatModel"]
+    spec: ChatModelSpec
 
     def has(self, capability: Capability) -> bool:
         return capability in self.spec.capabilities
@@ -243,17 +248,9 @@ class KnowledgeBaseSpec(_Spec):
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
 
 
-class KnowledgeBase(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: Literal["kubechat.io/v1alpha1"] = Field(alias="apiVersion")
+class KnowledgeBase(_Resource):
     kind: Literal["KnowledgeBase"]
-    metadata: ObjectMeta
     spec: KnowledgeBaseSpec
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
 
     @property
     def index_alias(self) -> str:

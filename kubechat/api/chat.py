@@ -19,7 +19,6 @@ from kubechat.api.events import (
     DoneEvent,
     ErrorEvent,
     GenerationOptions,
-    Source,
     SourcesEvent,
     StartEvent,
     Timings,
@@ -143,10 +142,9 @@ class ChatService:
         turns.append(ChatTurn("user", sources_prompt(sources, message.content)))
         prompt = entry.build_prompt(turns)
 
-        cited = [Source.of(c) for c in sources]
         user, reply = await self.store.start_exchange(
             principal, session_id, message.content, model=entry.name, prompt_tokens=prompt.tokens,
-            sources=[s.model_dump() for s in cited],
+            sources=[s.model_dump() for s in sources],
         )  # fmt: skip
         answer = _Answer(reply.id)
         first_token_at: float | None = None
@@ -159,7 +157,7 @@ class ChatService:
                 ).model_dump_json()
             )  # fmt: skip
             if message.knowledge_bases:
-                await emit(SourcesEvent(message_id=reply.id, sources=cited).model_dump_json())
+                await emit(SourcesEvent(message_id=reply.id, sources=sources).model_dump_json())
             if retrieval_error is not None:
                 raise retrieval_error
             if control.stop_requested:

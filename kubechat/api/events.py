@@ -69,25 +69,6 @@ class SessionOut(BaseModel):
         )  # fmt: skip
 
 
-class Source(BaseModel):
-    """A numbered citation: the answer refers to it as [n]."""
-
-    n: int
-    knowledge_base: str
-    document_id: str
-    document_name: str
-    chunk_id: str
-    page: int | None
-    section: str
-    score: float = Field(description="Reciprocal-rank-fusion score of kNN and BM25 ranks.")
-    snippet: str
-    text: str
-
-    @classmethod
-    def of(cls, citation: Citation) -> Source:
-        return cls.model_validate(citation, from_attributes=True)
-
-
 class MessageOut(BaseModel):
     id: str
     seq: int
@@ -99,7 +80,7 @@ class MessageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     error_code: str
-    sources: list[Source] = Field(default_factory=list, description="Citations the answer was given.")
+    sources: list[Citation] = Field(default_factory=list, description="Citations the answer was given.")
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
@@ -107,7 +88,7 @@ class MessageOut(BaseModel):
             id=m.id, seq=m.seq, role=m.role, content=m.content, status=m.status, model=m.model,
             created_at=m.created_at, prompt_tokens=m.prompt_tokens,
             completion_tokens=m.completion_tokens, error_code=m.error_code,
-            sources=[Source.model_validate(s) for s in m.sources],
+            sources=[Citation.model_validate(s) for s in m.sources],
         )  # fmt: skip
 
 
@@ -142,7 +123,7 @@ class SourcesEvent(BaseModel):
 
     type: Literal["sources"] = "sources"
     message_id: str
-    sources: list[Source]
+    sources: list[Citation]
 
 
 class TokenEvent(BaseModel):

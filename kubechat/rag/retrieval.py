@@ -7,7 +7,8 @@ paid licence; ranks (not raw scores, which are on different scales) are what RRF
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from kubechat.rag.stores import ChunkRecord, RankedChunk
 
@@ -15,9 +16,10 @@ RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's defaul
 SNIPPET_CHARS = 240
 
 
-@dataclass(frozen=True)
-class Citation:
-    """One numbered source given to the model and to the client."""
+class Citation(BaseModel):
+    """One numbered source given to the model; the answer refers to it as [n]."""
+
+    model_config = ConfigDict(frozen=True)
 
     n: int
     knowledge_base: str
@@ -26,7 +28,7 @@ class Citation:
     chunk_id: str
     page: int | None
     section: str
-    score: float
+    score: float = Field(description="Reciprocal-rank-fusion score of kNN and BM25 ranks.")
     snippet: str
     text: str
 

@@ -10,8 +10,8 @@ from starlette.datastructures import UploadFile
 
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
 from kubechat.api.errors import DocumentTooLargeError, InvalidRequestError
-from kubechat.api.events import Source
 from kubechat.rag.documents import Document, DocumentStatus
+from kubechat.rag.retrieval import Citation
 from kubechat.rag.service import Upload
 from kubechat.resources import KnowledgeBase
 
@@ -86,7 +86,7 @@ class SearchRequest(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    sources: list[Source]
+    sources: list[Citation]
 
 
 async def _describe(services: Services, kb: KnowledgeBase, principal: str) -> KnowledgeBaseOut:
@@ -227,4 +227,4 @@ async def search(
         principal, [name], body.query, limit=body.k,
         candidates=max(body.k, services.settings.retrieval_candidates), document_ids=body.document_ids,
     )  # fmt: skip
-    return SearchResponse(sources=[Source.of(s) for s in sources])
+    return SearchResponse(sources=sources)

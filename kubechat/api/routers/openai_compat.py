@@ -19,9 +19,9 @@ from kubechat.api.catalog import CatalogEntry, ChatTurn
 from kubechat.api.chat import sampling_params
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
 from kubechat.api.errors import InvalidRequestError, KubechatError
-from kubechat.api.events import GenerationOptions, Source
+from kubechat.api.events import GenerationOptions
 from kubechat.api.triton import SamplingParams
-from kubechat.rag.retrieval import sources_prompt
+from kubechat.rag.retrieval import Citation, sources_prompt
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -96,7 +96,7 @@ async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelL
 
 async def _prepare(
     services: Services, principal: str, body: ChatCompletionRequest
-) -> tuple[CatalogEntry, str, int, SamplingParams, list[Source]]:
+) -> tuple[CatalogEntry, str, int, SamplingParams, list[Citation]]:
     entry = services.catalog.get(body.model)
     turns = []
     for m in body.messages:
@@ -111,18 +111,17 @@ async def _prepare(
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )  # fmt: skip
     params = sampling_params(entry, options)
-    sources: list[Source] = []
+    sources: list[Citation] = []
     if body.knowledge_bases:
         question = next((t for t in reversed(turns) if t.role == "user"), None)
         if question is None:
             raise InvalidRequestError("knowledge_bases needs a user message to search for")
-        citations = await services.knowledge.search(
+        sources = await services.knowledge.search(
             principal, body.knowledge_bases, question.content,
             limit=services.settings.retrieval_sources, candidates=services.settings.retrieval_candidates,
         )  # fmt: skip
-        sources = [Source.of(c) for c in citations]
         at = len(turns) - 1 - turns[::-1].index(question)
-        turns[at] = ChatTurn("user", sources_prompt(citations, question.content))
+        turns[at] = ChatTurn("user", sources_prompt(sources, question.content))
     prompt = entry.build_prompt(turns)
     return entry, prompt.text, prompt.tokens, params, sources
 
@@ -184,7 +183,7 @@ async def _stream(
     completion_id: str,
     created: int,
     include_usage: bool,
-    sources: list[Source],
+    sources: list[Citation],
 ) -> AsyncIterator[str]:
     # Chunks differ only in their choices: the common head is serialized once.
     head = (
