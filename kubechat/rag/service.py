@@ -38,7 +38,7 @@ from kubechat.api.errors import (
 from kubechat.api.triton import TritonGateway
 from kubechat.rag import parsing
 from kubechat.rag.chunking import TextChunk, chunk_sections
-from kubechat.rag.documents import Document, DocumentCatalog, DocumentStatus
+from kubechat.rag.documents import PENDING, Document, DocumentCatalog, DocumentStatus
 from kubechat.rag.objects import check_key
 from kubechat.rag.retrieval import Citation, citations, reciprocal_rank_fusion
 from kubechat.rag.stores import (
@@ -343,7 +343,9 @@ class KnowledgeService:
         document = await self.documents.claim(document_id, self.worker_id, LEASE_S)
         if document is None:
             return  # deleted, finished, or another replica holds it
-        renewing = asyncio.create_task(self._renew_lease(document_id))
+        ingesting = asyncio.current_task()
+        assert ingesting is not None
+        renewing = asyncio.create_task(self._renew_lease(document_id, ingesting))
         try:
             kb = self._kbs.get(document.knowledge_base)
             if kb is None:
@@ -359,12 +361,21 @@ class KnowledgeService:
             renewing.cancel()
             await asyncio.shield(self.documents.release(document_id, self.worker_id))
 
-    async def _renew_lease(self, document_id: str) -> None:
+    async def _renew_lease(self, document_id: str, ingesting: asyncio.Task[None]) -> None:
         while True:
             await asyncio.sleep(LEASE_S / 3)
-            if await self.documents.claim(document_id, self.worker_id, LEASE_S) is None:
-                logger.warning("lost the lease on %s", document_id)
-                return
+            try:
+                renewed = await self.documents.claim(document_id, self.worker_id, LEASE_S)
+            except StoreError as exc:
+                logger.warning("could not renew the lease on %s: %s", document_id, exc)
+                continue  # the lease may still hold; the next renewal tries again
+            if renewed is None:
+                current = await self.documents.find(document_id)
+                if current is not None and current.status in PENDING:
+                    # Another worker has it now (we stalled past the lease): two must not write.
+                    logger.warning("lost the lease on %s; stopping its ingestion here", document_id)
+                    ingesting.cancel()
+                return  # otherwise it just finished, or was deleted
 
     async def _retry_later(self, document: Document, reason: str) -> None:
         attempt = self._attempts.get(document.id, 0)
