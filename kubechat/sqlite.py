@@ -24,7 +24,9 @@ class SQLiteDatabase:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
     @classmethod
-    async def open(cls, path: Path, schema: str) -> SQLiteDatabase:
+    async def open(cls, path: Path, schema: str, *, durable: bool = False) -> SQLiteDatabase:
+        """`durable`: every commit survives a power loss too (one fsync per commit), for what
+        has been acknowledged to a client, like an upload."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit per statement; multi-statement writes use transaction().
         connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -33,7 +35,7 @@ class SQLiteDatabase:
         def setup() -> None:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             connection.executescript(schema)
 
         await database.run(setup)

@@ -15,11 +15,12 @@ from kubechat import __version__
 from kubechat.api.catalog import load_catalog
 from kubechat.api.chat import ChatService
 from kubechat.api.dependencies import Services
-from kubechat.api.errors import ErrorBody, KubechatError
+from kubechat.api.errors import ErrorBody, KubechatError, StorageUnavailableError
 from kubechat.api.history import SQLiteHistoryStore
 from kubechat.api.routers import chat_socket, health, knowledge_bases, models, openai_compat, sessions
 from kubechat.api.settings import Settings, get_settings
 from kubechat.api.triton import TritonGateway
+from kubechat.rag.stores import StoreError
 from kubechat.rag.wiring import close_knowledge_stores, open_knowledge_service
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def kubechat_error(_request: Request, exc: KubechatError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"error": exc.body().model_dump()}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StoreError)
+    async def store_error(_request: Request, exc: StoreError) -> JSONResponse:
+        # Every store call that is not wrapped where it happens still gets the one error shape.
+        logger.warning("store failure: %s", exc)
+        body = StorageUnavailableError(f"a store failed: {exc}").body()
+        return JSONResponse({"error": body.model_dump()}, status_code=StorageUnavailableError.status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from kubechat.api.catalog import CatalogEntry, ChatTurn, ModelCatalog
+from kubechat.api.catalog import CatalogEntry, ChatTurn, ModelCatalog, Prompt
 from kubechat.api.errors import InvalidRequestError, KubechatError, MessageTooLargeError
 from kubechat.api.events import (
     DoneEvent,
@@ -137,19 +137,23 @@ class ChatService:
         for name in message.knowledge_bases:
             self.knowledge.get(name, principal)
         history = await self.store.recent_messages(principal, session_id, self.settings.history_turns)
-        sources, retrieval_error = await self.retrieve(principal, message.knowledge_bases, message.content)
-        turns = [ChatTurn(m.role, m.content) for m in history if m.content]
-        turns.append(ChatTurn("user", sources_prompt(sources, message.content)))
-        prompt = entry.build_prompt(turns)
+        past = [ChatTurn(m.role, m.content) for m in history if m.content]
+        prompt, _ = cited_prompt(entry, past, message.content, [])
 
+        # Stored before anything can fail or take long (retrieval included).
         user, reply = await self.store.start_exchange(
-            principal, session_id, message.content, model=entry.name, prompt_tokens=prompt.tokens,
-            sources=[s.model_dump() for s in sources],
-        )  # fmt: skip
+            principal, session_id, message.content, model=entry.name, prompt_tokens=prompt.tokens
+        )
         answer = _Answer(reply.id)
         first_token_at: float | None = None
         status, error = MessageStatus.COMPLETE, None
         try:
+            sources, retrieval_error = await self.retrieve(
+                principal, message.knowledge_bases, message.content
+            )
+            if message.knowledge_bases:
+                prompt, sources = cited_prompt(entry, past, message.content, sources)
+                await self.store.set_context(reply.id, prompt.tokens, [s.model_dump() for s in sources])
             await emit(
                 StartEvent(
                     message_id=reply.id, user_message_id=user.id, model=entry.name,
@@ -223,6 +227,22 @@ class ChatService:
         if now - answer.last_checkpoint >= CHECKPOINT_INTERVAL_S:
             answer.last_checkpoint = now
             await self.store.update_message(answer.message_id, answer.text, MessageStatus.STREAMING)
+
+
+def cited_prompt(
+    entry: CatalogEntry, past: list[ChatTurn], question: str, sources: list[Citation]
+) -> tuple[Prompt, list[Citation]]:
+    """The prompt with as many of the best sources as fit engine.maxInputTokens.
+
+    Older turns are dropped first (build_prompt), then the lowest-ranked sources: the question
+    and the instruction must never be cut. Returns the sources actually given to the model.
+    """
+    budget = entry.model.spec.engine.max_input_tokens
+    while True:
+        prompt = entry.build_prompt([*past, ChatTurn("user", sources_prompt(sources, question))])
+        if prompt.tokens <= budget or not sources:
+            return prompt, sources
+        sources = sources[:-1]
 
 
 def _done(

@@ -103,6 +103,18 @@ class DocumentTooLargeError(KubechatError):
     error_type = "invalid_request_error"
 
 
+class LengthRequiredError(KubechatError):
+    code = "length_required"
+    status = 411
+    error_type = "invalid_request_error"
+
+
+class DecompressionBombError(KubechatError):
+    code = "decompression_bomb"
+    status = 413
+    error_type = "invalid_request_error"
+
+
 class UnsupportedDocumentTypeError(KubechatError):
     code = "unsupported_media_type"
     status = 415

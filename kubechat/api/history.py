@@ -98,6 +98,12 @@ class HistoryStore(Protocol):
         completion_tokens: int = 0,
         error_code: str = "",
     ) -> None: ...
+    async def set_context(
+        self, message_id: str, prompt_tokens: int, sources: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Record what an answer is based on, once retrieval has found it."""
+        ...
+
     async def list_messages(
         self, principal: str, session_id: str, limit: int, cursor: str | None
     ) -> Page[Message]: ...
@@ -340,6 +346,15 @@ class SQLiteHistoryStore:
             self._db.execute,
             "UPDATE messages SET content = ?, status = ?, completion_tokens = ?, error_code = ? WHERE id = ?",
             (content, status, completion_tokens, error_code, message_id),
+        )
+
+    async def set_context(
+        self, message_id: str, prompt_tokens: int, sources: Sequence[Mapping[str, Any]]
+    ) -> None:
+        await self._run(
+            self._db.execute,
+            "UPDATE messages SET prompt_tokens = ?, sources = ? WHERE id = ?",
+            (prompt_tokens, json.dumps(list(sources), ensure_ascii=False), message_id),
         )
 
     async def list_messages(

@@ -25,6 +25,7 @@ class DocumentStatus(StrEnum):
     EMBEDDING = "embedding"
     INDEXED = "indexed"
     FAILED = "failed"
+    DELETING = "deleting"  # a tombstone: its chunks and bytes are being removed, nobody may ingest it
 
 
 PENDING = (DocumentStatus.QUEUED, DocumentStatus.PARSING, DocumentStatus.EMBEDDING)
@@ -53,6 +54,8 @@ class Document:
     # Which worker (API process) is ingesting it, until when; expired leases are taken over.
     lease_owner: str = ""
     lease_expires: float = 0.0
+    # Bumped by every requeue: an ingestion that started under an older epoch must not write.
+    epoch: int = 0
 
 
 _COLUMNS = [f.name for f in fields(Document)]
@@ -72,7 +75,8 @@ class DocumentCatalog(Protocol):
     ) -> Page[Document]: ...
     async def update(self, document_id: str, status: DocumentStatus, **progress: Any) -> None: ...
     async def requeue(self, knowledge_base: str, document_ids: list[str] | None = None) -> int:
-        """Mark documents (all of the knowledge base when None) queued again; returns how many."""
+        """Mark documents (all of the knowledge base when None) queued again, in a new epoch;
+        returns how many. Documents being deleted are left alone."""
         ...
 
     async def claim(self, document_id: str, worker: str, lease_s: float) -> Document | None:
@@ -124,6 +128,7 @@ CREATE TABLE IF NOT EXISTS documents (
     indexed_at REAL,
     lease_owner TEXT NOT NULL DEFAULT '',
     lease_expires REAL NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0,
     UNIQUE (knowledge_base, sha256)
 );
 CREATE INDEX IF NOT EXISTS documents_by_kb ON documents (knowledge_base, created_at, id);
@@ -150,7 +155,8 @@ class SQLiteDocumentCatalog:
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteDocumentCatalog:
-        catalog = cls(await SQLiteDatabase.open(path, _SCHEMA))
+        # Durable: a `queued` row stands for an acknowledged upload.
+        catalog = cls(await SQLiteDatabase.open(path, _SCHEMA, durable=True))
         # One process owns an embedded catalog: leases of a previous run are void.
         await catalog._database.run(
             catalog._db.execute, "UPDATE documents SET lease_owner = '', lease_expires = 0"
@@ -230,7 +236,7 @@ class SQLiteDocumentCatalog:
     async def requeue(self, knowledge_base: str, document_ids: list[str] | None = None) -> int:
         sql = (
             "UPDATE documents SET status = ?, updated_at = ?, chunks_indexed = 0, error_code = '', "
-            "error_message = '' WHERE knowledge_base = ?"
+            "error_message = '', epoch = epoch + 1 WHERE knowledge_base = ? AND status != 'deleting'"
         )
         args: list[object] = [DocumentStatus.QUEUED, time.time(), knowledge_base]
         if document_ids is not None:

@@ -82,11 +82,13 @@ _PAGE_SIZE: Final = 1000
 # Elasticsearch compiles it once.
 _REQUEUE_SCRIPT: Final = (
     "ctx._source.status = params.status; ctx._source.updated_at = params.now; "
-    "ctx._source.chunks_indexed = 0; ctx._source.error_code = ''; ctx._source.error_message = ''"
+    "ctx._source.chunks_indexed = 0; ctx._source.error_code = ''; ctx._source.error_message = ''; "
+    "ctx._source.epoch = (ctx._source.epoch == null ? 0 : ctx._source.epoch) + 1"
 )
 
 T = TypeVar("T")
 
+_BEING_DELETED: Final = {"term": {"status": DocumentStatus.DELETING.value}}
 _KEYWORD: Final = {"type": "keyword"}
 _LONG_KEYWORD: Final = {"type": "keyword", "ignore_above": 1024}
 _TIME: Final = {"type": "double"}  # epoch seconds, exactly as given: cursors compare them
@@ -125,6 +127,7 @@ def catalog_index_body(replicas: int | None = None) -> dict[str, Any]:
                 "indexed_at": _TIME,
                 "lease_owner": _KEYWORD,
                 "lease_expires": _TIME,
+                "epoch": {"type": "long"},
                 # content markers (with knowledge_base and sha256)
                 "document_id": _KEYWORD,
                 # rebuilds (with knowledge_base)
@@ -361,7 +364,7 @@ class ElasticsearchDocumentCatalog:
                 what,
                 lambda: self._es.update_by_query(
                     index=self._index,
-                    query={"bool": {"filter": filters}},
+                    query={"bool": {"filter": filters, "must_not": [_BEING_DELETED]}},
                     script=script,
                     conflicts="proceed",
                     refresh=True,

@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import re
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -202,7 +203,36 @@ def _parse_pdf(data: bytes) -> list[Section]:
 _DOCX_HEADING_STYLES = ("heading", "title")
 
 
+# A .docx is a ZIP archive: its declared sizes are checked before anything is inflated, so a
+# small upload cannot expand into gigabytes (a decompression bomb). Real documents stay far
+# below both limits; the ratio of text-heavy XML rarely exceeds 20.
+MAX_DOCX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
+MAX_DOCX_COMPRESSION_RATIO = 200
+
+
+class DecompressionBombError(CorruptDocumentError):
+    code = "decompression_bomb"
+
+
+def check_archive(data: bytes) -> None:
+    """Refuse a .docx whose declared sizes make it a decompression bomb (nothing inflated)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as error:
+        raise CorruptDocumentError("the Word document could not be read: it is not a valid ZIP archive") from error
+    inflated = sum(entry.file_size for entry in entries)
+    packed = sum(entry.compress_size for entry in entries)
+    if inflated > MAX_DOCX_UNCOMPRESSED_BYTES or inflated > MAX_DOCX_COMPRESSION_RATIO * max(packed, 1):
+        raise DecompressionBombError(
+            f"the Word document would inflate to {inflated} bytes from {packed} "
+            f"(limits: {MAX_DOCX_UNCOMPRESSED_BYTES} bytes, ratio {MAX_DOCX_COMPRESSION_RATIO}): "
+            "refused as a possible decompression bomb"
+        )
+
+
 def _parse_docx(data: bytes) -> list[Section]:
+    check_archive(data)
     try:
         document = Document(io.BytesIO(data))
         return list(_docx_sections(document.iter_inner_content()))

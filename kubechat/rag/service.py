@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 
 from kubechat.api.catalog import ModelCatalog
 from kubechat.api.errors import (
+    DecompressionBombError,
     DocumentTooLargeError,
     EmptyDocumentError,
     ForbiddenError,
@@ -56,6 +57,7 @@ from kubechat.resources import Capability, KnowledgeBase
 
 logger = logging.getLogger(__name__)
 
+MAX_NAME_BYTES = 255
 RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # then every 30 s: an acknowledged upload is never dropped
 LEASE_S = 60.0  # a worker that stops renewing (crashed replica) loses its documents after this
 SCAN_INTERVAL_S = 15.0
@@ -83,6 +85,10 @@ class _Checked:
 
 class _Transient(Exception):
     """A dependency is down; the document stays pending and is retried."""
+
+
+class _Superseded(Exception):
+    """The document was deleted or queued again while this ingestion ran: it must not write."""
 
 
 class KnowledgeService:
@@ -115,6 +121,8 @@ class KnowledgeService:
         self._worker_count = workers
         self._workers: list[asyncio.Task[None]] = []
         self._retries: set[asyncio.TimerHandle] = set()
+        self._waiting: set[str] = set()  # in back-off here: the scan leaves them to their timer
+        self._rerun: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -122,6 +130,8 @@ class KnowledgeService:
         for kb in self._kbs.values():
             await self._open_index(kb)
         await self._scan()
+        for kb in self._kbs.values():
+            await self._finish_rebuild(kb)  # the last document may have finished just before a crash
         if self._queued:
             logger.info("resuming ingestion of %d documents", len(self._queued))
         self._workers = [
@@ -132,7 +142,7 @@ class KnowledgeService:
     async def _scan(self) -> None:
         """Queue pending documents nobody is working on: left by a crash, or by another replica."""
         for document in await self.documents.pending():
-            if document.id not in self._running:
+            if document.id not in self._waiting:
                 self._enqueue(document.id)
 
     async def _scan_forever(self) -> None:
@@ -140,6 +150,8 @@ class KnowledgeService:
             await asyncio.sleep(SCAN_INTERVAL_S)
             try:
                 await self._scan()
+                for kb in self._kbs.values():
+                    await self._finish_rebuild(kb)
             except StoreError as exc:
                 logger.warning("could not look for pending documents: %s", exc)
 
@@ -201,8 +213,12 @@ class KnowledgeService:
     def check_upload(self, kb: KnowledgeBase, upload: Upload) -> _Checked:
         """Everything that can be known about a file without parsing it; raises before storing."""
         name = upload.filename
+        if not name or "/" in name or "\\" in name or len(name.encode()) > MAX_NAME_BYTES:
+            raise InvalidRequestError(
+                f"invalid file name {name!r}: a name without path separators, at most {MAX_NAME_BYTES} bytes"
+            )
         try:
-            check_key(f"{kb.object_prefix}{'0' * 64}/{name}")
+            check_key(f"{kb.object_prefix}{name}")  # the object store's rules (control characters, …)
         except ValueError as exc:
             raise InvalidRequestError(f"invalid file name {name!r}: {exc}") from exc
         if len(upload.data) > kb.spec.max_document_bytes:
@@ -216,6 +232,13 @@ class KnowledgeService:
             raise EmptyDocumentError(f"{name}: {exc}") from exc
         except parsing.DocumentError as exc:
             raise UnsupportedDocumentTypeError(f"{name}: {exc}") from exc
+        if document_format is parsing.DocumentFormat.DOCX:
+            try:
+                parsing.check_archive(upload.data)
+            except parsing.DecompressionBombError as exc:
+                raise DecompressionBombError(f"{name}: {exc}") from exc
+            except parsing.DocumentError as exc:
+                raise UnsupportedDocumentTypeError(f"{name}: {exc}") from exc
         return _Checked(upload, document_format, hashlib.sha256(upload.data).hexdigest())
 
     async def upload(self, kb_name: str, principal: str, uploads: Sequence[Upload]) -> list[UploadOutcome]:
@@ -228,7 +251,8 @@ class KnowledgeService:
         checked = [self.check_upload(kb, upload) for upload in uploads]  # all or nothing
         outcomes = []
         for item in checked:
-            key = f"{kb.object_prefix}{item.sha256}/{item.upload.filename}"
+            # Content-addressed: the same bytes uploaded under another name are the same object.
+            key = f"{kb.object_prefix}{item.sha256}"
             content_type = parsing.CONTENT_TYPES[item.format]
             try:
                 await self.objects.put(
@@ -255,18 +279,28 @@ class KnowledgeService:
     # -- document operations --------------------------------------------------------------
 
     async def delete_document(self, kb_name: str, principal: str, document_id: str) -> None:
+        """Tombstone first (no worker anywhere may claim or keep ingesting it), then remove its
+        chunks and bytes, then the row: a failure part-way leaves a row to delete again."""
         kb = self.get(kb_name, principal, write=True)
         document = await self.documents.get(kb.name, document_id)
+        await self.documents.update(document.id, DocumentStatus.DELETING)
         await self._cancel(document.id)
+        await self._remove_chunks(kb, document.id)
         try:
-            rebuild = (await self.documents.rebuilds()).get(kb.name)
-            for index in {await self.chunks.ensure_index(kb), rebuild} - {None}:
-                assert index is not None
-                await self.chunks.delete_document(index, document.id)
             await self.objects.delete(document.object_key)
         except StoreError as exc:
             raise StorageUnavailableError(f"could not delete document {document.id}: {exc}") from exc
         await self.documents.delete(document.id)
+        await self._finish_rebuild(kb)  # it may have been the last one the rebuild waited for
+
+    async def _remove_chunks(self, kb: KnowledgeBase, document_id: str) -> None:
+        try:
+            rebuild = (await self.documents.rebuilds()).get(kb.name)
+            for index in {await self.chunks.ensure_index(kb), rebuild} - {None}:
+                assert index is not None
+                await self.chunks.delete_document(index, document_id)
+        except StoreError as exc:
+            raise StorageUnavailableError(f"could not delete document {document_id}: {exc}") from exc
 
     async def reindex_document(self, kb_name: str, principal: str, document_id: str) -> Document:
         kb = self.get(kb_name, principal, write=True)
@@ -284,14 +318,12 @@ class KnowledgeService:
         also how a knowledge base moves to another embedding model or chunking.
         """
         kb = self.get(kb_name, principal, write=True)
-        for document_id in list(self._running):
-            running = await self.documents.find(document_id)
-            if running is None or running.knowledge_base == kb.name:
-                await self._cancel(document_id)
         try:
             index = await self.chunks.create_generation(kb)
         except StoreError as exc:
             raise StorageUnavailableError(f"could not create a new index for {kb.name}: {exc}") from exc
+        # Record the target before requeueing: from here on every ingestion (on any replica)
+        # writes to the new generation, and the new epoch stops those that started before.
         await self.documents.set_rebuild(kb.name, index)
         self._unavailable.pop(kb.name, None)
         count = await self.documents.requeue(kb.name)
@@ -311,7 +343,7 @@ class KnowledgeService:
         logger.info("knowledge base %s now serves index %s", kb.name, index)
 
     async def _cancel(self, document_id: str) -> None:
-        task = self._running.get(document_id)
+        task = self._running.pop(document_id, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -319,7 +351,9 @@ class KnowledgeService:
     # -- ingestion ------------------------------------------------------------------------
 
     def _enqueue(self, document_id: str) -> None:
-        if document_id not in self._queued:
+        if document_id in self._running:
+            self._rerun.add(document_id)  # queued again once the run in progress ends
+        elif document_id not in self._queued:
             self._queued.add(document_id)
             self._queue.put_nowait(document_id)
 
@@ -337,7 +371,11 @@ class KnowledgeService:
             except Exception:
                 logger.exception("ingestion of %s crashed", document_id)
             finally:
-                self._running.pop(document_id, None)
+                if self._running.get(document_id) is task:
+                    del self._running[document_id]
+                if document_id in self._rerun:
+                    self._rerun.discard(document_id)
+                    self._enqueue(document_id)
 
     async def _ingest_by_id(self, document_id: str) -> None:
         document = await self.documents.claim(document_id, self.worker_id, LEASE_S)
@@ -356,7 +394,13 @@ class KnowledgeService:
                 self._attempts.pop(document.id, None)
                 await self._finish_rebuild(kb)
             except _Transient as exc:
-                await self._retry_later(document, str(exc))
+                if await self._still_ours(document):
+                    await self._retry_later(document, str(exc))
+            except _Superseded:
+                logger.info("document %s changed while being ingested; this run stops", document.id)
+                current = await self.documents.find(document.id)
+                if current is None or current.status is DocumentStatus.DELETING:
+                    await self._remove_chunks(kb, document.id)  # a batch may have landed after the delete
         finally:
             renewing.cancel()
             await asyncio.shield(self.documents.release(document_id, self.worker_id))
@@ -389,12 +433,26 @@ class KnowledgeService:
 
         def again() -> None:
             self._retries.discard(handle)
+            self._waiting.discard(document.id)
             self._enqueue(document.id)
 
+        self._waiting.add(document.id)
         handle = asyncio.get_running_loop().call_later(delay, again)
         self._retries.add(handle)
 
+    async def _still_ours(self, document: Document) -> bool:
+        """Fencing: the row is still pending, in the epoch we claimed, under our lease."""
+        current = await self.documents.find(document.id)
+        return (
+            current is not None
+            and current.status in PENDING
+            and current.epoch == document.epoch
+            and current.lease_owner == self.worker_id
+        )
+
     async def _fail(self, document: Document, code: str, message: str) -> None:
+        if not await self._still_ours(document):
+            raise _Superseded
         logger.info("document %s (%s) failed: %s", document.id, document.name, message)
         await self.documents.update(
             document.id, DocumentStatus.FAILED, error_code=code, error_message=message
@@ -434,6 +492,10 @@ class KnowledgeService:
         except parsing.DocumentError as exc:
             await self._fail(document, exc.code, str(exc))
             return
+        except Exception as exc:  # a parser bug must not make the document a poison pill
+            logger.exception("parsing %s crashed", document.id)
+            await self._fail(document, "parse_failed", f"the {document.format} parser failed: {exc}")
+            return
         pages = max((p.page for p in pieces if p.page is not None), default=None)
         await self.documents.update(
             document.id, DocumentStatus.EMBEDDING, chunks=len(pieces), chunks_indexed=0, pages=pages
@@ -449,6 +511,8 @@ class KnowledgeService:
         except StoreError as exc:
             await self._fail(document, "index_failed", str(exc))
             return
+        if not await self._still_ours(document):
+            raise _Superseded
         await self.documents.update(
             document.id, DocumentStatus.INDEXED, chunks_indexed=len(pieces), indexed_at=time.time(),
             error_code="", error_message="",
@@ -474,6 +538,8 @@ class KnowledgeService:
             async with in_flight:
                 part = pieces[start : start + batch]
                 vectors = await self.triton.embed(model, [p.text for p in part])
+                if not await self._still_ours(document):
+                    raise _Superseded
                 if vectors.shape != (len(part), kb.spec.embedding.dimensions):
                     raise EmbeddingMismatchError(
                         f"embedder {model} returned vectors of shape {vectors.shape[1:]}; knowledge base "
@@ -493,7 +559,13 @@ class KnowledgeService:
                     last_progress = time.monotonic()
                     await self.documents.update(document.id, DocumentStatus.EMBEDDING, chunks_indexed=done)
 
-        await asyncio.gather(*(one(start) for start in range(0, len(pieces), batch)))
+        try:
+            # A TaskGroup, not gather: when one batch fails the others stop writing.
+            async with asyncio.TaskGroup() as group:
+                for start in range(0, len(pieces), batch):
+                    group.create_task(one(start))
+        except* (_Superseded, EmbeddingMismatchError, ModelUnavailableError, StoreError) as failures:
+            raise failures.exceptions[0] from None
         await self.chunks.make_visible(index)
 
     # -- retrieval ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +98,18 @@ async def test_upload_is_ingested(http: httpx.AsyncClient, handbook: dict[str, d
 
 
 async def test_same_bytes_are_stored_once(
-    http: httpx.AsyncClient, handbook: dict[str, dict[str, Any]]
+    api: ApiProcess, http: httpx.AsyncClient, handbook: dict[str, dict[str, Any]]
 ) -> None:
     response = await upload(http, "handbook", ("copy-of-runbook.md", RUNBOOK_MD))
     assert response.status_code == 202
     (again,) = response.json()["documents"]
     assert again["duplicate"] is True
     assert again["id"] == handbook["runbook"]["id"] and again["name"] == "runbook.md"
+    # One object for the bytes, whatever names they were uploaded under.
+    stored = [
+        p for p in (Path(api.env["KUBECHAT_STATE_DIR"]) / "documents" / "objects").rglob("*") if p.is_file()
+    ]
+    assert len([p for p in stored if again["sha256"] in p.name]) == 1
 
 
 async def test_search_cites_page_and_section(
@@ -192,6 +198,12 @@ async def test_other_principals_knowledge_base_is_invisible(http: httpx.AsyncCli
         # One bad file refuses the whole request: the good one is not stored either.
         ([("good.txt", b"fine words"), ("bad.exe", b"MZ")], 415, "unsupported_media_type"),
         ([(f"f{i}.txt", f"file {i}".encode()) for i in range(21)], 400, "invalid_request"),
+        (
+            [(f"f{i}.txt", f"file {i}".encode()) for i in range(30)],
+            400,
+            "invalid_request",
+        ),  # multipart's own limit
+        ([("dir/inner.txt", b"path in the name")], 400, "invalid_request"),
     ],
 )
 async def test_bad_uploads_are_refused_and_store_nothing(
@@ -208,6 +220,18 @@ async def test_bad_uploads_are_refused_and_store_nothing(
 async def test_upload_must_be_multipart(http: httpx.AsyncClient) -> None:
     response = await http.post(f"{HANDBOOK}/documents", json={"files": ["x"]})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
+
+
+async def test_upload_without_a_length_is_refused(http: httpx.AsyncClient) -> None:
+    """A chunked body could only be bounded after spooling it: it needs a Content-Length."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"--b\r\nContent-Disposition: form-data; name=files; filename=a.txt\r\n\r\nhi\r\n--b--\r\n"
+
+    response = await http.post(
+        f"{HANDBOOK}/documents", content=body(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 411 and response.json()["error"]["code"] == "length_required"
 
 
 async def test_corrupt_pdf_fails_with_a_reason(http: httpx.AsyncClient) -> None:

@@ -580,7 +580,9 @@ async def test_counts_by_status_come_from_a_terms_aggregation(
 
     aggregation, count = es.sent
     assert aggregation.body["size"] == 0
-    assert aggregation.body["aggs"] == {"status": {"terms": {"field": "status", "size": 10}}}
+    assert aggregation.body["aggs"] == {
+        "status": {"terms": {"field": "status", "size": 2 * len(DocumentStatus)}}
+    }
     assert count.body["query"]["bool"]["filter"][-1] == {
         "terms": {"status": ["queued", "parsing", "embedding"]}
     }

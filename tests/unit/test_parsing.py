@@ -17,11 +17,13 @@ from kubechat.rag.parsing import (
     CONTENT_TYPES,
     EXTENSIONS,
     CorruptDocumentError,
+    DecompressionBombError,
     DocumentError,
     DocumentFormat,
     EmptyDocumentError,
     Section,
     UnsupportedDocumentError,
+    check_archive,
     detect_format,
     parse_document,
 )
@@ -404,3 +406,15 @@ def test_errors_are_document_errors_with_distinct_codes() -> None:
 
     assert all(issubclass(error, DocumentError) for error in errors)
     assert len({error.code for error in errors}) == len(errors)
+
+
+def test_docx_decompression_bomb_is_refused_before_inflating() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", b"<Types/>")
+        archive.writestr("word/document.xml", b"\x00" * (64 * 1024 * 1024))  # deflates ~1000:1
+    bomb = buffer.getvalue()
+    assert len(bomb) < 200_000
+    with pytest.raises(DecompressionBombError, match="decompression bomb"):
+        parse_document(bomb, DocumentFormat.DOCX)
+    check_archive(_docx())  # a real document passes

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
-from kubechat.api.errors import DocumentTooLargeError, InvalidRequestError
+from kubechat.api.errors import DocumentTooLargeError, InvalidRequestError, LengthRequiredError
 from kubechat.rag.documents import Document, DocumentStatus
 from kubechat.rag.retrieval import Citation
 from kubechat.rag.service import Upload
@@ -143,8 +144,11 @@ async def upload_documents(
     kb = knowledge.get(name, principal, write=True)
     # Refuse an oversized body before reading it (the per-file check below is exact).
     limit = knowledge.max_files * (kb.spec.max_document_bytes + MULTIPART_OVERHEAD)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        # Without a length the body could only be bounded after spooling it to disk.
+        raise LengthRequiredError("uploads need a Content-Length header (no chunked transfer encoding)")
+    if int(declared) > limit:
         raise DocumentTooLargeError(
             f"request body of {declared} bytes exceeds {limit} ({knowledge.max_files} files of at most "
             f"{kb.spec.max_document_bytes} bytes)"
@@ -152,7 +156,11 @@ async def upload_documents(
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequestError("upload documents as multipart/form-data parts named `files`")
     uploads = []
-    async with request.form(max_files=knowledge.max_files + 1, max_fields=10) as form:
+    try:
+        form = await request.form(max_files=knowledge.max_files + 1, max_fields=10)
+    except HTTPException as exc:  # Starlette's multipart limits and parse errors
+        raise InvalidRequestError(f"malformed upload: {exc.detail}") from exc
+    try:
         for part in form.getlist("files"):
             if not isinstance(part, UploadFile):
                 raise InvalidRequestError("every `files` part must be a file")
@@ -162,6 +170,8 @@ async def upload_documents(
                     f"{part.filename} exceeds {kb.spec.max_document_bytes} bytes, the limit of {kb.name}"
                 )
             uploads.append(Upload(part.filename or "", data))
+    finally:
+        await form.close()  # the spooled temporary files
     outcomes = await knowledge.upload(kb.name, principal, uploads)
     return UploadResponse(
         documents=[

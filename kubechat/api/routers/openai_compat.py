@@ -16,12 +16,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubechat.api.catalog import CatalogEntry, ChatTurn
-from kubechat.api.chat import sampling_params
+from kubechat.api.chat import cited_prompt, sampling_params
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
 from kubechat.api.errors import InvalidRequestError, KubechatError
 from kubechat.api.events import GenerationOptions
 from kubechat.api.triton import SamplingParams
-from kubechat.rag.retrieval import Citation, sources_prompt
+from kubechat.rag.retrieval import Citation
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -96,7 +96,7 @@ async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelL
 
 async def _prepare(
     services: Services, principal: str, body: ChatCompletionRequest
-) -> tuple[CatalogEntry, str, int, SamplingParams, list[Citation]]:
+) -> tuple[CatalogEntry, str, int, SamplingParams, list[Citation] | None]:
     entry = services.catalog.get(body.model)
     turns = []
     for m in body.messages:
@@ -111,18 +111,17 @@ async def _prepare(
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )  # fmt: skip
     params = sampling_params(entry, options)
-    sources: list[Citation] = []
-    if body.knowledge_bases:
-        question = next((t for t in reversed(turns) if t.role == "user"), None)
-        if question is None:
-            raise InvalidRequestError("knowledge_bases needs a user message to search for")
-        sources = await services.knowledge.search(
-            principal, body.knowledge_bases, question.content,
-            limit=services.settings.retrieval_sources, candidates=services.settings.retrieval_candidates,
-        )  # fmt: skip
-        at = len(turns) - 1 - turns[::-1].index(question)
-        turns[at] = ChatTurn("user", sources_prompt(sources, question.content))
-    prompt = entry.build_prompt(turns)
+    if not body.knowledge_bases:
+        prompt = entry.build_prompt(turns)
+        return entry, prompt.text, prompt.tokens, params, None
+    if turns[-1].role != "user":
+        raise InvalidRequestError("knowledge_bases needs the conversation to end with a user message")
+    question = turns[-1].content
+    sources = await services.knowledge.search(
+        principal, body.knowledge_bases, question,
+        limit=services.settings.retrieval_sources, candidates=services.settings.retrieval_candidates,
+    )  # fmt: skip
+    prompt, sources = cited_prompt(entry, turns[:-1], question, sources)
     return entry, prompt.text, prompt.tokens, params, sources
 
 
@@ -165,7 +164,7 @@ async def chat_completions(
         ],
         "usage": _usage(prompt_tokens, completion_tokens),
     }
-    if body.knowledge_bases:
+    if sources is not None:
         response["sources"] = [s.model_dump() for s in sources]
     return response
 
@@ -183,7 +182,7 @@ async def _stream(
     completion_id: str,
     created: int,
     include_usage: bool,
-    sources: list[Citation],
+    sources: list[Citation] | None,
 ) -> AsyncIterator[str]:
     # Chunks differ only in their choices: the common head is serialized once.
     head = (
@@ -196,7 +195,7 @@ async def _stream(
         return f'data: {head}"choices":[{json.dumps(choice, ensure_ascii=False)}]}}\n\n'
 
     first = chunk({"role": "assistant", "content": ""})
-    if sources:
+    if sources is not None:  # asked for knowledge bases: the list, even empty
         listed = json.dumps([s.model_dump() for s in sources], ensure_ascii=False)
         first = first[: -len("}\n\n")] + f',"sources":{listed}}}\n\n'
     yield first
