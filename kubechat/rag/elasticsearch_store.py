@@ -370,31 +370,40 @@ class ElasticsearchChunkStore:
         )
 
     async def delete_document(self, index: str, document_id: str) -> None:
-        try:
-            response = await self._call(
-                f"delete chunks of {document_id} from {index}",
-                lambda: self._es.delete_by_query(
-                    index=index,
-                    query={"term": {"document_id": document_id}},
-                    conflicts="proceed",
-                    refresh=True,
-                ),
-            )
-        except RequestFailed as exc:
-            if exc.status == 404:
-                return  # no index, nothing to delete
-            raise
-        failures = response.body.get("failures") or []
-        if failures:
-            statuses = {failure.get("status") for failure in failures}
-            error_type, reason = error_type_and_reason({"error": failures[0].get("cause")})
-            message = (
-                f"delete chunks of {document_id} from {index}: {len(failures)} failures, first: "
-                f"{failures[0].get('status')} {error_type}: {reason}"
-            )
-            if statuses <= TRANSIENT_STATUS:
-                raise StoreUnavailableError(message)
-            raise StoreError(message)
+        """Delete-by-query sees only refreshed documents, and skips chunks that change under it
+        (a write racing the delete): refresh first, and go again while conflicts remain."""
+        what = f"delete chunks of {document_id} from {index}"
+        for attempt in range(self._retry.max_retries + 1):
+            try:
+                await self.make_visible(index)
+                response = await self._call(
+                    what,
+                    lambda: self._es.delete_by_query(
+                        index=index,
+                        query={"term": {"document_id": document_id}},
+                        conflicts="proceed",
+                        refresh=True,
+                    ),
+                )
+            except RequestFailed as exc:
+                if exc.status == 404:
+                    return  # no index, nothing to delete
+                raise
+            failures = response.body.get("failures") or []
+            if failures:
+                statuses = {failure.get("status") for failure in failures}
+                error_type, reason = error_type_and_reason({"error": failures[0].get("cause")})
+                message = (
+                    f"{what}: {len(failures)} failures, first: "
+                    f"{failures[0].get('status')} {error_type}: {reason}"
+                )
+                if statuses <= TRANSIENT_STATUS:
+                    raise StoreUnavailableError(message)
+                raise StoreError(message)
+            if not response.body.get("version_conflicts"):
+                return
+            await asyncio.sleep(self._retry.delay(attempt))
+        raise StoreUnavailableError(f"{what}: chunks kept changing during the delete")
 
     # -- reads --------------------------------------------------------------------------
 

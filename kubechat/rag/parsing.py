@@ -220,7 +220,9 @@ def check_archive(data: bytes) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, ValueError) as error:
-        raise CorruptDocumentError("the Word document could not be read: it is not a valid ZIP archive") from error
+        raise CorruptDocumentError(
+            "the Word document could not be read: it is not a valid ZIP archive"
+        ) from error
     inflated = sum(entry.file_size for entry in entries)
     packed = sum(entry.compress_size for entry in entries)
     if inflated > MAX_DOCX_UNCOMPRESSED_BYTES or inflated > MAX_DOCX_COMPRESSION_RATIO * max(packed, 1):

@@ -1,9 +1,10 @@
 """The embedded chunk store: SQLite with FTS5 for BM25 and the vectors beside each chunk.
 
 Vectors are stored as float32 blobs and scored exactly (brute force) with numpy against a
-per-index matrix held in memory, built from the table on first use and kept in step with
-every write. At 100k chunks of 384 dimensions that is 150 MB and one matrix-vector product
-per query (a few milliseconds), which fits a laptop; a cluster uses Elasticsearch's HNSW.
+per-index matrix held in memory (with each row's norm), built from the table on first use
+after a write: searches between writes reuse it, the first search after one rebuilds it.
+At 100k chunks of 384 dimensions that is 150 MB and one matrix-vector product per query,
+which fits a laptop; a cluster uses Elasticsearch's HNSW.
 
 Scores follow Elasticsearch's kNN conventions (cosine: (1 + cos) / 2, dot product:
 (1 + dot) / 2, l2_norm: 1 / (1 + d²)) so that both stores report comparable numbers.
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS indices (
     active INTEGER NOT NULL,
     embedding_model TEXT NOT NULL,
     dimensions INTEGER NOT NULL,
-    similarity TEXT NOT NULL
+    similarity TEXT NOT NULL,
+    analyzer TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
@@ -48,16 +50,29 @@ CREATE TABLE IF NOT EXISTS chunks (
     UNIQUE (index_name, chunk_id)
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (index_name, document_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts (rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
 """
+
+# Each index has its own FTS5 table (`fts_<rowid of its indices row>`), kept in step with the
+# chunks table by two triggers, so BM25 statistics are per index as in Elasticsearch.
+_FTS_TABLE = (
+    "CREATE VIRTUAL TABLE {fts} USING fts5("
+    "text, content='chunks', content_rowid='id', tokenize='{tokenizer}')",
+    "CREATE TRIGGER {fts}_ai AFTER INSERT ON chunks WHEN new.index_name = '{index}' BEGIN "
+    "INSERT INTO {fts} (rowid, text) VALUES (new.id, new.text); END",
+    "CREATE TRIGGER {fts}_ad AFTER DELETE ON chunks WHEN old.index_name = '{index}' BEGIN "
+    "INSERT INTO {fts} ({fts}, rowid, text) VALUES ('delete', old.id, old.text); END",
+)
+
+# The analyzer of the spec, as close as FTS5 gets: `english` stems (Porter) and drops
+# Lucene's English stop words from queries (FTS5 indexes them, but a query on "the" would
+# score every chunk); anything else splits on Unicode word boundaries, as `standard` does.
+_TOKENIZERS = {"english": "porter unicode61 remove_diacritics 2"}
+_DEFAULT_TOKENIZER = "unicode61 remove_diacritics 2"
+ENGLISH_STOP_WORDS = frozenset([  # Lucene's English stop words, as Elasticsearch's `english`
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
+    "they", "this", "to", "was", "will", "with",
+])  # fmt: skip
 
 _COLUMNS = "chunk_id, document_id, document_name, ordinal, text, page, section"
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -69,9 +84,13 @@ def _record(row: Sequence[Any]) -> ChunkRecord:
     )
 
 
-def fts_query(text: str) -> str:
+def fts_query(text: str, analyzer: str = "standard") -> str:
     """Free text as an FTS5 query: every word quoted (no operator injection), any may match."""
-    return " OR ".join(f'"{word}"' for word in _WORD.findall(text))
+    words = _WORD.findall(text)
+    if analyzer == "english":
+        # Only stop words (say, "to be or not to be"): search for them rather than nothing.
+        words = [w for w in words if w.lower() not in ENGLISH_STOP_WORDS] or words
+    return " OR ".join(f'"{word}"' for word in words)
 
 
 @dataclass
@@ -81,16 +100,19 @@ class _Matrix:
     ids: np.ndarray[Any, np.dtype[np.int64]]
     vectors: np.ndarray[Any, np.dtype[np.float32]]
     documents: np.ndarray[Any, np.dtype[np.object_]]
+    norms: np.ndarray[Any, np.dtype[np.float32]]  # per row, computed once: cosine needs them
 
 
-def _scores(similarity: Similarity, vectors: Vector, query: Vector) -> Vector:
+def _scores(similarity: Similarity, matrix: _Matrix, query: Vector) -> Vector:
+    vectors = matrix.vectors
     if similarity is Similarity.L2_NORM:
-        distances = np.sum((vectors - query) ** 2, axis=1)
-        return np.asarray(1.0 / (1.0 + distances), dtype=np.float32)
-    if similarity is Similarity.COSINE:
-        norms = np.linalg.norm(vectors, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
-        return np.asarray((1.0 + (vectors @ query) / np.maximum(norms, 1e-12)) / 2.0, dtype=np.float32)
+        # |v - q|² = |v|² - 2 v·q + |q|², without a rows-by-dims temporary
+        distances = matrix.norms**2 - 2.0 * (vectors @ query) + float(query @ query)
+        return np.asarray(1.0 / (1.0 + np.maximum(distances, 0.0)), dtype=np.float32)
     dots = vectors @ query
+    if similarity is Similarity.COSINE:
+        norms = matrix.norms * max(float(np.linalg.norm(query)), 1e-12)
+        return np.asarray((1.0 + dots / np.maximum(norms, 1e-12)) / 2.0, dtype=np.float32)
     if similarity is Similarity.DOT_PRODUCT:
         return np.asarray((1.0 + dots) / 2.0, dtype=np.float32)
     # max_inner_product, as Elasticsearch scales it to stay positive
@@ -134,14 +156,30 @@ class SQLiteChunkStore:
 
     def _create(self, kb: KnowledgeBase, generation: int, *, active: bool) -> str:
         name = kb.generation_index(generation)
-        self._db.execute(
-            "INSERT INTO indices VALUES (?, ?, ?, ?, ?, ?, ?)",
+        analyzer = kb.spec.index.analyzer
+        cursor = self._db.execute(
+            "INSERT INTO indices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 name, kb.index_alias, generation, int(active), kb.spec.embedding.model,
-                kb.spec.embedding.dimensions, kb.spec.index.similarity.value,
+                kb.spec.embedding.dimensions, kb.spec.index.similarity.value, analyzer,
             ),
         )  # fmt: skip
+        tokenizer = _TOKENIZERS.get(analyzer, _DEFAULT_TOKENIZER)
+        # Index names are RFC 1123 labels, dots and digits: safe inside the quotes.
+        for statement in _FTS_TABLE:
+            self._db.execute(statement.format(fts=f"fts_{cursor.lastrowid}", tokenizer=tokenizer, index=name))
         return name
+
+    def _drop_index(self, name: str) -> None:
+        """On the database thread, in a transaction: the index, its FTS table, its chunks."""
+        (rowid,) = self._db.execute("SELECT rowid FROM indices WHERE name = ?", (name,)).fetchone()
+        fts = f"fts_{rowid}"
+        # Triggers first, so deleting the chunks does not update an FTS table about to go.
+        self._db.execute(f"DROP TRIGGER IF EXISTS {fts}_ai")
+        self._db.execute(f"DROP TRIGGER IF EXISTS {fts}_ad")
+        self._db.execute(f"DROP TABLE IF EXISTS {fts}")
+        self._db.execute("DELETE FROM chunks WHERE index_name = ?", (name,))
+        self._db.execute("DELETE FROM indices WHERE name = ?", (name,))
 
     async def create_generation(self, kb: KnowledgeBase) -> str:
         def create() -> str:
@@ -166,8 +204,7 @@ class SQLiteChunkStore:
                 ]
                 self._db.execute("UPDATE indices SET active = 1 WHERE name = ?", (index,))
                 for name in old:
-                    self._db.execute("DELETE FROM chunks WHERE index_name = ?", (name,))
-                    self._db.execute("DELETE FROM indices WHERE name = ?", (name,))
+                    self._drop_index(name)
             return old
 
         for name in await self._database.run(activate):
@@ -181,8 +218,7 @@ class SQLiteChunkStore:
                     for r in self._db.execute("SELECT name FROM indices WHERE alias = ?", (kb.index_alias,))
                 ]
                 for name in names:
-                    self._db.execute("DELETE FROM chunks WHERE index_name = ?", (name,))
-                    self._db.execute("DELETE FROM indices WHERE name = ?", (name,))
+                    self._drop_index(name)
             return names
 
         for name in await self._database.run(drop):
@@ -193,6 +229,13 @@ class SQLiteChunkStore:
             "SELECT name, similarity FROM indices WHERE alias = ? AND active = 1", (kb.index_alias,)
         ).fetchone()
         return (str(row[0]), Similarity(row[1])) if row else None
+
+    def _fts(self, index: str) -> tuple[str, str]:
+        """The FTS table of an index and the analyzer it was built with."""
+        rowid, analyzer = self._db.execute(
+            "SELECT rowid, analyzer FROM indices WHERE name = ?", (index,)
+        ).fetchone()
+        return f"fts_{rowid}", str(analyzer)
 
     def _index(self, index: str) -> tuple[int, Similarity]:
         row = self._db.execute(
@@ -261,6 +304,7 @@ class SQLiteChunkStore:
                 ids=np.array([r[0] for r in rows], dtype=np.int64),
                 vectors=vectors,
                 documents=np.array([r[1] for r in rows], dtype=np.object_),
+                norms=np.linalg.norm(vectors, axis=1).astype(np.float32),
             )
             self._matrices[index] = matrix
         return matrix
@@ -286,7 +330,7 @@ class SQLiteChunkStore:
                     f"query vector has shape {vector.shape}; index {index} holds {dimensions} dimensions"
                 )
             matrix = self._matrix(index, dimensions)
-            scores = _scores(similarity, matrix.vectors, np.asarray(vector, dtype=np.float32))
+            scores = _scores(similarity, matrix, np.asarray(vector, dtype=np.float32))
             if document_ids is not None:
                 scores = np.where(np.isin(matrix.documents, list(document_ids)), scores, -np.inf)
             count = min(k, int(np.isfinite(scores).sum()))
@@ -302,18 +346,19 @@ class SQLiteChunkStore:
     async def text_search(
         self, kb: KnowledgeBase, query: str, k: int, document_ids: Sequence[str] | None = None
     ) -> list[RankedChunk]:
-        expression = fts_query(query)
-
         def search() -> list[RankedChunk]:
             active = self._active(kb)
-            if active is None or not expression or k <= 0:
+            if active is None or k <= 0:
+                return []
+            fts, analyzer = self._fts(active[0])
+            expression = fts_query(query, analyzer)
+            if not expression:
                 return []
             sql = (
-                f"SELECT c.id, {', '.join('c.' + c for c in _COLUMNS.split(', '))}, bm25(chunks_fts) AS rank "
-                "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-                "WHERE chunks_fts MATCH ? AND c.index_name = ?"
+                f"SELECT c.id, {', '.join('c.' + c for c in _COLUMNS.split(', '))}, bm25({fts}) AS rank "
+                f"FROM {fts} JOIN chunks c ON c.id = {fts}.rowid WHERE {fts} MATCH ?"
             )
-            args: list[object] = [expression, active[0]]
+            args: list[object] = [expression]
             if document_ids is not None:
                 sql += f" AND c.document_id IN ({','.join('?' * len(document_ids))})"
                 args += list(document_ids)

@@ -208,3 +208,35 @@ async def test_batches_become_visible_together(chunk_store: ChunkStore, kb: Know
     await chunk_store.make_visible(index)
     assert await chunk_store.count(kb) == 4
     assert [h.chunk.chunk_id for h in await chunk_store.text_search(kb, "elasticsearch", k=2)] == ["d2:0"]
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "dot_product", "l2_norm", "max_inner_product"])
+async def test_knn_ranks_alike_under_every_similarity(chunk_store: ChunkStore, similarity: str) -> None:
+    # Unit vectors (Elasticsearch requires them for dot_product): every similarity agrees.
+    base = knowledge_base()
+    kb = KnowledgeBase.model_validate(
+        {**base.model_dump(by_alias=True), "spec": {**base.spec.model_dump(by_alias=True),
+                                                    "index": {"similarity": similarity, "replicas": 0}}}
+    )  # fmt: skip
+    try:
+        await filled(chunk_store, kb)
+        hits = await chunk_store.knn(kb, vec(0.6, 0, 0, 0.8), k=4)
+        assert [h.chunk.chunk_id for h in hits][:2] == ["d2:1", "d1:0"]
+        assert hits[0].score > hits[1].score > 0
+    finally:
+        await chunk_store.drop(kb)
+
+
+async def test_english_analyzer_stems_and_ignores_stop_words(chunk_store: ChunkStore) -> None:
+    base = knowledge_base()
+    kb = KnowledgeBase.model_validate(
+        {**base.model_dump(by_alias=True), "spec": {**base.spec.model_dump(by_alias=True),
+                                                    "index": {"analyzer": "english", "replicas": 0}}}
+    )  # fmt: skip
+    try:
+        await filled(chunk_store, kb)
+        # "scheduling" finds "schedules" (stemming); "the" and "of" alone would match nothing useful.
+        hits = await chunk_store.text_search(kb, "the scheduling of the pod", k=4)
+        assert hits[0].chunk.chunk_id == "d1:0"
+    finally:
+        await chunk_store.drop(kb)

@@ -581,6 +581,7 @@ async def test_upsert_into_a_missing_index_fails_instead_of_creating_one(
 async def test_delete_document_deletes_by_query_and_refreshes(
     es: FakeElasticsearch, store: ElasticsearchChunkStore
 ) -> None:
+    es.reply("POST", f"/{GEN1}/_refresh", {"_shards": {"total": 1, "successful": 1, "failed": 0}})
     es.reply(
         "POST",
         f"/{GEN1}/_delete_by_query",
@@ -593,7 +594,8 @@ async def test_delete_document_deletes_by_query_and_refreshes(
 
     await store.delete_document(GEN1, "doc-1")
 
-    (sent,) = es.sent
+    refresh, sent = es.sent
+    assert refresh.path == f"/{GEN1}/_refresh"  # delete-by-query sees only refreshed chunks
     assert sent.params == {"conflicts": "proceed", "refresh": "true"}
     assert sent.body == {"query": {"term": {"document_id": "doc-1"}}}
 
@@ -601,6 +603,7 @@ async def test_delete_document_deletes_by_query_and_refreshes(
 async def test_delete_document_turned_away_by_a_busy_cluster_is_unavailable(
     es: FakeElasticsearch, store: ElasticsearchChunkStore
 ) -> None:
+    es.reply("POST", f"/{GEN1}/_refresh", {"_shards": {"total": 1, "successful": 1, "failed": 0}})
     es.reply(
         "POST",
         f"/{GEN1}/_delete_by_query",
@@ -614,6 +617,22 @@ async def test_delete_document_turned_away_by_a_busy_cluster_is_unavailable(
 
     with pytest.raises(StoreUnavailableError, match="429 es_rejected_execution_exception"):
         await store.delete_document(GEN1, "doc-1")
+
+
+async def test_delete_document_goes_again_while_chunks_change_under_it(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    for conflicts in (2, 0):
+        es.reply("POST", f"/{GEN1}/_refresh", {"_shards": {"total": 1, "successful": 1, "failed": 0}})
+        es.reply(
+            "POST", f"/{GEN1}/_delete_by_query",
+            {"took": 5, "timed_out": False, "total": 3, "deleted": 3 - conflicts, "batches": 1,
+             "version_conflicts": conflicts, "noops": 0, "failures": []},
+        )  # fmt: skip
+
+    await store.delete_document(GEN1, "doc-1")
+
+    assert [sent.path for sent in es.sent] == [f"/{GEN1}/_refresh", f"/{GEN1}/_delete_by_query"] * 2
 
 
 # -- reads -------------------------------------------------------------------------------------
