@@ -36,6 +36,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.streaming
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
 
 clean:
 	rm -rf .kubechat benchmarks/results

@@ -257,9 +257,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(HEADER, flush=True)
-    report = asyncio.run(benchmark(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"streaming-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    write_report(args.out, "streaming", asyncio.run(benchmark(args)))
+
+
+def write_report(folder: Path, name: str, report: object) -> None:
+    """The JSON a benchmark leaves behind, named by benchmark and time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {path}")
 

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     elasticsearch_username: str = ""
     elasticsearch_password: SecretStr | None = None
     elasticsearch_ca_certs: str = ""
+    elasticsearch_documents_index: str = Field(
+        default="kubechat-documents",
+        description="Document catalog index; one per kubechat installation sharing a cluster.",
+    )
     s3_endpoint: str = Field(default="", description="MinIO/S3 host:port; unset keeps documents on disk.")
     s3_bucket: str = "kubechat"
     s3_access_key: SecretStr | None = None

@@ -354,15 +354,22 @@ class SQLiteChunkStore:
             expression = fts_query(query, analyzer)
             if not expression:
                 return []
-            sql = (
-                f"SELECT c.id, {', '.join('c.' + c for c in _COLUMNS.split(', '))}, bm25({fts}) AS rank "
-                f"FROM {fts} JOIN chunks c ON c.id = {fts}.rowid WHERE {fts} MATCH ?"
-            )
+            columns = ", ".join("c." + c for c in _COLUMNS.split(", "))
             args: list[object] = [expression]
-            if document_ids is not None:
-                sql += f" AND c.document_id IN ({','.join('?' * len(document_ids))})"
+            if document_ids is None:
+                # Rank inside the FTS table first (it holds this index only), then fetch k rows.
+                sql = (
+                    f"SELECT c.id, {columns}, f.rank FROM (SELECT rowid, bm25({fts}) AS rank FROM {fts} "
+                    f"WHERE {fts} MATCH ? ORDER BY rank LIMIT ?) f JOIN chunks c ON c.id = f.rowid "
+                    "ORDER BY f.rank"
+                )
+            else:
+                sql = (
+                    f"SELECT c.id, {columns}, bm25({fts}) AS rank FROM {fts} JOIN chunks c "
+                    f"ON c.id = {fts}.rowid WHERE {fts} MATCH ? "
+                    f"AND c.document_id IN ({','.join('?' * len(document_ids))}) ORDER BY rank LIMIT ?"
+                )
                 args += list(document_ids)
-            sql += " ORDER BY rank LIMIT ?"
             args.append(k)
             try:
                 rows = self._db.execute(sql, args).fetchall()

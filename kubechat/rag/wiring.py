@@ -67,7 +67,11 @@ async def open_document_catalog(settings: Settings) -> DocumentCatalog:
     """Shared by every API replica in a cluster (Elasticsearch), on disk when embedded."""
     if not settings.elasticsearch_url:
         return await SQLiteDocumentCatalog.open(settings.state_dir / "documents.sqlite3")
-    return await open_catalog(settings.elasticsearch_url, **_elasticsearch_credentials(settings))
+    return await open_catalog(
+        settings.elasticsearch_url,
+        index=settings.elasticsearch_documents_index,
+        **_elasticsearch_credentials(settings),
+    )
 
 
 async def open_knowledge_service(
