@@ -283,3 +283,12 @@ async def test_reindex_document_and_knowledge_base(
     # Nothing indexed twice across generations.
     indexed_docs = (await http.get(f"{HANDBOOK}/documents", params={"status": "indexed"})).json()["documents"]
     assert kb["chunks"] == sum(d["chunks"] for d in indexed_docs)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"query": ""}, {"query": "x", "k": 0}, {"query": "x", "document_ids": [str(i) for i in range(101)]}, {}],
+)
+async def test_bad_searches_are_refused(http: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    response = await http.post(f"{HANDBOOK}/search", json=body)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"

@@ -19,7 +19,6 @@ from kubechat.resources import KnowledgeBase
 router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"])
 
 MULTIPART_OVERHEAD = 64 * 1024  # part headers and boundaries, per file
-FILE_SCHEMA = {"type": "string", "format": "binary"}
 
 
 class KnowledgeBaseOut(BaseModel):
@@ -83,7 +82,7 @@ class ReindexResponse(BaseModel):
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=4000)
     k: int = Field(default=5, ge=1, le=50)
-    document_ids: list[str] | None = None
+    document_ids: list[str] | None = Field(default=None, max_length=100)
 
 
 class SearchResponse(BaseModel):
