@@ -201,7 +201,9 @@ async def test_drop_removes_everything(chunk_store: ChunkStore, kb: KnowledgeBas
     assert await chunk_store.ensure_index(knowledge_base(kb.name, dimensions=8))
 
 
-async def test_batches_become_visible_together(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+async def test_batches_written_unrefreshed_are_searchable_after_make_visible(
+    chunk_store: ChunkStore, kb: KnowledgeBase
+) -> None:
     index = await chunk_store.ensure_index(kb)
     await chunk_store.upsert(index, CORPUS[:2], visible=False)
     await chunk_store.upsert(index, CORPUS[2:], visible=False)
