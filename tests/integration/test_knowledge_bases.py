@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -292,3 +293,14 @@ async def test_reindex_document_and_knowledge_base(
 async def test_bad_searches_are_refused(http: httpx.AsyncClient, body: dict[str, Any]) -> None:
     response = await http.post(f"{HANDBOOK}/search", json=body)
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+
+
+async def test_docx_decompression_bomb_is_refused_before_storing(http: httpx.AsyncClient) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", b"<Types/>")
+        archive.writestr("word/document.xml", b"\x00" * (64 * 1024 * 1024))  # ~64 KB deflated
+    before = (await http.get(HANDBOOK)).json()["documents"]
+    response = await upload(http, "handbook", ("bomb.docx", buffer.getvalue()))
+    assert response.status_code == 413 and response.json()["error"]["code"] == "decompression_bomb"
+    assert (await http.get(HANDBOOK)).json()["documents"] == before
