@@ -22,6 +22,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # Kubernetes object names (RFC 1123 labels) are also valid Triton model names and SQL-safe ids.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A Kubernetes resource quantity such as 500m, 2, 8Gi or 1.5.
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 
 class ResourceError(ValueError):
@@ -100,6 +102,14 @@ class EngineSpec(_Spec):
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     max_input_tokens: Annotated[int, Field(ge=16)] = 2048
     max_output_tokens: Annotated[int, Field(ge=1)] = 512
+    prebuilt: bool = Field(
+        default=False,
+        description="The source already holds a TensorRT-LLM engine built for this GPU type and "
+        "tensorParallelSize; otherwise the checkpoint is converted and the engine built at start-up.",
+    )
+    kv_cache_free_gpu_memory_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.9, description="Share of the GPU memory left after the weights that the KV cache takes."
+    )
     # Only for the synthetic benchmark model: pause between tokens, to emulate a real model.
     synthetic_token_delay_ms: Annotated[float, Field(ge=0)] = 0.0
 
@@ -114,8 +124,53 @@ class GenerationDefaults(_Spec):
 
 
 class GpuResources(_Spec):
-    gpus: Annotated[int, Field(ge=0)] = 0
-    gpu_type: str = ""
+    gpus: Annotated[int, Field(ge=0, le=8)] = Field(default=0, description="nvidia.com/gpu per replica.")
+    gpu_type: str = Field(
+        default="", description="Node label nvidia.com/gpu.product to require, e.g. NVIDIA-H100-80GB-HBM3."
+    )
+    cpu: str = Field(default="2", pattern=_QUANTITY, description="CPU request of the Triton container.")
+    memory: str = Field(default="8Gi", pattern=_QUANTITY, description="Memory request and limit.")
+
+
+class Toleration(_Spec):
+    key: str = ""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    toleration_seconds: int | None = None
+
+
+class SchedulingSpec(_Spec):
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+        description="Default: tolerate the nvidia.com/gpu taint GPU node pools usually carry.",
+    )
+
+
+class StorageSpec(_Spec):
+    """The volume weights are fetched into and the engine is built in."""
+
+    size: str = Field(default="50Gi", pattern=_QUANTITY)
+    storage_class_name: str = Field(
+        default="",
+        description="Empty: an emptyDir of `size`. Set: a generic ephemeral volume of that class.",
+    )
+
+
+class AutoscalingSpec(_Spec):
+    """A HorizontalPodAutoscaler on a per-pod Triton metric (served by a custom-metrics adapter)."""
+
+    min_replicas: Annotated[int, Field(ge=1)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 1
+    metric: str = Field(default="nv_inference_pending_request_count", description="Pods metric name.")
+    target_average_value: str = Field(default="4", pattern=_QUANTITY)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingSpec:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("autoscaling.maxReplicas must be >= autoscaling.minReplicas")
+        return self
 
 
 class ChatModelSpec(_Spec):
@@ -124,6 +179,14 @@ class ChatModelSpec(_Spec):
     engine: EngineSpec = Field(default_factory=EngineSpec)
     resources: GpuResources = Field(default_factory=GpuResources)
     replicas: Annotated[int, Field(ge=0)] = 1
+    autoscaling: AutoscalingSpec | None = None
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    tokenizer: ModelSource | None = Field(
+        default=None,
+        description="Where the tokenizer files come from; defaults to the source (a Hugging Face checkpoint "
+        "carries its tokenizer). Required with a prebuilt engine.",
+    )
     capabilities: list[Capability] = Field(default_factory=lambda: [Capability.CHAT])
     chat_template: str = Field(
         default="",
@@ -140,7 +203,70 @@ class ChatModelSpec(_Spec):
             raise ValueError("defaults.maxTokens must not exceed engine.maxOutputTokens")
         if self.engine.tensor_parallel_size > max(self.resources.gpus, 1):
             raise ValueError("engine.tensorParallelSize must fit resources.gpus")
+        if self.engine.backend is Backend.TENSORRTLLM:
+            if self.resources.gpus < 1:
+                raise ValueError("backend tensorrtllm needs resources.gpus >= 1")
+            if self.source.package is not None:
+                raise ValueError("backend tensorrtllm cannot load weights from a Python package")
+            if self.engine.prebuilt and self.tokenizer is None:
+                raise ValueError("a prebuilt engine needs spec.tokenizer (engines carry no tokenizer)")
         return self
+
+
+class Condition(BaseModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+    observed_generation: int | None = None
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+class _Status(BaseModel):
+    """What the operator reports; parsed leniently (older operators may write less)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    phase: Phase = Phase.PENDING
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    @property
+    def ready(self) -> bool:
+        found = self.condition("Ready")
+        return found is not None and found.status == "True"
+
+
+class ChatModelStatus(_Status):
+    endpoint: str = Field(default="", description="Triton gRPC host:port of the model's Service.")
+    http_endpoint: str = Field(default="", description="Triton HTTP host:port (health, metrics).")
+    replicas: int = 0
+    ready_replicas: int = 0
+    selector: str = Field(default="", description="Label selector of the pods (scale subresource).")
+    spec_hash: str = ""
+
+
+class KnowledgeBaseStatus(_Status):
+    alias: str = Field(default="", description="Elasticsearch alias readers search.")
+    index: str = Field(default="", description="The physical index the alias points at.")
+    object_prefix: str = ""
+    document_count: int | None = Field(default=None, description="Chunks in the index, refreshed on a timer.")
 
 
 class ObjectMeta(BaseModel):
@@ -159,7 +285,7 @@ class ObjectMeta(BaseModel):
 
 
 class _Resource(BaseModel):
-    """What every kubechat custom resource has; status is the operator's, ignored here."""
+    """What every kubechat custom resource has. Status is the operator's: read, never written, here."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -174,6 +300,7 @@ class _Resource(BaseModel):
 class ChatModel(_Resource):
     kind: Literal["ChatModel"]
     spec: ChatModelSpec
+    status: ChatModelStatus = Field(default_factory=ChatModelStatus)
 
     def has(self, capability: Capability) -> bool:
         return capability in self.spec.capabilities
@@ -251,6 +378,7 @@ class KnowledgeBaseSpec(_Spec):
 class KnowledgeBase(_Resource):
     kind: Literal["KnowledgeBase"]
     spec: KnowledgeBaseSpec
+    status: KnowledgeBaseStatus = Field(default_factory=KnowledgeBaseStatus)
 
     @property
     def index_alias(self) -> str:

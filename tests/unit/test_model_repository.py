@@ -180,6 +180,7 @@ def test_tensorrtllm_backend_cannot_be_rendered_as_a_python_model() -> None:
     model = parse_chat_model(
         _document(
             engine={"backend": "tensorrtllm"},
+            resources={"gpus": 1},
             source={"huggingFace": {"repo": "HuggingFaceTB/SmolLM2-135M-Instruct"}},
         )
     )

@@ -1,0 +1,1 @@
+"""The kubechat operator: ChatModel → Triton deployments, KnowledgeBase → Elasticsearch indices."""
