@@ -26,6 +26,19 @@ class OperatorSettings(BaseSettings):
         description="kubechat's own image; runs the weight-fetching init step.",
     )
     image_pull_policy: str = "IfNotPresent"
+    trtllm_model_templates_dir: str = Field(
+        default="/app/all_models/inflight_batcher_llm",
+        description="Folder of NVIDIA's inflight_batcher_llm models inside trtllm_image; the pods copy "
+        "preprocessing/1/model.py and postprocessing/1/model.py from it. NVIDIA's Triton docs use this "
+        "path for 25.01+ images; images that lack it (issues report 24.07 and 24.12) need a derived image "
+        "or another path here.",
+    )
+    model_s3_endpoint: str = Field(
+        default="",
+        description="host:port of the S3 service s3:// model sources are fetched from; empty: AWS S3.",
+    )
+    model_s3_secure: bool = Field(default=True, description="HTTPS to model_s3_endpoint.")
+    model_s3_region: str = Field(default="", description="Region of model_s3_endpoint, when it needs one.")
     namespace: str = Field(default="", description="Watch one namespace; empty watches all.")
     resync_interval_s: float = Field(default=60.0, gt=0, description="Drift correction of children.")
     count_interval_s: float = Field(default=60.0, gt=0, description="Knowledge-base document counts.")

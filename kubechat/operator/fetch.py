@@ -1,0 +1,228 @@
+"""The weight fetcher a GPU or CPU model pod runs as its first init step.
+
+    python -m kubechat.operator.fetch --source-json '{"s3": {"uri": "s3://models/llama/"}}' \\
+        --dest /models/weights
+
+Downloads a ChatModel's `huggingFace` or `s3` source into a folder of the pod's volume. It is
+idempotent: a completion marker naming the source is written last, and a rerun with the same
+source returns at once (a restarted pod keeps its volume); a different source empties the
+folder first. An interrupted S3 download resumes: files already complete (same size) are kept.
+
+S3: the `minio` client; endpoint from KUBECHAT_S3_ENDPOINT (host:port; empty means AWS S3),
+KUBECHAT_S3_SECURE and KUBECHAT_S3_REGION; credentials from AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY (the Secret named in credentialsSecretRef), anonymous without them.
+Hugging Face: `huggingface_hub.snapshot_download`, token from HF_TOKEN. Network is used here, at
+deploy time, never when the API runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from minio import Minio
+from minio.error import S3Error
+from pydantic import ValidationError
+
+from kubechat.resources import HuggingFaceSource, ModelSource, S3Source
+
+logger = logging.getLogger(__name__)
+
+MARKER = ".kubechat-fetched.json"  # the source that dest holds completely
+STARTED = ".kubechat-fetching.json"  # the source a possibly interrupted fetch was getting
+AWS_S3_ENDPOINT = "s3.amazonaws.com"
+
+
+class FetchError(RuntimeError):
+    """The source cannot be fetched; the message says why (never containing a credential)."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str  # no leading slash; empty for the whole bucket
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        if not uri.startswith("s3://"):
+            raise FetchError(f"not an s3:// URI: {uri!r}")
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise FetchError(f"no bucket in {uri!r}")
+        return cls(bucket=bucket, prefix=prefix.strip("/"))
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint: str = AWS_S3_ENDPOINT
+    secure: bool = True
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> S3Settings:
+        secure = env.get("KUBECHAT_S3_SECURE", "true").strip().lower() not in ("false", "0", "no")
+        return cls(
+            endpoint=env.get("KUBECHAT_S3_ENDPOINT") or AWS_S3_ENDPOINT,
+            secure=secure,
+            region=env.get("KUBECHAT_S3_REGION") or env.get("AWS_REGION") or None,
+            access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+        )
+
+
+def _marker_text(source: ModelSource) -> str:
+    return source.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def is_complete(source: ModelSource, dest: Path) -> bool:
+    marker = dest / MARKER
+    return marker.is_file() and marker.read_text() == _marker_text(source)
+
+
+def _relative_path(key: str, prefix: str) -> PurePosixPath:
+    relative = key[len(prefix) :].lstrip("/") if prefix else key
+    path = PurePosixPath(relative)
+    if not relative or path.is_absolute() or ".." in path.parts:
+        raise FetchError(f"refusing object key {key!r}: it would land outside the destination")
+    return path
+
+
+def fetch_s3(source: S3Source, dest: Path, settings: S3Settings) -> int:
+    """Download every object under the URI's prefix (or the one object it names); return the count."""
+    location = S3Location.parse(source.uri)
+    client = Minio(
+        settings.endpoint,
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        session_token=settings.session_token,
+        secure=settings.secure,
+        region=settings.region,
+    )
+    try:
+        if not client.bucket_exists(location.bucket):
+            raise FetchError(f"bucket {location.bucket!r} does not exist at {settings.endpoint}")
+        folder = f"{location.prefix}/" if location.prefix else ""
+        objects = [
+            o
+            for o in client.list_objects(location.bucket, prefix=folder, recursive=True)
+            if o.object_name is not None and not o.object_name.endswith("/")
+        ]
+        pairs: list[tuple[str, PurePosixPath, int | None]] = [
+            (str(o.object_name), _relative_path(str(o.object_name), folder), o.size) for o in objects
+        ]
+        if not pairs and location.prefix:
+            try:  # the URI may name a single object: it lands in dest under its base name
+                stat = client.stat_object(location.bucket, location.prefix)
+            except S3Error as exc:
+                if exc.code not in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                    raise
+            else:
+                pairs = [(location.prefix, PurePosixPath(PurePosixPath(location.prefix).name), stat.size)]
+        if not pairs:
+            raise FetchError(f"no objects at {location} ({settings.endpoint})")
+        for key, relative, size in pairs:
+            target = dest.joinpath(*relative.parts)
+            if target.is_file() and size is not None and target.stat().st_size == size:
+                continue  # finished by an earlier, interrupted run
+            target.parent.mkdir(parents=True, exist_ok=True)
+            logger.info("fetching s3://%s/%s (%s bytes)", location.bucket, key, size)
+            # fget_object writes a temporary part file and renames it when complete.
+            client.fget_object(location.bucket, key, str(target))
+    except S3Error as exc:
+        raise FetchError(
+            f"cannot fetch {location} from {settings.endpoint}: {exc.code}: {exc.message}"
+        ) from exc
+    return len(pairs)
+
+
+def fetch_hugging_face(source: HuggingFaceSource, dest: Path, token: str | None) -> None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    logger.info(
+        "fetching huggingface.co/%s@%s %s", source.repo, source.revision, source.file or "(all files)"
+    )
+    try:
+        snapshot_download(
+            source.repo,
+            revision=source.revision,
+            local_dir=dest,
+            token=token,
+            allow_patterns=[source.file] if source.file else None,
+        )
+    except HfHubHTTPError as exc:
+        raise FetchError(f"cannot fetch {source.repo}@{source.revision} from Hugging Face: {exc}") from exc
+
+
+def _empty(dest: Path) -> None:
+    for child in dest.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def fetch_source(source: ModelSource, dest: Path, env: Mapping[str, str] | None = None) -> bool:
+    """Fetch `source` into `dest` unless it is already there; return whether anything was fetched."""
+    env = os.environ if env is None else env
+    if source.hugging_face is None and source.s3 is None:
+        raise FetchError(
+            "only huggingFace and s3 sources are fetched (a pvc is mounted, a package installed)"
+        )
+    if is_complete(source, dest):
+        logger.info("%s already holds this source; nothing to fetch", dest)
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    marker = dest / MARKER
+    started = dest / STARTED
+    text = _marker_text(source)
+    resuming = started.is_file() and started.read_text() == text
+    if not resuming and any(dest.iterdir()):  # what is there came from another source
+        logger.info("%s holds another source; emptying it", dest)
+        _empty(dest)
+    started.write_text(text)
+    if source.s3 is not None:
+        count = fetch_s3(source.s3, dest, S3Settings.from_env(env))
+        logger.info("fetched %d objects into %s", count, dest)
+    elif source.hugging_face is not None:
+        fetch_hugging_face(source.hugging_face, dest, env.get("HF_TOKEN") or None)
+    # The marker is renamed into place last: its presence means the fetch completed.
+    started.rename(marker)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kubechat.operator.fetch", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--source-json", required=True, help="spec.source of the ChatModel, as JSON")
+    parser.add_argument("--dest", type=Path, required=True, help="folder to fetch into")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        source = ModelSource.model_validate_json(args.source_json)
+        fetch_source(source, args.dest)
+    except ValidationError as exc:
+        print(f"kubechat fetch: invalid --source-json: {exc}", file=sys.stderr)
+        return 2
+    except FetchError as exc:
+        print(f"kubechat fetch: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
