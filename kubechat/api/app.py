@@ -12,14 +12,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from kubechat import __version__
-from kubechat.api.catalog import load_catalog
+from kubechat.api.catalog import ModelCatalog, load_catalog
 from kubechat.api.chat import ChatService
+from kubechat.api.cluster import ClusterDiscovery, load_kubernetes_configuration
 from kubechat.api.dependencies import Services
 from kubechat.api.errors import ErrorBody, KubechatError, StorageUnavailableError
 from kubechat.api.history import SQLiteHistoryStore
 from kubechat.api.routers import chat_socket, health, knowledge_bases, models, openai_compat, sessions
-from kubechat.api.settings import Settings, get_settings
-from kubechat.api.triton import TritonGateway
+from kubechat.api.settings import Discovery, Settings, get_settings
+from kubechat.api.triton import TritonRouter
 from kubechat.rag.stores import StoreError
 from kubechat.rag.wiring import close_knowledge_stores, open_knowledge_service
 
@@ -31,10 +32,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        catalog = load_catalog(settings.models_dir, settings.state_dir, settings.default_model)
+        cluster = settings.discovery is Discovery.KUBERNETES
+        # First: without credentials for the Kubernetes API, cluster mode cannot start at all.
+        kubernetes = await load_kubernetes_configuration() if cluster else None
+        if cluster:
+            # Filled and kept up to date by discovery; each model on its own Triton.
+            catalog = ModelCatalog([], settings.default_model)
+            triton = TritonRouter(None, settings.triton_timeout_s)
+        else:
+            catalog = load_catalog(settings.models_dir, settings.state_dir, settings.default_model)
+            triton = TritonRouter(settings.triton_url, settings.triton_timeout_s)
         store = await SQLiteHistoryStore.open(settings.history_database())
-        triton = TritonGateway(settings.triton_url, settings.triton_timeout_s)
         knowledge = await open_knowledge_service(settings, catalog, triton)
+        discovery = None
+        if kubernetes is not None:
+            namespace, tokenizers = settings.namespace(), settings.cluster_tokenizers_dir()
+            discovery = ClusterDiscovery(kubernetes, namespace, catalog, triton, knowledge, tokenizers)
         keys = settings.principals_by_key()
         if not keys:
             logger.warning("no KUBECHAT_API_KEYS: every request acts as %r", settings.local_principal)
@@ -46,12 +59,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             chat=ChatService(settings, catalog, store, triton, knowledge),
             knowledge=knowledge,
             principals_by_key=keys,
+            discovery=discovery,
         )
-        logger.info("kubechat API up: models %s, Triton at %s", catalog.names(), settings.triton_url)
         await knowledge.start()
+        if discovery is not None:
+            # Serving starts at once; /ready waits for the first lists.
+            discovery.start()
+            logger.info("kubechat API up: discovering resources in namespace %s", discovery.namespace)
+        else:
+            logger.info("kubechat API up: models %s, Triton at %s", catalog.names(), settings.triton_url)
         try:
             yield
         finally:
+            if discovery is not None:
+                await discovery.stop()
             await knowledge.stop()
             await close_knowledge_stores(knowledge)
             await triton.close()

@@ -3,6 +3,10 @@
 Prompt assembly happens here, in the gateway, because the TensorRT-LLM ensemble takes raw
 `text_input`: the chat template comes from the ChatModel (spec.chatTemplate) or from the
 tokenizer folder the model is served with, as in vLLM and TGI.
+
+The catalog is loaded once from YAML files (files mode) or kept up to date from the
+Kubernetes API by `kubechat.api.cluster` (cluster mode), which adds, replaces and removes
+entries while requests use it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from jinja2 import Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
-from kubechat.api.errors import ModelNotFoundError
+from kubechat.api.errors import ModelNotFoundError, ModelUnavailableError
 from kubechat.embedded.artifacts import tokenizer_dir
 from kubechat.resources import Capability, ChatModel, load_chat_models_from_dir
 
@@ -64,6 +68,27 @@ class Prompt:
     turns_dropped: int
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a model can serve now, and if not, why (from its ChatModel's Ready condition)."""
+
+    ready: bool
+    reason: str = ""
+    message: str = ""
+
+
+def cluster_readiness(model: ChatModel) -> Readiness:
+    """Readiness as the operator reports it in the ChatModel's status."""
+    condition = model.status.condition("Ready")
+    if condition is None:
+        return Readiness(
+            False, model.status.phase.value, "the operator has not reported this model ready yet"
+        )
+    if condition.status == "True":
+        return Readiness(True)
+    return Readiness(False, condition.reason or "NotReady", condition.message)
+
+
 class CatalogEntry:
     def __init__(
         self,
@@ -72,10 +97,15 @@ class CatalogEntry:
         counter: TokenCounter,
         special: dict[str, str],
         tokenizer: Tokenizer | None = None,
+        *,
+        cluster: bool = False,
     ):
         self.model = model
         self.counter = counter
         self.tokenizer = tokenizer  # the model's own, for chunking text it will embed
+        # A ChatModel custom resource: its status, written by the operator, says if it serves.
+        self.cluster = cluster
+        self.template_source = template
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._template: Template = env.from_string(template)
         self._special = special
@@ -83,6 +113,25 @@ class CatalogEntry:
     @property
     def name(self) -> str:
         return self.model.name
+
+    def with_model(self, model: ChatModel) -> CatalogEntry:
+        """The same prompt machinery for a newer version of the resource whose spec is unchanged
+        (a status update): the tokenizer is not read again."""
+        return CatalogEntry(
+            model, self.template_source, self.counter, self._special, self.tokenizer, cluster=self.cluster
+        )
+
+    def readiness(self) -> Readiness | None:
+        """The ChatModel's readiness in cluster mode; None for a model from a file, whose
+        readiness is Triton's (asked when needed)."""
+        return cluster_readiness(self.model) if self.cluster else None
+
+    def check_ready(self) -> None:
+        """Refuse, with a stable code, to chat with a cluster model the operator says is not Ready."""
+        readiness = self.readiness()
+        if readiness is not None and not readiness.ready:
+            detail = f": {readiness.message}" if readiness.message else ""
+            raise ModelUnavailableError(f"model {self.name} is not ready ({readiness.reason}){detail}")
 
     @property
     def batch_size(self) -> int:
@@ -118,19 +167,44 @@ class CatalogEntry:
 
 
 class ModelCatalog:
+    """The models by name. Mutable at run time (cluster discovery); readers get snapshots, so a
+    change while a request iterates is never seen half-way."""
+
     def __init__(self, entries: Sequence[CatalogEntry], default_model: str = "") -> None:
         self._entries = {e.name: e for e in entries}
-        chat = [e.name for e in entries if e.model.has(Capability.CHAT)]
-        self.default_model = default_model or (chat[0] if chat else "")
+        self._configured_default = default_model
+
+    @property
+    def default_model(self) -> str:
+        """KUBECHAT_DEFAULT_MODEL if set, else the first chat model (in file or listing order)."""
+        if self._configured_default:
+            return self._configured_default
+        return next((e.name for e in self._entries.values() if e.model.has(Capability.CHAT)), "")
 
     def __iter__(self) -> Iterator[CatalogEntry]:
-        return iter(self._entries.values())
+        return iter(list(self._entries.values()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
 
     def names(self) -> list[str]:
         return list(self._entries)
 
     def chat_models(self) -> list[CatalogEntry]:
         return [e for e in self._entries.values() if e.model.has(Capability.CHAT)]
+
+    def find(self, name: str) -> CatalogEntry | None:
+        return self._entries.get(name)
+
+    def put(self, entry: CatalogEntry) -> CatalogEntry | None:
+        """Add the entry, or replace the one of the same name (keeping its place); returns the
+        replaced one."""
+        previous = self._entries.get(entry.name)
+        self._entries[entry.name] = entry
+        return previous
+
+    def remove(self, name: str) -> CatalogEntry | None:
+        return self._entries.pop(name, None)
 
     def get(self, name: str | None, capability: Capability = Capability.CHAT) -> CatalogEntry:
         name = name or self.default_model
@@ -145,24 +219,47 @@ def load_catalog(models_dir: Path, state_dir: Path, default_model: str = "") -> 
     """Build the catalog from ChatModel YAML files and the tokenizers the launcher exported."""
     entries = []
     for model in load_chat_models_from_dir(models_dir):
-        template, counter, special, tokenizer = model.spec.chat_template, None, {}, None
         folder = tokenizer_dir(model, state_dir)
-        if folder is not None and (folder / "tokenizer.json").exists():
-            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            # Count and chunk whole texts: the model's own truncation applies at inference.
-            tokenizer.no_truncation()
-            tokenizer.no_padding()
-            counter = TokenizerCounter(tokenizer)
-            template = template or _tokenizer_template(folder)
-            special = _special_tokens(folder)
-        elif folder is not None:
+        if folder is not None and not (folder / "tokenizer.json").exists():
             logger.warning("no tokenizer for %s in %s: counting words", model.name, folder)
-        entries.append(
-            CatalogEntry(
-                model, template or DEFAULT_CHAT_TEMPLATE, counter or WhitespaceCounter(), special, tokenizer
-            )
-        )
+        entries.append(_entry(model, folder))
     return ModelCatalog(entries, default_model)
+
+
+def cluster_entry(model: ChatModel, tokenizers_dir: Path) -> CatalogEntry:
+    """The entry of a ChatModel custom resource.
+
+    The template is spec.chatTemplate, else the one in the tokenizer folder
+    `tokenizers_dir/<model name>` (the layout of a Hugging Face checkpoint's tokenizer files),
+    else ChatML; tokens are counted with that folder's tokenizer, else one per word. Blocking
+    (it reads files): run it off the event loop.
+    """
+    folder = tokenizers_dir / model.name
+    if not (folder / "tokenizer.json").exists():
+        if model.spec.chat_template:
+            logger.warning("no tokenizer for %s in %s: counting words", model.name, folder)
+        else:
+            logger.warning(
+                "no chatTemplate and no tokenizer for %s in %s: using ChatML and counting words",
+                model.name, folder,
+            )  # fmt: skip
+    return _entry(model, folder, cluster=True)
+
+
+def _entry(model: ChatModel, folder: Path | None, *, cluster: bool = False) -> CatalogEntry:
+    template, counter, special, tokenizer = model.spec.chat_template, None, {}, None
+    if folder is not None and (folder / "tokenizer.json").exists():
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        # Count and chunk whole texts: the model's own truncation applies at inference.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        counter = TokenizerCounter(tokenizer)
+        template = template or _tokenizer_template(folder)
+        special = _special_tokens(folder)
+    return CatalogEntry(
+        model, template or DEFAULT_CHAT_TEMPLATE, counter or WhitespaceCounter(), special, tokenizer,
+        cluster=cluster,
+    )  # fmt: skip
 
 
 def _tokenizer_template(folder: Path) -> str:

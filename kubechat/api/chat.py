@@ -28,7 +28,7 @@ from kubechat.api.events import (
 )
 from kubechat.api.history import HistoryStore, MessageStatus
 from kubechat.api.settings import Settings
-from kubechat.api.triton import SamplingParams, TritonGateway
+from kubechat.api.triton import SamplingParams, TritonInference
 from kubechat.rag.retrieval import Citation, sources_prompt
 from kubechat.rag.service import KnowledgeService
 
@@ -97,7 +97,7 @@ class ChatService:
         settings: Settings,
         catalog: ModelCatalog,
         store: HistoryStore,
-        triton: TritonGateway,
+        triton: TritonInference,
         knowledge: KnowledgeService,
     ) -> None:
         self.settings = settings
@@ -133,6 +133,7 @@ class ChatService:
         self.check_message(message.content)
         self.check_unavailable_features(message)
         entry = self.catalog.get(message.model)
+        entry.check_ready()
         params = sampling_params(entry, message.options)
         for name in message.knowledge_bases:
             self.knowledge.get(name, principal)

@@ -9,12 +9,13 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from kubechat.api.catalog import ModelCatalog
+from kubechat.api.catalog import CatalogEntry, ModelCatalog, Readiness
 from kubechat.api.chat import ChatService
+from kubechat.api.cluster import ClusterDiscovery
 from kubechat.api.errors import UnauthenticatedError
 from kubechat.api.history import HistoryStore
 from kubechat.api.settings import Settings
-from kubechat.api.triton import TritonGateway
+from kubechat.api.triton import TritonRouter
 from kubechat.rag.service import KnowledgeService
 
 
@@ -23,10 +24,18 @@ class Services:
     settings: Settings
     catalog: ModelCatalog
     store: HistoryStore
-    triton: TritonGateway
+    triton: TritonRouter
     chat: ChatService
     knowledge: KnowledgeService
     principals_by_key: dict[str, str]
+    discovery: ClusterDiscovery | None = None  # cluster mode only
+
+    async def readiness(self, entry: CatalogEntry) -> Readiness:
+        """Cluster mode: the ChatModel's Ready condition. Files mode: whether Triton has it loaded."""
+        readiness = entry.readiness()
+        if readiness is not None:
+            return readiness
+        return Readiness(await self.triton.model_ready(entry.name))
 
 
 def get_services(connection: HTTPConnection) -> Services:

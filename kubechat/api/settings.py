@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Where a pod finds its own namespace (the service account's projected volume).
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class Discovery(StrEnum):
+    """Where the API learns its ChatModels and KnowledgeBases."""
+
+    FILES = "files"  # YAML files (models_dir, knowledge_bases_dir); one Triton at triton_url
+    KUBERNETES = "kubernetes"  # custom resources in one namespace, each model on its own Triton
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KUBECHAT_", env_file=None, extra="ignore")
 
-    triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC host:port.")
+    discovery: Discovery = Field(
+        default=Discovery.FILES,
+        description="`files`: ChatModel/KnowledgeBase YAML files and one Triton at TRITON_URL. "
+        "`kubernetes`: the custom resources of KUBERNETES_NAMESPACE, watched through the API server.",
+    )
+    kubernetes_namespace: str = Field(
+        default="",
+        description="Namespace whose ChatModels and KnowledgeBases this API serves; empty means the "
+        "pod's own namespace (else `default`).",
+    )
+    tokenizers_dir: Path | None = Field(
+        default=None,
+        description="Cluster mode: folder with one tokenizer folder per model name; unset means "
+        "STATE_DIR/tokenizers.",
+    )
+    triton_url: str = Field(
+        default="127.0.0.1:8001", description="Triton gRPC host:port (files mode: every model)."
+    )
     models_dir: Path = Field(default=Path("examples/models"), description="Folder of ChatModel YAML files.")
     state_dir: Path = Field(
         default=Path(".kubechat"), description="Embedded state: history database, tokenizers."
@@ -61,6 +89,17 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_secure: bool = True
     s3_region: str = ""
+
+    def cluster_tokenizers_dir(self) -> Path:
+        return self.tokenizers_dir or self.state_dir / "tokenizers"
+
+    def namespace(self) -> str:
+        """The namespace served in cluster mode."""
+        if self.kubernetes_namespace:
+            return self.kubernetes_namespace
+        if POD_NAMESPACE_FILE.exists():
+            return POD_NAMESPACE_FILE.read_text().strip()
+        return "default"
 
     def history_database(self) -> Path:
         return Path(self.database_url) if self.database_url else self.state_dir / "history.sqlite3"

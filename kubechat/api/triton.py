@@ -1,13 +1,19 @@
-"""Streaming completions and embeddings over Triton's gRPC API (tritonclient.grpc.aio)."""
+"""Streaming completions and embeddings over Triton's gRPC API (tritonclient.grpc.aio).
+
+`TritonGateway` is one channel to one Triton; `TritonRouter` sends each model to the Triton that
+serves it (in a cluster every ChatModel has its own Deployment and Service) and is what the
+services use. Both satisfy `TritonInference`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
@@ -62,8 +68,24 @@ def chat_inputs(prompt: str, params: SamplingParams, stream: bool = True) -> lis
     return inputs
 
 
+class TritonInference(Protocol):
+    """What the chat and knowledge services need from Triton."""
+
+    async def model_ready(self, model: str) -> bool: ...
+
+    async def server_ready(self) -> bool: ...
+
+    def stream_text(
+        self, model: str, prompt: str, params: SamplingParams, request_id: str = ""
+    ) -> AsyncIterator[str]: ...
+
+    async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+    async def close(self) -> None: ...
+
+
 class TritonGateway:
-    """One async gRPC channel to Triton, shared by every request of an API process."""
+    """One async gRPC channel to one Triton, shared by every request that goes there."""
 
     def __init__(self, url: str, timeout_s: float = 600.0) -> None:
         self.url = url
@@ -139,6 +161,132 @@ class TritonGateway:
         vectors = result.as_numpy(contract.EMBED_OUTPUT)
         assert vectors is not None
         return np.asarray(vectors, dtype=np.float32)
+
+
+class TritonRouter:
+    """Routes each model to its Triton endpoint, one gRPC client per distinct endpoint.
+
+    Files mode: every model is on `default_url` (KUBECHAT_TRITON_URL). Cluster mode: no default;
+    discovery sets each ChatModel's endpoint from its status and clears it when the resource
+    goes. A client is created on first use and closed once no model maps to its endpoint and
+    no call on it is in flight (an answer streaming when its model moved finishes where it began).
+    """
+
+    def __init__(
+        self,
+        default_url: str | None = None,
+        timeout_s: float = 600.0,
+        connect: Callable[[str, float], TritonGateway] = TritonGateway,
+    ) -> None:
+        self.default_url = default_url
+        self.timeout_s = timeout_s
+        self._connect = connect
+        self._endpoints: dict[str, str] = {}  # model → host:port
+        self._clients: dict[str, TritonGateway] = {}  # host:port → its channel
+        self._in_flight: Counter[str] = Counter()
+
+    # -- routing table --------------------------------------------------------------------
+
+    def endpoint(self, model: str) -> str | None:
+        return self._endpoints.get(model, self.default_url)
+
+    def endpoints(self) -> dict[str, str]:
+        """Where each model with its own endpoint is served."""
+        return dict(self._endpoints)
+
+    def connected(self) -> list[str]:
+        """The endpoints a client is open to now."""
+        return list(self._clients)
+
+    async def set_endpoint(self, model: str, url: str | None) -> None:
+        """Route `model` to `url`; None (or empty) means it has no endpoint (yet, or any more)."""
+        previous = self._endpoints.get(model)
+        if url:
+            self._endpoints[model] = url
+        else:
+            self._endpoints.pop(model, None)
+        if previous is not None and previous != url:
+            logger.info("model %s: Triton endpoint %s -> %s", model, previous, url or "none")
+            await self._close_if_unused(previous)
+
+    # -- the TritonInference interface ----------------------------------------------------
+
+    async def model_ready(self, model: str) -> bool:
+        url = self.endpoint(model)
+        if url is None:
+            return False
+        gateway = self._acquire(url)
+        try:
+            return await gateway.model_ready(model)
+        finally:
+            await self._release(url)
+
+    async def server_ready(self) -> bool:
+        """Every endpoint in use answers (the default one included)."""
+        urls = {*self._endpoints.values(), *([self.default_url] if self.default_url else [])}
+        states = await asyncio.gather(*(self._server_ready(url) for url in urls))
+        return all(states)
+
+    async def _server_ready(self, url: str) -> bool:
+        gateway = self._acquire(url)
+        try:
+            return await gateway.server_ready()
+        finally:
+            await self._release(url)
+
+    async def stream_text(
+        self, model: str, prompt: str, params: SamplingParams, request_id: str = ""
+    ) -> AsyncIterator[str]:
+        url = self._route(model)
+        gateway = self._acquire(url)
+        try:
+            async for delta in gateway.stream_text(model, prompt, params, request_id):
+                yield delta
+        finally:
+            await self._release(url)
+
+    async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        url = self._route(model)
+        gateway = self._acquire(url)
+        try:
+            return await gateway.embed(model, texts)
+        finally:
+            await self._release(url)
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for gateway in clients:
+            await gateway.close()
+
+    # -- clients --------------------------------------------------------------------------
+
+    def _route(self, model: str) -> str:
+        url = self.endpoint(model)
+        if url is None:
+            # Rather than waiting on a Service that does not exist yet.
+            raise ModelUnavailableError(f"model {model} has no Triton endpoint yet")
+        return url
+
+    def _acquire(self, url: str) -> TritonGateway:
+        gateway = self._clients.get(url)
+        if gateway is None:
+            gateway = self._clients[url] = self._connect(url, self.timeout_s)
+        self._in_flight[url] += 1
+        return gateway
+
+    async def _release(self, url: str) -> None:
+        self._in_flight[url] -= 1
+        await self._close_if_unused(url)
+
+    async def _close_if_unused(self, url: str) -> None:
+        in_use = url == self.default_url or url in self._endpoints.values() or self._in_flight[url] > 0
+        if in_use:
+            return
+        self._in_flight.pop(url, None)
+        gateway = self._clients.pop(url, None)
+        if gateway is not None:
+            logger.info("closing the Triton client of %s: no model uses it", url)
+            await gateway.close()
 
 
 def _text_output(response: Any) -> str:

@@ -6,6 +6,10 @@ acknowledged. Ingestion workers (asyncio tasks of this process) parse, chunk, em
 through the Triton embedder and index; each step is persisted, and rows left unfinished by a
 crash or a shutdown are picked up again at the next start. Transient failures (Triton or a
 store unreachable) are retried with capped back-off; bad documents fail with a reason.
+
+The set of knowledge bases is fixed in files mode; in cluster mode discovery adds, updates and
+removes them while the service runs (`put`, `remove`), and documents of a knowledge base this
+replica does not know (yet, or any more) wait for it instead of failing.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from kubechat.api.errors import (
     StorageUnavailableError,
     UnsupportedDocumentTypeError,
 )
-from kubechat.api.triton import TritonGateway
+from kubechat.api.triton import TritonInference
 from kubechat.rag import parsing
 from kubechat.rag.chunking import TextChunk, chunk_sections
 from kubechat.rag.documents import PENDING, Document, DocumentCatalog, DocumentStatus
@@ -99,11 +103,14 @@ class KnowledgeService:
         documents: DocumentCatalog,
         objects: ObjectStore,
         chunks: ChunkStore,
-        triton: TritonGateway,
+        triton: TritonInference,
         *,
         workers: int = 2,
         max_files: int = 20,
+        dynamic: bool = False,
     ) -> None:
+        """`dynamic`: knowledge bases come and go at run time (cluster discovery), so a document
+        of an unknown one is left pending for when it is declared again rather than failed."""
         self.documents = documents
         self.objects = objects
         self.chunks = chunks
@@ -112,11 +119,14 @@ class KnowledgeService:
         self.max_files = max_files
         self._kbs = {kb.name: kb for kb in knowledge_bases}
         self._unavailable: dict[str, str] = {}
+        self.dynamic = dynamic
+        self._started = False
         # Replicas share the catalog; each ingests the documents it holds a lease on.
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._ingesting: dict[str, str] = {}  # document id → its knowledge base, while ingested
         self._attempts: dict[str, int] = {}
         self._worker_count = workers
         self._workers: list[asyncio.Task[None]] = []
@@ -127,10 +137,11 @@ class KnowledgeService:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for kb in self._kbs.values():
+        self._started = True
+        for kb in list(self._kbs.values()):
             await self._open_index(kb)
         await self._scan()
-        for kb in self._kbs.values():
+        for kb in list(self._kbs.values()):
             await self._finish_rebuild(kb)  # the last document may have finished just before a crash
         if self._queued:
             logger.info("resuming ingestion of %d documents", len(self._queued))
@@ -142,6 +153,8 @@ class KnowledgeService:
     async def _scan(self) -> None:
         """Queue pending documents nobody is working on: left by a crash, or by another replica."""
         for document in await self.documents.pending():
+            if self.dynamic and document.knowledge_base not in self._kbs:
+                continue  # waits for its knowledge base to be declared (again)
             if document.id not in self._waiting:
                 self._enqueue(document.id)
 
@@ -150,13 +163,14 @@ class KnowledgeService:
             await asyncio.sleep(SCAN_INTERVAL_S)
             try:
                 await self._scan()
-                for kb in self._kbs.values():
+                for kb in list(self._kbs.values()):
                     await self._finish_rebuild(kb)
             except StoreError as exc:
                 logger.warning("could not look for pending documents: %s", exc)
 
     async def stop(self) -> None:
         """Stop working; unfinished documents stay pending and resume at the next start."""
+        self._started = False
         for handle in self._retries:
             handle.cancel()
         for task in [*self._workers, *self._running.values()]:
@@ -174,6 +188,51 @@ class KnowledgeService:
             reason = exc.message if isinstance(exc, KubechatError) else str(exc)
             self._unavailable[kb.name] = reason
             logger.warning("knowledge base %s unavailable: %s", kb.name, reason)
+
+    # -- run-time changes (cluster discovery) ---------------------------------------------
+
+    async def put(self, kb: KnowledgeBase) -> None:
+        """Add a knowledge base, or replace one of the same name with its newer version.
+
+        spec.embedding is immutable (the CRD refuses changes): a version that changes it is
+        refused here too, since the index pins its vectors. Other spec changes apply to what is
+        ingested from now on; a re-index applies them to every document.
+        """
+        previous = self._kbs.get(kb.name)
+        if previous is not None and previous.spec.embedding != kb.spec.embedding:
+            logger.error(
+                "knowledge base %s: spec.embedding cannot change (%s -> %s); keeping the previous version",
+                kb.name, previous.spec.embedding.model, kb.spec.embedding.model,
+            )  # fmt: skip
+            return
+        self._kbs[kb.name] = kb
+        if not self._started or (previous is not None and previous.spec == kb.spec):
+            return  # start() opens every index; a status update changes nothing here
+        await self._open_index(kb)
+        if previous is None:
+            await self._scan()  # its documents left pending by a crash or while it was gone
+            await self._finish_rebuild(kb)
+
+    async def remove(self, name: str) -> None:
+        """Forget a knowledge base: its ingestions stop (their documents stay pending, not
+        failed, with nothing written past the stop) and it is no longer listed or searched.
+        Its index, documents and catalog rows are the operator's (deletionPolicy)."""
+        if self._kbs.pop(name, None) is None:
+            return
+        self._unavailable.pop(name, None)
+        stopping = [doc for doc, kb_name in self._ingesting.items() if kb_name == name]
+        for document_id in stopping:
+            await self._cancel(document_id)
+        if stopping:
+            logger.info("knowledge base %s removed: stopped ingesting %d documents", name, len(stopping))
+
+    async def reopen_embedder_users(self, model: str) -> None:
+        """Re-check the knowledge bases embedding with `model` after it was added, changed or
+        removed: whether they are usable depends on it."""
+        if not self._started:
+            return
+        for kb in [kb for kb in self._kbs.values() if kb.spec.embedding.model == model]:
+            await self._open_index(kb)
 
     # -- access ---------------------------------------------------------------------------
 
@@ -384,9 +443,12 @@ class KnowledgeService:
         ingesting = asyncio.current_task()
         assert ingesting is not None
         renewing = asyncio.create_task(self._renew_lease(document_id, ingesting))
+        self._ingesting[document_id] = document.knowledge_base
         try:
             kb = self._kbs.get(document.knowledge_base)
             if kb is None:
+                if self.dynamic:
+                    return  # released below; picked up again if the knowledge base comes back
                 await self._fail(document, "knowledge_base_not_found", "its knowledge base is not defined")
                 return
             try:
@@ -402,6 +464,7 @@ class KnowledgeService:
                 if current is None or current.status is DocumentStatus.DELETING:
                     await self._remove_chunks(kb, document.id)  # a batch may have landed after the delete
         finally:
+            self._ingesting.pop(document_id, None)
             renewing.cancel()
             await asyncio.shield(self.documents.release(document_id, self.worker_id))
 
@@ -483,8 +546,12 @@ class KnowledgeService:
             return
         except StoreError as exc:
             raise _Transient(f"object store: {exc}") from exc
-        embedder = self.models.get(kb.spec.embedding.model, Capability.EMBEDDINGS)
-        assert embedder.tokenizer is not None
+        try:
+            embedder = self.models.get(kb.spec.embedding.model, Capability.EMBEDDINGS)
+        except KubechatError as exc:  # the model may be (re)declared meanwhile (cluster mode)
+            raise _Transient(exc.message) from exc
+        if embedder.tokenizer is None:
+            raise _Transient(f"embedding model {embedder.name} has no tokenizer")
         try:
             pieces = await asyncio.to_thread(
                 _parse_and_chunk, data, parsing.DocumentFormat(document.format), embedder.tokenizer, kb

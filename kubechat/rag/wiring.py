@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TypedDict
 
 from kubechat.api.catalog import ModelCatalog
-from kubechat.api.settings import Settings
-from kubechat.api.triton import TritonGateway
+from kubechat.api.settings import Discovery, Settings
+from kubechat.api.triton import TritonInference
 from kubechat.rag.documents import DocumentCatalog, SQLiteDocumentCatalog
 from kubechat.rag.elasticsearch_documents import open_catalog
 from kubechat.rag.elasticsearch_store import connect
@@ -75,10 +75,13 @@ async def open_document_catalog(settings: Settings) -> DocumentCatalog:
 
 
 async def open_knowledge_service(
-    settings: Settings, models: ModelCatalog, triton: TritonGateway
+    settings: Settings, models: ModelCatalog, triton: TritonInference
 ) -> KnowledgeService:
+    """Files mode: the KnowledgeBase YAML files. Cluster mode: none at first; discovery adds the
+    namespace's KnowledgeBase resources as it lists and watches them."""
+    cluster = settings.discovery is Discovery.KUBERNETES
     return KnowledgeService(
-        load_knowledge_bases_from_dir(settings.knowledge_bases_dir),
+        [] if cluster else load_knowledge_bases_from_dir(settings.knowledge_bases_dir),
         models,
         await open_document_catalog(settings),
         await open_object_store(settings),
@@ -86,6 +89,7 @@ async def open_knowledge_service(
         triton,
         workers=settings.ingest_workers,
         max_files=settings.max_upload_files,
+        dynamic=cluster,
     )
 
 

@@ -1,19 +1,27 @@
-"""Tests of kubechat.api.catalog: prompt assembly within the context window, model lookup."""
+"""Tests of kubechat.api.catalog: prompt assembly within the context window, model lookup, run-time
+changes and readiness of cluster (ChatModel resource) entries."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
 
 from kubechat.api.catalog import (
     DEFAULT_CHAT_TEMPLATE,
     CatalogEntry,
     ChatTurn,
     ModelCatalog,
+    Readiness,
     WhitespaceCounter,
+    cluster_entry,
 )
-from kubechat.api.errors import ModelNotFoundError
+from kubechat.api.errors import ModelNotFoundError, ModelUnavailableError
 from kubechat.resources import Capability, ChatModel, parse_chat_model
 
 BUDGET = 40  # engine.maxInputTokens of the test model, in whitespace-separated words
@@ -171,3 +179,145 @@ def test_catalog_without_chat_models_has_no_default() -> None:
     assert catalog.default_model == ""
     with pytest.raises(ModelNotFoundError, match="none"):
         catalog.get(None)
+
+
+# -- run-time changes (cluster mode) ---------------------------------------------------------
+
+
+def _cluster_model(name: str, status: dict[str, Any] | None = None, **spec: Any) -> ChatModel:
+    document: dict[str, Any] = {
+        "apiVersion": "kubechat.io/v1alpha1",
+        "kind": "ChatModel",
+        "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}", "generation": 1},
+        "spec": {"engine": {"backend": "synthetic", "maxInputTokens": BUDGET}, **spec},
+    }
+    if status is not None:
+        document["status"] = status
+    return parse_chat_model(document)
+
+
+def _ready(status: str, reason: str = "", message: str = "") -> dict[str, Any]:
+    condition = {"type": "Ready", "status": status, "reason": reason, "message": message}
+    return {"phase": "Ready" if status == "True" else "Progressing", "conditions": [condition]}
+
+
+def test_entries_are_added_replaced_and_removed() -> None:
+    """put adds or replaces (keeping the listing order), remove forgets; lookups follow."""
+    catalog = ModelCatalog([])
+    assert catalog.default_model == "" and catalog.names() == []
+    assert catalog.put(_entry(_model("first"))) is None
+    catalog.put(_entry(_model("second")))
+    assert catalog.get("second").model.spec.display_name == ""
+    replaced = catalog.put(_entry(_model("second", displayName="Second")))
+    assert replaced is not None and replaced.model.spec.display_name == ""
+    assert catalog.names() == ["first", "second"]
+    assert catalog.get("second").model.spec.display_name == "Second"
+    assert "second" in catalog and catalog.find("nope") is None
+    assert catalog.remove("second") is not None
+    assert catalog.remove("second") is None
+    with pytest.raises(ModelNotFoundError):
+        catalog.get("second")
+    assert catalog.names() == ["first"]
+
+
+def test_default_model_follows_the_catalog() -> None:
+    """Without a configured default, the first chat model present now; a configured one stays."""
+    catalog = ModelCatalog([])
+    catalog.put(_entry(_model("first")))
+    catalog.put(_entry(_model("second")))
+    assert catalog.default_model == "first"
+    catalog.remove("first")
+    assert catalog.default_model == "second"
+    configured = ModelCatalog([], default_model="later")
+    assert configured.default_model == "later"
+    with pytest.raises(ModelNotFoundError, match="'later'"):
+        configured.get(None)
+    configured.put(_entry(_model("later")))
+    assert configured.get(None).name == "later"
+
+
+def test_iterating_while_the_catalog_changes_sees_a_snapshot() -> None:
+    """Discovery may change the catalog while a request walks it (between awaits)."""
+    catalog = ModelCatalog([_entry(_model("a")), _entry(_model("b"))])
+    seen = []
+    for entry in catalog:
+        seen.append(entry.name)
+        catalog.remove("b")
+        catalog.put(_entry(_model("c")))
+    assert seen == ["a", "b"]
+    assert catalog.names() == ["a", "c"]
+
+
+def test_cluster_entry_without_template_or_tokenizer_uses_chatml_and_counts_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No spec.chatTemplate and no tokenizer folder: ChatML, one token per word, and a warning."""
+    entry = cluster_entry(_cluster_model("tiny"), tmp_path)
+    assert entry.cluster and entry.tokenizer is None
+    assert entry.build_prompt([ChatTurn("user", "Hi there")]).text == (
+        "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert isinstance(entry.counter, WhitespaceCounter)
+    assert "using ChatML and counting words" in caplog.text
+
+
+def test_cluster_entry_prefers_the_spec_template(tmp_path: Path) -> None:
+    """spec.chatTemplate wins over the tokenizer folder's template."""
+    _write_tokenizer(tmp_path / "tiny", template="{{ 'folder' }}")
+    entry = cluster_entry(_cluster_model("tiny", chatTemplate="{{ messages[0]['content'] }}!"), tmp_path)
+    assert entry.render([ChatTurn("user", "spec")]) == "spec!"
+    assert entry.tokenizer is not None  # still counted with the folder's tokenizer
+
+
+def test_cluster_entry_reads_the_tokenizer_folder_named_after_the_model(tmp_path: Path) -> None:
+    """TOKENIZERS_DIR/<model>: its template, its special tokens and its token counts."""
+    _write_tokenizer(tmp_path / "tiny", template="{{ bos_token }}{{ messages[0]['content'] }}")
+    entry = cluster_entry(_cluster_model("tiny"), tmp_path)
+    assert entry.render([ChatTurn("user", "hello world")]) == "<s>hello world"
+    assert entry.tokenizer is not None
+    assert entry.counter.count("hello world") == 2
+
+
+def test_cluster_readiness_comes_from_the_ready_condition() -> None:
+    """Ready=True serves; Ready=False gives its reason and message; no status yet is Pending."""
+    ready = _entry(_cluster_model("m", _ready("True")))
+    assert _with_cluster(ready).readiness() == Readiness(True)
+    down = _with_cluster(_entry(_cluster_model("m", _ready("False", "NoReplicaReady", "0/1 replicas ready"))))
+    assert down.readiness() == Readiness(False, "NoReplicaReady", "0/1 replicas ready")
+    with pytest.raises(ModelUnavailableError, match="NoReplicaReady") as info:
+        down.check_ready()
+    assert info.value.code == "model_unavailable" and info.value.status == 503
+    pending = _with_cluster(_entry(_cluster_model("m")))
+    readiness = pending.readiness()
+    assert readiness is not None and not readiness.ready and readiness.reason == "Pending"
+
+
+def test_models_from_files_have_no_cluster_readiness() -> None:
+    """Files mode: readiness is Triton's, and chatting is never refused up front."""
+    entry = _entry(_model())
+    assert entry.readiness() is None
+    entry.check_ready()
+
+
+def test_a_status_update_keeps_the_prompt_machinery() -> None:
+    """with_model swaps the resource (new status) and keeps template, counter and tokenizer."""
+    entry = _with_cluster(_entry(_cluster_model("m", _ready("False"))))
+    updated = entry.with_model(_cluster_model("m", _ready("True")))
+    assert updated.cluster and updated.counter is entry.counter
+    assert updated.readiness() == Readiness(True)
+    assert updated.render([ChatTurn("user", "x")]) == entry.render([ChatTurn("user", "x")])
+
+
+def _with_cluster(entry: CatalogEntry) -> CatalogEntry:
+    return CatalogEntry(entry.model, entry.template_source, entry.counter, {}, entry.tokenizer, cluster=True)
+
+
+def _write_tokenizer(folder: Path, template: str) -> None:
+    """A real (tiny) tokenizer folder in the Hugging Face layout: word-level, two words known."""
+    folder.mkdir(parents=True)
+    tokenizer = Tokenizer(WordLevel({"hello": 0, "world": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": template, "bos_token": "<s>", "eos_token": "</s>"})
+    )

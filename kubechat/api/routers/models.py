@@ -1,9 +1,11 @@
-"""The models this API routes to, with their capabilities and limits."""
+"""The models this API routes to, with their capabilities, limits and readiness."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
 
@@ -14,7 +16,11 @@ class ModelOut(BaseModel):
     name: str
     display_name: str
     capabilities: list[str]
-    ready: bool
+    ready: bool = Field(
+        description="Files mode: Triton has the model loaded. Cluster mode: the ChatModel's Ready condition."
+    )
+    reason: str = Field(default="", description="Cluster mode, when not ready: the Ready condition's reason.")
+    message: str = Field(default="", description="Cluster mode, when not ready: its message.")
     max_input_tokens: int
     max_output_tokens: int
     default: bool
@@ -22,18 +28,23 @@ class ModelOut(BaseModel):
 
 @router.get("")
 async def list_models(services: ServicesDep, _principal: PrincipalDep) -> list[ModelOut]:
+    entries = list(services.catalog)
+    states = await asyncio.gather(*(services.readiness(entry) for entry in entries))
+    default = services.catalog.default_model
     out = []
-    for entry in services.catalog:
+    for entry, readiness in zip(entries, states, strict=True):
         spec = entry.model.spec
         out.append(
             ModelOut(
                 name=entry.name,
                 display_name=spec.display_name or entry.name,
                 capabilities=[str(c) for c in spec.capabilities],
-                ready=await services.triton.model_ready(entry.name),
+                ready=readiness.ready,
+                reason=readiness.reason,
+                message=readiness.message,
                 max_input_tokens=spec.engine.max_input_tokens,
                 max_output_tokens=spec.engine.max_output_tokens,
-                default=entry.name == services.catalog.default_model,
+                default=entry.name == default,
             )
         )
     return out

@@ -91,13 +91,22 @@ _STARTED = int(time.time())
 
 @router.get("/models")
 async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelList:
-    return ModelList(data=[ModelCard(id=e.name, created=_STARTED) for e in services.catalog.chat_models()])
+    """The chat models; in cluster mode only those whose ChatModel is Ready (clients pick from
+    this list and should not be offered one that would refuse them)."""
+    return ModelList(
+        data=[
+            ModelCard(id=e.name, created=_STARTED)
+            for e in services.catalog.chat_models()
+            if (readiness := e.readiness()) is None or readiness.ready
+        ]
+    )
 
 
 async def _prepare(
     services: Services, principal: str, body: ChatCompletionRequest
 ) -> tuple[CatalogEntry, str, int, SamplingParams, list[Citation] | None]:
     entry = services.catalog.get(body.model)
+    entry.check_ready()
     turns = []
     for m in body.messages:
         text = m.text()
