@@ -37,6 +37,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.streaming
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
+	$(BIN)/python -m benchmarks.operator
 
 # The CRDs are generated from kubechat/resources.py; tests/unit/test_crds.py fails when they drift.
 crds: $(STAMP)

@@ -1,4 +1,4 @@
-"""The `kubechat` command: `serve` (embedded runtime) and `render` (model repository only)."""
+"""The `kubechat` command: `serve` (embedded runtime), `render` (model repository only), `operator`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,14 @@ def main(argv: list[str] | None = None) -> None:
     for sub in (serve, render):
         sub.add_argument("--models", type=Path, help="folder of ChatModel YAML files")
         sub.add_argument("--state-dir", type=Path, help="where state and the repository live")
+    operator = commands.add_parser("operator", help="run the Kubernetes operator (in its pod)")
+    operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's liveness URL")
     args = parser.parse_args(argv)
+    if args.command == "operator":
+        from kubechat.operator.main import main as run_operator
+
+        run_operator(args.liveness)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     overrides = {}

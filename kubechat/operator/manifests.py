@@ -276,9 +276,10 @@ def _resources(model: ChatModel) -> Manifest:
     requests: dict[str, Any] = {"cpu": spec.cpu, "memory": spec.memory}
     limits: dict[str, Any] = {"memory": spec.memory}
     if spec.gpus > 0:
-        # Extended resources: request = limit, and the device plugin hands out whole GPUs.
-        requests["nvidia.com/gpu"] = spec.gpus
-        limits["nvidia.com/gpu"] = spec.gpus
+        # Extended resources: request = limit, and the device plugin hands out whole GPUs. A
+        # quantity is a string, as the API server returns it: an int would look like drift.
+        requests["nvidia.com/gpu"] = str(spec.gpus)
+        limits["nvidia.com/gpu"] = str(spec.gpus)
     return {"requests": requests, "limits": limits}
 
 

@@ -255,8 +255,8 @@ def test_gpu_models_get_their_gpus_and_the_trtllm_image(children: dict[str, Chil
         container = _container(rendered, container_name)
         assert container["image"] == SETTINGS.trtllm_image
         resources = container["resources"]
-        assert resources["limits"]["nvidia.com/gpu"] == gpus
-        assert resources["requests"]["nvidia.com/gpu"] == gpus
+        assert resources["limits"]["nvidia.com/gpu"] == str(gpus)
+        assert resources["requests"]["nvidia.com/gpu"] == str(gpus)
         assert resources["limits"]["memory"] == resources["requests"]["memory"] == model.spec.resources.memory
         assert resources["requests"]["cpu"] == model.spec.resources.cpu
         security = container["securityContext"]

@@ -1,0 +1,151 @@
+"""The few Kubernetes API calls the operator makes, through the official async client.
+
+Children are kept at their desired state with "create, else merge-patch when drifted":
+a live object that already contains every field the operator renders is left alone, so
+fields the API server or other controllers add (defaults, status, clusterIP) never count as
+drift and a resync of an unchanged object costs one GET.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubechat.resources import GROUP, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+
+# (apiVersion, kind) -> (API class, method suffix)
+_KINDS: dict[tuple[str, str], tuple[type[Any], str]] = {
+    ("v1", "ConfigMap"): (client.CoreV1Api, "config_map"),
+    ("v1", "Service"): (client.CoreV1Api, "service"),
+    ("apps/v1", "Deployment"): (client.AppsV1Api, "deployment"),
+    ("policy/v1", "PodDisruptionBudget"): (client.PolicyV1Api, "pod_disruption_budget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): (client.AutoscalingV2Api, "horizontal_pod_autoscaler"),
+}
+
+PLURALS = {"ChatModel": "chatmodels", "KnowledgeBase": "knowledgebases"}
+
+
+class Applied(enum.StrEnum):
+    CREATED = "created"
+    PATCHED = "patched"
+    UNCHANGED = "unchanged"
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Whether `live` holds every field of `desired` with the same value (lists element-wise)."""
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            key in live and contains(live[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(contains(a, b) for a, b in zip(live, desired, strict=True))
+        )
+    return bool(live == desired)
+
+
+def temporary(exc: ApiException, what: str) -> kopf.TemporaryError:
+    """An API failure worth retrying (conflicts, throttling, server errors) as kopf's retry."""
+    delay = 1.0 if exc.status in (409, 429) else 10.0
+    return kopf.TemporaryError(f"{what}: HTTP {exc.status} {exc.reason}", delay=delay)
+
+
+@dataclass
+class Kube:
+    """Typed access to the built-in kinds the operator owns, and to its custom resources."""
+
+    api: client.ApiClient
+
+    def _methods(self, manifest: Mapping[str, Any]) -> tuple[Any, str]:
+        key = (manifest["apiVersion"], manifest["kind"])
+        if key not in _KINDS:
+            raise ValueError(f"the operator does not manage {key[1]} ({key[0]})")
+        api_class, suffix = _KINDS[key]
+        return api_class(self.api), suffix
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        plain: dict[str, Any] = self.api.sanitize_for_serialization(obj)
+        return plain
+
+    async def read(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        api, suffix = self._methods(manifest)
+        meta = manifest["metadata"]
+        try:
+            live = await getattr(api, f"read_namespaced_{suffix}")(meta["name"], meta["namespace"])
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._plain(live)
+
+    async def apply(self, manifest: dict[str, Any]) -> tuple[Applied, dict[str, Any] | None]:
+        """Create the object, or merge-patch it where it differs from `manifest`.
+
+        Returns what was done and the live object as read before (None when just created):
+        its status is current, as the operator's patches never touch status.
+        """
+        api, suffix = self._methods(manifest)
+        meta = manifest["metadata"]
+        live = await self.read(manifest)
+        if live is None:
+            try:
+                await getattr(api, f"create_namespaced_{suffix}")(meta["namespace"], manifest)
+                return Applied.CREATED, None
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                live = await self.read(manifest)  # created meanwhile (a concurrent event)
+        if live is not None and contains(live, manifest):
+            return Applied.UNCHANGED, live
+        await getattr(api, f"patch_namespaced_{suffix}")(
+            meta["name"], meta["namespace"], manifest, _content_type=MERGE_PATCH
+        )
+        return Applied.PATCHED, live
+
+    async def delete(self, manifest: Mapping[str, Any]) -> bool:
+        api, suffix = self._methods(manifest)
+        meta = manifest["metadata"]
+        try:
+            await getattr(api, f"delete_namespaced_{suffix}")(meta["name"], meta["namespace"])
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def read_custom(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        api = client.CustomObjectsApi(self.api)
+        try:
+            found: dict[str, Any] = await api.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    async def list_custom(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        api = client.CustomObjectsApi(self.api)
+        if namespace:
+            found = await api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind])
+        else:
+            found = await api.list_cluster_custom_object(GROUP, VERSION, PLURALS[kind])
+        return list(found.get("items") or [])
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        # The stubs leave out the generated client's `_content_type` keyword.
+        patch: Any = client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status
+        await patch(
+            GROUP, VERSION, namespace, PLURALS[kind], name, {"status": status}, _content_type=MERGE_PATCH
+        )

@@ -1,0 +1,91 @@
+"""Run the operator: `kubechat operator` in its pod, or in-process for tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client, config
+
+from kubechat.api.settings import Settings
+from kubechat.operator.handlers import Operator, register
+from kubechat.operator.knowledge import KnowledgeStores
+from kubechat.operator.kube import Kube
+from kubechat.operator.settings import OperatorSettings
+from kubechat.rag.wiring import open_chunk_store, open_document_catalog, open_object_store
+
+logger = logging.getLogger(__name__)
+
+
+async def api_client(server: str | None = None) -> client.ApiClient:
+    """A client for `server` (tests), else the pod's service account, else the kubeconfig."""
+    if server is not None:
+        return client.ApiClient(client.Configuration(host=server))
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]  # untyped in the stubs
+    else:
+        await config.load_kube_config()
+    return client.ApiClient()
+
+
+async def open_stores(settings: Settings) -> KnowledgeStores | None:
+    """The cluster's stores, configured like the API's; None when Elasticsearch is not set."""
+    if not settings.elasticsearch_url:
+        logger.warning("KUBECHAT_ELASTICSEARCH_URL is not set: KnowledgeBases stay pending")
+        return None
+    return KnowledgeStores(
+        chunks=await open_chunk_store(settings),
+        objects=await open_object_store(settings),
+        documents=await open_document_catalog(settings),
+    )
+
+
+async def run(
+    settings: OperatorSettings,
+    *,
+    server: str | None = None,
+    stores: KnowledgeStores | None = None,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+    liveness_endpoint: str | None = None,
+) -> None:
+    """Reconcile until `stop_flag` is set (or the task is cancelled)."""
+    api = await api_client(server)
+    if stores is None:
+        stores = await open_stores(Settings())
+    registry = kopf.OperatorRegistry()
+    operator = Operator(settings, Kube(api), stores)
+    register(operator, registry)
+    if server is not None:
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=server, scheme="Bearer", token="test", insecure=True)
+
+    resync = asyncio.create_task(operator.resync_forever())
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not settings.namespace,
+            namespaces=[settings.namespace] if settings.namespace else [],
+            standalone=True,  # one replica (Recreate); kopf's peering would need its own CRDs
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+            liveness_endpoint=liveness_endpoint,
+        )
+    finally:
+        resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resync
+        await api.close()
+        if stores is not None:
+            await stores.close()
+
+
+def main(liveness_endpoint: str = "http://0.0.0.0:8080/healthz") -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(OperatorSettings(), liveness_endpoint=liveness_endpoint))

@@ -1,0 +1,142 @@
+"""Status of kubechat's custom resources: phase, standard conditions, observed generation.
+
+Pure functions of what the operator sees, so every rule here is unit-tested without a cluster.
+Conditions follow metav1.Condition: `lastTransitionTime` changes only when `status` does.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from kubechat.resources import Condition, Phase
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def condition(
+    type_: str, status: ConditionStatus, reason: str, message: str = "", generation: int | None = None
+) -> Condition:
+    return Condition(
+        type=type_, status=status, reason=reason, message=message, observed_generation=generation
+    )
+
+
+def merge_conditions(
+    current: Sequence[Mapping[str, Any]], updates: Sequence[Condition], at: str | None = None
+) -> list[dict[str, Any]]:
+    """The condition list with `updates` applied, keeping transition times of unchanged statuses."""
+    stamp = at or now()
+    merged = {c["type"]: dict(c) for c in current if "type" in c}
+    for update in updates:
+        previous = merged.get(update.type)
+        fresh = update.model_dump(by_alias=True, exclude_none=True)
+        if previous is not None and previous.get("status") == update.status:
+            fresh["lastTransitionTime"] = previous.get("lastTransitionTime", stamp)
+        else:
+            fresh["lastTransitionTime"] = stamp
+        merged[update.type] = fresh
+    return sorted(merged.values(), key=lambda c: str(c["type"]))
+
+
+def invalid(message: str, generation: int | None) -> tuple[Phase, list[Condition]]:
+    """A spec the schema let through but the operator cannot act on."""
+    return Phase.FAILED, [
+        condition(READY, "False", "InvalidSpec", message, generation),
+        condition(PROGRESSING, "False", "InvalidSpec", message, generation),
+        condition(DEGRADED, "True", "InvalidSpec", message, generation),
+    ]
+
+
+def chat_model_conditions(
+    deployment: Mapping[str, Any] | None, desired: int, generation: int | None
+) -> tuple[Phase, list[Condition], dict[str, int]]:
+    """Phase and conditions of a ChatModel from its Triton Deployment.
+
+    `desired` is spec.replicas, or the HPA's minimum when autoscaling (the HPA moves the rest).
+    Ready means at least one replica serves; Degraded means fewer serve than wanted, or the
+    Deployment reports a failure; Progressing means a rollout is under way.
+    """
+    if deployment is None:
+        waiting = "the Triton Deployment does not exist yet"
+        return (
+            Phase.PENDING,
+            [
+                condition(READY, "False", "DeploymentMissing", waiting, generation),
+                condition(PROGRESSING, "True", "Creating", waiting, generation),
+                condition(DEGRADED, "False", "Creating", "", generation),
+            ],
+            {"replicas": 0, "readyReplicas": 0},
+        )
+    status = deployment.get("status") or {}
+    meta = deployment.get("metadata") or {}
+    replicas = int(status.get("replicas") or 0)
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    wanted = int((deployment.get("spec") or {}).get("replicas", desired) or 0)
+    observed = status.get("observedGeneration")
+    stale = observed is None or (meta.get("generation") is not None and observed < meta["generation"])
+    by_type = {c.get("type"): c for c in status.get("conditions") or []}
+    failure = by_type.get("ReplicaFailure", {})
+    progress = by_type.get("Progressing", {})
+    deadline = progress.get("reason") == "ProgressDeadlineExceeded"
+    counts = {"replicas": replicas, "readyReplicas": ready}
+
+    conditions: list[Condition] = []
+    if wanted == 0:
+        conditions.append(condition(READY, "False", "ScaledToZero", "spec.replicas is 0", generation))
+    elif ready > 0:
+        conditions.append(
+            condition(READY, "True", "ReplicasReady", f"{ready}/{wanted} replicas ready", generation)
+        )
+    else:
+        conditions.append(
+            condition(READY, "False", "NoReplicaReady", f"0/{wanted} replicas ready", generation)
+        )
+
+    rolling = stale or updated < wanted or ready < wanted or replicas > wanted
+    if deadline:
+        conditions.append(
+            condition(PROGRESSING, "False", "ProgressDeadlineExceeded", progress.get("message", ""))
+        )
+    elif rolling:
+        conditions.append(
+            condition(PROGRESSING, "True", "RollingOut", f"{updated}/{wanted} replicas updated", generation)
+        )
+    else:
+        conditions.append(condition(PROGRESSING, "False", "RolloutComplete", "", generation))
+
+    if failure.get("status") == "True":
+        conditions.append(
+            condition(DEGRADED, "True", "ReplicaFailure", failure.get("message", ""), generation)
+        )
+    elif deadline:
+        conditions.append(
+            condition(DEGRADED, "True", "ProgressDeadlineExceeded", progress.get("message", ""))
+        )
+    elif 0 < ready < wanted and not rolling:
+        conditions.append(condition(DEGRADED, "True", "ReplicasUnavailable", f"{ready}/{wanted} ready"))
+    else:
+        conditions.append(condition(DEGRADED, "False", "AsExpected", "", generation))
+
+    degraded = conditions[2].status == "True"
+    if wanted > 0 and ready == 0 and degraded:
+        phase = Phase.FAILED if failure.get("status") == "True" else Phase.DEGRADED
+    elif degraded:
+        phase = Phase.DEGRADED
+    elif conditions[0].status == "True" and not rolling:
+        phase = Phase.READY
+    elif conditions[0].status == "True":
+        phase = Phase.PROGRESSING  # serving, while a rollout goes on
+    else:
+        phase = Phase.PROGRESSING if wanted > 0 else Phase.PENDING
+    return phase, conditions, counts

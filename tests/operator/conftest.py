@@ -1,0 +1,146 @@
+"""The operator run in-process with kopf against kmock's Kubernetes emulator.
+
+kmock stores objects and streams watch events like an API server, but runs no controllers:
+Deployments get no status unless a test writes one, and nothing garbage-collects children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubechat.operator.knowledge import KnowledgeStores
+from kubechat.operator.main import run
+from kubechat.operator.settings import OperatorSettings
+from kubechat.rag.documents import SQLiteDocumentCatalog
+from kubechat.rag.objects import S3ObjectStore
+from kubechat.rag.sqlite_store import SQLiteChunkStore
+from kubechat.resources import GROUP, VERSION
+from tests.kube import install_cluster
+from tests.s3_server import S3Endpoint, moto_s3_server, unique_bucket_name
+
+NAMESPACE = "team-a"
+PLURALS = {"ChatModel": "chatmodels", "KnowledgeBase": "knowledgebases"}
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy (the operator works asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + within
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or check}; last saw {last!r}")
+
+
+@dataclass
+class Cluster:
+    """A client of the emulated API server, with shortcuts for kubechat's resources."""
+
+    api: client.ApiClient
+    kmock: Any
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    async def create(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Create a custom resource as `kubectl apply` would (the emulator sets no uid/generation)."""
+        meta = document.setdefault("metadata", {})
+        meta.setdefault("namespace", NAMESPACE)
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("generation", 1)
+        meta.setdefault("resourceVersion", "1")  # kopf tests it in its patches; kmock never bumps it
+        await self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], PLURALS[document["kind"]], document
+        )
+        return document
+
+    async def get(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    async def patch_spec(self, kind: str, name: str, spec: dict[str, Any], generation: int) -> None:
+        await self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            NAMESPACE,
+            PLURALS[kind],
+            name,
+            {"metadata": {"generation": generation}, "spec": spec},
+        )
+
+    async def delete(self, kind: str, name: str) -> None:
+        await self.custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURALS[kind], name)
+
+    async def status(self, kind: str, name: str) -> dict[str, Any]:
+        found = await self.get(kind, name)
+        return dict((found or {}).get("status") or {})
+
+    async def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
+        conditions = (await self.status(kind, name)).get("conditions") or []
+        return next((c for c in conditions if c.get("type") == type_), None)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Endpoint]:
+    with moto_s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+async def stores(tmp_path: Path, s3: S3Endpoint) -> AsyncIterator[KnowledgeStores]:
+    objects = S3ObjectStore(
+        s3.endpoint, s3.access_key, s3.secret_key, unique_bucket_name(), secure=s3.secure, region=s3.region
+    )
+    await objects.ensure_bucket()
+    yield KnowledgeStores(
+        chunks=await SQLiteChunkStore.open(tmp_path / "chunks.sqlite3"),
+        objects=objects,
+        documents=await SQLiteDocumentCatalog.open(tmp_path / "documents.sqlite3"),
+    )
+
+
+@pytest.fixture
+def operator_settings() -> OperatorSettings:
+    # A short resync so drift correction shows within a test; counts likewise.
+    return OperatorSettings(resync_interval_s=0.5, count_interval_s=0.5)
+
+
+@pytest.fixture
+async def cluster(
+    kmock: Any, stores: KnowledgeStores, operator_settings: OperatorSettings
+) -> AsyncIterator[Cluster]:
+    """kmock with the CRDs installed and the operator running against it."""
+    server = install_cluster(kmock)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        run(operator_settings, server=server, stores=stores, stop_flag=stop, ready_flag=ready)
+    )
+    await asyncio.wait_for(ready.wait(), 30)
+    api = client.ApiClient(client.Configuration(host=server))
+    try:
+        yield Cluster(api, kmock)
+    finally:
+        await api.close()
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
