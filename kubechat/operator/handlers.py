@@ -13,6 +13,7 @@ CRD's status schema declares.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import logging
 from typing import Any, cast
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 from kubechat.model_repository import RenderError
 from kubechat.operator import status as st
 from kubechat.operator.knowledge import KnowledgeStores
-from kubechat.operator.kube import Applied, Kube, temporary
+from kubechat.operator.kube import Applied, Kube, api_failure
 from kubechat.operator.manifests import (
     Children,
     grpc_endpoint,
@@ -39,6 +40,7 @@ from kubechat.resources import (
     GROUP,
     VERSION,
     ChatModel,
+    DeletionPolicy,
     KnowledgeBase,
     Phase,
     R,
@@ -95,6 +97,9 @@ class Operator:
         self.kube = kube
         self.stores = stores
         self._rendered: dict[tuple[str, str, str], Children] = {}
+        self._locks: collections.defaultdict[tuple[str, str], asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
 
     # -- ChatModel ---------------------------------------------------------------------------
 
@@ -113,6 +118,11 @@ class Operator:
         return model, children
 
     async def reconcile_chat_model(self, body: kopf.Body, patch: kopf.Patch) -> dict[str, Applied]:
+        # kopf's handler, a child's event and the resync loop may reconcile one model at once.
+        async with self._locks[(str(body.metadata.namespace), str(body.metadata.name))]:
+            return await self._reconcile_chat_model(body, patch)
+
+    async def _reconcile_chat_model(self, body: kopf.Body, patch: kopf.Patch) -> dict[str, Applied]:
         generation = _generation(body.metadata)
         try:
             model, children = self.desired(body)
@@ -135,7 +145,7 @@ class Operator:
                 for absent in _absent(children):
                     await self.kube.delete(absent)
         except ApiException as exc:
-            raise temporary(exc, f"applying the children of ChatModel {model.name}") from exc
+            raise api_failure(exc, f"applying the children of ChatModel {model.name}") from exc
         changed = {k: v for k, v in applied.items() if v is not Applied.UNCHANGED}
         if changed:
             logger.info("ChatModel %s/%s: %s", model.metadata.namespace, model.name, changed)
@@ -184,10 +194,14 @@ class Operator:
             if reapply:
                 await self.reconcile_chat_model(wrapped, patch)
             else:
-                model: ChatModel = _parse(ChatModel, wrapped)
-                deployment = await self.kube.read(render_children(model, self.settings).deployment)
-                generation = _generation(wrapped.metadata)
-                self._status(patch, wrapped, *self._chat_model_status(model, deployment, generation))
+                model, children = self.desired(wrapped)
+                deployment = await self.kube.read(children.deployment)
+                phase, conditions, extra = self._chat_model_status(
+                    model, deployment, _generation(wrapped.metadata)
+                )
+                # Not observedGeneration: only a reconcile that applied this generation may say so.
+                extra.pop("observedGeneration")
+                self._status(patch, wrapped, phase, conditions, extra)
         except (kopf.PermanentError, ResourceError, ValidationError):
             return  # the ChatModel's own handler reports an invalid spec
         except kopf.TemporaryError as exc:
@@ -214,13 +228,17 @@ class Operator:
         bodies = await self.kube.list_custom("ChatModel", self.settings.namespace or None)
         limit = asyncio.Semaphore(concurrency)
 
-        async def one(body: dict[str, Any]) -> None:
+        async def one(listed: dict[str, Any]) -> None:
             async with limit:
                 try:
-                    await self.refresh(body, reapply=True)
+                    # Read again: the listing may be older than a spec edit kopf already applied.
+                    meta = listed["metadata"]
+                    body = await self.kube.read_custom("ChatModel", meta["namespace"], meta["name"])
+                    if body is not None:
+                        await self.refresh(body, reapply=True)
                 except ApiException as exc:
                     logger.warning(
-                        "resync of ChatModel %s: HTTP %s", body["metadata"].get("name"), exc.status
+                        "resync of ChatModel %s: HTTP %s", listed["metadata"].get("name"), exc.status
                     )
 
         await asyncio.gather(*(one(body) for body in bodies))
@@ -307,6 +325,9 @@ class Operator:
         except (ResourceError, ValidationError):
             return  # never provisioned: nothing outside Kubernetes to remove
         patch.status["phase"] = str(Phase.DELETING)
+        if kb.spec.deletion_policy is DeletionPolicy.RETAIN:
+            logger.info("KnowledgeBase %s deleted; its index and documents are retained", kb.name)
+            return  # nothing to do outside Kubernetes, stores or not
         try:
             await self._stores().remove(kb)
         except StoreError as exc:

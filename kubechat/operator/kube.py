@@ -8,7 +8,9 @@ drift and a resync of an unchanged object costs one GET.
 
 from __future__ import annotations
 
+import copy
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubechat.resources import GROUP, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+# What the operator applied last, so that a key it stops rendering can be removed.
+LAST_APPLIED = "kubechat.io/last-applied"
 
 # (apiVersion, kind) -> (API class, method suffix)
 _KINDS: dict[tuple[str, str], tuple[type[Any], str]] = {
@@ -54,10 +58,54 @@ def contains(live: Any, desired: Any) -> bool:
     return bool(live == desired)
 
 
-def temporary(exc: ApiException, what: str) -> kopf.TemporaryError:
-    """An API failure worth retrying (conflicts, throttling, server errors) as kopf's retry."""
-    delay = 1.0 if exc.status in (409, 429) else 10.0
-    return kopf.TemporaryError(f"{what}: HTTP {exc.status} {exc.reason}", delay=delay)
+def api_failure(exc: ApiException, what: str) -> kopf.TemporaryError | kopf.PermanentError:
+    """kopf's retry for conflicts, throttling and server errors; no retry for a refusal
+    (403 missing RBAC, 422 an invalid or immutable field): retrying cannot change the answer."""
+    message = f"{what}: HTTP {exc.status} {exc.reason}"
+    status = exc.status or 0
+    if 400 <= status < 500 and status not in (404, 409, 429):
+        return kopf.PermanentError(message)
+    return kopf.TemporaryError(message, delay=1.0 if status in (409, 429) else 10.0)
+
+
+def merge_patch(last_applied: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch taking a child to `desired`, as `kubectl apply` computes it.
+
+    A merge patch replaces lists whole but only adds or overwrites map keys, so keys the
+    operator applied last time and no longer renders (a nodeSelector entry, the rollingUpdate
+    of a strategy, replicas once an HPA owns them) are set to null, which deletes them. Keys
+    others added (defaults, clusterIP, a controller's annotations) were never applied by the
+    operator and are left alone.
+    """
+    patch = copy.deepcopy(dict(desired))
+    if last_applied:
+        _null_removed(last_applied, patch)
+    return patch
+
+
+def _null_removed(last: Mapping[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in last.items():
+        if key not in patch:
+            patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(patch[key], dict):
+            _null_removed(value, patch[key])
+
+
+def _with_last_applied(manifest: dict[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(manifest)
+    annotations = body["metadata"].setdefault("annotations", {})
+    annotations.pop(LAST_APPLIED, None)
+    annotations[LAST_APPLIED] = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return body
+
+
+def _last_applied(live: Mapping[str, Any]) -> dict[str, Any] | None:
+    raw = ((live.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        found = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 @dataclass
@@ -96,19 +144,21 @@ class Kube:
         """
         api, suffix = self._methods(manifest)
         meta = manifest["metadata"]
+        body = _with_last_applied(manifest)
         live = await self.read(manifest)
         if live is None:
             try:
-                await getattr(api, f"create_namespaced_{suffix}")(meta["namespace"], manifest)
+                await getattr(api, f"create_namespaced_{suffix}")(meta["namespace"], body)
                 return Applied.CREATED, None
             except ApiException as exc:
                 if exc.status != 409:
                     raise
                 live = await self.read(manifest)  # created meanwhile (a concurrent event)
-        if live is not None and contains(live, manifest):
+        if live is not None and contains(live, body):
             return Applied.UNCHANGED, live
+        patch = merge_patch(_last_applied(live) if live is not None else None, body)
         await getattr(api, f"patch_namespaced_{suffix}")(
-            meta["name"], meta["namespace"], manifest, _content_type=MERGE_PATCH
+            meta["name"], meta["namespace"], patch, _content_type=MERGE_PATCH
         )
         return Applied.PATCHED, live
 

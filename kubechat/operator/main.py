@@ -52,11 +52,21 @@ async def run(
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
     liveness_endpoint: str | None = None,
+    one_namespace: bool = True,
 ) -> None:
-    """Reconcile until `stop_flag` is set (or the task is cancelled)."""
-    api = await api_client(server)
+    """Reconcile until `stop_flag` is set (or the task is cancelled).
+
+    With knowledge-base stores, `one_namespace` insists on KUBECHAT_OPERATOR_NAMESPACE; the
+    kmock tests turn it off (kmock cannot serve the namespace observation kopf runs then).
+    """
     if stores is None:
         stores = await open_stores(Settings())
+    if one_namespace and stores is not None and not settings.namespace:
+        # The document catalog is keyed by knowledge-base name: two namespaces' "docs" would
+        # share counts, and deleting one with deletionPolicy Delete would remove the other's rows.
+        await stores.close()
+        raise SystemExit("KUBECHAT_OPERATOR_NAMESPACE must name the one namespace this installation serves")
+    api = await api_client(server)
     registry = kopf.OperatorRegistry()
     operator = Operator(settings, Kube(api), stores)
     register(operator, registry)
@@ -65,6 +75,12 @@ async def run(
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=server, scheme="Bearer", token="test", insecure=True)
+
+    else:
+        # A registry of our own has none of kopf's default login handlers: the pod's service
+        # account, else the kubeconfig (a developer's machine).
+        kopf.on.login(registry=registry)(kopf.login_with_service_account)
+        kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)
 
     resync = asyncio.create_task(operator.resync_forever())
     try:

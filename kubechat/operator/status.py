@@ -88,7 +88,10 @@ def chat_model_conditions(
     by_type = {c.get("type"): c for c in status.get("conditions") or []}
     failure = by_type.get("ReplicaFailure", {})
     progress = by_type.get("Progressing", {})
-    deadline = progress.get("reason") == "ProgressDeadlineExceeded"
+    # Only for the current generation: a failure of the previous rollout says nothing of this one.
+    deadline = not stale and progress.get("reason") == "ProgressDeadlineExceeded"
+    # The Deployment controller's word that the rollout finished; without it, judge by counts.
+    complete = not stale and progress.get("reason") == "NewReplicaSetAvailable"
     counts = {"replicas": replicas, "readyReplicas": ready}
 
     conditions: list[Condition] = []
@@ -103,10 +106,12 @@ def chat_model_conditions(
             condition(READY, "False", "NoReplicaReady", f"0/{wanted} replicas ready", generation)
         )
 
-    rolling = stale or updated < wanted or ready < wanted or replicas > wanted
+    rolling = not complete and (stale or updated < wanted or ready < wanted or replicas > wanted)
     if deadline:
         conditions.append(
-            condition(PROGRESSING, "False", "ProgressDeadlineExceeded", progress.get("message", ""))
+            condition(
+                PROGRESSING, "False", "ProgressDeadlineExceeded", progress.get("message", ""), generation
+            )
         )
     elif rolling:
         conditions.append(
@@ -121,10 +126,12 @@ def chat_model_conditions(
         )
     elif deadline:
         conditions.append(
-            condition(DEGRADED, "True", "ProgressDeadlineExceeded", progress.get("message", ""))
+            condition(DEGRADED, "True", "ProgressDeadlineExceeded", progress.get("message", ""), generation)
         )
-    elif 0 < ready < wanted and not rolling:
-        conditions.append(condition(DEGRADED, "True", "ReplicasUnavailable", f"{ready}/{wanted} ready"))
+    elif ready < wanted and not rolling:
+        conditions.append(
+            condition(DEGRADED, "True", "ReplicasUnavailable", f"{ready}/{wanted} ready", generation)
+        )
     else:
         conditions.append(condition(DEGRADED, "False", "AsExpected", "", generation))
 

@@ -133,7 +133,14 @@ async def cluster(
     server = install_cluster(kmock)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
-        run(operator_settings, server=server, stores=stores, stop_flag=stop, ready_flag=ready)
+        run(
+            operator_settings,
+            server=server,
+            stores=stores,
+            stop_flag=stop,
+            ready_flag=ready,
+            one_namespace=False,
+        )
     )
     await asyncio.wait_for(ready.wait(), 30)
     api = client.ApiClient(client.Configuration(host=server))

@@ -147,8 +147,11 @@ async def test_a_spec_change_patches_the_children(cluster: Cluster) -> None:
     )
     pdb = await exists(cluster, "PodDisruptionBudget", TRITON)
     assert pdb["spec"]["maxUnavailable"] == 1
-    await condition(cluster, "Ready", "False")
-    assert (await cluster.status("ChatModel", NAME))["observedGeneration"] == 2
+
+    async def observed() -> bool:
+        return (await cluster.status("ChatModel", NAME)).get("observedGeneration") == 2
+
+    await eventually(observed, what="observedGeneration 2")
 
 
 async def test_autoscaling_adds_and_removes_an_hpa(cluster: Cluster) -> None:

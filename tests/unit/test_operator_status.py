@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubechat.operator.kube import contains
+from kubechat.operator.kube import contains, merge_patch
 from kubechat.operator.status import chat_model_conditions, condition, merge_conditions
 from kubechat.resources import Phase
 
@@ -43,6 +43,15 @@ def test_no_deployment_yet_is_pending() -> None:
           "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]},
          Phase.DEGRADED, ("True", "ReplicasReady"), ("False", "ProgressDeadlineExceeded"),
          ("True", "ProgressDeadlineExceeded")),
+        # The rollout finished, then a replica stopped serving (a crash loop).
+        ({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1,
+          "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]},
+         Phase.DEGRADED, ("True", "ReplicasReady"), ("False", "RolloutComplete"),
+         ("True", "ReplicasUnavailable")),
+        # A deadline the previous generation missed says nothing of the new rollout.
+        ({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 0, "readyReplicas": 2,
+          "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]},
+         Phase.PROGRESSING, ("True", "ReplicasReady"), ("True", "RollingOut"), ("False", "AsExpected")),
         # Pods cannot be created at all.
         ({"observedGeneration": 3,
           "conditions": [{"type": "ReplicaFailure", "status": "True", "reason": "x"}]},
@@ -103,3 +112,23 @@ def test_drift_means_a_desired_field_differs_not_an_added_one() -> None:
     live["spec"]["template"]["spec"]["containers"].append({"name": "sidecar"})
     assert not contains(live, desired)
     assert not contains({"spec": {}}, desired)
+
+
+def test_keys_the_operator_stops_rendering_are_removed_and_others_kept() -> None:
+    last = {
+        "spec": {
+            "replicas": 2,
+            "template": {"spec": {"nodeSelector": {"nvidia.com/gpu.product": "H100", "pool": "gpu"}}},
+            "strategy": {"rollingUpdate": {"maxSurge": 0}},
+        }
+    }
+    desired = {"spec": {"template": {"spec": {"nodeSelector": {"pool": "gpu"}}}, "strategy": {}}}
+    assert merge_patch(last, desired) == {
+        "spec": {
+            "replicas": None,
+            "template": {"spec": {"nodeSelector": {"pool": "gpu", "nvidia.com/gpu.product": None}}},
+            "strategy": {"rollingUpdate": None},
+        }
+    }
+    # Nothing applied before (or an unreadable record): a plain merge patch, nothing removed.
+    assert merge_patch(None, desired) == desired
