@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubechat.operator.knowledge import KnowledgeStores
+from kubechat.operator.kube import Kube
 from kubechat.operator.main import run
 from kubechat.operator.settings import OperatorSettings
 from kubechat.rag.documents import SQLiteDocumentCatalog
@@ -68,15 +68,7 @@ class Cluster:
         return document
 
     async def get(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURALS[kind], name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
+        return await Kube(self.api).read_custom(kind, namespace, name)
 
     async def patch_spec(self, kind: str, name: str, spec: dict[str, Any], generation: int) -> None:
         await self.custom.patch_namespaced_custom_object(
