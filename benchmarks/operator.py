@@ -18,7 +18,7 @@ back and writes status, so < 1 is expected; it says what the reconcile costs on 
 Prints a table and writes benchmarks/results/operator-<time>.json.
 
     make bench
-    python -m benchmarks.operator --models 500
+    python -m benchmarks.operator --models 500   # the target; see docs/operator.md on kmock
 """
 
 from __future__ import annotations
@@ -264,7 +264,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", type=int, default=500)
+    # 500 is the target; on kmock it does not finish in 20 minutes (see docs/operator.md).
+    parser.add_argument("--models", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
