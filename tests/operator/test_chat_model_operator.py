@@ -7,8 +7,8 @@ import copy
 from typing import Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubechat.operator.kube import Kube
 from tests.operator.conftest import NAMESPACE, Cluster, eventually
 
 NAME = "llama"
@@ -36,23 +36,22 @@ def chat_model(**spec: Any) -> dict[str, Any]:
     return document
 
 
+_API_VERSIONS = {
+    "ConfigMap": "v1",
+    "Service": "v1",
+    "Deployment": "apps/v1",
+    "PodDisruptionBudget": "policy/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+}
+
+
 async def read(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
-    apis: dict[str, tuple[Any, str]] = {
-        "ConfigMap": (client.CoreV1Api, "config_map"),
-        "Service": (client.CoreV1Api, "service"),
-        "Deployment": (client.AppsV1Api, "deployment"),
-        "PodDisruptionBudget": (client.PolicyV1Api, "pod_disruption_budget"),
-        "HorizontalPodAutoscaler": (client.AutoscalingV2Api, "horizontal_pod_autoscaler"),
+    stub = {
+        "apiVersion": _API_VERSIONS[kind],
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NAMESPACE},
     }
-    api_class, suffix = apis[kind]
-    try:
-        found: Any = await getattr(api_class(cluster.api), f"read_namespaced_{suffix}")(name, NAMESPACE)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    plain: dict[str, Any] = cluster.api.sanitize_for_serialization(found)
-    return plain
+    return await Kube(cluster.api).read(stub)
 
 
 async def exists(cluster: Cluster, kind: str, name: str) -> dict[str, Any]:
