@@ -46,7 +46,13 @@ _PYTHON_MODEL_CODE = {
     Backend.TRANSFORMERS: "transformers_llm",
     Backend.SENTENCE_TRANSFORMERS: "sentence_embedder",
     Backend.SYNTHETIC: "synthetic_tokens",
+    Backend.TESSERACT: "image_describer",
 }
+# The image describer's OCR languages (tesseract codes joined by `+`). Fixed until a ChatModel
+# needs another: each language is one more Debian package (tesseract-ocr-<code>) in the image.
+OCR_LANGUAGES = "eng"
+# Largest image (width x height) the image describer decodes; larger ones get an error response.
+MAX_IMAGE_PIXELS = 25_000_000  # a 6000x4000 photo fits
 
 
 def _tensor_block(kind: str, tensors: tuple[contract.TensorSpec, ...]) -> str:
@@ -80,7 +86,7 @@ def parse_model_config(config_pbtxt: str) -> model_config_pb2.ModelConfig:
 
 
 def render_python_model(model: ChatModel, artifacts: ModelArtifacts) -> RenderedModel:
-    """Render one CPU python-backend model (chat, embedder or synthetic benchmark model)."""
+    """Render one CPU python-backend model (chat, embedder, image describer or synthetic model)."""
     spec = model.spec
     backend = spec.engine.backend
     if backend not in _PYTHON_MODEL_CODE:
@@ -100,13 +106,17 @@ def render_python_model(model: ChatModel, artifacts: ModelArtifacts) -> Rendered
         )
         params["checkpoint_dir"] = artifacts.checkpoint_dir
     else:
+        inputs = contract.VISION_INPUTS if backend is Backend.TESSERACT else contract.CHAT_INPUTS
         body = (
             "model_transaction_policy {\n  decoupled: true\n}\n"
-            + _tensor_block("input", contract.CHAT_INPUTS)
+            + _tensor_block("input", inputs)
             + _tensor_block("output", contract.CHAT_OUTPUTS)
         )
         params["max_output_tokens"] = str(spec.engine.max_output_tokens)
-        if backend is Backend.TRANSFORMERS:
+        if backend is Backend.TESSERACT:
+            params["languages"] = OCR_LANGUAGES
+            params["max_image_pixels"] = str(MAX_IMAGE_PIXELS)
+        elif backend is Backend.TRANSFORMERS:
             params["checkpoint_dir"] = artifacts.checkpoint_dir
             params["checkpoint_file"] = artifacts.checkpoint_file
             # TensorRT-LLM's preprocessing/postprocessing models read the same parameter name.

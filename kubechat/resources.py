@@ -112,13 +112,24 @@ class Backend(StrEnum):
     """Which Triton backend serves the model.
 
     `tensorrtllm` is the production path (GPU); the others are python-backend models of
-    `model-repo/` that run on CPU for development, CI and benchmarks.
+    `model-repo/` that run on CPU for development, CI and benchmarks. `tesseract` describes
+    images (Tesseract OCR plus measured facts) for the `vision` capability.
     """
 
     TENSORRTLLM = "tensorrtllm"
     TRANSFORMERS = "transformers"
     SENTENCE_TRANSFORMERS = "sentence-transformers"
     SYNTHETIC = "synthetic"
+    TESSERACT = "tesseract"
+
+    @property
+    def loads_weights(self) -> bool:
+        """Whether the model needs files from spec.source (the others bring what they run)."""
+        return self not in _WEIGHTLESS_BACKENDS
+
+
+# The synthetic model computes its tokens; tesseract's trained data comes with its Debian package.
+_WEIGHTLESS_BACKENDS = frozenset({Backend.SYNTHETIC, Backend.TESSERACT})
 
 
 class Capability(StrEnum):
@@ -322,13 +333,19 @@ class AutoscalingSpec(_Spec):
         return self
 
 
+_SOURCE_REQUIRED = (
+    f"spec.source is required for every backend but {' and '.join(sorted(_WEIGHTLESS_BACKENDS))}"
+)
+
+
 class ChatModelSpec(_Spec):
     """A model served by Triton: where its weights come from, how it is served, and on what."""
 
     display_name: str = Field(default="", description="Name shown to users; empty: the resource name.")
     source: ModelSource = Field(
         default_factory=ModelSource,
-        description="Where the weights come from (one place); required unless the backend is synthetic.",
+        description="Where the weights come from (one place); required unless the backend is synthetic "
+        "or tesseract.",
     )
     engine: EngineSpec = Field(default_factory=EngineSpec)
     resources: GpuResources = Field(default_factory=GpuResources)
@@ -368,10 +385,11 @@ class ChatModelSpec(_Spec):
             f"has(self.source.{cel_field(str(field.alias))})" for field in ModelSource.model_fields.values()
         )
         package = f"self.source.{cel_field('package')}"
+        weightless = json.dumps(sorted(_WEIGHTLESS_BACKENDS))
         return (
             CelRule(
-                f'{backend} == "{Backend.SYNTHETIC}" || (has(self.source) && ({any_source}))',
-                "spec.source is required for every backend but synthetic",
+                f"{backend} in {weightless} || (has(self.source) && ({any_source}))",
+                _SOURCE_REQUIRED,
                 "FieldValueRequired",
                 ".source",
             ),
@@ -414,8 +432,8 @@ class ChatModelSpec(_Spec):
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatModelSpec:
-        if self.engine.backend is not Backend.SYNTHETIC and self.source == ModelSource():
-            raise ValueError("spec.source is required for every backend but synthetic")
+        if self.engine.backend.loads_weights and self.source == ModelSource():
+            raise ValueError(_SOURCE_REQUIRED)
         if self.defaults.max_tokens > self.engine.max_output_tokens:
             raise ValueError("defaults.maxTokens must not exceed engine.maxOutputTokens")
         if self.engine.tensor_parallel_size > max(self.resources.gpus, 1):

@@ -1,7 +1,9 @@
 """The Triton tensor contracts kubechat speaks, in one place for the API, renderer and models.
 
 The chat contract is TensorRT-LLM's `ensemble` / `tensorrt_llm_bls` interface, so a real
-TensorRT-LLM model repository is a drop-in replacement for the CPU development models.
+TensorRT-LLM model repository is a drop-in replacement for the CPU development models. The vision
+contract is the chat contract plus the encoded image file, under the name TensorRT-LLM's
+multimodal ensemble gives its image input (whose dims differ: see model-repo/README.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ RANDOM_SEED: Final = "random_seed"
 EXCLUDE_INPUT_IN_OUTPUT: Final = "exclude_input_in_output"
 # Chat output: one text delta per streamed response.
 TEXT_OUTPUT: Final = "text_output"
+
+# Vision input: the bytes of one encoded image file (kubechat sends PNG), UINT8 [1, N] with the
+# batch dimension. The prompt is `text_input`, the description comes back as `text_output`.
+IMAGE_BYTES_INPUT: Final = "image_bytes_input"
 
 # Embedder contract: a batch of texts in, one FP32 vector per text out.
 EMBED_TEXT: Final = "text"
@@ -54,6 +60,8 @@ CHAT_INPUTS: Final = (
     TensorSpec(EXCLUDE_INPUT_IN_OUTPUT, "TYPE_BOOL", (1,), optional=True),
 )
 CHAT_OUTPUTS: Final = (TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),)
+# A vision model takes the chat inputs plus the image (required) and answers like a chat model.
+VISION_INPUTS: Final = (*CHAT_INPUTS, TensorSpec(IMAGE_BYTES_INPUT, "TYPE_UINT8", (-1,)))
 
 
 def embed_inputs() -> tuple[TensorSpec, ...]:

@@ -1,4 +1,4 @@
-"""Streaming completions and embeddings over Triton's gRPC API (tritonclient.grpc.aio).
+"""Streaming completions, image descriptions and embeddings over Triton's gRPC API (tritonclient.grpc.aio).
 
 `TritonGateway` is one channel to one Triton; `TritonRouter` sends each model to the Triton that
 serves it (in a cluster every ChatModel has its own Deployment and Service) and is what the
@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,8 +45,14 @@ def _tensor(name: str, data_type: str, value: npt.NDArray[Any]) -> InferInput:
     return tensor
 
 
-def chat_inputs(prompt: str, params: SamplingParams, stream: bool = True) -> list[InferInput]:
-    """The TensorRT-LLM ensemble inputs for one request (batch of one)."""
+def chat_inputs(
+    prompt: str, params: SamplingParams, stream: bool = True, image: bytes | None = None
+) -> list[InferInput]:
+    """The TensorRT-LLM ensemble inputs for one request (batch of one).
+
+    With `image` (the bytes of an encoded image file), the vision contract's `image_bytes_input`
+    is added: UINT8 of shape [1, len(image)].
+    """
     inputs = [
         _tensor(contract.TEXT_INPUT, "BYTES", np.array([[prompt.encode("utf-8")]], dtype=np.object_)),
         _tensor(contract.MAX_TOKENS, "INT32", np.array([[params.max_tokens]], dtype=np.int32)),
@@ -65,6 +71,9 @@ def chat_inputs(prompt: str, params: SamplingParams, stream: bool = True) -> lis
         inputs.append(_tensor(contract.STOP_WORDS, "BYTES", words))
     if params.seed is not None:
         inputs.append(_tensor(contract.RANDOM_SEED, "UINT64", np.array([[params.seed]], dtype=np.uint64)))
+    if image is not None:
+        pixels = np.frombuffer(image, dtype=np.uint8).reshape(1, -1)
+        inputs.append(_tensor(contract.IMAGE_BYTES_INPUT, "UINT8", pixels))
     return inputs
 
 
@@ -76,8 +85,15 @@ class TritonInference(Protocol):
     async def server_ready(self) -> bool: ...
 
     def stream_text(
-        self, model: str, prompt: str, params: SamplingParams, request_id: str = ""
+        self,
+        model: str,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str = "",
+        image: bytes | None = None,
     ) -> AsyncIterator[str]: ...
+
+    async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str: ...
 
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
 
@@ -108,9 +124,14 @@ class TritonGateway:
             return False
 
     async def stream_text(
-        self, model: str, prompt: str, params: SamplingParams, request_id: str = ""
-    ) -> AsyncIterator[str]:
-        """Yield text deltas of one streamed completion.
+        self,
+        model: str,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str = "",
+        image: bytes | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Yield text deltas of one streamed completion (of a vision model with `image`).
 
         Leaving the iteration early (the client stopped or left) cancels the gRPC call, which
         Triton turns into a cancelled request that the model stops generating.
@@ -118,7 +139,7 @@ class TritonGateway:
         finished = asyncio.Event()
         request: dict[str, object] = {
             "model_name": model,
-            "inputs": chat_inputs(prompt, params),
+            "inputs": chat_inputs(prompt, params, image=image),
             "outputs": [InferRequestedOutput(contract.TEXT_OUTPUT)],
             "request_id": request_id or uuid.uuid4().hex,
         }
@@ -147,6 +168,10 @@ class TritonGateway:
         finally:
             finished.set()
             responses.cancel()
+
+    async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str:
+        """The whole answer of a vision model about `image` (the bytes of an encoded image file)."""
+        return await _collect(self.stream_text(model, prompt, SamplingParams(max_tokens), image=image))
 
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
@@ -235,15 +260,29 @@ class TritonRouter:
             await self._release(url)
 
     async def stream_text(
-        self, model: str, prompt: str, params: SamplingParams, request_id: str = ""
-    ) -> AsyncIterator[str]:
+        self,
+        model: str,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str = "",
+        image: bytes | None = None,
+    ) -> AsyncGenerator[str, None]:
         url = self._route(model)
         gateway = self._acquire(url)
         try:
-            async for delta in gateway.stream_text(model, prompt, params, request_id):
+            # `image` only when there is one: text-only calls stay what they were.
+            deltas = (
+                gateway.stream_text(model, prompt, params, request_id)
+                if image is None
+                else gateway.stream_text(model, prompt, params, request_id, image=image)
+            )
+            async for delta in deltas:
                 yield delta
         finally:
             await self._release(url)
+
+    async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str:
+        return await _collect(self.stream_text(model, prompt, SamplingParams(max_tokens), image=image))
 
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         url = self._route(model)
@@ -287,6 +326,10 @@ class TritonRouter:
         if gateway is not None:
             logger.info("closing the Triton client of %s: no model uses it", url)
             await gateway.close()
+
+
+async def _collect(deltas: AsyncIterator[str]) -> str:
+    return "".join([delta async for delta in deltas])
 
 
 def _text_output(response: Any) -> str:

@@ -60,7 +60,7 @@ def tokenizer_dir(model: ChatModel, state_dir: Path) -> Path | None:
 
 def prepare_artifacts(model: ChatModel, state_dir: Path) -> ModelArtifacts:
     backend = model.spec.engine.backend
-    if backend is Backend.SYNTHETIC:
+    if not backend.loads_weights:  # synthetic, tesseract: nothing to prepare, a source is ignored
         return ModelArtifacts()
     source = resolve_source_path(model)
     if backend is Backend.SENTENCE_TRANSFORMERS:

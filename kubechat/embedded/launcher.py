@@ -8,6 +8,7 @@ for it, and serves the API; Ctrl-C or SIGTERM stops both, leaving no process beh
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from kubechat.api.settings import Settings
 from kubechat.embedded.artifacts import prepare_artifacts
 from kubechat.embedded.tritonserver import TritonServer
 from kubechat.model_repository import render_python_model, write_model_repository
-from kubechat.resources import load_chat_models_from_dir
+from kubechat.resources import Backend, ChatModel, load_chat_models_from_dir
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,31 @@ class TritonPorts:
     metrics: int = 8003
 
 
+def runs_here(model: ChatModel) -> bool:
+    """Whether this machine has what the model runs, beyond Python packages.
+
+    The OCR model runs the tesseract binary. Without it tritonserver would fail to load that
+    model and, as it stops on any model's load failure, serve nothing: a laptop without the
+    Debian package still gets its chat models, and a warning says what to install.
+    """
+    if model.spec.engine.backend is Backend.TESSERACT and shutil.which("tesseract") is None:
+        logger.warning(
+            "ChatModel %s is not served: the tesseract binary is not installed; install the Debian "
+            "package tesseract-ocr (apt-get install tesseract-ocr) and restart",
+            model.name,
+        )
+        return False
+    return True
+
+
 def render_local_repository(models_dir: Path, state_dir: Path) -> Path:
-    """Prepare artifacts and write the model repository; return its path."""
+    """Prepare artifacts and write the model repository (of the models this machine can run)."""
     models = load_chat_models_from_dir(models_dir)
     if not models:
         raise SystemExit(f"no ChatModel documents in {models_dir}")
     state_dir.mkdir(parents=True, exist_ok=True)
     repository = state_dir / "model-repository"
-    rendered = [render_python_model(m, prepare_artifacts(m, state_dir)) for m in models]
+    rendered = [render_python_model(m, prepare_artifacts(m, state_dir)) for m in models if runs_here(m)]
     write_model_repository(rendered, repository)
     logger.info("rendered %d models into %s", len(rendered), repository)
     return repository

@@ -16,9 +16,9 @@ Pod layout (paths from `kubechat.model_repository`):
   image) and builds the engine with TensorRT-LLM's LLM API unless the volume already holds one
   for this spec. The main container runs `tritonserver`, under `mpirun` with one rank per GPU
   when tensorParallelSize > 1 (NVIDIA's launch_triton_server.py layout).
-* CPU (`transformers`, `sentence-transformers`, `synthetic`, `settings.cpu_image`): the ConfigMap
-  holds the ChatModel itself; init `render-repository` runs kubechat's own renderer
-  (`python -m kubechat.operator.render_repository`) in the CPU image, after a fetch for
+* CPU (`transformers`, `sentence-transformers`, `synthetic`, `tesseract`, `settings.cpu_image`):
+  the ConfigMap holds the ChatModel itself; init `render-repository` runs kubechat's own
+  renderer (`python -m kubechat.operator.render_repository`) in the CPU image, after a fetch for
   non-package sources.
 """
 
@@ -428,7 +428,7 @@ def _render_repository_container(
         "--state",
         STATE_DIR,
     ]
-    if spec.source.package is None and spec.engine.backend is not Backend.SYNTHETIC:
+    if spec.source.package is None and spec.engine.backend.loads_weights:
         command += ["--weights", pod_source_dir(spec.source, WEIGHTS_DIR, SOURCE_PVC_DIR)]
         if spec.tokenizer is not None and (_downloads(spec.tokenizer) or spec.tokenizer.pvc is not None):
             command += ["--tokenizer", pod_source_dir(spec.tokenizer, TOKENIZER_DIR, TOKENIZER_PVC_DIR)]

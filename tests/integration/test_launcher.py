@@ -12,11 +12,13 @@ import httpx
 import psutil
 import pytest
 
+from kubechat.embedded.launcher import render_local_repository
 from tests.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.triton
 
-SYNTHETIC = (Path(__file__).resolve().parents[2] / "examples" / "models" / "synthetic.yaml").read_text()
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
+SYNTHETIC = (EXAMPLES / "synthetic.yaml").read_text()
 
 
 def launch(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -74,3 +76,22 @@ def test_tritonserver_dies_with_a_killed_launcher(tmp_path: Path) -> None:
     process.wait()
     _gone, alive = psutil.wait_procs(servers, timeout=30)
     assert not alive
+
+
+def test_a_machine_without_tesseract_serves_the_other_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tritonserver stops when any model fails to load: the launcher leaves the OCR model out, and says
+    which Debian package would bring it in."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("synthetic.yaml", "ocr.yaml"):
+        (models / name).write_text((EXAMPLES / name).read_text())
+    monkeypatch.setenv("PATH", str(tmp_path))  # no tesseract on it
+    repository = render_local_repository(models, tmp_path / "state")
+    assert sorted(p.name for p in repository.iterdir()) == ["synthetic"]
+    assert "ChatModel ocr is not served" in caplog.text
+    assert "tesseract-ocr" in caplog.text
+    monkeypatch.undo()  # tesseract on PATH again: the OCR model is rendered
+    repository = render_local_repository(models, tmp_path / "state")
+    assert sorted(p.name for p in repository.iterdir()) == ["ocr", "synthetic"]

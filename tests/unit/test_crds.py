@@ -300,6 +300,9 @@ GPU = {"gpus": 1}
 
 MINIMAL = [
     pytest.param(chat_model({"engine": {"backend": "synthetic"}}), id="minimal-synthetic"),
+    pytest.param(
+        chat_model({"engine": {"backend": "tesseract"}, "capabilities": ["vision"]}), id="minimal-tesseract"
+    ),
     pytest.param(chat_model({"source": HF, "resources": GPU}), id="minimal-tensorrtllm"),
     pytest.param(chat_model({"source": {"package": {"name": "p"}}, "engine": CPU}), id="minimal-cpu"),
     pytest.param(knowledge_base(), id="minimal-knowledge-base"),
@@ -555,7 +558,7 @@ def test_valid_documents_are_admitted_and_mean_the_same_after_defaulting(documen
 
 # --- documents the CEL rules refuse, and pydantic too ------------------------------------------------
 
-SOURCE = "spec.source is required for every backend but synthetic"
+SOURCE = "spec.source is required for every backend but synthetic and tesseract"
 MAX_TOKENS = "defaults.maxTokens must not exceed engine.maxOutputTokens"
 PARALLEL = "engine.tensorParallelSize must fit resources.gpus"
 TRT_GPUS = "backend tensorrtllm needs resources.gpus >= 1"

@@ -291,7 +291,7 @@ def test_cpu_models_render_their_repository_in_the_cpu_image(
     assert parse_chat_model(document).spec == model.spec.model_copy(
         update={"replicas": 1, "autoscaling": None}
     )
-    if model.spec.source.package is not None or model.spec.engine.backend == "synthetic":
+    if model.spec.source.package is not None or not model.spec.engine.backend.loads_weights:
         assert "--weights" not in render["command"]
         assert not any(c["name"] == "fetch-weights" for c in _pod(rendered)["initContainers"])
 

