@@ -18,9 +18,19 @@ from kubechat.api.cluster import ClusterDiscovery, load_kubernetes_configuration
 from kubechat.api.dependencies import Services
 from kubechat.api.errors import ErrorBody, KubechatError, StorageUnavailableError
 from kubechat.api.history import SQLiteHistoryStore
-from kubechat.api.routers import chat_socket, health, knowledge_bases, models, openai_compat, sessions
+from kubechat.api.routers import (
+    chat_socket,
+    health,
+    images,
+    knowledge_bases,
+    models,
+    openai_compat,
+    sessions,
+)
 from kubechat.api.settings import Discovery, Settings, get_settings
 from kubechat.api.triton import TritonRouter
+from kubechat.api.vision import VisionService
+from kubechat.images.service import ImageService
 from kubechat.rag.stores import StoreError
 from kubechat.rag.wiring import close_knowledge_stores, open_knowledge_service
 
@@ -44,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             triton = TritonRouter(settings.triton_url, settings.triton_timeout_s)
         store = await SQLiteHistoryStore.open(settings.history_database())
         knowledge = await open_knowledge_service(settings, catalog, triton)
+        # Images share the documents' object store (STATE_DIR/documents, or the MinIO bucket).
+        image_service = ImageService(knowledge.objects, settings.image_limits())
+        vision = VisionService(catalog, triton, image_service, settings.vision_model)
         discovery = None
         if kubernetes is not None:
             namespace, tokenizers = settings.namespace(), settings.cluster_tokenizers_dir()
@@ -56,8 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog=catalog,
             store=store,
             triton=triton,
-            chat=ChatService(settings, catalog, store, triton, knowledge),
+            chat=ChatService(settings, catalog, store, triton, knowledge, vision),
             knowledge=knowledge,
+            images=image_service,
+            vision=vision,
             principals_by_key=keys,
             discovery=discovery,
         )
@@ -113,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chat_socket.router,
         openai_compat.router,
         knowledge_bases.router,
+        images.router,
     ):
         app.include_router(router)
     return app

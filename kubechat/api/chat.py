@@ -19,6 +19,8 @@ from kubechat.api.events import (
     DoneEvent,
     ErrorEvent,
     GenerationOptions,
+    ImageDescription,
+    ImagesEvent,
     SourcesEvent,
     StartEvent,
     Timings,
@@ -29,6 +31,7 @@ from kubechat.api.events import (
 from kubechat.api.history import HistoryStore, MessageStatus
 from kubechat.api.settings import Settings
 from kubechat.api.triton import SamplingParams, TritonInference
+from kubechat.api.vision import Attachment, VisionService, image_refs, with_images
 from kubechat.rag.retrieval import Citation, sources_prompt
 from kubechat.rag.service import KnowledgeService
 
@@ -99,12 +102,14 @@ class ChatService:
         store: HistoryStore,
         triton: TritonInference,
         knowledge: KnowledgeService,
+        vision: VisionService,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.store = store
         self.triton = triton
         self.knowledge = knowledge
+        self.vision = vision
 
     def check_message(self, content: str) -> None:
         if len(content) > self.settings.max_message_chars:
@@ -113,10 +118,8 @@ class ChatService:
             )
 
     def check_unavailable_features(self, message: UserMessage) -> None:
-        """Images and tools are part of the protocol but not served yet: asking for them is an
-        error, never silently ignored."""
-        if message.image_ids:
-            raise InvalidRequestError(f"unknown image {message.image_ids[0]!r}")
+        """Tools are part of the protocol but not served yet: asking for them is an error, never
+        silently ignored."""
         if message.tools:
             raise InvalidRequestError("no MCP tool servers are configured")
 
@@ -137,23 +140,30 @@ class ChatService:
         params = sampling_params(entry, message.options)
         for name in message.knowledge_bases:
             self.knowledge.get(name, principal)
+        attachments = await self.vision.attachments(principal, message.image_ids)
+        describer = self.vision.describer_for(entry, attachments)
         history = await self.store.recent_messages(principal, session_id, self.settings.history_turns)
-        past = [ChatTurn(m.role, m.content) for m in history if m.content]
+        past = [ChatTurn(m.role, with_images(m.content, m.images)) for m in history if m.content]
         prompt, _ = cited_prompt(entry, past, message.content, [])
 
-        # Stored before anything can fail or take long (retrieval included).
+        # Stored before anything can fail or take long (describing and retrieval included).
         user, reply = await self.store.start_exchange(
-            principal, session_id, message.content, model=entry.name, prompt_tokens=prompt.tokens
-        )
+            principal, session_id, message.content, model=entry.name, prompt_tokens=prompt.tokens,
+            images=image_refs(attachments),
+        )  # fmt: skip
         answer = _Answer(reply.id)
         first_token_at: float | None = None
         status, error = MessageStatus.COMPLETE, None
         try:
+            images, failure = await self.describe(describer, attachments, user.id, message.content)
+            # A vision model sees the image itself; a text-only one is given the descriptions.
+            question = message.content if describer is None else with_images(message.content, images)
             sources, retrieval_error = await self.retrieve(
                 principal, message.knowledge_bases, message.content
             )
-            if message.knowledge_bases:
-                prompt, sources = cited_prompt(entry, past, message.content, sources)
+            failure = failure or retrieval_error
+            if message.knowledge_bases or describer is not None:
+                prompt, sources = cited_prompt(entry, past, question, sources)
                 await self.store.set_context(reply.id, prompt.tokens, [s.model_dump() for s in sources])
             await emit(
                 StartEvent(
@@ -161,15 +171,19 @@ class ChatService:
                     turns_dropped=prompt.turns_dropped,
                 ).model_dump_json()
             )  # fmt: skip
+            if images:
+                await emit(ImagesEvent(message_id=reply.id, images=images).model_dump_json())
             if message.knowledge_bases:
                 await emit(SourcesEvent(message_id=reply.id, sources=sources).model_dump_json())
-            if retrieval_error is not None:
-                raise retrieval_error
+            if failure is not None:
+                raise failure
             if control.stop_requested:
                 status = control.stop_status
             else:
                 control.streaming = True
-                async for delta in self.triton.stream_text(entry.name, prompt.text, params, reply.id):
+                image = attachments[0].png if attachments and describer is None else None
+                deltas = self.triton.stream_text(entry.name, prompt.text, params, reply.id, image=image)
+                async for delta in deltas:
                     if first_token_at is None:
                         first_token_at = time.perf_counter()
                     answer.pieces.append(delta)
@@ -206,6 +220,25 @@ class ChatService:
         if error is not None:
             await emit(ErrorEvent(error=error.body(), message_id=reply.id).model_dump_json())
         await emit(_done(reply.id, status, prompt.tokens, completion_tokens, started, first_token_at))
+
+    async def describe(
+        self,
+        describer: CatalogEntry | None,
+        attachments: list[Attachment],
+        message_id: str,
+        question: str,
+    ) -> tuple[list[ImageDescription], KubechatError | None]:
+        """The attached images as the answering model will know them. For a text-only model,
+        a vision model's descriptions, stored with the user message; a failure does not reject
+        the message: it is stored, and its answer fails with the reason."""
+        if describer is None:
+            return [ImageDescription(id=a.record.id, name=a.record.name) for a in attachments], None
+        try:
+            described = await self.vision.describe(describer, attachments, question)
+        except KubechatError as exc:
+            return [], exc
+        await self.store.set_images(message_id, [d.model_dump() for d in described])
+        return described, None
 
     async def retrieve(
         self, principal: str, knowledge_bases: list[str], question: str

@@ -16,6 +16,8 @@ from kubechat.api.errors import UnauthenticatedError
 from kubechat.api.history import HistoryStore
 from kubechat.api.settings import Settings
 from kubechat.api.triton import TritonRouter
+from kubechat.api.vision import VisionService
+from kubechat.images.service import ImageService
 from kubechat.rag.service import KnowledgeService
 
 
@@ -27,6 +29,8 @@ class Services:
     triton: TritonRouter
     chat: ChatService
     knowledge: KnowledgeService
+    images: ImageService
+    vision: VisionService
     principals_by_key: dict[str, str]
     discovery: ClusterDiscovery | None = None  # cluster mode only
 

@@ -133,3 +133,35 @@ class StorageUnavailableError(KubechatError):
     code = "storage_unavailable"
     status = 503
     error_type = "server_error"
+
+
+class UnsupportedImageError(KubechatError):
+    """Not one of the accepted image formats (PNG, JPEG, WebP, GIF)."""
+
+    code = "unsupported_media_type"
+    status = 415
+    error_type = "invalid_request_error"
+
+
+class ImageTooLargeError(KubechatError):
+    """More bytes than KUBECHAT_MAX_IMAGE_BYTES (too many pixels is a DecompressionBombError)."""
+
+    code = "image_too_large"
+    status = 413
+    error_type = "invalid_request_error"
+
+
+class CorruptImageError(KubechatError):
+    """An accepted format whose bytes cannot be decoded (truncated, damaged)."""
+
+    code = "corrupt_image"
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class ImageNotFoundError(KubechatError):
+    """No such image, or another principal's: the two are not told apart."""
+
+    code = "image_not_found"
+    status = 404
+    error_type = "invalid_request_error"

@@ -35,7 +35,9 @@ class UserMessage(BaseModel):
     content: Annotated[str, Field(min_length=1)]
     model: str | None = None
     knowledge_bases: list[str] = Field(default_factory=list)
-    image_ids: list[str] = Field(default_factory=list)
+    image_ids: list[str] = Field(
+        default_factory=list, max_length=8, description="Images uploaded to /images, by id."
+    )
     tools: bool = False
     options: GenerationOptions = Field(default_factory=GenerationOptions)
 
@@ -69,6 +71,16 @@ class SessionOut(BaseModel):
         )  # fmt: skip
 
 
+class ImageDescription(BaseModel):
+    """An image attached to a user message, and what a text-only model was told about it."""
+
+    id: str
+    name: str
+    description: str = Field(
+        default="", description="The vision model's description given to a text-only chat model."
+    )
+
+
 class MessageOut(BaseModel):
     id: str
     seq: int
@@ -81,6 +93,7 @@ class MessageOut(BaseModel):
     completion_tokens: int
     error_code: str
     sources: list[Citation] = Field(default_factory=list, description="Citations the answer was given.")
+    images: list[ImageDescription] = Field(default_factory=list, description="Attached images.")
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
@@ -89,6 +102,7 @@ class MessageOut(BaseModel):
             created_at=m.created_at, prompt_tokens=m.prompt_tokens,
             completion_tokens=m.completion_tokens, error_code=m.error_code,
             sources=[Citation.model_validate(s) for s in m.sources],
+            images=[ImageDescription.model_validate(i) for i in m.images],
         )  # fmt: skip
 
 
@@ -126,6 +140,15 @@ class SourcesEvent(BaseModel):
     sources: list[Citation]
 
 
+class ImagesEvent(BaseModel):
+    """Sent after `start` when the message has images: for a text-only model, what it was told
+    about each image (a vision model's description); for a vision model, just the ids."""
+
+    type: Literal["images"] = "images"
+    message_id: str
+    images: list[ImageDescription]
+
+
 class TokenEvent(BaseModel):
     type: Literal["token"] = "token"
     message_id: str
@@ -151,7 +174,9 @@ class PongEvent(BaseModel):
     type: Literal["pong"] = "pong"
 
 
-ServerEvent = HistoryEvent | StartEvent | SourcesEvent | TokenEvent | DoneEvent | ErrorEvent | PongEvent
+ServerEvent = (
+    HistoryEvent | StartEvent | SourcesEvent | ImagesEvent | TokenEvent | DoneEvent | ErrorEvent | PongEvent
+)
 
 
 def token_frame(message_id: str, seq: int, delta: str) -> str:

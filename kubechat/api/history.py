@@ -47,6 +47,8 @@ class Message:
     error_code: str = ""
     # The citations an answer was given (knowledge bases), as sent in its `sources` event.
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # A user message's attached images: id, name and, once described, what the model was told.
+    images: list[dict[str, Any]] = field(default_factory=list)
 
 
 T = TypeVar("T")
@@ -85,8 +87,10 @@ class HistoryStore(Protocol):
         model: str,
         prompt_tokens: int,
         sources: Sequence[Mapping[str, Any]] = (),
+        images: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[Message, Message]:
-        """Store a user message and its (empty, streaming) answer in one transaction."""
+        """Store a user message (with its attached images) and its (empty, streaming) answer in
+        one transaction."""
         ...
 
     async def update_message(
@@ -102,6 +106,10 @@ class HistoryStore(Protocol):
         self, message_id: str, prompt_tokens: int, sources: Sequence[Mapping[str, Any]]
     ) -> None:
         """Record what an answer is based on, once retrieval has found it."""
+        ...
+
+    async def set_images(self, message_id: str, images: Sequence[Mapping[str, Any]]) -> None:
+        """Record a user message's images once they are described."""
         ...
 
     async def list_messages(
@@ -134,13 +142,14 @@ CREATE TABLE IF NOT EXISTS messages (
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     error_code TEXT NOT NULL DEFAULT '',
     sources TEXT NOT NULL DEFAULT '[]',
+    images TEXT NOT NULL DEFAULT '[]',
     UNIQUE (session_id, seq)
 );
 """
 
 _MESSAGE_COLUMNS = (
     "id, session_id, seq, role, content, status, model, created_at, "
-    "prompt_tokens, completion_tokens, error_code, sources"
+    "prompt_tokens, completion_tokens, error_code, sources, images"
 )
 
 
@@ -149,6 +158,7 @@ def _message(row: tuple[Any, ...]) -> Message:
         id=row[0], session_id=row[1], seq=row[2], role=row[3], content=row[4],
         status=MessageStatus(row[5]), model=row[6], created_at=row[7],
         prompt_tokens=row[8], completion_tokens=row[9], error_code=row[10], sources=json.loads(row[11]),
+        images=json.loads(row[12]),
     )  # fmt: skip
 
 
@@ -193,6 +203,8 @@ class SQLiteHistoryStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
         if "sources" not in columns:
             self._db.execute("ALTER TABLE messages ADD COLUMN sources TEXT NOT NULL DEFAULT '[]'")
+        if "images" not in columns:
+            self._db.execute("ALTER TABLE messages ADD COLUMN images TEXT NOT NULL DEFAULT '[]'")
 
     async def close(self) -> None:
         await self._database.close()
@@ -285,11 +297,12 @@ class SQLiteHistoryStore:
         model: str,
         prompt_tokens: int,
         sources: Sequence[Mapping[str, Any]] = (),
+        images: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[Message, Message]:
         def start() -> tuple[Message, Message]:
             self._get_session(principal, session_id)
             with self._transaction():  # both rows or neither
-                user = self._insert(session_id, "user", content, "", MessageStatus.COMPLETE, 0)
+                user = self._insert(session_id, "user", content, "", MessageStatus.COMPLETE, 0, images=images)
                 reply = self._insert(
                     session_id, "assistant", "", model, MessageStatus.STREAMING, prompt_tokens, sources
                 )
@@ -306,13 +319,14 @@ class SQLiteHistoryStore:
         status: MessageStatus,
         prompt_tokens: int,
         sources: Sequence[Mapping[str, Any]] = (),
+        images: Sequence[Mapping[str, Any]] = (),
     ) -> Message:
         now = time.time()
         message_id = uuid.uuid4().hex
         (seq,) = self._db.execute(
             f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, "
             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?), "
-            "?, ?, ?, ?, ?, ?, 0, '', ?) RETURNING seq",
+            "?, ?, ?, ?, ?, ?, 0, '', ?, ?) RETURNING seq",
             (
                 message_id,
                 session_id,
@@ -324,13 +338,14 @@ class SQLiteHistoryStore:
                 now,
                 prompt_tokens,
                 json.dumps(list(sources), ensure_ascii=False),
+                json.dumps(list(images), ensure_ascii=False),
             ),
         ).fetchone()
         self._db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
         return Message(
             id=message_id, session_id=session_id, seq=seq, role=role, content=content,
             status=status, model=model, created_at=now, prompt_tokens=prompt_tokens,
-            sources=[dict(s) for s in sources],
+            sources=[dict(s) for s in sources], images=[dict(i) for i in images],
         )  # fmt: skip
 
     async def update_message(
@@ -355,6 +370,13 @@ class SQLiteHistoryStore:
             self._db.execute,
             "UPDATE messages SET prompt_tokens = ?, sources = ? WHERE id = ?",
             (prompt_tokens, json.dumps(list(sources), ensure_ascii=False), message_id),
+        )
+
+    async def set_images(self, message_id: str, images: Sequence[Mapping[str, Any]]) -> None:
+        await self._run(
+            self._db.execute,
+            "UPDATE messages SET images = ? WHERE id = ?",
+            (json.dumps(list(images), ensure_ascii=False), message_id),
         )
 
     async def list_messages(

@@ -5,9 +5,13 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from kubechat.images.processing import ImageLimits
 
 # Where a pod finds its own namespace (the service account's projected volume).
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -89,6 +93,37 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_secure: bool = True
     s3_region: str = ""
+
+    # Images
+    max_image_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest image upload, in bytes (413 image_too_large)."
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="Most pixels (width x height, read from the header before decoding) an image may "
+        "have; more is refused as a decompression bomb (413 decompression_bomb).",
+    )
+    image_max_side: int = Field(
+        default=2048, ge=16, description="Stored images are downscaled so their longer side is at most this."
+    )
+    image_thumbnail_side: int = Field(default=256, ge=16, description="Longer side of image thumbnails.")
+    vision_model: str = Field(
+        default="",
+        description="Vision model that describes images for text-only chat models; empty means the first "
+        "model with the `vision` capability",
+    )
+
+    def image_limits(self) -> ImageLimits:
+        # Imported here: the operator reads these settings too and has no use for Pillow.
+        from kubechat.images.processing import ImageLimits
+
+        return ImageLimits(
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            max_side=self.image_max_side,
+            thumbnail_side=self.image_thumbnail_side,
+        )
 
     def cluster_tokenizers_dir(self) -> Path:
         return self.tokenizers_dir or self.state_dir / "tokenizers"

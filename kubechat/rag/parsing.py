@@ -43,6 +43,9 @@ class DocumentFormat(StrEnum):
     HTML = "html"
     MARKDOWN = "markdown"
     TEXT = "text"
+    # Images are normalized at upload (kubechat.images) and described by a vision model at
+    # ingestion (OCR text and what it sees): the text parsed here never comes from them.
+    IMAGE = "image"
 
 
 EXTENSIONS: dict[str, DocumentFormat] = {
@@ -54,6 +57,11 @@ EXTENSIONS: dict[str, DocumentFormat] = {
     ".markdown": DocumentFormat.MARKDOWN,
     ".txt": DocumentFormat.TEXT,
     ".text": DocumentFormat.TEXT,
+    ".png": DocumentFormat.IMAGE,
+    ".jpg": DocumentFormat.IMAGE,
+    ".jpeg": DocumentFormat.IMAGE,
+    ".webp": DocumentFormat.IMAGE,
+    ".gif": DocumentFormat.IMAGE,
 }
 
 CONTENT_TYPES: dict[DocumentFormat, str] = {
@@ -62,6 +70,7 @@ CONTENT_TYPES: dict[DocumentFormat, str] = {
     DocumentFormat.HTML: "text/html",
     DocumentFormat.MARKDOWN: "text/markdown",
     DocumentFormat.TEXT: "text/plain",
+    DocumentFormat.IMAGE: "image/png",  # stored normalized, whatever the upload's format
 }
 
 _TEXT_FORMATS = frozenset({DocumentFormat.HTML, DocumentFormat.MARKDOWN, DocumentFormat.TEXT})
@@ -69,6 +78,7 @@ _PDF_MAGIC = b"%PDF-"
 # Readers (Acrobat included) accept a PDF header anywhere in the first KiB.
 _PDF_MAGIC_WINDOW = 1024
 _ZIP_MAGIC = b"PK\x03\x04"
+_IMAGE_MAGICS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 
 
 class DocumentError(Exception):
@@ -127,6 +137,8 @@ def detect_format(filename: str, head: bytes) -> DocumentFormat:
         raise UnsupportedDocumentError(f"{basename!r} is not a PDF (no %PDF- header)")
     if fmt is DocumentFormat.DOCX and not head.startswith(_ZIP_MAGIC):
         raise UnsupportedDocumentError(f"{basename!r} is not a Word document (.docx files are ZIP archives)")
+    if fmt is DocumentFormat.IMAGE and not _is_image(head):
+        raise UnsupportedDocumentError(f"{basename!r} is not a PNG, JPEG, WebP or GIF image")
     if fmt in _TEXT_FORMATS:
         if b"\x00" in head:
             raise UnsupportedDocumentError(f"{basename!r} contains NUL bytes: binary data, not text")
@@ -140,11 +152,18 @@ def detect_format(filename: str, head: bytes) -> DocumentFormat:
     return fmt
 
 
+def _is_image(head: bytes) -> bool:
+    webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return webp or head.startswith(_IMAGE_MAGICS)
+
+
 def parse_document(data: bytes, fmt: DocumentFormat) -> list[Section]:
     """The text of a document as sections; whitespace-only sections are left out."""
     if not data:
         raise EmptyDocumentError("the document is empty")
     match fmt:
+        case DocumentFormat.IMAGE:
+            raise UnsupportedDocumentError("images are described by a vision model, not parsed")
         case DocumentFormat.PDF:
             sections = _parse_pdf(data)
         case DocumentFormat.DOCX:

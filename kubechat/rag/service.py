@@ -15,6 +15,7 @@ replica does not know (yet, or any more) wait for it instead of failing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -41,6 +42,8 @@ from kubechat.api.errors import (
     UnsupportedDocumentTypeError,
 )
 from kubechat.api.triton import TritonInference
+from kubechat.api.vision import TRANSCRIBE_PROMPT, find_vision_model
+from kubechat.images.processing import DEFAULT_IMAGE_LIMITS, ImageLimits, prepare_image
 from kubechat.rag import parsing
 from kubechat.rag.chunking import TextChunk, chunk_sections
 from kubechat.rag.documents import PENDING, Document, DocumentCatalog, DocumentStatus
@@ -108,9 +111,15 @@ class KnowledgeService:
         workers: int = 2,
         max_files: int = 20,
         dynamic: bool = False,
+        image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+        vision_model: str = "",
     ) -> None:
         """`dynamic`: knowledge bases come and go at run time (cluster discovery), so a document
-        of an unknown one is left pending for when it is declared again rather than failed."""
+        of an unknown one is left pending for when it is declared again rather than failed.
+        Image documents are normalized within `image_limits` (bytes: the knowledge base's own
+        limit) and described by `vision_model` (empty: the first model with that capability)."""
+        self.image_limits = image_limits
+        self.vision_model = vision_model
         self.documents = documents
         self.objects = objects
         self.chunks = chunks
@@ -308,6 +317,7 @@ class KnowledgeService:
             raise InvalidRequestError(f"{len(uploads)} files in one request; the limit is {self.max_files}")
         await self._usable(kb)
         checked = [self.check_upload(kb, upload) for upload in uploads]  # all or nothing
+        checked = [await self._normalize(kb, item) for item in checked]
         outcomes = []
         for item in checked:
             # Content-addressed: the same bytes uploaded under another name are the same object.
@@ -334,6 +344,18 @@ class KnowledgeService:
                 self._enqueue(document.id)
             outcomes.append(UploadOutcome(document, duplicate=not created))
         return outcomes
+
+    async def _normalize(self, kb: KnowledgeBase, item: _Checked) -> _Checked:
+        """An image is stored as kubechat stores every image: checked against decompression
+        bombs, oriented, stripped of its metadata (EXIF locations included), as PNG."""
+        if item.format is not parsing.DocumentFormat.IMAGE:
+            return item
+        limits = dataclasses.replace(self.image_limits, max_bytes=kb.spec.max_document_bytes)
+        try:
+            image = await asyncio.to_thread(prepare_image, item.upload.data, limits)
+        except KubechatError as exc:
+            raise type(exc)(f"{item.upload.filename}: {exc.message}") from exc
+        return _Checked(Upload(item.upload.filename, image.png), item.format, image.sha256)
 
     # -- document operations --------------------------------------------------------------
 
@@ -552,13 +574,17 @@ class KnowledgeService:
             raise _Transient(exc.message) from exc
         if embedder.tokenizer is None:
             raise _Transient(f"embedding model {embedder.name} has no tokenizer")
+        document_format = parsing.DocumentFormat(document.format)
         try:
+            sections = await self._describe(data) if document_format is parsing.DocumentFormat.IMAGE else None
             pieces = await asyncio.to_thread(
-                _parse_and_chunk, data, parsing.DocumentFormat(document.format), embedder.tokenizer, kb
+                _parse_and_chunk, data, document_format, embedder.tokenizer, kb, sections
             )
         except parsing.DocumentError as exc:
             await self._fail(document, exc.code, str(exc))
             return
+        except _Transient:
+            raise
         except Exception as exc:  # a parser bug must not make the document a poison pill
             logger.exception("parsing %s crashed", document.id)
             await self._fail(document, "parse_failed", f"the {document.format} parser failed: {exc}")
@@ -585,6 +611,20 @@ class KnowledgeService:
             error_code="", error_message="",
         )  # fmt: skip
         logger.info("indexed %s (%s): %d chunks", document.id, document.name, len(pieces))
+
+    async def _describe(self, png: bytes) -> list[parsing.Section]:
+        """An image's text, as a vision model describes and transcribes it. No vision model, or
+        one that is down, is transient: the document waits for one."""
+        try:
+            describer = find_vision_model(self.models, self.vision_model)
+            text = await self.triton.describe_image(
+                describer.name, png, TRANSCRIBE_PROMPT, describer.model.spec.defaults.max_tokens
+            )
+        except KubechatError as exc:
+            raise _Transient(f"describing the image: {exc.message}") from exc
+        if not text.strip():
+            raise parsing.EmptyDocumentError("the vision model found nothing to say about the image")
+        return [parsing.Section(text=text.strip())]
 
     async def _embed_and_index(
         self,
@@ -676,7 +716,13 @@ class KnowledgeService:
 
 
 def _parse_and_chunk(
-    data: bytes, document_format: parsing.DocumentFormat, tokenizer: Tokenizer, kb: KnowledgeBase
+    data: bytes,
+    document_format: parsing.DocumentFormat,
+    tokenizer: Tokenizer,
+    kb: KnowledgeBase,
+    sections: list[parsing.Section] | None = None,
 ) -> list[TextChunk]:
-    sections = parsing.parse_document(data, document_format)
+    """Chunks of the document; `sections` when its text was already extracted (images)."""
+    if sections is None:
+        sections = parsing.parse_document(data, document_format)
     return chunk_sections(sections, tokenizer, kb.spec.chunking.size, kb.spec.chunking.overlap)

@@ -90,6 +90,8 @@ async def open_knowledge_service(
         workers=settings.ingest_workers,
         max_files=settings.max_upload_files,
         dynamic=cluster,
+        image_limits=settings.image_limits(),
+        vision_model=settings.vision_model,
     )
 
 

@@ -22,6 +22,7 @@ class Turn:
     tokens: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, Any] | None = None
+    images: dict[str, Any] | None = None
     done: dict[str, Any] | None = None
 
     @property
@@ -55,6 +56,9 @@ class ChatSocket:
                     await self.send({"type": "stop"})
             elif event["type"] == "error":
                 turn.errors.append(event)
+            elif event["type"] == "images":
+                assert not turn.tokens, "images come before the first token"
+                turn.images = event
             elif event["type"] == "sources":
                 assert not turn.tokens, "sources come before the first token"
                 turn.sources = event

@@ -141,7 +141,9 @@ async def test_bad_input_gets_error_events_and_the_socket_survives(
                 {"type": "message", "content": "hi", "knowledge_bases": ["private"]},
                 "knowledge_base_not_found",
             ),
-            ({"type": "message", "content": "hi", "image_ids": ["img"]}, "invalid_request"),
+            ({"type": "message", "content": "hi", "image_ids": ["img"]}, "image_not_found"),
+            ({"type": "message", "content": "hi", "image_ids": ["a"] * 9}, "malformed_message"),
+            ({"type": "message", "content": "hi", "tools": True}, "invalid_request"),
         ]
         for payload, code in cases:
             await chat.send(payload)  # type: ignore[arg-type]

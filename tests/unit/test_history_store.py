@@ -333,9 +333,24 @@ async def test_a_database_from_before_sources_is_migrated(db_path: Path) -> None
         )
     store = await SQLiteHistoryStore.open(db_path)
     (old,) = await store.recent_messages("alice", "s1", 10)
-    assert (old.content, old.sources) == ("kept", [])
-    _, reply = await store.start_exchange(
-        "alice", "s1", "new", model="m", prompt_tokens=1, sources=[{"n": 1}]
+    assert (old.content, old.sources, old.images) == ("kept", [], [])
+    user, reply = await store.start_exchange(
+        "alice", "s1", "new", model="m", prompt_tokens=1, sources=[{"n": 1}], images=[{"id": "i"}]
     )
-    assert (await store.recent_messages("alice", "s1", 10))[-1].sources == [{"n": 1}] == reply.sources
+    *_, stored_user, stored_reply = await store.recent_messages("alice", "s1", 10)
+    assert stored_reply.sources == [{"n": 1}] == reply.sources
+    assert stored_user.images == [{"id": "i"}] == user.images
     await store.close()
+
+
+async def test_a_question_keeps_its_images_and_what_was_said_about_them(store: SQLiteHistoryStore) -> None:
+    session = await store.create_session("alice", "chat")
+    attached = [{"id": "a" * 64, "name": "invoice.png", "description": ""}]
+    user, reply = await store.start_exchange(
+        "alice", session.id, "total?", model="m", prompt_tokens=1, images=attached
+    )
+    assert user.images == attached and reply.images == []
+    described = [{**attached[0], "description": "Text (OCR):\nTotal 42 €"}]
+    await store.set_images(user.id, described)
+    stored_user, stored_reply = (await store.list_messages("alice", session.id, 10, None)).items
+    assert stored_user.images == described and stored_reply.images == []

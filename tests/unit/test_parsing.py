@@ -111,13 +111,19 @@ def test_every_format_has_extensions_and_a_content_type() -> None:
         ("C:\\Users\\me\\notes.txt", b"plain", DocumentFormat.TEXT),
         # A head cut in the middle of a multi-byte character is still UTF-8.
         ("cut.txt", "ééé".encode()[:-1], DocumentFormat.TEXT),
+        # Images are told by their signature; any of the four under any image extension.
+        ("photo.png", b"\x89PNG\r\n\x1a\n\x00\x00", DocumentFormat.IMAGE),
+        ("scan.JPG", b"\xff\xd8\xff\xe0\x00\x10JFIF", DocumentFormat.IMAGE),
+        ("board.webp", b"RIFF\x24\x00\x00\x00WEBPVP8 ", DocumentFormat.IMAGE),
+        ("anim.gif", b"GIF89a\x01\x00", DocumentFormat.IMAGE),
+        ("mislabelled.jpeg", b"\x89PNG\r\n\x1a\n", DocumentFormat.IMAGE),
     ],
 )
 def test_detect_format(filename: str, head: bytes, expected: DocumentFormat) -> None:
     assert detect_format(filename, head) is expected
 
 
-@pytest.mark.parametrize("filename", ["setup.exe", "photo.png", "README", "archive.tar.gz", "slides.pptx"])
+@pytest.mark.parametrize("filename", ["setup.exe", "photo.bmp", "README", "archive.tar.gz", "slides.pptx"])
 def test_detect_format_rejects_unsupported_extensions(filename: str) -> None:
     with pytest.raises(UnsupportedDocumentError) as raised:
         detect_format(filename, b"MZ\x90\x00 some bytes")
@@ -137,6 +143,9 @@ def test_detect_format_rejects_unsupported_extensions(filename: str) -> None:
         ("page.html", "<html>".encode("utf-16-le"), "NUL"),
         ("image.md", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "NUL"),
         ("latin1.txt", "Café au lait".encode("latin-1"), "not UTF-8"),
+        ("photo.png", b"MZ\x90\x00 an executable", "not a PNG, JPEG, WebP or GIF"),
+        ("photo.webp", b"RIFF\x24\x00\x00\x00WAVEfmt ", "not a PNG, JPEG, WebP or GIF"),
+        ("photo.gif", b"BM\x36\x00", "not a PNG, JPEG, WebP or GIF"),
     ],
 )
 def test_detect_format_rejects_content_that_contradicts_the_extension(

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
@@ -21,9 +22,16 @@ from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
 from kubechat.api.errors import InvalidRequestError, KubechatError
 from kubechat.api.events import GenerationOptions
 from kubechat.api.triton import SamplingParams
+from kubechat.api.vision import IMAGE_URL_PREFIX, Attachment, inline_attachment, with_images
 from kubechat.rag.retrieval import Citation
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    url: str = Field(description="kubechat://images/<id> (an upload to /images) or a data: URL.")
 
 
 class ContentPart(BaseModel):
@@ -31,6 +39,7 @@ class ContentPart(BaseModel):
 
     type: str
     text: str | None = None
+    image_url: ImageUrl | None = None
 
 
 class ChatCompletionMessage(BaseModel):
@@ -42,10 +51,23 @@ class ChatCompletionMessage(BaseModel):
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
             return self.content or ""
-        unsupported = {p.type for p in self.content if p.type != "text"}
+        unsupported = {p.type for p in self.content if p.type not in ("text", "image_url")}
         if unsupported:
             raise InvalidRequestError(f"content part types {sorted(unsupported)} are not supported")
-        return "".join(p.text or "" for p in self.content)
+        return "".join(p.text or "" for p in self.content if p.type == "text")
+
+    def image_urls(self) -> list[str]:
+        if self.content is None or isinstance(self.content, str):
+            return []
+        urls = []
+        for part in self.content:
+            if part.type == "image_url":
+                if part.image_url is None:
+                    raise InvalidRequestError("an image_url part needs image_url.url")
+                if self.role != "user":
+                    raise InvalidRequestError("images are accepted in user messages only")
+                urls.append(part.image_url.url)
+        return urls
 
 
 class StreamOptions(BaseModel):
@@ -102,17 +124,51 @@ async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelL
     )
 
 
-async def _prepare(
-    services: Services, principal: str, body: ChatCompletionRequest
-) -> tuple[CatalogEntry, str, int, SamplingParams, list[Citation] | None]:
+@dataclass(frozen=True)
+class _Prepared:
+    entry: CatalogEntry
+    prompt: str
+    prompt_tokens: int
+    params: SamplingParams
+    sources: list[Citation] | None
+    image: bytes | None  # for a vision model, the one image it sees
+
+
+async def _attachments(services: Services, principal: str, urls: list[str]) -> list[Attachment]:
+    """Images by reference to the principal's uploads, or inline as data: URLs (checked and
+    normalized exactly like uploads, and not stored: this endpoint is stateless)."""
+    attachments = []
+    for url in urls:
+        if url.startswith(IMAGE_URL_PREFIX):
+            attachments += await services.vision.attachments(principal, [url[len(IMAGE_URL_PREFIX) :]])
+        elif url.startswith("data:"):
+            attachments.append(await inline_attachment(url, services.settings.image_limits()))
+        else:
+            raise InvalidRequestError(
+                f"image URLs must be {IMAGE_URL_PREFIX}<id> (upload to /images first) or data: URLs; "
+                "kubechat does not fetch remote URLs"
+            )
+    return attachments
+
+
+async def _prepare(services: Services, principal: str, body: ChatCompletionRequest) -> _Prepared:
     entry = services.catalog.get(body.model)
     entry.check_ready()
-    turns = []
+    turns, images = [], []
     for m in body.messages:
         text = m.text()
         services.chat.check_message(text)
         role = "system" if m.role == "developer" else m.role
         turns.append(ChatTurn(role, text))
+        images.append(await _attachments(services, principal, m.image_urls()))
+    attached = [a for per_turn in images for a in per_turn]
+    describer = services.vision.describer_for(entry, attached)
+    if describer is not None:
+        for i, per_turn in enumerate(images):
+            if per_turn:
+                described = await services.vision.describe(describer, per_turn, turns[i].content)
+                turns[i] = ChatTurn(turns[i].role, with_images(turns[i].content, described))
+    image = attached[0].png if attached and describer is None else None
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     options = GenerationOptions(
         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop,
@@ -122,7 +178,7 @@ async def _prepare(
     params = sampling_params(entry, options)
     if not body.knowledge_bases:
         prompt = entry.build_prompt(turns)
-        return entry, prompt.text, prompt.tokens, params, None
+        return _Prepared(entry, prompt.text, prompt.tokens, params, None, image)
     if turns[-1].role != "user":
         raise InvalidRequestError("knowledge_bases needs the conversation to end with a user message")
     question = turns[-1].content
@@ -131,7 +187,7 @@ async def _prepare(
         limit=services.settings.retrieval_sources, candidates=services.settings.retrieval_candidates,
     )  # fmt: skip
     prompt, sources = cited_prompt(entry, turns[:-1], question, sources)
-    return entry, prompt.text, prompt.tokens, params, sources
+    return _Prepared(entry, prompt.text, prompt.tokens, params, sources, image)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -146,18 +202,20 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 async def chat_completions(
     body: ChatCompletionRequest, services: ServicesDep, principal: PrincipalDep
 ) -> dict[str, Any] | StreamingResponse:
-    entry, prompt, prompt_tokens, params, sources = await _prepare(services, principal, body)
+    prepared = await _prepare(services, principal, body)
+    entry, params, sources = prepared.entry, prepared.params, prepared.sources
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _stream(
-            services, entry, prompt, prompt_tokens, params, completion_id, created, include_usage, sources
-        )
+        events = _stream(services, prepared, completion_id, created, include_usage)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    text = "".join([d async for d in services.triton.stream_text(entry.name, prompt, params, completion_id)])
+    deltas = services.triton.stream_text(
+        entry.name, prepared.prompt, params, completion_id, image=prepared.image
+    )
+    text = "".join([d async for d in deltas])
     completion_tokens = entry.counter.count(text)
     response: dict[str, Any] = {
         "id": completion_id,
@@ -171,7 +229,7 @@ async def chat_completions(
                 "finish_reason": _finish_reason(completion_tokens, params),
             }
         ],
-        "usage": _usage(prompt_tokens, completion_tokens),
+        "usage": _usage(prepared.prompt_tokens, completion_tokens),
     }
     if sources is not None:
         response["sources"] = [s.model_dump() for s in sources]
@@ -183,16 +241,9 @@ def _finish_reason(completion_tokens: int, params: SamplingParams) -> str:
 
 
 async def _stream(
-    services: Services,
-    entry: CatalogEntry,
-    prompt: str,
-    prompt_tokens: int,
-    params: SamplingParams,
-    completion_id: str,
-    created: int,
-    include_usage: bool,
-    sources: list[Citation] | None,
+    services: Services, prepared: _Prepared, completion_id: str, created: int, include_usage: bool
 ) -> AsyncIterator[str]:
+    entry, params, sources = prepared.entry, prepared.params, prepared.sources
     # Chunks differ only in their choices: the common head is serialized once.
     head = (
         f'{{"id":"{completion_id}","object":"chat.completion.chunk",'
@@ -210,7 +261,10 @@ async def _stream(
     yield first
     pieces: list[str] = []
     try:
-        async for delta in services.triton.stream_text(entry.name, prompt, params, completion_id):
+        deltas = services.triton.stream_text(
+            entry.name, prepared.prompt, params, completion_id, image=prepared.image
+        )
+        async for delta in deltas:
             pieces.append(delta)
             yield chunk({"content": delta})
     except KubechatError as exc:
@@ -221,6 +275,6 @@ async def _stream(
     completion_tokens = entry.counter.count("".join(pieces))
     yield chunk({}, _finish_reason(completion_tokens, params))
     if include_usage:
-        usage = json.dumps(_usage(prompt_tokens, completion_tokens))
+        usage = json.dumps(_usage(prepared.prompt_tokens, completion_tokens))
         yield f'data: {head}"choices":[],"usage":{usage}}}\n\n'
     yield "data: [DONE]\n\n"
