@@ -139,8 +139,9 @@ class Kube:
     async def apply(self, manifest: dict[str, Any]) -> tuple[Applied, dict[str, Any] | None]:
         """Create the object, or merge-patch it where it differs from `manifest`.
 
-        Returns what was done and the live object as read before (None when just created):
-        its status is current, as the operator's patches never touch status.
+        Returns what was done and the object as the API server answered the write (or as read,
+        when nothing changed): the status that the operator computes from it describes the
+        object after this write, not before.
         """
         api, suffix = self._methods(manifest)
         meta = manifest["metadata"]
@@ -148,8 +149,8 @@ class Kube:
         live = await self.read(manifest)
         if live is None:
             try:
-                await getattr(api, f"create_namespaced_{suffix}")(meta["namespace"], body)
-                return Applied.CREATED, None
+                created = await getattr(api, f"create_namespaced_{suffix}")(meta["namespace"], body)
+                return Applied.CREATED, self._plain(created)
             except ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -157,10 +158,10 @@ class Kube:
         if live is not None and contains(live, body):
             return Applied.UNCHANGED, live
         patch = merge_patch(_last_applied(live) if live is not None else None, body)
-        await getattr(api, f"patch_namespaced_{suffix}")(
+        patched = await getattr(api, f"patch_namespaced_{suffix}")(
             meta["name"], meta["namespace"], patch, _content_type=MERGE_PATCH
         )
-        return Applied.PATCHED, live
+        return Applied.PATCHED, self._plain(patched)
 
     async def delete(self, manifest: Mapping[str, Any]) -> bool:
         api, suffix = self._methods(manifest)

@@ -38,3 +38,21 @@ async def test_a_second_apply_changes_nothing(kmock: Any, model: ChatModel) -> N
         assert (await kube.apply(children[0]))[0] is Applied.PATCHED
     finally:
         await api.close()
+
+
+async def test_apply_returns_the_object_as_written(kmock: Any) -> None:
+    """The status the operator computes must describe the object after its write: the created
+    object, then the patched one, never the state before."""
+    api = client.ApiClient(client.Configuration(host=install_cluster(kmock)))
+    try:
+        kube = Kube(api)
+        deployment = render_children(MODELS[0], OperatorSettings()).deployment
+        outcome, written = await kube.apply(deployment)
+        assert outcome is Applied.CREATED and written is not None
+        assert written["spec"]["replicas"] == deployment["spec"]["replicas"]
+        scaled = yaml.safe_load(yaml.safe_dump(deployment))
+        scaled["spec"]["replicas"] = 3
+        outcome, written = await kube.apply(scaled)
+        assert outcome is Applied.PATCHED and written is not None and written["spec"]["replicas"] == 3
+    finally:
+        await api.close()
