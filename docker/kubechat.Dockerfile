@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+#
+# kubechat's image. Three programs, one image:
+#   the API       (default command)        uvicorn --factory kubechat.api.app:create_app
+#   the operator  (the chart's command)    kubechat operator
+#   ChatModel pods' fetch step (operator)  python -m kubechat.operator.fetch
+# They are one Python distribution with one dependency set (pyproject.toml); two images would be
+# the same layers under two names, built, scanned and pinned twice. The operator already names
+# one image for its fetch step (KUBECHAT_OPERATOR_KUBECHAT_IMAGE); the chart sets it to this one.
+#
+# Built by skaffold (skaffold.yaml) from the repository root:
+#   docker build -f docker/kubechat.Dockerfile -t ghcr.io/kubechat/kubechat:0.1.0 .
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# The dependencies first (an empty package with the real pyproject.toml): this layer is
+# reused for as long as only kubechat's own code changes.
+COPY pyproject.toml README.md ./
+RUN mkdir kubechat && touch kubechat/__init__.py \
+    && pip install . && pip uninstall --yes kubechat && rm -rf kubechat build
+COPY kubechat ./kubechat
+RUN pip install --no-deps .
+
+FROM ${PYTHON_IMAGE}
+# The unprivileged user kubechat's pods run as (kubechat.operator.manifests.NON_ROOT_UID).
+RUN groupadd --gid 1000 kubechat \
+    && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kubechat
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# The chart runs it with a read-only root filesystem; /tmp and the state folder are volumes.
+WORKDIR /tmp
+USER 1000:1000
+EXPOSE 8000 8080
+CMD ["uvicorn", "--factory", "kubechat.api.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*"]
