@@ -47,6 +47,7 @@ _PYTHON_MODEL_CODE = {
     Backend.SENTENCE_TRANSFORMERS: "sentence_embedder",
     Backend.SYNTHETIC: "synthetic_tokens",
     Backend.TESSERACT: "image_describer",
+    Backend.TOOL_CALLER: "tool_caller",
 }
 # The image describer's OCR languages (tesseract codes joined by `+`). Fixed until a ChatModel
 # needs another: each language is one more Debian package (tesseract-ocr-<code>) in the image.
@@ -86,7 +87,8 @@ def parse_model_config(config_pbtxt: str) -> model_config_pb2.ModelConfig:
 
 
 def render_python_model(model: ChatModel, artifacts: ModelArtifacts) -> RenderedModel:
-    """Render one CPU python-backend model (chat, embedder, image describer or synthetic model)."""
+    """Render one CPU python-backend model (chat, embedder, image describer, synthetic or tool-calling
+    test model)."""
     spec = model.spec
     backend = spec.engine.backend
     if backend not in _PYTHON_MODEL_CODE:
@@ -121,6 +123,9 @@ def render_python_model(model: ChatModel, artifacts: ModelArtifacts) -> Rendered
             params["checkpoint_file"] = artifacts.checkpoint_file
             # TensorRT-LLM's preprocessing/postprocessing models read the same parameter name.
             params["tokenizer_dir"] = artifacts.tokenizer_dir
+        elif backend is Backend.TOOL_CALLER:
+            # The test model writes its calls in the format the API parses them in.
+            params["tool_format"] = str(spec.tools.format)
         else:
             params["token_delay_ms"] = str(spec.engine.synthetic_token_delay_ms)
     text = header + body + "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]\n"

@@ -113,7 +113,9 @@ class Backend(StrEnum):
 
     `tensorrtllm` is the production path (GPU); the others are python-backend models of
     `model-repo/` that run on CPU for development, CI and benchmarks. `tesseract` describes
-    images (Tesseract OCR plus measured facts) for the `vision` capability.
+    images (Tesseract OCR plus measured facts) for the `vision` capability. `tool-caller` is a
+    deterministic test model that makes tool calls in spec.tools.format when a message asks it
+    to (`call <tool> {json}`), so the tool loop runs through a real Triton in tests.
     """
 
     TENSORRTLLM = "tensorrtllm"
@@ -121,6 +123,7 @@ class Backend(StrEnum):
     SENTENCE_TRANSFORMERS = "sentence-transformers"
     SYNTHETIC = "synthetic"
     TESSERACT = "tesseract"
+    TOOL_CALLER = "tool-caller"
 
     @property
     def loads_weights(self) -> bool:
@@ -128,8 +131,9 @@ class Backend(StrEnum):
         return self not in _WEIGHTLESS_BACKENDS
 
 
-# The synthetic model computes its tokens; tesseract's trained data comes with its Debian package.
-_WEIGHTLESS_BACKENDS = frozenset({Backend.SYNTHETIC, Backend.TESSERACT})
+# The synthetic and tool-caller models compute their answers; tesseract's trained data comes
+# with its Debian package.
+_WEIGHTLESS_BACKENDS = frozenset({Backend.SYNTHETIC, Backend.TESSERACT, Backend.TOOL_CALLER})
 
 
 class Capability(StrEnum):
@@ -139,6 +143,40 @@ class Capability(StrEnum):
     EMBEDDINGS = "embeddings"
     VISION = "vision"
     TOOLS = "tools"
+
+
+class ToolCallFormat(StrEnum):
+    """How a model is offered tools and writes its calls: the convention its chat template and
+    training follow (see kubechat.tools.formats)."""
+
+    HERMES = "hermes"  # Hermes 2 Pro / Qwen2.5: <tools> in the system prompt, <tool_call>{json}</tool_call>
+    LLAMA3_JSON = "llama3-json"  # Llama 3.1/3.2 JSON tool calling: {"name": ..., "parameters": ...}
+
+
+class ToolsSpec(_Spec):
+    """How the model calls tools (the `tools` capability): the format it was trained on, which
+    of the offered MCP tools it may see, and the limits of one answer's tool loop."""
+
+    format: ToolCallFormat = Field(
+        default=ToolCallFormat.HERMES,
+        description="How tools are offered in the prompt and calls are parsed from the output: hermes "
+        "(Hermes 2 Pro, Qwen2.5: <tool_call> tags) or llama3-json (Llama 3.1/3.2 JSON calls).",
+    )
+    allow: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["*"],
+        description="Shell-style patterns (fnmatch) on the names of the tools offered to this model, "
+        "<server>__<tool>; a tool matching none is not offered. Default: every tool.",
+    )
+    max_rounds: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=4,
+        description="Rounds of model, tool calls, model again that one answer may take; a model still "
+        "calling tools after them ends the answer with an error.",
+    )
+    max_result_chars: Annotated[int, Field(ge=100, le=1_000_000)] = Field(
+        default=4000,
+        description="A tool result is cut to this many characters before it is fed back to the model, "
+        "and shown to clients cut the same way.",
+    )
 
 
 class PackageSource(_Spec):
@@ -333,8 +371,10 @@ class AutoscalingSpec(_Spec):
         return self
 
 
+_WEIGHTLESS_NAMES = sorted(_WEIGHTLESS_BACKENDS)
 _SOURCE_REQUIRED = (
-    f"spec.source is required for every backend but {' and '.join(sorted(_WEIGHTLESS_BACKENDS))}"
+    f"spec.source is required for every backend but {', '.join(_WEIGHTLESS_NAMES[:-1])} and "
+    f"{_WEIGHTLESS_NAMES[-1]}"
 )
 
 
@@ -344,8 +384,8 @@ class ChatModelSpec(_Spec):
     display_name: str = Field(default="", description="Name shown to users; empty: the resource name.")
     source: ModelSource = Field(
         default_factory=ModelSource,
-        description="Where the weights come from (one place); required unless the backend is synthetic "
-        "or tesseract.",
+        description="Where the weights come from (one place); required unless the backend is synthetic, "
+        "tesseract or tool-caller.",
     )
     engine: EngineSpec = Field(default_factory=EngineSpec)
     resources: GpuResources = Field(default_factory=GpuResources)
@@ -370,6 +410,10 @@ class ChatModelSpec(_Spec):
     )
     system_prompt: str = Field(default="", description="System message put before every conversation.")
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    tools: ToolsSpec = Field(
+        default_factory=ToolsSpec,
+        description="Tool calling (with the `tools` capability): call format, allowed tools, limits.",
+    )
 
     @classmethod
     def cel_rules(cls) -> tuple[CelRule, ...]:

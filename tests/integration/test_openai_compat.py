@@ -25,7 +25,7 @@ def client(api: ApiProcess) -> openai.OpenAI:
 
 
 def test_models(client: openai.OpenAI) -> None:
-    assert sorted(m.id for m in client.models.list()) == ["smollm2", "synthetic"]
+    assert sorted(m.id for m in client.models.list()) == ["smollm2", "synthetic", "tool-caller"]
 
 
 def test_streaming_and_plain_completions_agree(client: openai.OpenAI) -> None:

@@ -30,7 +30,7 @@ import celpy
 import celpy.adapter
 import celpy.celtypes
 import celpy.evaluation
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -303,6 +303,26 @@ MINIMAL = [
     pytest.param(
         chat_model({"engine": {"backend": "tesseract"}, "capabilities": ["vision"]}), id="minimal-tesseract"
     ),
+    pytest.param(
+        chat_model({"engine": {"backend": "tool-caller"}, "capabilities": ["chat", "tools"]}),
+        id="minimal-tool-caller",
+    ),
+    pytest.param(
+        chat_model(
+            {
+                "source": HF,
+                "engine": CPU,
+                "capabilities": ["chat", "tools"],
+                "tools": {
+                    "format": "llama3-json",
+                    "allow": ["demo__*"],
+                    "maxRounds": 16,
+                    "maxResultChars": 100,
+                },
+            }
+        ),
+        id="tools-on-the-boundary",
+    ),
     pytest.param(chat_model({"source": HF, "resources": GPU}), id="minimal-tensorrtllm"),
     pytest.param(chat_model({"source": {"package": {"name": "p"}}, "engine": CPU}), id="minimal-cpu"),
     pytest.param(knowledge_base(), id="minimal-knowledge-base"),
@@ -558,7 +578,7 @@ def test_valid_documents_are_admitted_and_mean_the_same_after_defaulting(documen
 
 # --- documents the CEL rules refuse, and pydantic too ------------------------------------------------
 
-SOURCE = "spec.source is required for every backend but synthetic and tesseract"
+SOURCE = "spec.source is required for every backend but synthetic, tesseract and tool-caller"
 MAX_TOKENS = "defaults.maxTokens must not exceed engine.maxOutputTokens"
 PARALLEL = "engine.tensorParallelSize must fit resources.gpus"
 TRT_GPUS = "backend tensorrtllm needs resources.gpus >= 1"
@@ -798,6 +818,20 @@ SCHEMA_REFUSED = [
         chat_model({"source": {"s3": {"uri": "https://bucket/x"}}, "engine": CPU}), id="s3-uri-not-s3"
     ),
     pytest.param(chat_model({"source": HF, "engine": {**CPU, "maxTokens": 5}}), id="unknown-field"),
+    pytest.param(
+        chat_model({"source": HF, "engine": CPU, "tools": {"format": "openai"}}), id="unknown-tool-format"
+    ),
+    pytest.param(chat_model({"source": HF, "engine": CPU, "tools": {"maxRounds": 0}}), id="no-tool-rounds"),
+    pytest.param(
+        chat_model({"source": HF, "engine": CPU, "tools": {"maxRounds": 17}}), id="tool-rounds-over-16"
+    ),
+    pytest.param(
+        chat_model({"source": HF, "engine": CPU, "tools": {"maxResultChars": 99}}),
+        id="tool-results-too-short",
+    ),
+    pytest.param(
+        chat_model({"source": HF, "engine": CPU, "tools": {"allow": [""]}}), id="empty-allow-pattern"
+    ),
     pytest.param(chat_model(None), id="no-spec"),
     pytest.param(knowledge_base(access=None), id="no-access"),
     pytest.param(knowledge_base(embedding={"model": "minilm"}), id="no-embedding-dimensions"),

@@ -31,6 +31,7 @@ from kubechat.resources import (
     Capability,
     ChatModel,
     ResourceError,
+    ToolCallFormat,
     load_chat_models,
     load_chat_models_from_dir,
     parse_chat_model,
@@ -49,6 +50,7 @@ ARTIFACTS = {
     ),
     "synthetic": ModelArtifacts(),
     "ocr": ModelArtifacts(),
+    "tool-caller": ModelArtifacts(),
 }
 
 
@@ -78,7 +80,7 @@ def _document(**spec: Any) -> dict[str, Any]:
 
 def test_examples_load(models: dict[str, ChatModel]) -> None:
     """Every example ChatModel parses, with camelCase YAML fields mapped onto the spec."""
-    assert set(models) == {"smollm2", "minilm", "synthetic", "ocr"}
+    assert set(models) == {"smollm2", "minilm", "synthetic", "ocr", "tool-caller"}
     smollm2 = models["smollm2"].spec
     assert smollm2.engine.backend is Backend.TRANSFORMERS
     assert smollm2.source.package is not None
@@ -88,9 +90,13 @@ def test_examples_load(models: dict[str, ChatModel]) -> None:
     assert not models["minilm"].has(Capability.CHAT)
     assert models["ocr"].spec.engine.backend is Backend.TESSERACT
     assert models["ocr"].spec.capabilities == [Capability.VISION]
+    tool_caller = models["tool-caller"].spec
+    assert tool_caller.engine.backend is Backend.TOOL_CALLER
+    assert tool_caller.capabilities == [Capability.CHAT, Capability.TOOLS]
+    assert tool_caller.tools.format is ToolCallFormat.HERMES
 
 
-@pytest.mark.parametrize("name", ["smollm2", "synthetic"])
+@pytest.mark.parametrize("name", ["smollm2", "synthetic", "tool-caller"])
 def test_chat_models_follow_the_tensorrt_llm_contract(rendered: dict[str, RenderedModel], name: str) -> None:
     """Chat models are decoupled and expose every contract input with its type and optionality."""
     config = _config(rendered, name)
@@ -142,6 +148,48 @@ def test_synthetic_model_parameters(rendered: dict[str, RenderedModel]) -> None:
     }
 
 
+def test_tool_caller_model_parameters(rendered: dict[str, RenderedModel]) -> None:
+    """The tool-calling test model needs no files: its limits, and the format to write calls in."""
+    params = {k: v.string_value for k, v in _config(rendered, "tool-caller").parameters.items()}
+    assert params == {"max_input_tokens": "100000", "max_output_tokens": "2048", "tool_format": "hermes"}
+    assert rendered["tool-caller"].files["1/model.py"] == MODEL_CODE_ROOT / "tool_caller" / "model.py"
+    llama = parse_chat_model(_document(engine={"backend": "tool-caller"}, tools={"format": "llama3-json"}))
+    config = parse_model_config(render_python_model(llama, ModelArtifacts()).config_pbtxt)
+    assert config.parameters["tool_format"].string_value == "llama3-json"
+
+
+def test_tools_spec_defaults() -> None:
+    """Any model may leave spec.tools out: hermes, every tool, 4 rounds, results cut at 4000 chars."""
+    tools = parse_chat_model(_document()).spec.tools
+    assert (tools.format, tools.allow, tools.max_rounds, tools.max_result_chars) == (
+        ToolCallFormat.HERMES, ["*"], 4, 4000,
+    )  # fmt: skip
+    declared = parse_chat_model(
+        _document(
+            tools={"format": "llama3-json", "allow": ["demo__*"], "maxRounds": 16, "maxResultChars": 100}
+        )
+    ).spec.tools
+    assert (declared.format, declared.allow, declared.max_rounds, declared.max_result_chars) == (
+        ToolCallFormat.LLAMA3_JSON, ["demo__*"], 16, 100,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [
+        {"format": "openai"},
+        {"maxRounds": 0},
+        {"maxRounds": 17},
+        {"maxResultChars": 99},
+        {"allow": [""]},
+        {"maxRound": 2},
+    ],
+)
+def test_invalid_tools_specs_are_rejected(tools: dict[str, Any]) -> None:
+    with pytest.raises(ResourceError, match="tools"):
+        parse_chat_model(_document(tools=tools))
+
+
 def test_vision_model_follows_the_vision_contract(rendered: dict[str, RenderedModel]) -> None:
     """The tesseract model is decoupled, takes the chat inputs plus the image bytes, answers text."""
     config = _config(rendered, "ocr")
@@ -174,11 +222,14 @@ def test_vision_model_parameters_need_no_files(rendered: dict[str, RenderedModel
 
 
 def test_tesseract_model_needs_no_source() -> None:
-    """Like the synthetic model, the OCR model loads no weights, so spec.source may be left out."""
+    """Like the synthetic and tool-calling models, the OCR model loads no weights, so spec.source
+    may be left out."""
     model = parse_chat_model(_document(engine={"backend": "tesseract"}, capabilities=["vision"]))
     assert model.spec.source.package is None
-    assert not Backend.TESSERACT.loads_weights and not Backend.SYNTHETIC.loads_weights
-    assert all(b.loads_weights for b in Backend if b not in (Backend.TESSERACT, Backend.SYNTHETIC))
+    weightless = (Backend.TESSERACT, Backend.SYNTHETIC, Backend.TOOL_CALLER)
+    assert not any(b.loads_weights for b in weightless)
+    assert all(b.loads_weights for b in Backend if b not in weightless)
+    assert parse_chat_model(_document(engine={"backend": "tool-caller"})).spec.source.package is None
 
 
 def test_embedder_is_dynamically_batched_with_fixed_dimensions(
@@ -264,7 +315,7 @@ def test_two_sources_are_rejected() -> None:
 
 
 def test_missing_source_is_rejected_for_real_backends() -> None:
-    """Only the synthetic and tesseract models may omit spec.source."""
+    """Only the synthetic, tesseract and tool-caller models may omit spec.source."""
     with pytest.raises(ResourceError, match=r"spec\.source is required"):
         parse_chat_model(_document(engine={"backend": "transformers"}))
 
