@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.routing import Route
 
 from kubechat import __version__
 from kubechat.api.catalog import ModelCatalog, load_catalog
@@ -31,6 +32,9 @@ from kubechat.api.settings import Discovery, Settings, get_settings
 from kubechat.api.triton import TritonRouter
 from kubechat.api.vision import VisionService
 from kubechat.images.service import ImageService
+from kubechat.mcp.config import load_mcp_servers
+from kubechat.mcp.server import create_mcp_app
+from kubechat.mcp.toolbox import McpToolbox
 from kubechat.rag.stores import StoreError
 from kubechat.rag.wiring import close_knowledge_stores, open_knowledge_service
 
@@ -39,9 +43,24 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Without API keys every request is the local principal: /mcp then accepts only local hosts.
+    local_only = settings.api_keys is None
+    mcp_app = (
+        create_mcp_app(lambda: app.state.services, local_only=local_only)
+        if settings.mcp_server_enabled
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A malformed MCP configuration stops the start before anything is opened.
+        mcp_servers = [
+            # A server that sets no timeout_s gets the API's default.
+            s
+            if "timeout_s" in s.model_fields_set
+            else s.model_copy(update={"timeout_s": settings.mcp_tool_timeout_s})
+            for s in load_mcp_servers(settings.mcp_servers)
+        ]
         cluster = settings.discovery is Discovery.KUBERNETES
         # First: without credentials for the Kubernetes API, cluster mode cannot start at all.
         kubernetes = await load_kubernetes_configuration() if cluster else None
@@ -61,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if kubernetes is not None:
             namespace, tokenizers = settings.namespace(), settings.cluster_tokenizers_dir()
             discovery = ClusterDiscovery(kubernetes, namespace, catalog, triton, knowledge, tokenizers)
+        tools = McpToolbox(mcp_servers, refresh_interval_s=settings.mcp_refresh_interval_s)
         keys = settings.principals_by_key()
         if not keys:
             logger.warning("no KUBECHAT_API_KEYS: every request acts as %r", settings.local_principal)
@@ -69,14 +89,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog=catalog,
             store=store,
             triton=triton,
-            chat=ChatService(settings, catalog, store, triton, knowledge, vision),
+            chat=ChatService(settings, catalog, store, triton, knowledge, vision, tools),
             knowledge=knowledge,
             images=image_service,
             vision=vision,
             principals_by_key=keys,
+            tools=tools,
             discovery=discovery,
         )
         await knowledge.start()
+        # Connects every MCP server; one that fails is retried in the background, not fatal.
+        await tools.start()
         if discovery is not None:
             # Serving starts at once; /ready waits for the first lists.
             discovery.start()
@@ -84,8 +107,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             logger.info("kubechat API up: models %s, Triton at %s", catalog.names(), settings.triton_url)
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                if mcp_app is not None:
+                    # A route's app has no lifespan: the SDK's session manager runs in this one.
+                    await stack.enter_async_context(mcp_app.run())
+                yield
         finally:
+            await tools.stop()
             if discovery is not None:
                 await discovery.stop()
             await knowledge.stop()
@@ -131,4 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         images.router,
     ):
         app.include_router(router)
+    if mcp_app is not None:
+        # A route, not a mount: a mount would answer /mcp with a redirect to /mcp/.
+        app.router.routes.append(Route("/mcp", endpoint=mcp_app, include_in_schema=False))
     return app

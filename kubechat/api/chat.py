@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from kubechat.api.catalog import CatalogEntry, ChatTurn, ModelCatalog, Prompt
-from kubechat.api.errors import InvalidRequestError, KubechatError, MessageTooLargeError
+from kubechat.api.errors import (
+    InvalidRequestError,
+    KubechatError,
+    MessageTooLargeError,
+    ToolRoundsExceededError,
+)
 from kubechat.api.events import (
     DoneEvent,
     ErrorEvent,
@@ -24,6 +30,9 @@ from kubechat.api.events import (
     SourcesEvent,
     StartEvent,
     Timings,
+    ToolActivity,
+    ToolCallEvent,
+    ToolResultEvent,
     Usage,
     UserMessage,
     token_frame,
@@ -34,6 +43,14 @@ from kubechat.api.triton import SamplingParams, TritonInference
 from kubechat.api.vision import Attachment, VisionService, image_refs, with_images
 from kubechat.rag.retrieval import Citation, sources_prompt
 from kubechat.rag.service import KnowledgeService
+from kubechat.resources import Capability
+from kubechat.tools.formats import (
+    ToolCallParser,
+    assistant_tool_call_text,
+    tool_results_turn,
+    tools_system_prompt,
+)
+from kubechat.tools.types import MalformedToolCall, Toolbox, ToolCall, ToolResult, ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +105,8 @@ class _Answer:
     message_id: str
     pieces: list[str] = field(default_factory=list)
     last_checkpoint: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    tool_calls: list[ToolActivity] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -103,6 +122,7 @@ class ChatService:
         triton: TritonInference,
         knowledge: KnowledgeService,
         vision: VisionService,
+        tools: Toolbox | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -110,6 +130,7 @@ class ChatService:
         self.triton = triton
         self.knowledge = knowledge
         self.vision = vision
+        self.tools = tools
 
     def check_message(self, content: str) -> None:
         if len(content) > self.settings.max_message_chars:
@@ -117,11 +138,18 @@ class ChatService:
                 f"message has {len(content)} characters; the limit is {self.settings.max_message_chars}"
             )
 
-    def check_unavailable_features(self, message: UserMessage) -> None:
-        """Tools are part of the protocol but not served yet: asking for them is an error, never
-        silently ignored."""
-        if message.tools:
-            raise InvalidRequestError("no MCP tool servers are configured")
+    def offered_tools(self, entry: CatalogEntry, use_tools: bool) -> list[ToolSpec]:
+        """The MCP tools `entry` may call in this turn: none unless the message asked for tools;
+        asking a model without the `tools` capability, or with no tool it may call, is an error
+        (never silently ignored)."""
+        if not use_tools:
+            return []
+        if not entry.model.has(Capability.TOOLS):
+            raise InvalidRequestError(f"model {entry.name} does not call tools (no `tools` capability)")
+        offered = self.tools.tools(entry.model.spec.tools.allow) if self.tools is not None else []
+        if not offered:
+            raise InvalidRequestError(f"no MCP tools are available to model {entry.name}")
+        return offered
 
     async def run_turn(
         self,
@@ -134,17 +162,18 @@ class ChatService:
         started = time.perf_counter()
         # Validate everything before storing anything: a rejected message leaves no trace.
         self.check_message(message.content)
-        self.check_unavailable_features(message)
         entry = self.catalog.get(message.model)
         entry.check_ready()
         params = sampling_params(entry, message.options)
+        tools = self.offered_tools(entry, message.tools)
+        system = tool_system_turns(entry, tools)
         for name in message.knowledge_bases:
             self.knowledge.get(name, principal)
         attachments = await self.vision.attachments(principal, message.image_ids)
         describer = self.vision.describer_for(entry, attachments)
         history = await self.store.recent_messages(principal, session_id, self.settings.history_turns)
         past = [ChatTurn(m.role, with_images(m.content, m.images)) for m in history if m.content]
-        prompt, _ = cited_prompt(entry, past, message.content, [])
+        prompt, _ = cited_prompt(entry, past, message.content, [], system)
 
         # Stored before anything can fail or take long (describing and retrieval included).
         user, reply = await self.store.start_exchange(
@@ -152,7 +181,6 @@ class ChatService:
             images=image_refs(attachments),
         )  # fmt: skip
         answer = _Answer(reply.id)
-        first_token_at: float | None = None
         status, error = MessageStatus.COMPLETE, None
         try:
             images, failure = await self.describe(describer, attachments, user.id, message.content)
@@ -163,7 +191,7 @@ class ChatService:
             )
             failure = failure or retrieval_error
             if message.knowledge_bases or describer is not None:
-                prompt, sources = cited_prompt(entry, past, question, sources)
+                prompt, sources = cited_prompt(entry, past, question, sources, system)
                 await self.store.set_context(reply.id, prompt.tokens, [s.model_dump() for s in sources])
             await emit(
                 StartEvent(
@@ -182,13 +210,13 @@ class ChatService:
             else:
                 control.streaming = True
                 image = attachments[0].png if attachments and describer is None else None
-                deltas = self.triton.stream_text(entry.name, prompt.text, params, reply.id, image=image)
-                async for delta in deltas:
-                    if first_token_at is None:
-                        first_token_at = time.perf_counter()
-                    answer.pieces.append(delta)
-                    await emit(token_frame(reply.id, len(answer.pieces), delta))
-                    await self._checkpoint(answer)
+                if tools:
+                    turns = [*past, ChatTurn("user", sources_prompt(sources, question))]
+                    await self._answer_with_tools(entry, system, turns, params, tools, answer, emit)
+                else:
+                    deltas = self.triton.stream_text(entry.name, prompt.text, params, reply.id, image=image)
+                    async for delta in deltas:
+                        await self._token(answer, delta, emit)
         except KubechatError as exc:
             status, error = MessageStatus.FAILED, exc
         except asyncio.CancelledError:
@@ -205,7 +233,10 @@ class ChatService:
         finally:
             control.streaming = False  # from here on a stop must not cancel the bookkeeping
             completion_tokens = entry.counter.count(answer.text)
-            # Shielded: a second cancellation must not lose the answer.
+            # Shielded: a second cancellation must not lose the answer (nor its tool calls).
+            if answer.tool_calls:
+                calls = [a.model_dump() for a in answer.tool_calls]
+                await asyncio.shield(self.store.set_tool_calls(reply.id, calls))
             await asyncio.shield(
                 self.store.update_message(
                     reply.id, answer.text, status,
@@ -219,7 +250,7 @@ class ChatService:
             )  # fmt: skip
         if error is not None:
             await emit(ErrorEvent(error=error.body(), message_id=reply.id).model_dump_json())
-        await emit(_done(reply.id, status, prompt.tokens, completion_tokens, started, first_token_at))
+        await emit(_done(reply.id, status, prompt.tokens, completion_tokens, started, answer.first_token_at))
 
     async def describe(
         self,
@@ -256,6 +287,119 @@ class ChatService:
             return [], exc
         return sources, None
 
+    async def _token(self, answer: _Answer, delta: str, emit: Emit) -> None:
+        if answer.first_token_at is None:
+            answer.first_token_at = time.perf_counter()
+        answer.pieces.append(delta)
+        await emit(token_frame(answer.message_id, len(answer.pieces), delta))
+        await self._checkpoint(answer)
+
+    async def _answer_with_tools(
+        self,
+        entry: CatalogEntry,
+        system: list[ChatTurn],
+        turns: list[ChatTurn],
+        params: SamplingParams,
+        tools: list[ToolSpec],
+        answer: _Answer,
+        emit: Emit,
+    ) -> None:
+        """Model, tools, model…: each round streams the model's text as tokens and collects the
+        tool calls it makes; the calls run concurrently, their results go back to the model,
+        until it answers without calling (or `maxRounds` is spent)."""
+        spec = entry.model.spec.tools
+        offered = {t.name for t in tools}
+        for round_ in range(spec.max_rounds + 1):
+            prompt = entry.build_prompt([*system, *turns])
+            parser = ToolCallParser(spec.format)
+            calls: list[ToolCall] = []
+            malformed: list[MalformedToolCall] = []
+
+            request_id = f"{answer.message_id}-{round_}"
+            async for delta in self.triton.stream_text(entry.name, prompt.text, params, request_id):
+                await self._take(parser.feed(delta), calls, malformed, answer, emit)
+            await self._take(parser.finish(), calls, malformed, answer, emit)
+            if not calls and not malformed:
+                return
+            if round_ == spec.max_rounds:
+                raise ToolRoundsExceededError(
+                    f"model {entry.name} still called tools after {spec.max_rounds} rounds"
+                )
+            results = await self._run_tools(calls, malformed, offered, spec.max_result_chars, answer, emit)
+            await self.store.set_tool_calls(answer.message_id, [a.model_dump() for a in answer.tool_calls])
+            said = assistant_tool_call_text(spec.format, calls) + "".join(m.raw for m in malformed)
+            role, content = tool_results_turn(spec.format, results)
+            turns = [*turns, ChatTurn("assistant", said), ChatTurn(role, content)]
+
+    async def _take(
+        self,
+        items: list[str | ToolCall | MalformedToolCall],
+        calls: list[ToolCall],
+        malformed: list[MalformedToolCall],
+        answer: _Answer,
+        emit: Emit,
+    ) -> None:
+        """Parsed model output: text is streamed, calls announced and collected."""
+        for item in items:
+            if isinstance(item, str):
+                if item:
+                    await self._token(answer, item, emit)
+            elif isinstance(item, ToolCall):
+                calls.append(item)
+                answer.tool_calls.append(ToolActivity(id=item.id, name=item.name, arguments=item.arguments))
+                event = ToolCallEvent(
+                    message_id=answer.message_id, id=item.id, name=item.name, arguments=item.arguments
+                )
+                await emit(event.model_dump_json())
+            else:
+                malformed.append(item)
+
+    async def _run_tools(
+        self,
+        calls: list[ToolCall],
+        malformed: list[MalformedToolCall],
+        offered: set[str],
+        max_chars: int,
+        answer: _Answer,
+        emit: Emit,
+    ) -> list[tuple[ToolCall, str]]:
+        """Run the calls concurrently (a tool the model was not offered is never called); report
+        and record each result, cut to `max_chars`; return what goes back to the model."""
+        assert self.tools is not None
+        toolbox = self.tools
+        timeout = self.settings.mcp_tool_timeout_s
+
+        async def run(call: ToolCall) -> ToolResult:
+            if call.name not in offered:
+                return ToolResult(False, f"tool {call.name} is not available", "unknown_tool")
+            return await toolbox.call(call.name, call.arguments, timeout_s=timeout)
+
+        outcomes = list(await asyncio.gather(*(run(c) for c in calls)))
+        for bad in malformed:
+            # No name or arguments to report: the model is told what was wrong instead.
+            calls = [*calls, ToolCall(f"call_{uuid.uuid4().hex[:12]}", "invalid_tool_call", {})]
+            outcomes.append(ToolResult(False, f"malformed tool call: {bad.error}", "malformed_tool_call"))
+        fed_back = []
+        for call, result in zip(calls, outcomes, strict=True):
+            content = result.content[:max_chars]
+            truncated = len(result.content) > max_chars
+            activity = ToolActivity(
+                id=call.id, name=call.name, arguments=call.arguments, ok=result.ok, content=content,
+                error_code=result.error_code, truncated=truncated,
+            )  # fmt: skip
+            known = [i for i, a in enumerate(answer.tool_calls) if a.id == call.id]
+            if known:
+                answer.tool_calls[known[0]] = activity
+            else:
+                answer.tool_calls.append(activity)
+            event = ToolResultEvent(
+                message_id=answer.message_id, id=call.id, name=call.name, ok=result.ok, content=content,
+                error_code=result.error_code, truncated=truncated,
+            )  # fmt: skip
+            await emit(event.model_dump_json())
+            fed_back.append((call, content if result.ok else f"error ({result.error_code}): {content}"))
+        return fed_back
+
     async def _checkpoint(self, answer: _Answer) -> None:
         now = time.monotonic()
         if now - answer.last_checkpoint >= CHECKPOINT_INTERVAL_S:
@@ -264,7 +408,11 @@ class ChatService:
 
 
 def cited_prompt(
-    entry: CatalogEntry, past: list[ChatTurn], question: str, sources: list[Citation]
+    entry: CatalogEntry,
+    past: list[ChatTurn],
+    question: str,
+    sources: list[Citation],
+    system: Sequence[ChatTurn] = (),
 ) -> tuple[Prompt, list[Citation]]:
     """The prompt with as many of the best sources as fit engine.maxInputTokens.
 
@@ -273,10 +421,20 @@ def cited_prompt(
     """
     budget = entry.model.spec.engine.max_input_tokens
     while True:
-        prompt = entry.build_prompt([*past, ChatTurn("user", sources_prompt(sources, question))])
+        prompt = entry.build_prompt([*system, *past, ChatTurn("user", sources_prompt(sources, question))])
         if prompt.tokens <= budget or not sources:
             return prompt, sources
         sources = sources[:-1]
+
+
+def tool_system_turns(entry: CatalogEntry, tools: Sequence[ToolSpec], system: str = "") -> list[ChatTurn]:
+    """The system turn that offers `tools` in the model's format, after the model's own system
+    prompt (or `system`, a client's); none without tools."""
+    if not tools:
+        return []
+    base = system or entry.model.spec.system_prompt
+    offer = tools_system_prompt(entry.model.spec.tools.format, tools)
+    return [ChatTurn("system", f"{base}\n\n{offer}" if base else offer)]
 
 
 def _done(

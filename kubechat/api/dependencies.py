@@ -18,6 +18,7 @@ from kubechat.api.settings import Settings
 from kubechat.api.triton import TritonRouter
 from kubechat.api.vision import VisionService
 from kubechat.images.service import ImageService
+from kubechat.mcp.toolbox import McpToolbox
 from kubechat.rag.service import KnowledgeService
 
 
@@ -32,6 +33,7 @@ class Services:
     images: ImageService
     vision: VisionService
     principals_by_key: dict[str, str]
+    tools: McpToolbox  # the tools of the configured MCP servers
     discovery: ClusterDiscovery | None = None  # cluster mode only
 
     async def readiness(self, entry: CatalogEntry) -> Readiness:

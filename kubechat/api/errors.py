@@ -165,3 +165,11 @@ class ImageNotFoundError(KubechatError):
     code = "image_not_found"
     status = 404
     error_type = "invalid_request_error"
+
+
+class ToolRoundsExceededError(KubechatError):
+    """The model kept calling tools past its ChatModel's spec.tools.maxRounds."""
+
+    code = "tool_rounds_exceeded"
+    status = 502
+    error_type = "server_error"

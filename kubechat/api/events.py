@@ -7,7 +7,7 @@ is typed and documented in one place; see docs/websocket.md.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,6 +81,18 @@ class ImageDescription(BaseModel):
     )
 
 
+class ToolActivity(BaseModel):
+    """One tool call of an answer and, once it ran, its result (as stored with the answer)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    ok: bool | None = Field(default=None, description="None until the tool has answered.")
+    content: str = Field(default="", description="The result, cut to the model's maxResultChars.")
+    error_code: str = ""
+    truncated: bool = False
+
+
 class MessageOut(BaseModel):
     id: str
     seq: int
@@ -94,6 +106,7 @@ class MessageOut(BaseModel):
     error_code: str
     sources: list[Citation] = Field(default_factory=list, description="Citations the answer was given.")
     images: list[ImageDescription] = Field(default_factory=list, description="Attached images.")
+    tool_calls: list[ToolActivity] = Field(default_factory=list, description="Tools the answer used.")
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
@@ -103,6 +116,7 @@ class MessageOut(BaseModel):
             completion_tokens=m.completion_tokens, error_code=m.error_code,
             sources=[Citation.model_validate(s) for s in m.sources],
             images=[ImageDescription.model_validate(i) for i in m.images],
+            tool_calls=[ToolActivity.model_validate(t) for t in m.tool_calls],
         )  # fmt: skip
 
 
@@ -149,6 +163,31 @@ class ImagesEvent(BaseModel):
     images: list[ImageDescription]
 
 
+class ToolCallEvent(BaseModel):
+    """The model asked for a tool; its result follows as a `tool_result` with the same id."""
+
+    type: Literal["tool_call"] = "tool_call"
+    message_id: str
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolResultEvent(BaseModel):
+    type: Literal["tool_result"] = "tool_result"
+    message_id: str
+    id: str
+    name: str
+    ok: bool
+    content: str = Field(description="The tool's text, cut to the model's maxResultChars.")
+    error_code: str = Field(
+        default="",
+        description="tool_error, tool_timeout, tool_unavailable, unknown_tool, invalid_arguments or "
+        "malformed_tool_call; empty when ok.",
+    )
+    truncated: bool = False
+
+
 class TokenEvent(BaseModel):
     type: Literal["token"] = "token"
     message_id: str
@@ -175,7 +214,16 @@ class PongEvent(BaseModel):
 
 
 ServerEvent = (
-    HistoryEvent | StartEvent | SourcesEvent | ImagesEvent | TokenEvent | DoneEvent | ErrorEvent | PongEvent
+    HistoryEvent
+    | StartEvent
+    | SourcesEvent
+    | ImagesEvent
+    | ToolCallEvent
+    | ToolResultEvent
+    | TokenEvent
+    | DoneEvent
+    | ErrorEvent
+    | PongEvent
 )
 
 

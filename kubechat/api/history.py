@@ -49,6 +49,8 @@ class Message:
     sources: list[dict[str, Any]] = field(default_factory=list)
     # A user message's attached images: id, name and, once described, what the model was told.
     images: list[dict[str, Any]] = field(default_factory=list)
+    # An answer's tool calls and their results, as sent in its tool_call/tool_result events.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 T = TypeVar("T")
@@ -112,6 +114,10 @@ class HistoryStore(Protocol):
         """Record a user message's images once they are described."""
         ...
 
+    async def set_tool_calls(self, message_id: str, calls: Sequence[Mapping[str, Any]]) -> None:
+        """Record the tool calls an answer made so far, with their results."""
+        ...
+
     async def list_messages(
         self, principal: str, session_id: str, limit: int, cursor: str | None
     ) -> Page[Message]: ...
@@ -143,13 +149,14 @@ CREATE TABLE IF NOT EXISTS messages (
     error_code TEXT NOT NULL DEFAULT '',
     sources TEXT NOT NULL DEFAULT '[]',
     images TEXT NOT NULL DEFAULT '[]',
+    tool_calls TEXT NOT NULL DEFAULT '[]',
     UNIQUE (session_id, seq)
 );
 """
 
 _MESSAGE_COLUMNS = (
     "id, session_id, seq, role, content, status, model, created_at, "
-    "prompt_tokens, completion_tokens, error_code, sources, images"
+    "prompt_tokens, completion_tokens, error_code, sources, images, tool_calls"
 )
 
 
@@ -158,7 +165,7 @@ def _message(row: tuple[Any, ...]) -> Message:
         id=row[0], session_id=row[1], seq=row[2], role=row[3], content=row[4],
         status=MessageStatus(row[5]), model=row[6], created_at=row[7],
         prompt_tokens=row[8], completion_tokens=row[9], error_code=row[10], sources=json.loads(row[11]),
-        images=json.loads(row[12]),
+        images=json.loads(row[12]), tool_calls=json.loads(row[13]),
     )  # fmt: skip
 
 
@@ -203,8 +210,9 @@ class SQLiteHistoryStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
         if "sources" not in columns:
             self._db.execute("ALTER TABLE messages ADD COLUMN sources TEXT NOT NULL DEFAULT '[]'")
-        if "images" not in columns:
-            self._db.execute("ALTER TABLE messages ADD COLUMN images TEXT NOT NULL DEFAULT '[]'")
+        for column in ("images", "tool_calls"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'")
 
     async def close(self) -> None:
         await self._database.close()
@@ -326,7 +334,7 @@ class SQLiteHistoryStore:
         (seq,) = self._db.execute(
             f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, "
             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?), "
-            "?, ?, ?, ?, ?, ?, 0, '', ?, ?) RETURNING seq",
+            "?, ?, ?, ?, ?, ?, 0, '', ?, ?, '[]') RETURNING seq",
             (
                 message_id,
                 session_id,
@@ -377,6 +385,13 @@ class SQLiteHistoryStore:
             self._db.execute,
             "UPDATE messages SET images = ? WHERE id = ?",
             (json.dumps(list(images), ensure_ascii=False), message_id),
+        )
+
+    async def set_tool_calls(self, message_id: str, calls: Sequence[Mapping[str, Any]]) -> None:
+        await self._run(
+            self._db.execute,
+            "UPDATE messages SET tool_calls = ? WHERE id = ?",
+            (json.dumps(list(calls), ensure_ascii=False), message_id),
         )
 
     async def list_messages(

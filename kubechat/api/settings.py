@@ -114,6 +114,26 @@ class Settings(BaseSettings):
         "model with the `vision` capability",
     )
 
+    # MCP
+    mcp_servers: str = Field(
+        default="",
+        description="MCP servers whose tools models may call: a JSON list, or the path of a YAML or JSON "
+        "file holding one (see docs/mcp.md). Secrets only through each server's env_from / "
+        "headers_from_env, which name variables of this environment.",
+    )
+    mcp_refresh_interval_s: float = Field(
+        default=60.0, gt=0, description="How often each MCP server's tools are listed again."
+    )
+    mcp_tool_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest an MCP tool call may take, for servers that set no timeout_s.",
+    )
+    mcp_server_enabled: bool = Field(
+        default=True,
+        description="Serve kubechat's own MCP server (knowledge-base search, image description) at /mcp.",
+    )
+
     def image_limits(self) -> ImageLimits:
         # Imported here: the operator reads these settings too and has no use for Pillow.
         from kubechat.images.processing import ImageLimits

@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 
 from kubechat.api.settings import Settings
+from kubechat.mcp.config import load_mcp_servers
 from kubechat.operator import manifests
 from kubechat.operator.settings import OperatorSettings
 from kubechat.resources import load_chat_models_from_dir, load_knowledge_bases_from_dir
@@ -502,3 +503,27 @@ def test_config_changes_roll_the_pods() -> None:
 
     assert checksum({}) == checksum({})  # a generated key does not count
     assert checksum({}) != checksum({"auth": {"apiKeys": "k=p"}})
+
+
+def test_mcp_servers_come_from_values_and_their_secrets_from_secrets(tmp_path: Any) -> None:
+    production = rendered("production")
+    config = production.get("ConfigMap", f"{RELEASE}-mcp")["data"]["servers.yaml"]
+    (tmp_path / "servers.yaml").write_text(config)
+    servers = load_mcp_servers(str(tmp_path / "servers.yaml"))  # what the API will read
+    assert [(s.name, s.transport) for s in servers] == [("github", "http"), ("time", "stdio")]
+    assert servers[0].headers_from_env == {"Authorization": "GITHUB_MCP_AUTH"}
+    api = production.get("Deployment", API)
+    container = _container(api, "api")
+    env = _env(container)
+    assert env["KUBECHAT_MCP_SERVERS"] == "/etc/kubechat/mcp/servers.yaml"
+    assert env["GITHUB_MCP_AUTH"] == {"secretKeyRef": {"name": "github-mcp", "key": "authorization"}}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "mcp"]
+    assert mount["mountPath"] == "/etc/kubechat/mcp" and mount["readOnly"]
+    (volume,) = [v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == "mcp"]
+    assert volume["configMap"]["name"] == f"{RELEASE}-mcp"
+    # Without servers: no file, no variable; /mcp is served either way.
+    default = rendered("default")
+    assert default.find("ConfigMap", f"{RELEASE}-mcp") is None
+    default_env = _env(_container(default.get("Deployment", API), "api"))
+    assert "KUBECHAT_MCP_SERVERS" not in default_env
+    assert default_env["KUBECHAT_MCP_SERVER_ENABLED"] == "true"

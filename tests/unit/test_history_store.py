@@ -354,3 +354,12 @@ async def test_a_question_keeps_its_images_and_what_was_said_about_them(store: S
     await store.set_images(user.id, described)
     stored_user, stored_reply = (await store.list_messages("alice", session.id, 10, None)).items
     assert stored_user.images == described and stored_reply.images == []
+
+
+async def test_an_answer_keeps_its_tool_calls(store: SQLiteHistoryStore) -> None:
+    session = await store.create_session("alice", "chat")
+    _, reply = await store.start_exchange("alice", session.id, "add", model="m", prompt_tokens=1)
+    calls = [{"id": "call_1", "name": "demo__add", "arguments": {"a": 2}, "ok": True, "content": "5"}]
+    await store.set_tool_calls(reply.id, calls)
+    *_, stored = (await store.list_messages("alice", session.id, 10, None)).items
+    assert stored.tool_calls == calls

@@ -61,9 +61,17 @@ async def ready(services: ServicesDep) -> JSONResponse:
     names = knowledge.names()
     unavailable = sum(knowledge.unavailable_reason(n) is not None for n in names)
     knowledge_bases = {"ready": len(names) - unavailable, "unavailable": unavailable}
+    # Reported, not gating either: a model can answer without its tools.
+    mcp_servers = services.tools.status()
     status = "ready" if ok else "not ready"
     return JSONResponse(
-        {"status": status, "checks": checks, **body, "knowledge_bases": knowledge_bases},
+        {
+            "status": status,
+            "checks": checks,
+            **body,
+            "knowledge_bases": knowledge_bases,
+            "mcp_servers": mcp_servers,
+        },
         status_code=200 if ok else 503,
     )
 

@@ -17,13 +17,16 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubechat.api.catalog import CatalogEntry, ChatTurn
-from kubechat.api.chat import cited_prompt, sampling_params
+from kubechat.api.chat import cited_prompt, sampling_params, tool_system_turns
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
 from kubechat.api.errors import InvalidRequestError, KubechatError
 from kubechat.api.events import GenerationOptions
 from kubechat.api.triton import SamplingParams
 from kubechat.api.vision import IMAGE_URL_PREFIX, Attachment, inline_attachment, with_images
 from kubechat.rag.retrieval import Citation
+from kubechat.resources import Capability, ToolCallFormat
+from kubechat.tools.formats import ToolCallParser, assistant_tool_call_text, tool_results_turn
+from kubechat.tools.types import MalformedToolCall, ToolCall, ToolSpec
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -42,11 +45,49 @@ class ContentPart(BaseModel):
     image_url: ImageUrl | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments as a JSON object, serialized (OpenAI's format).")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    @classmethod
+    def of(cls, call: ToolCall) -> ToolCallOut:
+        arguments = json.dumps(call.arguments, ensure_ascii=False)
+        return cls(id=call.id, function=FunctionCall(name=call.name, arguments=arguments))
+
+    def call(self) -> ToolCall:
+        try:
+            arguments = json.loads(self.function.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(f"tool call {self.id}: arguments are not JSON ({exc})") from None
+        if not isinstance(arguments, dict):
+            raise InvalidRequestError(f"tool call {self.id}: arguments must be a JSON object")
+        return ToolCall(self.id, self.function.name, arguments)
+
+
+class FunctionSpec(BaseModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolDefinition(BaseModel):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
 class ChatCompletionMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCallOut] | None = None  # an assistant's calls, sent back by the client
+    tool_call_id: str | None = None  # a tool message: which call it answers
 
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -94,6 +135,9 @@ class ChatCompletionRequest(BaseModel):
     # kubechat's extension (extra_body={"knowledge_bases": ["docs"]}): answer from these, with
     # the sources as a top-level `sources` field of the response (or of the first chunk).
     knowledge_bases: list[str] = Field(default_factory=list, max_length=16)
+    # Tools the client runs itself: offered in the model's format, calls returned as tool_calls.
+    tools: list[ToolDefinition] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["auto", "none"] | dict[str, Any] | None = None
 
 
 class ModelCard(BaseModel):
@@ -132,6 +176,7 @@ class _Prepared:
     params: SamplingParams
     sources: list[Citation] | None
     image: bytes | None  # for a vision model, the one image it sees
+    tool_format: ToolCallFormat | None  # set when the client offered tools: parse the output
 
 
 async def _attachments(services: Services, principal: str, urls: list[str]) -> list[Attachment]:
@@ -154,13 +199,26 @@ async def _attachments(services: Services, principal: str, urls: list[str]) -> l
 async def _prepare(services: Services, principal: str, body: ChatCompletionRequest) -> _Prepared:
     entry = services.catalog.get(body.model)
     entry.check_ready()
+    tools = _client_tools(entry, body)
+    fmt = entry.model.spec.tools.format
     turns, images = [], []
+    names: dict[str, str] = {}  # tool call id -> name, for the results the client sends back
     for m in body.messages:
         text = m.text()
         services.chat.check_message(text)
-        role = "system" if m.role == "developer" else m.role
+        role: str = "system" if m.role == "developer" else m.role
+        if m.role == "assistant" and m.tool_calls:
+            calls = [c.call() for c in m.tool_calls]
+            names.update((c.id, c.name) for c in calls)
+            text += assistant_tool_call_text(fmt, calls)
+        if m.role == "tool":
+            call = ToolCall(m.tool_call_id or "", names.get(m.tool_call_id or "", "tool"), {})
+            role, text = tool_results_turn(fmt, [(call, text)])
         turns.append(ChatTurn(role, text))
         images.append(await _attachments(services, principal, m.image_urls()))
+    if tools:
+        system = "\n\n".join(t.content for t in turns if t.role == "system")
+        turns = [*tool_system_turns(entry, tools, system), *(t for t in turns if t.role != "system")]
     attached = [a for per_turn in images for a in per_turn]
     describer = services.vision.describer_for(entry, attached)
     if describer is not None:
@@ -176,9 +234,10 @@ async def _prepare(services: Services, principal: str, body: ChatCompletionReque
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )  # fmt: skip
     params = sampling_params(entry, options)
+    tool_format = fmt if tools else None
     if not body.knowledge_bases:
         prompt = entry.build_prompt(turns)
-        return _Prepared(entry, prompt.text, prompt.tokens, params, None, image)
+        return _Prepared(entry, prompt.text, prompt.tokens, params, None, image, tool_format)
     if turns[-1].role != "user":
         raise InvalidRequestError("knowledge_bases needs the conversation to end with a user message")
     question = turns[-1].content
@@ -187,7 +246,33 @@ async def _prepare(services: Services, principal: str, body: ChatCompletionReque
         limit=services.settings.retrieval_sources, candidates=services.settings.retrieval_candidates,
     )  # fmt: skip
     prompt, sources = cited_prompt(entry, turns[:-1], question, sources)
-    return _Prepared(entry, prompt.text, prompt.tokens, params, sources, image)
+    return _Prepared(entry, prompt.text, prompt.tokens, params, sources, image, tool_format)
+
+
+def _client_tools(entry: CatalogEntry, body: ChatCompletionRequest) -> list[ToolSpec]:
+    """The tools the client offers (and runs itself); none with tool_choice "none"."""
+    if not body.tools or body.tool_choice == "none":
+        return []
+    if isinstance(body.tool_choice, dict):
+        raise InvalidRequestError('tool_choice may be "auto" or "none"; forcing a tool is not supported')
+    if not entry.model.has(Capability.TOOLS):
+        raise InvalidRequestError(f"model {entry.name} does not call tools (no `tools` capability)")
+    return [ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools]
+
+
+async def _parsed(deltas: AsyncIterator[str], fmt: ToolCallFormat | None) -> AsyncIterator[str | ToolCall]:
+    """The model's output as text and, when the client offered tools, the calls it made. A
+    malformed call is handed to the client as the text the model wrote."""
+    if fmt is None:
+        async for delta in deltas:
+            yield delta
+        return
+    parser = ToolCallParser(fmt)
+    async for delta in deltas:
+        for item in parser.feed(delta):
+            yield item.raw if isinstance(item, MalformedToolCall) else item
+    for item in parser.finish():
+        yield item.raw if isinstance(item, MalformedToolCall) else item
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -215,8 +300,17 @@ async def chat_completions(
     deltas = services.triton.stream_text(
         entry.name, prepared.prompt, params, completion_id, image=prepared.image
     )
-    text = "".join([d async for d in deltas])
+    pieces, calls = [], []
+    async for item in _parsed(deltas, prepared.tool_format):
+        if isinstance(item, ToolCall):
+            calls.append(ToolCallOut.of(item).model_dump())
+        else:
+            pieces.append(item)
+    text = "".join(pieces)
     completion_tokens = entry.counter.count(text)
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message = {"role": "assistant", "content": text or None, "tool_calls": calls}
     response: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
@@ -225,8 +319,8 @@ async def chat_completions(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": _finish_reason(completion_tokens, params),
+                "message": message,
+                "finish_reason": "tool_calls" if calls else _finish_reason(completion_tokens, params),
             }
         ],
         "usage": _usage(prepared.prompt_tokens, completion_tokens),
@@ -250,7 +344,7 @@ async def _stream(
         f'"created":{created},"model":{json.dumps(entry.name)},'
     )
 
-    def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return f'data: {head}"choices":[{json.dumps(choice, ensure_ascii=False)}]}}\n\n'
 
@@ -260,20 +354,26 @@ async def _stream(
         first = first[: -len("}\n\n")] + f',"sources":{listed}}}\n\n'
     yield first
     pieces: list[str] = []
+    calls = 0
     try:
         deltas = services.triton.stream_text(
             entry.name, prepared.prompt, params, completion_id, image=prepared.image
         )
-        async for delta in deltas:
-            pieces.append(delta)
-            yield chunk({"content": delta})
+        async for item in _parsed(deltas, prepared.tool_format):
+            if isinstance(item, ToolCall):
+                call = {"index": calls, **ToolCallOut.of(item).model_dump()}
+                calls += 1
+                yield chunk({"tool_calls": [call]})
+            else:
+                pieces.append(item)
+                yield chunk({"content": item})
     except KubechatError as exc:
         # Headers are gone already: report in-band, in the shape OpenAI clients raise on.
         yield f"data: {json.dumps({'error': exc.body().model_dump()})}\n\n"
         yield "data: [DONE]\n\n"
         return
     completion_tokens = entry.counter.count("".join(pieces))
-    yield chunk({}, _finish_reason(completion_tokens, params))
+    yield chunk({}, "tool_calls" if calls else _finish_reason(completion_tokens, params))
     if include_usage:
         usage = json.dumps(_usage(prepared.prompt_tokens, completion_tokens))
         yield f'data: {head}"choices":[],"usage":{usage}}}\n\n'

@@ -1,0 +1,1 @@
+"""MCP: kubechat as a client of configured MCP servers (their tools) and as an MCP server."""
