@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -121,15 +122,25 @@ class SyntheticGenerator:
     """
 
     def generate(self, request: GenerationRequest, cancelled: Callable[[], bool]) -> Iterator[str]:
-        stop = StopSequenceFilter(request.stop)
-        for i in range(request.max_tokens):
-            if cancelled():
-                return
-            delta = stop.push(f"token{i} ")
-            if delta:
-                yield delta
-            if stop.stopped:
-                return
-        tail = stop.flush()
-        if tail:
-            yield tail
+        return stop_filtered((f"token{i} " for i in itertools.count()), request, cancelled)
+
+
+def stop_filtered(
+    pieces: Iterable[str], request: GenerationRequest, cancelled: Callable[[], bool]
+) -> Iterator[str]:
+    """Generated pieces as a model streams them: at most `max_tokens` (one per piece), cut at
+    the request's stop strings, ended at once when the client cancels."""
+    stop = StopSequenceFilter(request.stop)
+    for count, piece in enumerate(pieces):
+        if count >= request.max_tokens:
+            break
+        if cancelled():
+            return
+        delta = stop.push(piece)
+        if delta:
+            yield delta
+        if stop.stopped:
+            return
+    tail = stop.flush()
+    if tail:
+        yield tail

@@ -27,8 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubechat.engines.generation import GenerationRequest
-from kubechat.engines.text_stream import StopSequenceFilter
+from kubechat.engines.generation import GenerationRequest, stop_filtered
 from kubechat.resources import ToolCallFormat
 from kubechat.tools.formats import (
     LLAMA3_TOOLS_PREAMBLE,
@@ -247,17 +246,4 @@ class ToolCallerGenerator:
         self.format = ToolCallFormat(fmt)
 
     def generate(self, request: GenerationRequest, cancelled: Callable[[], bool]) -> Iterator[str]:
-        stop = StopSequenceFilter(request.stop)
-        for count, piece in enumerate(deltas(answer(self.format, request.prompt))):
-            if count >= request.max_tokens:
-                break
-            if cancelled():
-                return
-            delta = stop.push(piece)
-            if delta:
-                yield delta
-            if stop.stopped:
-                return
-        tail = stop.flush()
-        if tail:
-            yield tail
+        return stop_filtered(deltas(answer(self.format, request.prompt)), request, cancelled)
