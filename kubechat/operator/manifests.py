@@ -4,7 +4,8 @@ One ChatModel becomes a ConfigMap (its Triton model repository, or the recipe to
 a Deployment of Triton, a Service, and, when it can run more than one replica, a
 PodDisruptionBudget and possibly a HorizontalPodAutoscaler. The operator adds the owner
 references (`kopf.adopt`) and creates or patches them; the `kubechat.io/spec-hash` label on every
-child tells it which children were rendered from an older spec.
+child tells it which children were rendered from an older spec (for the ConfigMap and the
+Service, the spec without replicas and autoscaling: scaling leaves them untouched).
 
 Pod layout (paths from `kubechat.model_repository`):
 
@@ -147,8 +148,12 @@ def pod_labels(model: ChatModel) -> dict[str, str]:
     }
 
 
-def child_labels(model: ChatModel) -> dict[str, str]:
-    return {**pod_labels(model), SPEC_HASH_LABEL: spec_hash(model)}
+def child_labels(model: ChatModel, *, scaled: bool = True) -> dict[str, str]:
+    """Labels of a child. Its spec hash covers what it is rendered from: the whole spec, or,
+    for children that scaling leaves alone (`scaled` False: ConfigMap, Service), the spec
+    without replicas and autoscaling, so that scaling a model does not patch them."""
+    digest = spec_hash(model) if scaled else pod_spec_hash(model)
+    return {**pod_labels(model), SPEC_HASH_LABEL: digest}
 
 
 def grpc_endpoint(model: ChatModel) -> str:
@@ -159,8 +164,12 @@ def http_endpoint(model: ChatModel) -> str:
     return f"{service_name(model)}.{model.metadata.namespace}.svc:{HTTP_PORT}"
 
 
-def _metadata(model: ChatModel, name: str) -> Manifest:
-    return {"name": name, "namespace": model.metadata.namespace, "labels": child_labels(model)}
+def _metadata(model: ChatModel, name: str, *, scaled: bool = True) -> Manifest:
+    return {
+        "name": name,
+        "namespace": model.metadata.namespace,
+        "labels": child_labels(model, scaled=scaled),
+    }
 
 
 def _is_gpu(model: ChatModel) -> bool:
@@ -209,7 +218,7 @@ def render_config_map(model: ChatModel) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(model, config_map_name(model)),
+        "metadata": _metadata(model, config_map_name(model), scaled=False),
         "data": config_map_data(model),
     }
 
@@ -575,7 +584,7 @@ def render_service(model: ChatModel) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(model, service_name(model)),
+        "metadata": _metadata(model, service_name(model), scaled=False),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(model),

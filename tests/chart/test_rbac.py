@@ -62,8 +62,12 @@ OPERATOR_UNUSED_BUT_NEEDED = {
     # Reads of a single ChatModel/KnowledgeBase (kopf re-reads an object before handling a
     # stale event; the operator's resync reads each model before applying it).
     ("get", "kubechat.io", "knowledgebases"),
-    # An HPA is patched only when it drifts from its render (a changed metric or bounds).
+    # An HPA is patched only when it drifts from its render (a changed metric or bounds); the
+    # ConfigMap and the Service only when a change other than scaling (engine, source, ports)
+    # or a hand edit touches them: this scenario only scales and edits the Deployment.
     ("patch", "autoscaling", "horizontalpodautoscalers"),
+    ("patch", "", "configmaps"),
+    ("patch", "", "services"),
     # Children are deleted by the garbage collector with their ChatModel; the operator deletes
     # only an HPA (autoscaling turned off) or a PDB (replicas down to one) itself.
     ("delete", "", "configmaps"),

@@ -179,13 +179,14 @@ def test_names_and_labels(children: dict[str, Children], name: str) -> None:
             assert manifest["metadata"]["name"] == f"{name}-triton"
     for manifest in rendered.all():
         labels = manifest["metadata"]["labels"]
+        scaled = manifest["kind"] not in ("ConfigMap", "Service")
         assert labels == {
             "app.kubernetes.io/name": "triton",
             "app.kubernetes.io/instance": name,
             "app.kubernetes.io/component": "chat-model",
             "app.kubernetes.io/managed-by": "kubechat-operator",
             "kubechat.io/chat-model": name,
-            SPEC_HASH_LABEL: spec_hash(model),
+            SPEC_HASH_LABEL: spec_hash(model) if scaled else pod_spec_hash(model),
         }
     assert [m["kind"] for m in rendered.all()][:3] == ["ConfigMap", "Service", "Deployment"]
 
@@ -627,3 +628,16 @@ def test_cpu_model_from_a_pvc_with_a_fetched_tokenizer() -> None:
     command = _container(rendered, "render-repository")["command"]
     assert command[command.index("--weights") + 1] == f"{SOURCE_PVC_DIR}/smollm2"
     assert command[command.index("--tokenizer") + 1] == TOKENIZER_DIR
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_scaling_leaves_the_config_map_and_service_alone(name: str) -> None:
+    """A replicas or autoscaling change must not patch the model repository (tens of KB) or
+    the Service: only what scaling is about changes."""
+    model = MODELS[name]
+    scaled = model.model_copy(
+        update={"spec": model.spec.model_copy(update={"replicas": model.spec.replicas + 2})}
+    )
+    before, after = render_children(model, SETTINGS), render_children(scaled, SETTINGS)
+    assert after.config_map == before.config_map and after.service == before.service
+    assert after.deployment != before.deployment
