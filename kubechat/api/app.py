@@ -17,8 +17,9 @@ from kubechat.api.catalog import ModelCatalog, load_catalog
 from kubechat.api.chat import ChatService
 from kubechat.api.cluster import ClusterDiscovery, load_kubernetes_configuration
 from kubechat.api.dependencies import Services
+from kubechat.api.elasticsearch_history import open_history
 from kubechat.api.errors import ErrorBody, KubechatError, StorageUnavailableError
-from kubechat.api.history import SQLiteHistoryStore
+from kubechat.api.history import HistoryStore, SQLiteHistoryStore
 from kubechat.api.routers import (
     chat_socket,
     health,
@@ -36,9 +37,20 @@ from kubechat.mcp.config import load_mcp_servers
 from kubechat.mcp.server import create_mcp_app
 from kubechat.mcp.toolbox import McpToolbox
 from kubechat.rag.stores import StoreError
-from kubechat.rag.wiring import close_knowledge_stores, open_knowledge_service
+from kubechat.rag.wiring import close_knowledge_stores, elasticsearch_credentials, open_knowledge_service
 
 logger = logging.getLogger(__name__)
+
+
+async def open_history_store(settings: Settings) -> HistoryStore:
+    """Shared by every API replica in a cluster (Elasticsearch), SQLite in STATE_DIR when embedded."""
+    if not settings.elasticsearch_url:
+        return await SQLiteHistoryStore.open(settings.history_database())
+    return await open_history(
+        settings.elasticsearch_url,
+        index=settings.elasticsearch_history_index,
+        **elasticsearch_credentials(settings),
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             catalog = load_catalog(settings.models_dir, settings.state_dir, settings.default_model)
             triton = TritonRouter(settings.triton_url, settings.triton_timeout_s)
-        store = await SQLiteHistoryStore.open(settings.history_database())
+        store = await open_history_store(settings)
         knowledge = await open_knowledge_service(settings, catalog, triton)
         # Images share the documents' object store (STATE_DIR/documents, or the MinIO bucket).
         image_service = ImageService(knowledge.objects, settings.image_limits())

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         default="kubechat-documents",
         description="Document catalog index; one per kubechat installation sharing a cluster.",
     )
+    elasticsearch_history_index: str = Field(
+        default="kubechat-history",
+        description="Chat history index (sessions and messages) when ELASTICSEARCH_URL is set; one "
+        "per kubechat installation sharing a cluster.",
+    )
     s3_endpoint: str = Field(default="", description="MinIO/S3 host:port; unset keeps documents on disk.")
     s3_bucket: str = "kubechat"
     s3_access_key: SecretStr | None = None

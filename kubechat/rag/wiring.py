@@ -41,15 +41,16 @@ async def open_object_store(settings: Settings) -> ObjectStore:
     return store
 
 
-class _ElasticsearchCredentials(TypedDict):
+class ElasticsearchCredentials(TypedDict):
     api_key: str | None
     username: str | None
     password: str | None
     ca_certs: str | None
 
 
-def _elasticsearch_credentials(settings: Settings) -> _ElasticsearchCredentials:
-    return _ElasticsearchCredentials(
+def elasticsearch_credentials(settings: Settings) -> ElasticsearchCredentials:
+    """The keyword arguments of new_client, open_catalog and open_history (chat history uses them too)."""
+    return ElasticsearchCredentials(
         api_key=_secret(settings.elasticsearch_api_key),
         username=settings.elasticsearch_username or None,
         password=_secret(settings.elasticsearch_password),
@@ -60,7 +61,7 @@ def _elasticsearch_credentials(settings: Settings) -> _ElasticsearchCredentials:
 async def open_chunk_store(settings: Settings) -> ChunkStore:
     if not settings.elasticsearch_url:
         return await SQLiteChunkStore.open(settings.state_dir / "chunks.sqlite3")
-    return connect(settings.elasticsearch_url, **_elasticsearch_credentials(settings))
+    return connect(settings.elasticsearch_url, **elasticsearch_credentials(settings))
 
 
 async def open_document_catalog(settings: Settings) -> DocumentCatalog:
@@ -70,7 +71,7 @@ async def open_document_catalog(settings: Settings) -> DocumentCatalog:
     return await open_catalog(
         settings.elasticsearch_url,
         index=settings.elasticsearch_documents_index,
-        **_elasticsearch_credentials(settings),
+        **elasticsearch_credentials(settings),
     )
 
 
