@@ -60,15 +60,16 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from elasticsearch import AsyncElasticsearch
 
 from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
 from kubechat.api.history import Message, MessageStatus, Page, Session
 from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, RequestFailed, RetryPolicy, new_client
+from kubechat.rag.elasticsearch_entries import EntryIndex, Stored
 from kubechat.rag.stores import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -83,16 +84,12 @@ _SESSION: Final = "session"
 _MESSAGE: Final = "message"
 # Conditional writes of a session are retried at once: each round, one writer wins.
 _CONFLICT_ATTEMPTS: Final = 20
-# For plain partial updates of a message, retried inside Elasticsearch.
-_RETRY_ON_CONFLICT: Final = 5
 _SESSION_ORDER: Final = [{"updated_at": "desc"}, {"id": "asc"}]
 
 _KEYWORD: Final = {"type": "keyword"}
 _TIME: Final = {"type": "double"}  # epoch seconds, exactly as given: cursors compare them
 _STORED_ONLY: Final = {"type": "text", "index": False}
 _OPAQUE: Final = {"type": "object", "enabled": False}  # kept in _source, never indexed
-
-T = TypeVar("T")
 
 
 def history_index_body(replicas: int | None = None) -> dict[str, Any]:
@@ -177,20 +174,6 @@ def _message_search_after(cursor: str) -> list[Any]:
         raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
 
 
-def _missing(exc: RequestFailed) -> bool:
-    """A 404 for an entry, as opposed to one for the whole index (which is an error)."""
-    return exc.status == 404 and exc.error_type != "index_not_found_exception"
-
-
-@dataclass(frozen=True)
-class _Stored:
-    """An entry as a real-time GET returned it, with what a conditional write needs."""
-
-    source: dict[str, Any]
-    seq_no: int
-    primary_term: int
-
-
 @dataclass(frozen=True)
 class _ItemFailure:
     key: str
@@ -198,7 +181,7 @@ class _ItemFailure:
     reason: str
 
 
-class ElasticsearchHistoryStore:
+class ElasticsearchHistoryStore(EntryIndex):
     """HistoryStore on Elasticsearch (see the module docstring for the choices it makes).
 
     `ensure_index` (or `open_history`, which calls it) must have created the index.
@@ -268,7 +251,7 @@ class ElasticsearchHistoryStore:
     async def get_session(self, principal: str, session_id: str) -> Session:
         return _session((await self._session_entry(principal, session_id)).source)
 
-    async def _session_entry(self, principal: str, session_id: str) -> _Stored:
+    async def _session_entry(self, principal: str, session_id: str) -> Stored:
         stored = await self._read(f"get session {session_id}", _session_key(session_id))
         # Another principal's session is indistinguishable from a missing one.
         if stored is None or stored.source.get("kind") != _SESSION or stored.source["principal"] != principal:
@@ -498,19 +481,6 @@ class ElasticsearchHistoryStore:
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        return await self._retry.call(what, request)
-
-    async def _read(self, what: str, key: str) -> _Stored | None:
-        try:
-            response = await self._call(what, lambda: self._es.get(index=self._index, id=key))
-        except RequestFailed as exc:
-            if _missing(exc):
-                return None
-            raise
-        body = response.body
-        return _Stored(dict(body["_source"]), int(body["_seq_no"]), int(body["_primary_term"]))
-
     async def _create_all(
         self, what: str, entries: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[_ItemFailure]:
@@ -544,54 +514,6 @@ class ElasticsearchHistoryStore:
                 pending = [(key, source) for key, source in pending if key in failed]
                 await asyncio.sleep(self._retry.delay(attempt))
         return failures
-
-    async def _update(
-        self,
-        what: str,
-        key: str,
-        changes: Mapping[str, Any],
-        *,
-        expected: _Stored | None = None,
-        refresh: str | None = None,
-    ) -> bool:
-        """Set fields of an entry; False if it is missing or, when `expected`, changed since."""
-        options: dict[str, Any] = {"refresh": refresh}
-        if expected is not None:
-            options.update(if_seq_no=expected.seq_no, if_primary_term=expected.primary_term)
-        else:
-            options["retry_on_conflict"] = _RETRY_ON_CONFLICT
-        try:
-            await self._call(what, lambda: self._es.update(index=self._index, id=key, doc=changes, **options))
-        except RequestFailed as exc:
-            if _missing(exc) or (exc.status == 409 and expected is not None):
-                return False
-            raise
-        return True
-
-    async def _delete(
-        self, what: str, key: str, *, expected: _Stored | None = None, refresh: str | None = None
-    ) -> bool:
-        """Delete an entry; False if it is missing or, when `expected`, changed since."""
-        options: dict[str, Any] = {"refresh": refresh}
-        if expected is not None:
-            options.update(if_seq_no=expected.seq_no, if_primary_term=expected.primary_term)
-        try:
-            await self._call(what, lambda: self._es.delete(index=self._index, id=key, **options))
-        except RequestFailed as exc:
-            if _missing(exc) or (exc.status == 409 and expected is not None):
-                return False
-            raise
-        return True
-
-    async def _search(self, what: str, **body: Any) -> dict[str, Any]:
-        # A partial answer would silently drop sessions or messages from a listing.
-        response = await self._call(
-            what,
-            lambda: self._es.search(
-                index=self._index, track_total_hits=False, allow_partial_search_results=False, **body
-            ),
-        )
-        return dict(response.body)
 
 
 def _failure(what: str, failures: Sequence[_ItemFailure]) -> StoreError:

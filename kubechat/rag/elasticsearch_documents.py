@@ -47,8 +47,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from typing import Any, Final, TypeVar
 
 from elasticsearch import AsyncElasticsearch
@@ -57,6 +57,7 @@ from kubechat.api.errors import DocumentNotFoundError, InvalidRequestError
 from kubechat.api.history import Page
 from kubechat.rag.documents import PENDING, PROGRESS_FIELDS, Document, DocumentStatus
 from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, RequestFailed, RetryPolicy, new_client
+from kubechat.rag.elasticsearch_entries import EntryIndex
 from kubechat.rag.stores import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -75,9 +76,6 @@ _PENDING_VALUES: Final = [status.value for status in PENDING]
 _DOCUMENT_ORDER: Final = [{"created_at": "asc"}, {"id": "asc"}]
 # How often a conditional write that keeps losing to other writers is tried again.
 _CONFLICT_ATTEMPTS: Final = 5
-# For plain partial updates, retried inside Elasticsearch (progress updates overlap).
-_RETRY_ON_CONFLICT: Final = 5
-_PAGE_SIZE: Final = 1000
 # Requeue scripts set fields to constants given as parameters: the source stays fixed and
 # Elasticsearch compiles it once.
 _REQUEUE_SCRIPT: Final = (
@@ -189,21 +187,7 @@ def _search_after(cursor: str) -> list[Any]:
     return [created_at, last_id]
 
 
-def _missing(exc: RequestFailed) -> bool:
-    """A 404 for a document, as opposed to one for the whole index (which is an error)."""
-    return exc.status == 404 and exc.error_type != "index_not_found_exception"
-
-
-@dataclass(frozen=True)
-class _Stored:
-    """An entry as a real-time GET returned it, with what a conditional write needs."""
-
-    source: dict[str, Any]
-    seq_no: int
-    primary_term: int
-
-
-class ElasticsearchDocumentCatalog:
+class ElasticsearchDocumentCatalog(EntryIndex):
     """DocumentCatalog on Elasticsearch (see the module docstring for the choices it makes).
 
     `ensure_index` (or `open_catalog`, which calls it) must have created the index.
@@ -502,89 +486,6 @@ class ElasticsearchDocumentCatalog:
     @staticmethod
     def _documents_of(knowledge_base: str) -> list[dict[str, Any]]:
         return [{"term": {"kind": _DOCUMENT}}, {"term": {"knowledge_base": knowledge_base}}]
-
-    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        return await self._retry.call(what, request)
-
-    async def _read(self, what: str, key: str) -> _Stored | None:
-        try:
-            response = await self._call(what, lambda: self._es.get(index=self._index, id=key))
-        except RequestFailed as exc:
-            if _missing(exc):
-                return None
-            raise
-        body = response.body
-        return _Stored(dict(body["_source"]), int(body["_seq_no"]), int(body["_primary_term"]))
-
-    async def _create(self, what: str, key: str, source: Mapping[str, Any]) -> bool:
-        """Create an entry that must not exist yet; False if it does."""
-        try:
-            await self._call(what, lambda: self._es.create(index=self._index, id=key, document=source))
-        except RequestFailed as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
-
-    async def _update(
-        self,
-        what: str,
-        key: str,
-        changes: Mapping[str, Any],
-        *,
-        expected: _Stored | None = None,
-        refresh: str | None = None,
-    ) -> bool:
-        """Set fields of an entry; False if it is missing or, when `expected`, changed since."""
-        options: dict[str, Any] = {"refresh": refresh}
-        if expected is not None:
-            options.update(if_seq_no=expected.seq_no, if_primary_term=expected.primary_term)
-        else:
-            options["retry_on_conflict"] = _RETRY_ON_CONFLICT
-        try:
-            await self._call(what, lambda: self._es.update(index=self._index, id=key, doc=changes, **options))
-        except RequestFailed as exc:
-            if _missing(exc) or (exc.status == 409 and expected is not None):
-                return False
-            raise
-        return True
-
-    async def _delete(
-        self, what: str, key: str, *, expected: _Stored | None = None, refresh: str | None = None
-    ) -> bool:
-        """Delete an entry; False if it is missing or, when `expected`, changed since."""
-        options: dict[str, Any] = {"refresh": refresh}
-        if expected is not None:
-            options.update(if_seq_no=expected.seq_no, if_primary_term=expected.primary_term)
-        try:
-            await self._call(what, lambda: self._es.delete(index=self._index, id=key, **options))
-        except RequestFailed as exc:
-            if _missing(exc) or (exc.status == 409 and expected is not None):
-                return False
-            raise
-        return True
-
-    async def _search(self, what: str, **body: Any) -> dict[str, Any]:
-        # A partial answer would silently drop documents from a listing or a count.
-        response = await self._call(
-            what,
-            lambda: self._es.search(
-                index=self._index, track_total_hits=False, allow_partial_search_results=False, **body
-            ),
-        )
-        return dict(response.body)
-
-    async def _search_all(self, what: str, query: Mapping[str, Any], sort: list[Any]) -> list[dict[str, Any]]:
-        """Every match, page by page (`search_after` on a sort that is unique per entry)."""
-        sources: list[dict[str, Any]] = []
-        after: dict[str, Any] = {}
-        while True:
-            response = await self._search(what, query=query, sort=sort, size=_PAGE_SIZE, **after)
-            hits = response["hits"]["hits"]
-            sources += [hit["_source"] for hit in hits]
-            if len(hits) < _PAGE_SIZE:
-                return sources
-            after = {"search_after": hits[-1]["sort"]}
 
 
 async def open_catalog(
