@@ -68,7 +68,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
 from kubechat.api.history import Message, MessageStatus, Page, Session
-from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, RequestFailed, RetryPolicy, new_client
+from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, RetryPolicy, new_client
 from kubechat.rag.elasticsearch_entries import EntryIndex, Stored
 from kubechat.rag.stores import StoreError, StoreUnavailableError
 
@@ -197,30 +197,13 @@ class ElasticsearchHistoryStore(EntryIndex):
         stale_after_s: float = STALE_STREAMING_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
-        self._index = index
-        self._es = client.options(max_retries=0)
-        self._retry = RetryPolicy(max_retries, backoff_s)
+        super().__init__(client, index, max_retries=max_retries, backoff_s=backoff_s)
         self._stale_after_s = stale_after_s
         self._clock = clock
 
-    @property
-    def index(self) -> str:
-        return self._index
-
     async def ensure_index(self, replicas: int | None = None) -> bool:
         """Create the index if it does not exist; False if it did (another replica may have just made it)."""
-        try:
-            await self._call(
-                f"create index {self._index}",
-                lambda: self._es.indices.create(index=self._index, **history_index_body(replicas)),
-            )
-        except RequestFailed as exc:
-            if exc.error_type == "resource_already_exists_exception":
-                return False
-            raise
-        logger.info("created chat history index %s", self._index)
-        return True
+        return await self._ensure_index(history_index_body(replicas), "chat history")
 
     async def ping(self) -> None:
         # Once, without back-off: /ready asks often and must answer quickly.
@@ -229,9 +212,6 @@ class ElasticsearchHistoryStore(EntryIndex):
         )
         if not response:
             raise StoreError(f"history index {self._index} does not exist")
-
-    async def close(self) -> None:
-        await self._client.close()
 
     # -- sessions -----------------------------------------------------------------------------
 

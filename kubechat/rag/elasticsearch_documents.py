@@ -56,7 +56,7 @@ from elasticsearch import AsyncElasticsearch
 from kubechat.api.errors import DocumentNotFoundError, InvalidRequestError
 from kubechat.api.history import Page
 from kubechat.rag.documents import PENDING, PROGRESS_FIELDS, Document, DocumentStatus
-from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, RequestFailed, RetryPolicy, new_client
+from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, new_client
 from kubechat.rag.elasticsearch_entries import EntryIndex
 from kubechat.rag.stores import StoreError, StoreUnavailableError
 
@@ -202,32 +202,12 @@ class ElasticsearchDocumentCatalog(EntryIndex):
         backoff_s: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
-        self._index = index
-        self._es = client.options(max_retries=0)
-        self._retry = RetryPolicy(max_retries, backoff_s)
+        super().__init__(client, index, max_retries=max_retries, backoff_s=backoff_s)
         self._clock = clock
-
-    @property
-    def index(self) -> str:
-        return self._index
 
     async def ensure_index(self, replicas: int | None = None) -> bool:
         """Create the index if it does not exist; False if it did (another replica may have just made it)."""
-        try:
-            await self._call(
-                f"create index {self._index}",
-                lambda: self._es.indices.create(index=self._index, **catalog_index_body(replicas)),
-            )
-        except RequestFailed as exc:
-            if exc.error_type == "resource_already_exists_exception":
-                return False
-            raise
-        logger.info("created document catalog index %s", self._index)
-        return True
-
-    async def close(self) -> None:
-        await self._client.close()
+        return await self._ensure_index(catalog_index_body(replicas), "document catalog")
 
     # -- documents ------------------------------------------------------------------------
 

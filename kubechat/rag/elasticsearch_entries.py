@@ -9,6 +9,7 @@ that can be made conditional on the version read, and searches that refuse parti
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -17,6 +18,7 @@ from elasticsearch import AsyncElasticsearch
 
 from kubechat.rag.elasticsearch_client import RequestFailed, RetryPolicy
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Unconditional updates of one entry retry Elasticsearch's own version conflicts this often.
@@ -39,11 +41,34 @@ class Stored:
 
 
 class EntryIndex:
-    """Reads and writes of single entries of `_index` through `_es`, retried by `_retry`."""
+    """Reads and writes of single entries of one index, each retried by the store's policy."""
 
-    _es: AsyncElasticsearch
-    _index: str
-    _retry: RetryPolicy
+    def __init__(self, client: AsyncElasticsearch, index: str, *, max_retries: int, backoff_s: float) -> None:
+        self._client = client
+        self._index = index
+        self._es = client.options(max_retries=0)  # the policy below retries, not the client
+        self._retry = RetryPolicy(max_retries, backoff_s)
+
+    @property
+    def index(self) -> str:
+        return self._index
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _ensure_index(self, body: Mapping[str, Any], what: str) -> bool:
+        """Create the index if it does not exist; False if it did (another replica may have
+        just made it)."""
+        try:
+            await self._call(
+                f"create index {self._index}", lambda: self._es.indices.create(index=self._index, **body)
+            )
+        except RequestFailed as exc:
+            if exc.error_type == "resource_already_exists_exception":
+                return False
+            raise
+        logger.info("created %s index %s", what, self._index)
+        return True
 
     async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
         return await self._retry.call(what, request)
