@@ -212,7 +212,7 @@ class ChatService:
                 image = attachments[0].png if attachments and describer is None else None
                 if tools:
                     turns = [*past, ChatTurn("user", sources_prompt(sources, question))]
-                    await self._answer_with_tools(entry, system, turns, params, tools, answer, emit)
+                    await self._answer_with_tools(entry, system, turns, params, tools, answer, emit, image)
                 else:
                     deltas = self.triton.stream_text(entry.name, prompt.text, params, reply.id, image=image)
                     async for delta in deltas:
@@ -303,10 +303,12 @@ class ChatService:
         tools: list[ToolSpec],
         answer: _Answer,
         emit: Emit,
+        image: bytes | None = None,
     ) -> None:
         """Model, tools, model…: each round streams the model's text as tokens and collects the
         tool calls it makes; the calls run concurrently, their results go back to the model,
-        until it answers without calling (or `maxRounds` is spent)."""
+        until it answers without calling (or `maxRounds` is spent). A vision model is given the
+        message's image in every round: it belongs to the question."""
         spec = entry.model.spec.tools
         offered = {t.name for t in tools}
         for round_ in range(spec.max_rounds + 1):
@@ -316,7 +318,8 @@ class ChatService:
             malformed: list[MalformedToolCall] = []
 
             request_id = f"{answer.message_id}-{round_}"
-            async for delta in self.triton.stream_text(entry.name, prompt.text, params, request_id):
+            deltas = self.triton.stream_text(entry.name, prompt.text, params, request_id, image=image)
+            async for delta in deltas:
                 await self._take(parser.feed(delta), calls, malformed, answer, emit)
             await self._take(parser.finish(), calls, malformed, answer, emit)
             if not calls and not malformed:
