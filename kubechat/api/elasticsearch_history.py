@@ -68,8 +68,8 @@ from elasticsearch import AsyncElasticsearch
 
 from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
 from kubechat.api.history import Message, MessageStatus, Page, Session
-from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, RetryPolicy, new_client
-from kubechat.rag.elasticsearch_entries import EntryIndex, Stored
+from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, RetryPolicy
+from kubechat.rag.elasticsearch_entries import EntryIndex, Stored, open_entry_index
 from kubechat.rag.stores import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -516,19 +516,10 @@ async def open_history(
     max_retries: int = 4,
     backoff_s: float = 0.5,
 ) -> ElasticsearchHistoryStore:
-    """A history store on a new client of the cluster at `url`, its index created if missing.
-
-    Credentials follow kubechat.rag.elasticsearch_client.new_client (empty strings count as not
-    given; an API key or a username and password). `replicas` None keeps the cluster default.
-    """
-    client = new_client(
+    """A history store on a new client of the cluster at `url`, its index created if missing
+    (credentials: kubechat.rag.elasticsearch_entries.open_entry_index)."""
+    return await open_entry_index(
+        lambda client: ElasticsearchHistoryStore(client, index, max_retries=max_retries, backoff_s=backoff_s),
         url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,
-        request_timeout=request_timeout,
+        replicas=replicas, request_timeout=request_timeout,
     )  # fmt: skip
-    store = ElasticsearchHistoryStore(client, index, max_retries=max_retries, backoff_s=backoff_s)
-    try:
-        await store.ensure_index(replicas)
-    except BaseException:
-        await store.close()
-        raise
-    return store

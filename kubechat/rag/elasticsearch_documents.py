@@ -56,8 +56,8 @@ from elasticsearch import AsyncElasticsearch
 from kubechat.api.errors import DocumentNotFoundError, InvalidRequestError
 from kubechat.api.history import Page
 from kubechat.rag.documents import PENDING, PROGRESS_FIELDS, Document, DocumentStatus
-from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, new_client
-from kubechat.rag.elasticsearch_entries import EntryIndex
+from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS
+from kubechat.rag.elasticsearch_entries import EntryIndex, open_entry_index
 from kubechat.rag.stores import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -481,19 +481,12 @@ async def open_catalog(
     max_retries: int = 4,
     backoff_s: float = 0.5,
 ) -> ElasticsearchDocumentCatalog:
-    """A catalog on a new client of the cluster at `url`, its index created if missing.
-
-    Credentials follow kubechat.rag.elasticsearch_client.new_client (empty strings count as not
-    given; an API key or a username and password). `replicas` None keeps the cluster default.
-    """
-    client = new_client(
+    """A catalog on a new client of the cluster at `url`, its index created if missing
+    (credentials: kubechat.rag.elasticsearch_entries.open_entry_index)."""
+    return await open_entry_index(
+        lambda client: ElasticsearchDocumentCatalog(
+            client, index, max_retries=max_retries, backoff_s=backoff_s
+        ),
         url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,
-        request_timeout=request_timeout,
+        replicas=replicas, request_timeout=request_timeout,
     )  # fmt: skip
-    catalog = ElasticsearchDocumentCatalog(client, index, max_retries=max_retries, backoff_s=backoff_s)
-    try:
-        await catalog.ensure_index(replicas)
-    except BaseException:
-        await catalog.close()
-        raise
-    return catalog

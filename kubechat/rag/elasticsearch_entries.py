@@ -16,10 +16,11 @@ from typing import Any, Final, TypeVar
 
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.rag.elasticsearch_client import RequestFailed, RetryPolicy
+from kubechat.rag.elasticsearch_client import RequestFailed, RetryPolicy, new_client
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+E = TypeVar("E", bound="EntryIndex")
 
 # Unconditional updates of one entry retry Elasticsearch's own version conflicts this often.
 RETRY_ON_CONFLICT: Final = 5
@@ -55,6 +56,10 @@ class EntryIndex:
 
     async def close(self) -> None:
         await self._client.close()
+
+    async def ensure_index(self, replicas: int | None = None) -> bool:
+        """Create the store's index if it does not exist; False if it did."""
+        raise NotImplementedError
 
     async def _ensure_index(self, body: Mapping[str, Any], what: str) -> bool:
         """Create the index if it does not exist; False if it did (another replica may have
@@ -152,3 +157,32 @@ class EntryIndex:
             if len(hits) < PAGE_SIZE:
                 return sources
             after = {"search_after": hits[-1]["sort"]}
+
+
+async def open_entry_index(
+    store: Callable[[AsyncElasticsearch], E],
+    url: str,
+    *,
+    api_key: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    ca_certs: str | None = None,
+    replicas: int | None = None,
+    request_timeout: float = 30.0,
+) -> E:
+    """`store` on a new client of the cluster at `url`, its index created if missing.
+
+    Credentials follow kubechat.rag.elasticsearch_client.new_client (empty strings count as not
+    given; an API key or a username and password). `replicas` None keeps the cluster default.
+    """
+    client = new_client(
+        url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,
+        request_timeout=request_timeout,
+    )  # fmt: skip
+    opened = store(client)
+    try:
+        await opened.ensure_index(replicas)
+    except BaseException:
+        await opened.close()
+        raise
+    return opened
