@@ -13,12 +13,15 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
+
+from tests.integration.conftest import ChatSocket, new_session
+
+__all__ = ["Chat", "chatting", "client", "new_session", "requires_cluster", "ws_url"]
 
 E2E_URL = os.environ.get("KUBECHAT_E2E_URL", "").rstrip("/")
 API_KEY = os.environ.get("KUBECHAT_E2E_API_KEY", "")
@@ -50,55 +53,12 @@ def ws_url(session_id: str) -> str:
     return f"{base}/ws/chat/{session_id}"
 
 
-@dataclass
-class Turn:
-    start: dict[str, Any]
-    tokens: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    sources: dict[str, Any] | None = None
-    images: dict[str, Any] | None = None
-    done: dict[str, Any] | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(t["delta"] for t in self.tokens)
-
-
-class Chat:
-    def __init__(self, connection: ClientConnection) -> None:
-        self.connection = connection
+class Chat(ChatSocket):
+    """The integration tests' chat socket, waiting at most DEADLINE_S for each event."""
 
     async def event(self) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.connection.recv(), DEADLINE_S)
         return dict(json.loads(raw))
-
-    async def ask(self, content: str, **fields: Any) -> None:
-        await self.connection.send(json.dumps({"type": "message", "content": content, **fields}))
-
-    async def turn(self) -> Turn:
-        first = await self.event()
-        assert first["type"] == "start", first
-        turn = Turn(start=first)
-        while True:
-            event = await self.event()
-            kind = event["type"]
-            if kind == "token":
-                turn.tokens.append(event)
-            elif kind == "error":
-                turn.errors.append(event)
-            elif kind == "sources":
-                turn.sources = event
-            elif kind == "images":
-                turn.images = event
-            elif kind == "done":
-                turn.done = event
-                return turn
-
-
-async def new_session(http: httpx.AsyncClient, title: str = "e2e") -> str:
-    response = await http.post("/sessions", json={"title": title})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 @asynccontextmanager
