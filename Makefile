@@ -33,13 +33,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.streaming
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
 	$(BIN)/python -m benchmarks.operator
 
-# The CRDs are generated from kubechat/resources.py; tests/unit/test_crds.py fails when they drift.
+# The CRDs are generated from kubechat/core/resources.py; tests/unit/test_crds.py fails when they drift.
 # The chart ships byte copies (tests/chart/test_crds.py fails when they drift).
 crds: $(STAMP)
 	$(BIN)/python -m kubechat.operator.crds --write crds/

@@ -38,19 +38,20 @@ import yaml
 from tokenizers import Tokenizer
 
 from benchmarks.streaming import ROOT, percentile, write_report
-from kubechat.api.catalog import CatalogEntry, ModelCatalog, load_catalog
+from kubechat.api.app import close_knowledge_stores
 from kubechat.api.settings import Settings
-from kubechat.api.triton import TritonGateway
+from kubechat.catalog import CatalogEntry, ModelCatalog, load_catalog
+from kubechat.core.resources import Capability, KnowledgeBase
 from kubechat.embedded.launcher import TritonPorts, start_triton
-from kubechat.rag import parsing
-from kubechat.rag.chunking import chunk_sections
-from kubechat.rag.documents import DocumentStatus, SQLiteDocumentCatalog
-from kubechat.rag.objects import FileObjectStore
-from kubechat.rag.service import KnowledgeService, Upload
-from kubechat.rag.sqlite_store import SQLiteChunkStore
-from kubechat.rag.stores import ChunkRecord
-from kubechat.rag.wiring import close_knowledge_stores
-from kubechat.resources import Capability, KnowledgeBase
+from kubechat.knowledge import parsing
+from kubechat.knowledge.chunking import chunk_sections
+from kubechat.knowledge.service import KnowledgeService, Upload
+from kubechat.stores.chunks import ChunkRecord
+from kubechat.stores.documents import DocumentStatus
+from kubechat.stores.objects.files import FileObjectStore
+from kubechat.stores.sqlite.chunks import SQLiteChunkStore
+from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
+from kubechat.triton.client import TritonGateway
 from tests.conftest import ApiProcess, free_port
 
 T = TypeVar("T")

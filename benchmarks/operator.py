@@ -55,12 +55,12 @@ from kmock._internal.rendering import Request
 from kubernetes_asyncio import client, watch
 
 from benchmarks.streaming import ROOT, percentile, write_report
+from kubechat.core.resources import GROUP, VERSION, parse_chat_model
 from kubechat.operator.handlers import Operator
 from kubechat.operator.kube import Kube
 from kubechat.operator.main import run
 from kubechat.operator.manifests import render_children
 from kubechat.operator.settings import OperatorSettings
-from kubechat.resources import GROUP, VERSION, parse_chat_model
 from tests.kube import install_cluster
 
 NAMESPACE = "bench"

@@ -29,10 +29,10 @@ from tritonclient.grpc import InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from websockets.asyncio.client import connect
 
-from kubechat import triton_contract as contract
-from kubechat.api.catalog import ChatTurn, load_catalog
-from kubechat.api.triton import SamplingParams, chat_inputs
+from kubechat.catalog import ChatTurn, load_catalog
 from kubechat.embedded.launcher import TritonPorts, start_triton
+from kubechat.triton import contract
+from kubechat.triton.client import SamplingParams, chat_inputs
 from tests.conftest import ApiProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

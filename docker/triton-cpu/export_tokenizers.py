@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kubechat.embedded.artifacts import prepare_artifacts
-from kubechat.resources import Backend, load_chat_models_from_dir
+from kubechat.triton.artifacts import prepare_artifacts
+from kubechat.core.resources import Backend, load_chat_models_from_dir
 
 # What a Hugging Face tokenizer folder holds (not the weights beside it).
 TOKENIZER_FILES = (

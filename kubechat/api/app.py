@@ -13,13 +13,10 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from kubechat import __version__
-from kubechat.api.catalog import ModelCatalog, load_catalog
 from kubechat.api.chat import ChatService
-from kubechat.api.cluster import ClusterDiscovery, load_kubernetes_configuration
 from kubechat.api.dependencies import Services
-from kubechat.api.elasticsearch_history import open_history
-from kubechat.api.errors import ErrorBody, KubechatError, StorageUnavailableError
-from kubechat.api.history import HistoryStore, SQLiteHistoryStore
+from kubechat.api.errors import ErrorBody, error_response
+from kubechat.api.mcp_server import create_mcp_app
 from kubechat.api.routers import (
     chat_socket,
     health,
@@ -30,27 +27,52 @@ from kubechat.api.routers import (
     sessions,
 )
 from kubechat.api.settings import Discovery, Settings, get_settings
-from kubechat.api.triton import TritonRouter
-from kubechat.api.vision import VisionService
+from kubechat.catalog import ModelCatalog, load_catalog
+from kubechat.core.errors import KubechatError, StorageUnavailableError
+from kubechat.core.resources import load_knowledge_bases_from_dir
+from kubechat.discovery import ClusterDiscovery, load_kubernetes_configuration
 from kubechat.images.service import ImageService
+from kubechat.images.vision import VisionService
+from kubechat.knowledge.service import KnowledgeService
 from kubechat.mcp.config import load_mcp_servers
-from kubechat.mcp.server import create_mcp_app
 from kubechat.mcp.toolbox import McpToolbox
-from kubechat.rag.stores import StoreError
-from kubechat.rag.wiring import close_knowledge_stores, elasticsearch_credentials, open_knowledge_service
+from kubechat.stores.errors import StoreError
+from kubechat.stores.open import (
+    open_chunk_store,
+    open_document_catalog,
+    open_history_store,
+    open_object_store,
+)
+from kubechat.triton.client import TritonInference, TritonRouter
 
 logger = logging.getLogger(__name__)
 
 
-async def open_history_store(settings: Settings) -> HistoryStore:
-    """Shared by every API replica in a cluster (Elasticsearch), SQLite in STATE_DIR when embedded."""
-    if not settings.elasticsearch_url:
-        return await SQLiteHistoryStore.open(settings.history_database())
-    return await open_history(
-        settings.elasticsearch_url,
-        index=settings.elasticsearch_history_index,
-        **elasticsearch_credentials(settings),
+async def open_knowledge_service(
+    settings: Settings, models: ModelCatalog, triton: TritonInference
+) -> KnowledgeService:
+    """Files mode: the KnowledgeBase YAML files. Cluster mode: none at first; discovery adds the
+    namespace's KnowledgeBase resources as it lists and watches them."""
+    cluster = settings.discovery is Discovery.KUBERNETES
+    return KnowledgeService(
+        [] if cluster else load_knowledge_bases_from_dir(settings.knowledge_bases_dir),
+        models,
+        await open_document_catalog(settings),
+        await open_object_store(settings),
+        await open_chunk_store(settings),
+        triton,
+        workers=settings.ingest_workers,
+        max_files=settings.max_upload_files,
+        dynamic=cluster,
+        image_limits=settings.image_limits(),
+        vision_model=settings.vision_model,
     )
+
+
+async def close_knowledge_stores(service: KnowledgeService) -> None:
+    await service.documents.close()
+    await service.objects.close()
+    await service.chunks.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -144,15 +166,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(KubechatError)
     async def kubechat_error(_request: Request, exc: KubechatError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"error": exc.body().model_dump()}, status_code=exc.status, headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(StoreError)
     async def store_error(_request: Request, exc: StoreError) -> JSONResponse:
         # Every store call that is not wrapped where it happens still gets the one error shape.
         logger.warning("store failure: %s", exc)
-        body = StorageUnavailableError(f"a store failed: {exc}").body()
-        return JSONResponse({"error": body.model_dump()}, status_code=StorageUnavailableError.status)
+        return error_response(StorageUnavailableError(f"a store failed: {exc}"))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,18 +14,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from kubechat.api.catalog import CatalogEntry, ChatTurn, ModelCatalog, Prompt
-from kubechat.api.errors import (
-    InvalidRequestError,
-    KubechatError,
-    MessageTooLargeError,
-    ToolRoundsExceededError,
-)
+from kubechat.api.errors import error_body
 from kubechat.api.events import (
     DoneEvent,
     ErrorEvent,
     GenerationOptions,
-    ImageDescription,
     ImagesEvent,
     SourcesEvent,
     StartEvent,
@@ -37,13 +30,19 @@ from kubechat.api.events import (
     UserMessage,
     token_frame,
 )
-from kubechat.api.history import HistoryStore, MessageStatus
 from kubechat.api.settings import Settings
-from kubechat.api.triton import SamplingParams, TritonInference
-from kubechat.api.vision import Attachment, VisionService, image_refs, with_images
-from kubechat.rag.retrieval import Citation, sources_prompt
-from kubechat.rag.service import KnowledgeService
-from kubechat.resources import Capability
+from kubechat.catalog import CatalogEntry, ChatTurn, ModelCatalog, Prompt
+from kubechat.core.errors import (
+    InvalidRequestError,
+    KubechatError,
+    MessageTooLargeError,
+    ToolRoundsExceededError,
+)
+from kubechat.core.resources import Capability
+from kubechat.images.vision import Attachment, ImageDescription, VisionService, image_refs, with_images
+from kubechat.knowledge.retrieval import Citation, sources_prompt
+from kubechat.knowledge.service import KnowledgeService
+from kubechat.stores.history import HistoryStore, MessageStatus
 from kubechat.tools.formats import (
     ToolCallParser,
     assistant_tool_call_text,
@@ -51,6 +50,7 @@ from kubechat.tools.formats import (
     tools_system_prompt,
 )
 from kubechat.tools.types import MalformedToolCall, Toolbox, ToolCall, ToolResult, ToolSpec
+from kubechat.triton.client import SamplingParams, TritonInference
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class ChatService:
                 (time.perf_counter() - started) * 1000,
             )  # fmt: skip
         if error is not None:
-            await emit(ErrorEvent(error=error.body(), message_id=reply.id).model_dump_json())
+            await emit(ErrorEvent(error=error_body(error), message_id=reply.id).model_dump_json())
         await emit(_done(reply.id, status, prompt.tokens, completion_tokens, started, answer.first_token_at))
 
     async def describe(

@@ -9,17 +9,17 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from kubechat.api.catalog import CatalogEntry, ModelCatalog, Readiness
 from kubechat.api.chat import ChatService
-from kubechat.api.cluster import ClusterDiscovery
-from kubechat.api.errors import UnauthenticatedError
-from kubechat.api.history import HistoryStore
 from kubechat.api.settings import Settings
-from kubechat.api.triton import TritonRouter
-from kubechat.api.vision import VisionService
+from kubechat.catalog import CatalogEntry, ModelCatalog, Readiness
+from kubechat.core.errors import UnauthenticatedError
+from kubechat.discovery import ClusterDiscovery
 from kubechat.images.service import ImageService
+from kubechat.images.vision import VisionService
+from kubechat.knowledge.service import KnowledgeService
 from kubechat.mcp.toolbox import McpToolbox
-from kubechat.rag.service import KnowledgeService
+from kubechat.stores.history import HistoryStore
+from kubechat.triton.client import TritonRouter
 
 
 @dataclass

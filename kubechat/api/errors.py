@@ -1,10 +1,12 @@
-"""Domain errors, each with a stable code, mapped once to HTTP responses and WS error events."""
+"""The one mapping of domain errors to the wire: an HTTP status, and the error body that HTTP
+responses (`{"error": ErrorBody}`), WebSocket error events and SSE streams all carry."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import BaseModel
+from starlette.responses import JSONResponse
+
+from kubechat.core import errors as e
 
 
 class ErrorBody(BaseModel):
@@ -15,161 +17,51 @@ class ErrorBody(BaseModel):
     type: str = "invalid_request_error"  # OpenAI clients read error.type
 
 
-class KubechatError(Exception):
-    code: ClassVar[str] = "internal_error"
-    status: ClassVar[int] = 500
-    error_type: ClassVar[str] = "server_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def body(self) -> ErrorBody:
-        return ErrorBody(code=self.code, message=self.message, type=self.error_type)
-
-
-class InvalidRequestError(KubechatError):
-    code = "invalid_request"
-    status = 400
-    error_type = "invalid_request_error"
-
-
-class MessageTooLargeError(InvalidRequestError):
-    code = "message_too_large"
-    status = 413
-
-
-class UnauthenticatedError(KubechatError):
-    code = "unauthenticated"
-    status = 401
-    error_type = "authentication_error"
+# Status and OpenAI error type per class; a subclass not listed takes its nearest base's.
+_HTTP: dict[type[e.KubechatError], tuple[int, str]] = {
+    e.KubechatError: (500, "server_error"),
+    e.InvalidRequestError: (400, "invalid_request_error"),
+    e.MessageTooLargeError: (413, "invalid_request_error"),
+    e.UnauthenticatedError: (401, "authentication_error"),
+    e.ForbiddenError: (403, "permission_error"),
+    e.SessionNotFoundError: (404, "invalid_request_error"),
+    e.ModelNotFoundError: (404, "invalid_request_error"),
+    e.BusyError: (409, "invalid_request_error"),
+    e.ModelUnavailableError: (503, "server_error"),
+    e.KnowledgeBaseNotFoundError: (404, "invalid_request_error"),
+    e.DocumentNotFoundError: (404, "invalid_request_error"),
+    e.KnowledgeBaseUnavailableError: (409, "invalid_request_error"),
+    e.DocumentTooLargeError: (413, "invalid_request_error"),
+    e.LengthRequiredError: (411, "invalid_request_error"),
+    e.DecompressionBombError: (413, "invalid_request_error"),
+    e.UnsupportedDocumentTypeError: (415, "invalid_request_error"),
+    e.EmptyDocumentError: (400, "invalid_request_error"),
+    e.StorageUnavailableError: (503, "server_error"),
+    e.UnsupportedImageError: (415, "invalid_request_error"),
+    e.ImageTooLargeError: (413, "invalid_request_error"),
+    e.CorruptImageError: (400, "invalid_request_error"),
+    e.ImageNotFoundError: (404, "invalid_request_error"),
+    e.ToolRoundsExceededError: (502, "server_error"),
+}
 
 
-class SessionNotFoundError(KubechatError):
-    code = "session_not_found"
-    status = 404
-    error_type = "invalid_request_error"
+def _mapped(exc: e.KubechatError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in _HTTP:
+            return _HTTP[cls]
+    raise AssertionError("KubechatError is mapped")  # pragma: no cover
 
 
-class ModelNotFoundError(KubechatError):
-    code = "model_not_found"
-    status = 404
-    error_type = "invalid_request_error"
+def http_status(exc: e.KubechatError) -> int:
+    return _mapped(exc)[0]
 
 
-class BusyError(KubechatError):
-    code = "busy"
-    status = 409
-    error_type = "invalid_request_error"
+def error_body(exc: e.KubechatError) -> ErrorBody:
+    return ErrorBody(code=exc.code, message=exc.message, type=_mapped(exc)[1])
 
 
-class ModelUnavailableError(KubechatError):
-    """Triton cannot be reached or failed the request."""
-
-    code = "model_unavailable"
-    status = 503
-    error_type = "server_error"
-
-
-class ForbiddenError(KubechatError):
-    code = "forbidden"
-    status = 403
-    error_type = "permission_error"
-
-
-class KnowledgeBaseNotFoundError(KubechatError):
-    code = "knowledge_base_not_found"
-    status = 404
-    error_type = "invalid_request_error"
-
-
-class DocumentNotFoundError(KubechatError):
-    code = "document_not_found"
-    status = 404
-    error_type = "invalid_request_error"
-
-
-class KnowledgeBaseUnavailableError(KubechatError):
-    """Its index cannot be used, e.g. it was built with another embedding model."""
-
-    code = "knowledge_base_unavailable"
-    status = 409
-    error_type = "invalid_request_error"
-
-
-class DocumentTooLargeError(KubechatError):
-    code = "document_too_large"
-    status = 413
-    error_type = "invalid_request_error"
-
-
-class LengthRequiredError(KubechatError):
-    code = "length_required"
-    status = 411
-    error_type = "invalid_request_error"
-
-
-class DecompressionBombError(KubechatError):
-    code = "decompression_bomb"
-    status = 413
-    error_type = "invalid_request_error"
-
-
-class UnsupportedDocumentTypeError(KubechatError):
-    code = "unsupported_media_type"
-    status = 415
-    error_type = "invalid_request_error"
-
-
-class EmptyDocumentError(KubechatError):
-    code = "empty_document"
-    status = 400
-    error_type = "invalid_request_error"
-
-
-class StorageUnavailableError(KubechatError):
-    """The object store or the chunk store cannot be reached."""
-
-    code = "storage_unavailable"
-    status = 503
-    error_type = "server_error"
-
-
-class UnsupportedImageError(KubechatError):
-    """Not one of the accepted image formats (PNG, JPEG, WebP, GIF)."""
-
-    code = "unsupported_media_type"
-    status = 415
-    error_type = "invalid_request_error"
-
-
-class ImageTooLargeError(KubechatError):
-    """More bytes than KUBECHAT_MAX_IMAGE_BYTES (too many pixels is a DecompressionBombError)."""
-
-    code = "image_too_large"
-    status = 413
-    error_type = "invalid_request_error"
-
-
-class CorruptImageError(KubechatError):
-    """An accepted format whose bytes cannot be decoded (truncated, damaged)."""
-
-    code = "corrupt_image"
-    status = 400
-    error_type = "invalid_request_error"
-
-
-class ImageNotFoundError(KubechatError):
-    """No such image, or another principal's: the two are not told apart."""
-
-    code = "image_not_found"
-    status = 404
-    error_type = "invalid_request_error"
-
-
-class ToolRoundsExceededError(KubechatError):
-    """The model kept calling tools past its ChatModel's spec.tools.maxRounds."""
-
-    code = "tool_rounds_exceeded"
-    status = 502
-    error_type = "server_error"
+def error_response(exc: e.KubechatError) -> JSONResponse:
+    """The HTTP response of a domain error (a 401 says which scheme to authenticate with)."""
+    status = http_status(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": error_body(exc).model_dump()}, status_code=status, headers=headers)

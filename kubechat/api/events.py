@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubechat.api.errors import ErrorBody
-from kubechat.api.history import Message, Session
-from kubechat.rag.retrieval import Citation
+from kubechat.images.vision import ImageDescription
+from kubechat.knowledge.retrieval import Citation
+from kubechat.stores.history import Message, Session
 
 
 class GenerationOptions(BaseModel):
@@ -69,16 +70,6 @@ class SessionOut(BaseModel):
             id=session.id, title=session.title,
             created_at=session.created_at, updated_at=session.updated_at,
         )  # fmt: skip
-
-
-class ImageDescription(BaseModel):
-    """An image attached to a user message, and what a text-only model was told about it."""
-
-    id: str
-    name: str
-    description: str = Field(
-        default="", description="The vision model's description given to a text-only chat model."
-    )
 
 
 class ToolActivity(BaseModel):

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from kubechat.core.settings import StoreSettings
 
 if TYPE_CHECKING:
     from kubechat.images.processing import ImageLimits
@@ -24,7 +26,9 @@ class Discovery(StrEnum):
     KUBERNETES = "kubernetes"  # custom resources in one namespace, each model on its own Triton
 
 
-class Settings(BaseSettings):
+class Settings(StoreSettings):
+    """Everything the API reads; the stores' part (StoreSettings) the operator reads too."""
+
     model_config = SettingsConfigDict(env_prefix="KUBECHAT_", env_file=None, extra="ignore")
 
     discovery: Discovery = Field(
@@ -46,12 +50,6 @@ class Settings(BaseSettings):
         default="127.0.0.1:8001", description="Triton gRPC host:port (files mode: every model)."
     )
     models_dir: Path = Field(default=Path("examples/models"), description="Folder of ChatModel YAML files.")
-    state_dir: Path = Field(
-        default=Path(".kubechat"), description="Embedded state: history database, tokenizers."
-    )
-    database_url: str = Field(
-        default="", description="History store; empty means SQLite at STATE_DIR/history.sqlite3."
-    )
     api_keys: SecretStr | None = Field(
         default=None,
         description="Comma-separated `key=principal` pairs. Unset: every request is the single "
@@ -77,27 +75,6 @@ class Settings(BaseSettings):
     retrieval_candidates: int = Field(
         default=20, ge=1, le=1000, description="Hits per ranked list (kNN, BM25) before fusion."
     )
-    # Cluster stores; unset means the embedded ones under STATE_DIR.
-    elasticsearch_url: str = ""
-    elasticsearch_api_key: SecretStr | None = None
-    elasticsearch_username: str = ""
-    elasticsearch_password: SecretStr | None = None
-    elasticsearch_ca_certs: str = ""
-    elasticsearch_documents_index: str = Field(
-        default="kubechat-documents",
-        description="Document catalog index; one per kubechat installation sharing a cluster.",
-    )
-    elasticsearch_history_index: str = Field(
-        default="kubechat-history",
-        description="Chat history index (sessions and messages) when ELASTICSEARCH_URL is set; one "
-        "per kubechat installation sharing a cluster.",
-    )
-    s3_endpoint: str = Field(default="", description="MinIO/S3 host:port; unset keeps documents on disk.")
-    s3_bucket: str = "kubechat"
-    s3_access_key: SecretStr | None = None
-    s3_secret_key: SecretStr | None = None
-    s3_secure: bool = True
-    s3_region: str = ""
 
     # Images
     max_image_bytes: int = Field(
@@ -160,9 +137,6 @@ class Settings(BaseSettings):
         if POD_NAMESPACE_FILE.exists():
             return POD_NAMESPACE_FILE.read_text().strip()
         return "default"
-
-    def history_database(self) -> Path:
-        return Path(self.database_url) if self.database_url else self.state_dir / "history.sqlite3"
 
     def principals_by_key(self) -> dict[str, str]:
         if self.api_keys is None:

@@ -17,10 +17,10 @@ import uvicorn
 
 from kubechat.api.app import create_app
 from kubechat.api.settings import Settings
-from kubechat.embedded.artifacts import prepare_artifacts
+from kubechat.core.resources import Backend, ChatModel, load_chat_models_from_dir
 from kubechat.embedded.tritonserver import TritonServer
-from kubechat.model_repository import render_python_model, write_model_repository
-from kubechat.resources import Backend, ChatModel, load_chat_models_from_dir
+from kubechat.triton.artifacts import prepare_artifacts
+from kubechat.triton.repository import render_python_model, write_model_repository
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
 
-from kubechat import triton_contract as contract
 from kubechat.engines.generation import GenerationRequest, TextGenerator
+from kubechat.triton import contract
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubechat.core.resources import ToolCallFormat
 from kubechat.engines.generation import GenerationRequest, stop_filtered
-from kubechat.resources import ToolCallFormat
 from kubechat.tools.formats import (
     LLAMA3_TOOLS_PREAMBLE,
     TOOL_CALL_CLOSE,

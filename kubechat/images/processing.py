@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
-from kubechat.api.errors import (
+from kubechat.core.errors import (
     CorruptImageError,
     DecompressionBombError,
     ImageTooLargeError,

@@ -26,9 +26,10 @@ import time
 import unicodedata
 from dataclasses import asdict, dataclass
 
-from kubechat.api.errors import ImageNotFoundError, StorageUnavailableError
+from kubechat.core.errors import ImageNotFoundError, StorageUnavailableError
 from kubechat.images.processing import ImageLimits, PreparedImage, prepare_image
-from kubechat.rag.stores import ObjectNotFoundError, ObjectStore, StoreError
+from kubechat.stores.errors import ObjectNotFoundError, StoreError
+from kubechat.stores.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 

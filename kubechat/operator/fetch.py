@@ -30,7 +30,7 @@ from minio import Minio
 from minio.error import S3Error
 from pydantic import ValidationError
 
-from kubechat.resources import HuggingFaceSource, ModelSource, S3Source
+from kubechat.core.resources import HuggingFaceSource, ModelSource, S3Source
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,17 @@ import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from kubechat.model_repository import RenderError
+from kubechat.core.resources import (
+    GROUP,
+    VERSION,
+    ChatModel,
+    DeletionPolicy,
+    KnowledgeBase,
+    Phase,
+    R,
+    ResourceError,
+    parse_resource,
+)
 from kubechat.operator import status as st
 from kubechat.operator.knowledge import KnowledgeStores
 from kubechat.operator.kube import Applied, Kube, api_failure
@@ -35,18 +45,8 @@ from kubechat.operator.manifests import (
     spec_hash,
 )
 from kubechat.operator.settings import OperatorSettings
-from kubechat.rag.stores import EmbeddingMismatchError, StoreError
-from kubechat.resources import (
-    GROUP,
-    VERSION,
-    ChatModel,
-    DeletionPolicy,
-    KnowledgeBase,
-    Phase,
-    R,
-    ResourceError,
-    parse_resource,
-)
+from kubechat.stores.errors import EmbeddingMismatchError, StoreError
+from kubechat.triton.repository import RenderError
 
 logger = logging.getLogger(__name__)
 

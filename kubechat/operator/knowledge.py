@@ -2,7 +2,7 @@
 
 The operator creates the index through the same `ChunkStore` the API writes with (on
 Elasticsearch in a cluster), so the mapping, the embedding pin and the alias scheme have one
-definition (kubechat.rag.elasticsearch_store.index_body). Deleting honours deletionPolicy:
+definition (kubechat.stores.elasticsearch.chunks.index_body). Deleting honours deletionPolicy:
 Retain leaves index, documents and catalog entries for a later KnowledgeBase of the same name;
 Delete removes all three.
 """
@@ -13,9 +13,10 @@ import json
 import logging
 from dataclasses import dataclass
 
-from kubechat.rag.documents import DocumentCatalog
-from kubechat.rag.stores import ChunkStore, ObjectStore
-from kubechat.resources import DeletionPolicy, KnowledgeBase
+from kubechat.core.resources import DeletionPolicy, KnowledgeBase
+from kubechat.stores.chunks import ChunkStore
+from kubechat.stores.documents import DocumentCatalog
+from kubechat.stores.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 

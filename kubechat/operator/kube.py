@@ -19,7 +19,7 @@ import kopf
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubechat.resources import GROUP, VERSION
+from kubechat.core.resources import GROUP, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 # What the operator applied last, so that a key it stops rendering can be removed.

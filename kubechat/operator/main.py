@@ -11,12 +11,12 @@ from typing import Any
 import kopf
 from kubernetes_asyncio import client, config
 
-from kubechat.api.settings import Settings
+from kubechat.core.settings import StoreSettings
 from kubechat.operator.handlers import Operator, register
 from kubechat.operator.knowledge import KnowledgeStores
 from kubechat.operator.kube import Kube
 from kubechat.operator.settings import OperatorSettings
-from kubechat.rag.wiring import open_chunk_store, open_document_catalog, open_object_store
+from kubechat.stores.open import open_chunk_store, open_document_catalog, open_object_store
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ async def api_client(server: str | None = None) -> client.ApiClient:
     return client.ApiClient()
 
 
-async def open_stores(settings: Settings) -> KnowledgeStores | None:
+async def open_stores(settings: StoreSettings) -> KnowledgeStores | None:
     """The cluster's stores, configured like the API's; None when Elasticsearch is not set."""
     if not settings.elasticsearch_url:
         logger.warning("KUBECHAT_ELASTICSEARCH_URL is not set: KnowledgeBases stay pending")
@@ -60,7 +60,7 @@ async def run(
     kmock tests turn it off (kmock cannot serve the namespace observation kopf runs then).
     """
     if stores is None:
-        stores = await open_stores(Settings())
+        stores = await open_stores(StoreSettings())
     if one_namespace and stores is not None and not settings.namespace:
         # The document catalog is keyed by knowledge-base name: two namespaces' "docs" would
         # share counts, and deleting one with deletionPolicy Delete would remove the other's rows.

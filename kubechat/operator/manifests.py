@@ -7,7 +7,7 @@ references (`kopf.adopt`) and creates or patches them; the `kubechat.io/spec-has
 child tells it which children were rendered from an older spec (for the ConfigMap and the
 Service, the spec without replicas and autoscaling: scaling leaves them untouched).
 
-Pod layout (paths from `kubechat.model_repository`):
+Pod layout (paths from `kubechat.triton.repository`):
 
 * GPU (`tensorrtllm`, `settings.trtllm_image`): init `fetch-weights` (and `fetch-tokenizer`) run
   `python -m kubechat.operator.fetch` in kubechat's image and download a huggingFace/s3 source
@@ -32,7 +32,9 @@ from typing import Any, Final
 
 import yaml
 
-from kubechat.model_repository import (
+from kubechat.core.resources import Backend, ChatModel, ModelSource
+from kubechat.operator.settings import OperatorSettings
+from kubechat.triton.repository import (
     MODELS_ROOT,
     REPOSITORY_DIR,
     SOURCE_PVC_DIR,
@@ -45,8 +47,6 @@ from kubechat.model_repository import (
     tensorrtllm_names,
     tensorrtllm_paths,
 )
-from kubechat.operator.settings import OperatorSettings
-from kubechat.resources import Backend, ChatModel, ModelSource
 
 Manifest = dict[str, Any]
 

@@ -4,7 +4,7 @@
         --out /models/repository --state /models/state [--weights DIR] [--tokenizer DIR]
 
 The same renderer as the embedded launcher: artifacts prepared by
-`kubechat.embedded.artifacts.prepare_artifacts` for package sources (installed in the CPU
+`kubechat.triton.artifacts.prepare_artifacts` for package sources (installed in the CPU
 image), or found in the folder the fetch step filled (`--weights`) for huggingFace/s3/pvc
 sources; then `render_python_model` and `write_model_repository`.
 """
@@ -16,15 +16,15 @@ import logging
 import sys
 from pathlib import Path
 
-from kubechat.embedded.artifacts import embedding_dimensions, export_gguf_tokenizer, prepare_artifacts
-from kubechat.model_repository import (
+from kubechat.core.resources import Backend, ChatModel, ResourceError, load_chat_models
+from kubechat.triton.artifacts import embedding_dimensions, export_gguf_tokenizer, prepare_artifacts
+from kubechat.triton.repository import (
     ModelArtifacts,
     RenderedModel,
     RenderError,
     render_python_model,
     write_model_repository,
 )
-from kubechat.resources import Backend, ChatModel, ResourceError, load_chat_models
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Operator settings, read from KUBECHAT_OPERATOR_* environment variables.
 
-Store credentials are not here: the operator reads Elasticsearch and S3 settings through the
-API's `Settings` (KUBECHAT_ELASTICSEARCH_*, KUBECHAT_S3_*), so one Secret configures both.
+Store credentials are not here: the operator reads Elasticsearch and S3 settings through
+`kubechat.core.settings.StoreSettings` (KUBECHAT_ELASTICSEARCH_*, KUBECHAT_S3_*), as the API does,
+so one Secret configures both.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from kubechat.resources import Condition, Phase
+from kubechat.core.resources import Condition, Phase
 
 READY = "Ready"
 PROGRESSING = "Progressing"

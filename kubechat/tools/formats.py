@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from kubechat.resources import ToolCallFormat
+from kubechat.core.resources import ToolCallFormat
 from kubechat.tools.types import MalformedToolCall, ToolCall, ToolSpec
 
 __all__ = [

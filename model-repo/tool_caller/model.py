@@ -3,7 +3,7 @@
 from kubechat.engines.generation import TextGenerator
 from kubechat.engines.python_backend import StreamingChatModel
 from kubechat.engines.tool_caller import ToolCallerGenerator
-from kubechat.resources import ToolCallFormat
+from kubechat.core.resources import ToolCallFormat
 
 
 class TritonPythonModel(StreamingChatModel):

@@ -16,10 +16,10 @@ import kubernetes_validate
 import pytest
 
 from kubechat.api.settings import Settings
+from kubechat.core.resources import load_chat_models_from_dir, load_knowledge_bases_from_dir
 from kubechat.mcp.config import load_mcp_servers
 from kubechat.operator import manifests
 from kubechat.operator.settings import OperatorSettings
-from kubechat.resources import load_chat_models_from_dir, load_knowledge_bases_from_dir
 from tests.chart.rendering import (
     CHART,
     NAMESPACE,

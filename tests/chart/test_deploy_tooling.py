@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kubechat.resources import ChatModel, KnowledgeBase, parse_resource
+from kubechat.core.resources import ChatModel, KnowledgeBase, parse_resource
 from tests.chart.rendering import CHART, ROOT, render_values
 
 SKAFFOLD = yaml.safe_load((ROOT / "skaffold.yaml").read_text())

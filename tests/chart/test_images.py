@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from kubechat.api.catalog import TokenizerCounter, cluster_entry
+from kubechat.catalog import TokenizerCounter, cluster_entry
+from kubechat.core.resources import Backend, load_chat_models_from_dir
 from kubechat.operator import manifests
 from kubechat.operator.settings import OperatorSettings
-from kubechat.resources import Backend, load_chat_models_from_dir
 from tests.chart.rendering import ROOT, rendered
 
 DOCKERFILES = {

@@ -32,13 +32,13 @@ from kubernetes_asyncio import client
 
 from kubechat.api.app import create_app
 from kubechat.api.settings import Discovery, Settings
+from kubechat.core.resources import GROUP, VERSION
 from kubechat.operator.knowledge import KnowledgeStores
 from kubechat.operator.main import run
 from kubechat.operator.settings import OperatorSettings
-from kubechat.rag.documents import SQLiteDocumentCatalog
-from kubechat.rag.objects import FileObjectStore
-from kubechat.rag.sqlite_store import SQLiteChunkStore
-from kubechat.resources import GROUP, VERSION
+from kubechat.stores.objects.files import FileObjectStore
+from kubechat.stores.sqlite.chunks import SQLiteChunkStore
+from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
 from tests.chart.rendering import NAMESPACE, RELEASE, Manifest, Rendered, rendered
 from tests.kube import install_cluster
 

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kubechat.rag.sqlite_store import SQLiteChunkStore
-from kubechat.rag.stores import ChunkRecord, ChunkStore, EmbeddingMismatchError
-from kubechat.resources import KnowledgeBase
+from kubechat.core.resources import KnowledgeBase
+from kubechat.stores.chunks import ChunkRecord, ChunkStore
+from kubechat.stores.errors import EmbeddingMismatchError
+from kubechat.stores.sqlite.chunks import SQLiteChunkStore
 
 ES_URL = os.environ.get("KUBECHAT_TEST_ES_URL", "")
 
@@ -30,7 +31,7 @@ async def chunk_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     else:
         if not ES_URL:
             pytest.skip("needs a live Elasticsearch: set KUBECHAT_TEST_ES_URL (the kind e2e does)")
-        from kubechat.rag.elasticsearch_store import connect
+        from kubechat.stores.elasticsearch.chunks import connect
 
         store = connect(ES_URL)
     yield store

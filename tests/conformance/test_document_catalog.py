@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from kubechat.api.errors import DocumentNotFoundError, InvalidRequestError
-from kubechat.rag.documents import Document, DocumentCatalog, DocumentStatus, SQLiteDocumentCatalog
+from kubechat.core.errors import DocumentNotFoundError, InvalidRequestError
+from kubechat.stores.documents import Document, DocumentCatalog, DocumentStatus
+from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
 
 ES_URL = os.environ.get("KUBECHAT_TEST_ES_URL", "")
 Opener = Callable[[], Awaitable[DocumentCatalog]]
@@ -35,7 +36,7 @@ async def open_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
             pytest.skip("needs a live Elasticsearch: set KUBECHAT_TEST_ES_URL (the kind e2e does)")
         from elasticsearch import Elasticsearch
 
-        from kubechat.rag.elasticsearch_documents import open_catalog as open_es_catalog
+        from kubechat.stores.elasticsearch.documents import open_catalog as open_es_catalog
 
         index = f"kubechat-documents-test-{os.urandom(6).hex()}"
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
-from kubechat.api.history import HistoryStore, Message, MessageStatus, Session, SQLiteHistoryStore
+from kubechat.core.errors import InvalidRequestError, SessionNotFoundError
+from kubechat.stores.history import HistoryStore, Message, MessageStatus, Session
+from kubechat.stores.sqlite.history import SQLiteHistoryStore
 
 ES_URL = os.environ.get("KUBECHAT_TEST_ES_URL", "")
 Opener = Callable[[], Awaitable[HistoryStore]]
@@ -36,7 +37,7 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             pytest.skip("needs a live Elasticsearch: set KUBECHAT_TEST_ES_URL (the kind e2e does)")
         from elasticsearch import Elasticsearch
 
-        from kubechat.api.elasticsearch_history import open_history
+        from kubechat.stores.elasticsearch.history import open_history
 
         index = f"kubechat-history-test-{os.urandom(6).hex()}"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kubechat.api.errors import (
+from kubechat.core.errors import (
     CorruptImageError,
     DecompressionBombError,
     ImageNotFoundError,
@@ -22,8 +22,10 @@ from kubechat.api.errors import (
 )
 from kubechat.images.processing import ImageLimits
 from kubechat.images.service import ImageRecord, ImageService, owner_of, sanitize_name
-from kubechat.rag.objects import FileObjectStore, S3ObjectStore
-from kubechat.rag.stores import ObjectInfo, ObjectStore, StoreError
+from kubechat.stores.errors import StoreError
+from kubechat.stores.objects import ObjectInfo, ObjectStore
+from kubechat.stores.objects.files import FileObjectStore
+from kubechat.stores.objects.s3 import S3ObjectStore
 from tests.s3_server import S3Endpoint, moto_s3_server, unique_bucket_name
 
 LIMITS = ImageLimits(max_bytes=1024 * 1024, max_pixels=1_000_000, max_side=256, thumbnail_side=32)

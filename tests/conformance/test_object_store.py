@@ -20,14 +20,10 @@ from typing import Protocol
 import pytest
 from pytest_httpserver import HTTPServer
 
-from kubechat.rag.objects import FileObjectStore, ObjectStat, S3ObjectStore
-from kubechat.rag.stores import (
-    ObjectInfo,
-    ObjectNotFoundError,
-    ObjectStore,
-    StoreError,
-    StoreUnavailableError,
-)
+from kubechat.stores.errors import ObjectNotFoundError, StoreError, StoreUnavailableError
+from kubechat.stores.objects import ObjectInfo, ObjectStat, ObjectStore
+from kubechat.stores.objects.files import FileObjectStore
+from kubechat.stores.objects.s3 import S3ObjectStore
 from tests.s3_server import S3Endpoint, moto_s3_server, unique_bucket_name
 
 PDF = "application/pdf"

@@ -21,15 +21,16 @@ import yaml
 from kmock import KubernetesEmulator, action, resource
 from kubernetes_asyncio import client, config
 
-from kubechat.api.catalog import ChatTurn, cluster_entry, load_catalog
-from kubechat.api.triton import TritonRouter
-from kubechat.embedded.artifacts import tokenizer_dir
+from kubechat.catalog import ChatTurn, cluster_entry, load_catalog
+from kubechat.core.resources import GROUP, VERSION, KnowledgeBase, load_chat_models_from_dir, parse_resource
 from kubechat.embedded.tritonserver import TritonServer
-from kubechat.rag.documents import DocumentStatus, SQLiteDocumentCatalog
-from kubechat.rag.objects import FileObjectStore
-from kubechat.rag.service import KnowledgeService, Upload
-from kubechat.rag.sqlite_store import SQLiteChunkStore
-from kubechat.resources import GROUP, VERSION, KnowledgeBase, load_chat_models_from_dir, parse_resource
+from kubechat.knowledge.service import KnowledgeService, Upload
+from kubechat.stores.documents import DocumentStatus
+from kubechat.stores.objects.files import FileObjectStore
+from kubechat.stores.sqlite.chunks import SQLiteChunkStore
+from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
+from kubechat.triton.artifacts import tokenizer_dir
+from kubechat.triton.client import TritonRouter
 from tests.conftest import ALICE_KEY, BOB_KEY, EXAMPLE_MODELS, ApiProcess, auth, free_port
 from tests.integration.conftest import chatting, new_session
 from tests.integration.test_ingestion_durability import long_document

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.rag.elasticsearch_store import ElasticsearchChunkStore, connect, index_body
-from kubechat.rag.stores import ChunkRecord, EmbeddingMismatchError
-from kubechat.resources import KnowledgeBase
+from kubechat.core.resources import KnowledgeBase
+from kubechat.stores.chunks import ChunkRecord
+from kubechat.stores.elasticsearch.chunks import ElasticsearchChunkStore, connect, index_body
+from kubechat.stores.errors import EmbeddingMismatchError
 
 ES_URL = os.environ.get("KUBECHAT_TEST_ES_URL", "")
 ES_API_KEY = os.environ.get("KUBECHAT_TEST_ES_API_KEY") or None

@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from kubechat.api.triton import TritonGateway
 from kubechat.embedded.tritonserver import TritonServer
+from kubechat.triton.client import TritonGateway
 
 pytestmark = pytest.mark.triton
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from minio import Minio
 
-from kubechat.model_repository import parse_model_config
+from kubechat.core.resources import ModelSource, parse_chat_model
 from kubechat.operator import fetch, render_repository
 from kubechat.operator.fetch import MARKER, FetchError, S3Settings, fetch_source
-from kubechat.resources import ModelSource, parse_chat_model
+from kubechat.triton.repository import parse_model_config
 from tests.s3_server import S3Endpoint, moto_s3_server, unique_bucket_name
 
 ROOT = Path(__file__).resolve().parents[2]

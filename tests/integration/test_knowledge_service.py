@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from kubechat.api.catalog import load_catalog
-from kubechat.api.triton import TritonGateway
+from kubechat.catalog import load_catalog
+from kubechat.core.resources import load_knowledge_bases_from_dir
 from kubechat.embedded.tritonserver import TritonServer
-from kubechat.rag.documents import Document, DocumentStatus, SQLiteDocumentCatalog
-from kubechat.rag.objects import FileObjectStore
-from kubechat.rag.service import KnowledgeService, Upload
-from kubechat.rag.sqlite_store import SQLiteChunkStore
-from kubechat.resources import load_knowledge_bases_from_dir
+from kubechat.knowledge.service import KnowledgeService, Upload
+from kubechat.stores.documents import Document, DocumentStatus
+from kubechat.stores.objects.files import FileObjectStore
+from kubechat.stores.sqlite.chunks import SQLiteChunkStore
+from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
+from kubechat.triton.client import TritonGateway
 from tests.conftest import EXAMPLE_MODELS, TEST_KNOWLEDGE_BASES
 from tests.integration.test_ingestion_durability import long_document
 

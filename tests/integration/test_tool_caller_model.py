@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kubechat.api.catalog import DEFAULT_CHAT_TEMPLATE, CatalogEntry, ChatTurn, WhitespaceCounter
-from kubechat.api.triton import SamplingParams, TritonGateway
+from kubechat.catalog import DEFAULT_CHAT_TEMPLATE, CatalogEntry, ChatTurn, WhitespaceCounter
+from kubechat.core.resources import ToolCallFormat, load_chat_models
 from kubechat.embedded.tritonserver import TritonServer
-from kubechat.resources import ToolCallFormat, load_chat_models
 from kubechat.tools.formats import (
     ParsedOutput,
     ToolCallParser,
@@ -23,6 +22,7 @@ from kubechat.tools.formats import (
     tools_system_prompt,
 )
 from kubechat.tools.types import MalformedToolCall, ToolCall, ToolSpec
+from kubechat.triton.client import SamplingParams, TritonGateway
 from tests.conftest import EXAMPLE_MODELS
 
 pytestmark = pytest.mark.triton

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from kubechat.api.errors import ModelUnavailableError
-from kubechat.api.triton import SamplingParams, TritonGateway
+from kubechat.core.errors import ModelUnavailableError
 from kubechat.embedded.tritonserver import TritonServer
+from kubechat.triton.client import SamplingParams, TritonGateway
 
 pytestmark = pytest.mark.triton
 

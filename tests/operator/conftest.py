@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from kubechat.core.resources import GROUP, VERSION
 from kubechat.operator.knowledge import KnowledgeStores
 from kubechat.operator.kube import Kube
 from kubechat.operator.main import run
 from kubechat.operator.settings import OperatorSettings
-from kubechat.rag.documents import SQLiteDocumentCatalog
-from kubechat.rag.objects import S3ObjectStore
-from kubechat.rag.sqlite_store import SQLiteChunkStore
-from kubechat.resources import GROUP, VERSION
+from kubechat.stores.objects.s3 import S3ObjectStore
+from kubechat.stores.sqlite.chunks import SQLiteChunkStore
+from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
 from tests.kube import install_cluster
 from tests.s3_server import S3Endpoint, moto_s3_server, unique_bucket_name
 

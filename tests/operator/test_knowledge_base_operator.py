@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from kubechat.core.resources import KnowledgeBase, parse_resource
 from kubechat.operator.knowledge import MARKER, KnowledgeStores
-from kubechat.rag.documents import Document, DocumentStatus
-from kubechat.rag.stores import ChunkRecord
-from kubechat.resources import KnowledgeBase, parse_resource
+from kubechat.stores.chunks import ChunkRecord
+from kubechat.stores.documents import Document, DocumentStatus
 from tests.operator.conftest import NAMESPACE, Cluster, eventually
 
 DOCUMENT: dict[str, Any] = {

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
+from kubechat.core.resources import ChatModel, load_resources
 from kubechat.operator.kube import Applied, Kube
 from kubechat.operator.manifests import render_children
 from kubechat.operator.settings import OperatorSettings
-from kubechat.resources import ChatModel, load_resources
 from tests.kube import install_cluster
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Tests of kubechat.api.catalog: prompt assembly within the context window, model lookup, run-time
+"""Tests of kubechat.catalog: prompt assembly within the context window, model lookup, run-time
 changes and readiness of cluster (ChatModel resource) entries."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 
-from kubechat.api.catalog import (
+from kubechat.api.errors import http_status
+from kubechat.catalog import (
     DEFAULT_CHAT_TEMPLATE,
     CatalogEntry,
     ChatTurn,
@@ -21,8 +22,8 @@ from kubechat.api.catalog import (
     WhitespaceCounter,
     cluster_entry,
 )
-from kubechat.api.errors import ModelNotFoundError, ModelUnavailableError
-from kubechat.resources import Capability, ChatModel, parse_chat_model
+from kubechat.core.errors import ModelNotFoundError, ModelUnavailableError
+from kubechat.core.resources import Capability, ChatModel, parse_chat_model
 
 BUDGET = 40  # engine.maxInputTokens of the test model, in whitespace-separated words
 
@@ -286,7 +287,7 @@ def test_cluster_readiness_comes_from_the_ready_condition() -> None:
     assert down.readiness() == Readiness(False, "NoReplicaReady", "0/1 replicas ready")
     with pytest.raises(ModelUnavailableError, match="NoReplicaReady") as info:
         down.check_ready()
-    assert info.value.code == "model_unavailable" and info.value.status == 503
+    assert info.value.code == "model_unavailable" and http_status(info.value) == 503
     pending = _with_cluster(_entry(_cluster_model("m")))
     readiness = pending.readiness()
     assert readiness is not None and not readiness.ready and readiness.reason == "Pending"

@@ -1,4 +1,4 @@
-"""Tests of kubechat.rag.chunking with the real embedding tokenizer (all-MiniLM-L6-v2, WordPiece)."""
+"""Tests of kubechat.knowledge.chunking with the real embedding tokenizer (all-MiniLM-L6-v2, WordPiece)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from kubechat.rag.chunking import TextChunk, chunk_sections
-from kubechat.rag.parsing import Section
+from kubechat.knowledge.chunking import TextChunk, chunk_sections
+from kubechat.knowledge.parsing import Section
 
 WORDS = [
     "policy",

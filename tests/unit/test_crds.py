@@ -36,8 +36,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from kubechat.operator.crds import all_crds, drifted_crds, main, render_crd_yaml, write_crds
-from kubechat.resources import (
+from kubechat.core.resources import (
     API_VERSION,
     ChatModel,
     KnowledgeBase,
@@ -45,6 +44,7 @@ from kubechat.resources import (
     ResourceError,
     parse_resource,
 )
+from kubechat.operator.crds import all_crds, drifted_crds, main, render_crd_yaml, write_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 # 1.28 is the oldest that knows a validation rule's `reason` and `fieldPath`.
@@ -357,7 +357,7 @@ def test_there_are_samples_of_every_kind() -> None:
 
 def test_the_crds_in_the_repository_are_the_generated_ones() -> None:
     assert drifted_crds(ROOT / "crds") == [], (
-        "crds/ is out of date with kubechat/resources.py: run `make crds`"
+        "crds/ is out of date with kubechat/core/resources.py: run `make crds`"
     )
 
 

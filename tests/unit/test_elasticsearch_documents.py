@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.api.errors import DocumentNotFoundError, InvalidRequestError
-from kubechat.rag.documents import Document, DocumentStatus
-from kubechat.rag.elasticsearch_documents import (
+from kubechat.core.errors import DocumentNotFoundError, InvalidRequestError
+from kubechat.stores.documents import Document, DocumentStatus
+from kubechat.stores.elasticsearch.documents import (
     ElasticsearchDocumentCatalog,
     catalog_index_body,
     open_catalog,
 )
-from kubechat.rag.stores import StoreError, StoreUnavailableError
+from kubechat.stores.errors import StoreError, StoreUnavailableError
 from tests.conftest import free_port
 from tests.unit.test_elasticsearch_store import REJECTED, FakeElasticsearch, index_not_found
 from tests.unit.test_elasticsearch_store import es as es

@@ -19,17 +19,14 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 from pydantic import SecretStr
 
-from kubechat.api import elasticsearch_history
-from kubechat.api.app import open_history_store
-from kubechat.api.elasticsearch_history import (
-    ElasticsearchHistoryStore,
-    history_index_body,
-    open_history,
-)
-from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
-from kubechat.api.history import Message, MessageStatus, Session, SQLiteHistoryStore
 from kubechat.api.settings import Settings
-from kubechat.rag.stores import StoreError, StoreUnavailableError
+from kubechat.core.errors import InvalidRequestError, SessionNotFoundError
+from kubechat.stores.elasticsearch import history as elasticsearch_history
+from kubechat.stores.elasticsearch.history import ElasticsearchHistoryStore, history_index_body, open_history
+from kubechat.stores.errors import StoreError, StoreUnavailableError
+from kubechat.stores.history import Message, MessageStatus, Session
+from kubechat.stores.open import open_history_store
+from kubechat.stores.sqlite.history import SQLiteHistoryStore
 from tests.conftest import free_port
 from tests.unit.test_elasticsearch_store import REJECTED, FakeElasticsearch, index_not_found
 from tests.unit.test_elasticsearch_store import es as es

@@ -18,21 +18,16 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from kubechat.rag.elasticsearch_store import (
+from kubechat.core.resources import KnowledgeBase
+from kubechat.stores.chunks import ChunkRecord, RankedChunk
+from kubechat.stores.elasticsearch.chunks import (
     ElasticsearchChunkStore,
     connect,
     generation_index,
     index_body,
     index_generation,
 )
-from kubechat.rag.stores import (
-    ChunkRecord,
-    EmbeddingMismatchError,
-    RankedChunk,
-    StoreError,
-    StoreUnavailableError,
-)
-from kubechat.resources import KnowledgeBase
+from kubechat.stores.errors import EmbeddingMismatchError, StoreError, StoreUnavailableError
 from tests.conftest import free_port
 
 DIMS = 4

@@ -1,4 +1,4 @@
-"""What only the embedded history store does (kubechat.api.history.SQLiteHistoryStore): its file,
+"""What only the embedded history store does (kubechat.stores.sqlite.history.SQLiteHistoryStore): its file,
 its migrations, restart handling and rows, and ties under a fake clock.
 
 The behaviour every history store shares is tests/conformance/test_history_store.py's.
@@ -13,8 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from kubechat.api import history
-from kubechat.api.history import MessageStatus, Session, SQLiteHistoryStore
+from kubechat.stores.history import MessageStatus, Session
+from kubechat.stores.sqlite import history
+from kubechat.stores.sqlite.history import SQLiteHistoryStore
 
 
 class FakeClock:

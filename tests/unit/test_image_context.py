@@ -1,4 +1,4 @@
-"""Tests of kubechat.api.vision: which model sees an image, and how a text-only model is told."""
+"""Tests of kubechat.images.vision: which model sees an image, and how a text-only model is told."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from kubechat.api.catalog import DEFAULT_CHAT_TEMPLATE, CatalogEntry, ModelCatalog, WhitespaceCounter
-from kubechat.api.errors import DecompressionBombError, ImageTooLargeError, InvalidRequestError
-from kubechat.api.events import ImageDescription
-from kubechat.api.vision import (
+from kubechat.catalog import DEFAULT_CHAT_TEMPLATE, CatalogEntry, ModelCatalog, WhitespaceCounter
+from kubechat.core.errors import DecompressionBombError, ImageTooLargeError, InvalidRequestError
+from kubechat.core.resources import parse_chat_model
+from kubechat.images.processing import ImageLimits
+from kubechat.images.service import ImageRecord
+from kubechat.images.vision import (
     Attachment,
+    ImageDescription,
     VisionService,
     find_vision_model,
     inline_attachment,
     with_images,
 )
-from kubechat.images.processing import ImageLimits
-from kubechat.images.service import ImageRecord
-from kubechat.resources import parse_chat_model
 
 LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=4_000_000, max_side=512)
 

@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 from PIL import Image, ImageCms, ImageFile, PngImagePlugin
 
-from kubechat.api.errors import (
+from kubechat.api.errors import http_status
+from kubechat.api.settings import Settings
+from kubechat.core.errors import (
     CorruptImageError,
     DecompressionBombError,
     ImageTooLargeError,
     KubechatError,
     UnsupportedImageError,
 )
-from kubechat.api.settings import Settings
 from kubechat.images.processing import DEFAULT_IMAGE_LIMITS, ImageLimits, PreparedImage, prepare_image
 
 LIMITS = ImageLimits(max_bytes=2 * 1024 * 1024, max_pixels=4_000_000, max_side=512, thumbnail_side=64)
@@ -325,7 +326,11 @@ def test_too_many_bytes_are_refused_before_parsing(monkeypatch: pytest.MonkeyPat
 
     error = refused(data, ImageLimits(max_bytes=len(data) - 1, max_pixels=10**6, max_side=512))
 
-    assert isinstance(error, ImageTooLargeError) and error.status == 413 and error.code == "image_too_large"
+    assert (
+        isinstance(error, ImageTooLargeError)
+        and http_status(error) == 413
+        and error.code == "image_too_large"
+    )
     assert str(len(data) - 1) in error.message
 
 
@@ -352,7 +357,7 @@ def test_decompression_bombs_are_refused_without_decoding(
     error = refused(data)
 
     assert isinstance(error, DecompressionBombError)
-    assert (error.status, error.code) == (413, "decompression_bomb")
+    assert (http_status(error), error.code) == (413, "decompression_bomb")
     assert str(LIMITS.max_pixels) in error.message
 
 
@@ -387,7 +392,7 @@ def test_truncated_images_are_refused(pillow_format: str, fraction: float) -> No
     error = refused(cut(fraction)(data))
 
     assert isinstance(error, CorruptImageError), error
-    assert (error.status, error.code) == (400, "corrupt_image")
+    assert (http_status(error), error.code) == (400, "corrupt_image")
 
 
 @pytest.mark.parametrize(
@@ -431,7 +436,7 @@ def test_empty_file_is_refused() -> None:
 def test_other_types_are_unsupported(data: bytes) -> None:
     error = refused(data)
     assert isinstance(error, UnsupportedImageError), error
-    assert (error.status, error.code) == (415, "unsupported_media_type")
+    assert (http_status(error), error.code) == (415, "unsupported_media_type")
     assert "PNG, JPEG, WebP or GIF" in error.message
 
 

@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from kubechat.resources import KnowledgeBase, ResourceError, load_knowledge_bases_from_dir, parse_resource
+from kubechat.core.resources import (
+    KnowledgeBase,
+    ResourceError,
+    load_knowledge_bases_from_dir,
+    parse_resource,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,15 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kubechat.model_repository import (
-    ENGINE_DIR,
-    REPOSITORY_DIR,
-    SOURCE_PVC_DIR,
-    TOKENIZER_DIR,
-    WEIGHTS_DIR,
-    parse_model_config,
-    tensorrtllm_names,
-)
+from kubechat.core.resources import ChatModel, load_chat_models, parse_chat_model
 from kubechat.operator.manifests import (
     BUILD_SCRIPT_KEY,
     CHAT_MODEL_KEY,
@@ -48,7 +40,15 @@ from kubechat.operator.manifests import (
     triton_command,
 )
 from kubechat.operator.settings import OperatorSettings
-from kubechat.resources import ChatModel, load_chat_models, parse_chat_model
+from kubechat.triton.repository import (
+    ENGINE_DIR,
+    REPOSITORY_DIR,
+    SOURCE_PVC_DIR,
+    TOKENIZER_DIR,
+    WEIGHTS_DIR,
+    parse_model_config,
+    tensorrtllm_names,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSION = "1.33"

@@ -1,4 +1,4 @@
-"""Tests of ChatModel parsing (kubechat.resources) and Triton repository rendering."""
+"""Tests of ChatModel parsing (kubechat.core.resources) and Triton repository rendering."""
 
 from __future__ import annotations
 
@@ -8,8 +8,18 @@ from typing import Any
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from kubechat import triton_contract as contract
-from kubechat.model_repository import (
+from kubechat.core.resources import (
+    Backend,
+    Capability,
+    ChatModel,
+    ResourceError,
+    ToolCallFormat,
+    load_chat_models,
+    load_chat_models_from_dir,
+    parse_chat_model,
+)
+from kubechat.triton import contract
+from kubechat.triton.repository import (
     ENGINE_DIR,
     MAX_IMAGE_PIXELS,
     MODEL_CODE_ROOT,
@@ -25,16 +35,6 @@ from kubechat.model_repository import (
     render_tensorrtllm_models,
     tensorrtllm_names,
     write_model_repository,
-)
-from kubechat.resources import (
-    Backend,
-    Capability,
-    ChatModel,
-    ResourceError,
-    ToolCallFormat,
-    load_chat_models,
-    load_chat_models_from_dir,
-    parse_chat_model,
 )
 
 EXAMPLE_MODELS = Path(__file__).resolve().parents[2] / "examples" / "models"

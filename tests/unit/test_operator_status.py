@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from kubechat.core.resources import Phase
 from kubechat.operator.kube import contains, merge_patch
 from kubechat.operator.status import chat_model_conditions, condition, merge_conditions
-from kubechat.resources import Phase
 
 
 def deployment(wanted: int = 2, generation: int = 3, **status: Any) -> dict[str, Any]:

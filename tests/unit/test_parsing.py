@@ -1,4 +1,4 @@
-"""Tests of kubechat.rag.parsing: format detection and text extraction from real files."""
+"""Tests of kubechat.knowledge.parsing: format detection and text extraction from real files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from docx.enum.text import WD_BREAK
 from reportlab.pdfgen import canvas
 
-from kubechat.rag.parsing import (
+from kubechat.knowledge.parsing import (
     CONTENT_TYPES,
     EXTENSIONS,
     CorruptDocumentError,

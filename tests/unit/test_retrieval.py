@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kubechat.rag.retrieval import citations, reciprocal_rank_fusion, snippet, sources_prompt
-from kubechat.rag.stores import ChunkRecord, RankedChunk
+from kubechat.knowledge.retrieval import citations, reciprocal_rank_fusion, snippet, sources_prompt
+from kubechat.stores.chunks import ChunkRecord, RankedChunk
 
 
 def ranked(*ids: str) -> list[RankedChunk]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from kubechat.embedded.artifacts import export_gguf_tokenizer
 from kubechat.engines.text_stream import IncrementalDetokenizer, StopSequenceFilter
+from kubechat.triton.artifacts import export_gguf_tokenizer
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

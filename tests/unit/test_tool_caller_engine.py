@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kubechat.api.catalog import DEFAULT_CHAT_TEMPLATE, CatalogEntry, ChatTurn, WhitespaceCounter
+from kubechat.catalog import DEFAULT_CHAT_TEMPLATE, CatalogEntry, ChatTurn, WhitespaceCounter
+from kubechat.core.resources import ToolCallFormat, load_chat_models
 from kubechat.engines.generation import GenerationRequest
 from kubechat.engines.tool_caller import (
     DELTA_SIZES,
@@ -22,7 +23,6 @@ from kubechat.engines.tool_caller import (
     deltas,
     offered_tools,
 )
-from kubechat.resources import ToolCallFormat, load_chat_models
 from kubechat.tools.formats import (
     ParsedOutput,
     ToolCallParser,
@@ -42,7 +42,7 @@ TOOLS = [ADD, ECHO, NOW]
 
 
 def entry(fmt: ToolCallFormat) -> CatalogEntry:
-    """The example model's catalog entry, as kubechat.api.catalog builds it without a tokenizer."""
+    """The example model's catalog entry, as kubechat.catalog builds it without a tokenizer."""
     (model,) = load_chat_models([EXAMPLE])
     tools = model.spec.tools.model_copy(update={"format": fmt})
     model = model.model_copy(update={"spec": model.spec.model_copy(update={"tools": tools})})

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from kubechat.api.catalog import DEFAULT_CHAT_TEMPLATE
-from kubechat.resources import ToolCallFormat
+from kubechat.catalog import DEFAULT_CHAT_TEMPLATE
+from kubechat.core.resources import ToolCallFormat
 from kubechat.tools.formats import (
     LLAMA3_TOOLS_PREAMBLE,
     PYTHON_TAG,
@@ -142,7 +142,7 @@ def test_written_calls_parse_back(fmt: ToolCallFormat) -> None:
 
 
 def render(messages: list[dict[str, str]]) -> str:
-    """kubechat's default template (ChatML), configured as kubechat.api.catalog configures it."""
+    """kubechat's default template (ChatML), configured as kubechat.catalog configures it."""
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     return env.from_string(DEFAULT_CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=True)
 

@@ -1,4 +1,4 @@
-"""Tests of kubechat.api.triton.TritonRouter: which endpoint a model's calls go to, and the
+"""Tests of kubechat.triton.client.TritonRouter: which endpoint a model's calls go to, and the
 lifecycle of the one client per endpoint.
 
 The router is given a recording stand-in for TritonGateway (the calls it forwards are what is
@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from kubechat.api.errors import ModelUnavailableError
-from kubechat.api.triton import SamplingParams, TritonGateway, TritonRouter
+from kubechat.core.errors import ModelUnavailableError
+from kubechat.triton.client import SamplingParams, TritonGateway, TritonRouter
 
 PARAMS = SamplingParams(max_tokens=4)
 

@@ -11,12 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from kubechat.api.chat import TurnControl
 from kubechat.api.dependencies import Services, ServicesDep, authenticate
-from kubechat.api.errors import (
-    BusyError,
-    InvalidRequestError,
-    KubechatError,
-    MessageTooLargeError,
-)
+from kubechat.api.errors import error_body, http_status
 from kubechat.api.events import (
     ClientMessage,
     ErrorEvent,
@@ -28,7 +23,8 @@ from kubechat.api.events import (
     StopRequest,
     UserMessage,
 )
-from kubechat.api.history import MessageStatus
+from kubechat.core.errors import BusyError, InvalidRequestError, KubechatError, MessageTooLargeError
+from kubechat.stores.history import MessageStatus
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
@@ -68,7 +64,7 @@ class ChatConnection:
             session = await self.services.store.get_session(self.principal, self.session_id)
         except KubechatError as exc:
             await self.send_error(exc)
-            code = CLOSE_UNAUTHENTICATED if exc.status == 401 else CLOSE_NOT_FOUND
+            code = CLOSE_UNAUTHENTICATED if http_status(exc) == 401 else CLOSE_NOT_FOUND
             await self.ws.close(code=code, reason=exc.code)
             return
         recent = await self.services.store.recent_messages(
@@ -145,4 +141,4 @@ class ChatConnection:
 
     async def send_error(self, exc: KubechatError) -> None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            await self.send(ErrorEvent(error=exc.body()).model_dump_json())
+            await self.send(ErrorEvent(error=error_body(exc)).model_dump_json())

@@ -8,7 +8,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
-from kubechat.api.errors import ImageTooLargeError, InvalidRequestError, LengthRequiredError
+from kubechat.core.errors import ImageTooLargeError, InvalidRequestError, LengthRequiredError
 from kubechat.images.service import ImageRecord
 
 router = APIRouter(prefix="/images", tags=["images"])

@@ -10,11 +10,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
-from kubechat.api.errors import DocumentTooLargeError, InvalidRequestError, LengthRequiredError
-from kubechat.rag.documents import Document, DocumentStatus
-from kubechat.rag.retrieval import Citation
-from kubechat.rag.service import Upload
-from kubechat.resources import KnowledgeBase
+from kubechat.core.errors import DocumentTooLargeError, InvalidRequestError, LengthRequiredError
+from kubechat.core.resources import KnowledgeBase
+from kubechat.knowledge.retrieval import Citation
+from kubechat.knowledge.service import Upload
+from kubechat.stores.documents import Document, DocumentStatus
 
 router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"])
 

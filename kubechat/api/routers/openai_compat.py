@@ -16,17 +16,18 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubechat.api.catalog import CatalogEntry, ChatTurn
 from kubechat.api.chat import cited_prompt, sampling_params, tool_system_turns
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
-from kubechat.api.errors import InvalidRequestError, KubechatError
+from kubechat.api.errors import error_body
 from kubechat.api.events import GenerationOptions
-from kubechat.api.triton import SamplingParams
-from kubechat.api.vision import IMAGE_URL_PREFIX, Attachment, inline_attachment, with_images
-from kubechat.rag.retrieval import Citation
-from kubechat.resources import Capability, ToolCallFormat
+from kubechat.catalog import CatalogEntry, ChatTurn
+from kubechat.core.errors import InvalidRequestError, KubechatError
+from kubechat.core.resources import Capability, ToolCallFormat
+from kubechat.images.vision import IMAGE_URL_PREFIX, Attachment, inline_attachment, with_images
+from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.formats import ToolCallParser, assistant_tool_call_text, tool_results_turn
 from kubechat.tools.types import MalformedToolCall, ToolCall, ToolSpec
+from kubechat.triton.client import SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -369,7 +370,7 @@ async def _stream(
                 yield chunk({"content": item})
     except KubechatError as exc:
         # Headers are gone already: report in-band, in the shape OpenAI clients raise on.
-        yield f"data: {json.dumps({'error': exc.body().model_dump()})}\n\n"
+        yield f"data: {json.dumps({'error': error_body(exc).model_dump()})}\n\n"
         yield "data: [DONE]\n\n"
         return
     completion_tokens = entry.counter.count("".join(pieces))

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from kubechat.rag.stores import ChunkRecord, EmbeddingMismatchError, RankedChunk, StoreError, Vector
-from kubechat.resources import KnowledgeBase, Similarity
-from kubechat.sqlite import SQLiteDatabase
+from kubechat.core.resources import KnowledgeBase, Similarity
+from kubechat.stores.chunks import ChunkRecord, RankedChunk, Vector
+from kubechat.stores.errors import EmbeddingMismatchError, StoreError
+from kubechat.stores.sqlite.database import SQLiteDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS indices (

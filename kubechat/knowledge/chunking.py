@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
-from kubechat.rag.parsing import Section
+from kubechat.knowledge.parsing import Section
 
 # Long texts are encoded in pieces of about this many characters, cut at whitespace: one
 # huge encode call is several times slower than a batch of pieces (which also runs in

@@ -1,4 +1,4 @@
-"""Chat history: sessions and messages, scoped per principal, behind a small store interface."""
+"""Embedded chat history: sessions and messages in one SQLite file."""
 
 from __future__ import annotations
 
@@ -6,125 +6,13 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
-from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
-from kubechat.sqlite import SQLiteDatabase
-
-
-class MessageStatus(StrEnum):
-    COMPLETE = "complete"
-    STREAMING = "streaming"  # being generated; checkpointed while it streams
-    STOPPED = "stopped"  # the user pressed stop: partial answer kept
-    INTERRUPTED = "interrupted"  # the client or the API went away mid-answer: partial kept
-    FAILED = "failed"  # a dependency failed mid-answer: partial kept, error_code set
-
-
-@dataclass(frozen=True)
-class Session:
-    id: str
-    principal: str
-    title: str
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class Message:
-    id: str
-    session_id: str
-    seq: int
-    role: str
-    content: str
-    status: MessageStatus
-    model: str
-    created_at: float
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error_code: str = ""
-    # The citations an answer was given (knowledge bases), as sent in its `sources` event.
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    # A user message's attached images: id, name and, once described, what the model was told.
-    images: list[dict[str, Any]] = field(default_factory=list)
-    # An answer's tool calls and their results, as sent in its tool_call/tool_result events.
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_cursor: str | None
-
-
-class HistoryStore(Protocol):
-    async def create_session(self, principal: str, title: str) -> Session: ...
-    async def get_session(self, principal: str, session_id: str) -> Session: ...
-    async def list_sessions(self, principal: str, limit: int, cursor: str | None) -> Page[Session]: ...
-    async def rename_session(self, principal: str, session_id: str, title: str) -> Session: ...
-    async def delete_session(self, principal: str, session_id: str) -> None: ...
-    async def add_message(
-        self,
-        principal: str,
-        session_id: str,
-        role: str,
-        content: str,
-        *,
-        model: str = "",
-        status: MessageStatus = MessageStatus.COMPLETE,
-        prompt_tokens: int = 0,
-    ) -> Message: ...
-    async def start_exchange(
-        self,
-        principal: str,
-        session_id: str,
-        content: str,
-        *,
-        model: str,
-        prompt_tokens: int,
-        sources: Sequence[Mapping[str, Any]] = (),
-        images: Sequence[Mapping[str, Any]] = (),
-    ) -> tuple[Message, Message]:
-        """Store a user message (with its attached images) and its (empty, streaming) answer in
-        one transaction."""
-        ...
-
-    async def update_message(
-        self,
-        message_id: str,
-        content: str,
-        status: MessageStatus,
-        *,
-        completion_tokens: int = 0,
-        error_code: str = "",
-    ) -> None: ...
-    async def set_context(
-        self, message_id: str, prompt_tokens: int, sources: Sequence[Mapping[str, Any]]
-    ) -> None:
-        """Record what an answer is based on, once retrieval has found it."""
-        ...
-
-    async def set_images(self, message_id: str, images: Sequence[Mapping[str, Any]]) -> None:
-        """Record a user message's images once they are described."""
-        ...
-
-    async def set_tool_calls(self, message_id: str, calls: Sequence[Mapping[str, Any]]) -> None:
-        """Record the tool calls an answer made so far, with their results."""
-        ...
-
-    async def list_messages(
-        self, principal: str, session_id: str, limit: int, cursor: str | None
-    ) -> Page[Message]: ...
-    async def recent_messages(self, principal: str, session_id: str, limit: int) -> list[Message]: ...
-    async def ping(self) -> None: ...
-    async def close(self) -> None: ...
-
+from kubechat.core.errors import SessionNotFoundError
+from kubechat.core.pagination import Page, parse_seq_cursor, parse_time_cursor, seq_cursor, time_cursor
+from kubechat.stores.history import Message, MessageStatus, Session
+from kubechat.stores.sqlite.database import SQLiteDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -169,23 +57,8 @@ def _message(row: tuple[Any, ...]) -> Message:
     )  # fmt: skip
 
 
-def _parse_session_cursor(cursor: str) -> tuple[float, str]:
-    updated, _, last_id = cursor.partition(":")
-    try:
-        return float(updated), last_id
-    except ValueError:
-        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
-
-
-def _parse_message_cursor(cursor: str) -> int:
-    try:
-        return int(cursor)
-    except ValueError:
-        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
-
-
 class SQLiteHistoryStore:
-    """Embedded history: one SQLite file, one row per message (see kubechat.sqlite)."""
+    """Embedded history: one SQLite file, one row per message (see kubechat.stores.sqlite.database)."""
 
     def __init__(self, database: SQLiteDatabase) -> None:
         self._database = database
@@ -248,7 +121,7 @@ class SQLiteHistoryStore:
         query = "SELECT id, principal, title, created_at, updated_at FROM sessions WHERE principal = ?"
         args: list[object] = [principal]
         if cursor:
-            updated, last_id = _parse_session_cursor(cursor)
+            updated, last_id = parse_time_cursor(cursor)
             query += " AND (updated_at < ? OR (updated_at = ? AND id > ?))"
             args += [updated, updated, last_id]
         query += " ORDER BY updated_at DESC, id LIMIT ?"
@@ -257,7 +130,7 @@ class SQLiteHistoryStore:
         sessions = [Session(*row) for row in rows]
         more = len(sessions) > limit and limit > 0
         sessions = sessions[:limit]
-        next_cursor = f"{sessions[-1].updated_at!r}:{sessions[-1].id}" if more else None
+        next_cursor = time_cursor(sessions[-1].updated_at, sessions[-1].id) if more else None
         return Page(sessions, next_cursor)
 
     async def rename_session(self, principal: str, session_id: str, title: str) -> Session:
@@ -397,7 +270,7 @@ class SQLiteHistoryStore:
     async def list_messages(
         self, principal: str, session_id: str, limit: int, cursor: str | None
     ) -> Page[Message]:
-        after = _parse_message_cursor(cursor) if cursor else 0
+        after = parse_seq_cursor(cursor) if cursor else 0
 
         def select() -> list[Message]:
             self._get_session(principal, session_id)
@@ -411,7 +284,7 @@ class SQLiteHistoryStore:
         messages = await self._run(select)
         more = len(messages) > limit and limit > 0
         messages = messages[:limit]
-        return Page(messages, str(messages[-1].seq) if more else None)
+        return Page(messages, seq_cursor(messages[-1].seq) if more else None)
 
     async def recent_messages(self, principal: str, session_id: str, limit: int) -> list[Message]:
         def select() -> list[Message]:

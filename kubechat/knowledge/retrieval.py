@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubechat.rag.stores import ChunkRecord, RankedChunk
+from kubechat.stores.chunks import ChunkRecord, RankedChunk
 
 RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's default rank_constant
 SNIPPET_CHARS = 240

@@ -18,13 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubechat.api.catalog import CatalogEntry, ModelCatalog
-from kubechat.api.errors import ImageTooLargeError, InvalidRequestError, ModelNotFoundError
-from kubechat.api.events import ImageDescription
-from kubechat.api.triton import TritonInference
+from pydantic import BaseModel, Field
+
+from kubechat.catalog import CatalogEntry, ModelCatalog
+from kubechat.core.errors import ImageTooLargeError, InvalidRequestError, ModelNotFoundError
+from kubechat.core.resources import Capability
 from kubechat.images.processing import ImageLimits, prepare_image
 from kubechat.images.service import ImageRecord, ImageService
-from kubechat.resources import Capability
+from kubechat.triton.client import TritonInference
 
 # How OpenAI-style messages name an uploaded image: {"type": "image_url", "image_url": {"url": ...}}.
 IMAGE_URL_PREFIX = "kubechat://images/"
@@ -32,6 +33,16 @@ IMAGE_URL_PREFIX = "kubechat://images/"
 MAX_DESCRIPTION_CHARS = 4000
 # What a vision model is asked when it describes an image for knowledge-base ingestion.
 TRANSCRIBE_PROMPT = "Describe this image and transcribe all of the text in it."
+
+
+class ImageDescription(BaseModel):
+    """An image attached to a user message, and what a text-only model was told about it."""
+
+    id: str
+    name: str
+    description: str = Field(
+        default="", description="The vision model's description given to a text-only chat model."
+    )
 
 
 @dataclass(frozen=True)

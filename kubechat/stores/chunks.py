@@ -1,13 +1,10 @@
-"""The store interfaces of knowledge bases, shared by the embedded and the cluster implementations.
+"""The chunk store interface: chunks of documents with their vectors, searched two ways.
 
-Two implementations of each pass one conformance suite (tests/conformance/):
+Embedded: SQLite (FTS5 + vectors); cluster: Elasticsearch, one index per knowledge-base
+generation behind an alias. Both pass one conformance suite (tests/conformance/).
 
-* ObjectStore: original document bytes. Embedded: files on disk; cluster: MinIO (S3).
-* ChunkStore: chunks with their vectors and text. Embedded: SQLite (FTS5 + vectors);
-  cluster: Elasticsearch, one index per knowledge base generation behind an alias.
-
-Hybrid retrieval asks the chunk store for two ranked lists (kNN and BM25) and fuses them in
-the API with reciprocal-rank fusion (kubechat.rag.retrieval), so both stores rank alike and
+Hybrid retrieval asks the chunk store for two ranked lists (kNN and BM25) and fuses them
+with reciprocal-rank fusion (kubechat.knowledge.retrieval), so both stores rank alike and
 Elasticsearch's basic licence suffices.
 """
 
@@ -20,50 +17,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from kubechat.resources import KnowledgeBase
+from kubechat.core.resources import KnowledgeBase
 
 Vector = npt.NDArray[np.float32]
-
-
-class StoreError(Exception):
-    """A store failed in a way a retry will not fix."""
-
-
-class StoreUnavailableError(StoreError):
-    """The backing service cannot be reached or is overloaded (retry later)."""
-
-
-class EmbeddingMismatchError(StoreError):
-    """An index was built with another embedding model or vector size than the KnowledgeBase names."""
-
-
-class ObjectNotFoundError(StoreError):
-    pass
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
-    sha256: str
-
-
-class ObjectStore(Protocol):
-    """Blobs by key. `put` returns only once the bytes are durable (fsync / S3 200)."""
-
-    async def put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str]) -> ObjectInfo: ...
-
-    async def get(self, key: str) -> bytes: ...
-
-    async def exists(self, key: str) -> bool: ...
-
-    async def delete(self, key: str) -> None:
-        """Idempotent: deleting a missing key is not an error."""
-        ...
-
-    async def list_keys(self, prefix: str) -> list[str]: ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

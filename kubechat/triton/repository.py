@@ -14,8 +14,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from kubechat import triton_contract as contract
-from kubechat.resources import Backend, ChatModel, ModelSource
+from kubechat.core.resources import Backend, ChatModel, ModelSource
+from kubechat.triton import contract
 
 
 class RenderError(ValueError):
@@ -24,7 +24,7 @@ class RenderError(ValueError):
 
 @dataclass(frozen=True)
 class ModelArtifacts:
-    """Where a model's prepared files live on the Triton host (see kubechat.embedded.artifacts)."""
+    """Where a model's prepared files live on the Triton host (see kubechat.triton.artifacts)."""
 
     checkpoint_dir: str = ""
     checkpoint_file: str = ""  # a single-file checkpoint inside checkpoint_dir (GGUF)
@@ -41,7 +41,7 @@ class RenderedModel:
 
 
 # model-repo/ holds the python-backend model code, one folder per backend.
-MODEL_CODE_ROOT = Path(__file__).resolve().parent.parent / "model-repo"
+MODEL_CODE_ROOT = Path(__file__).resolve().parents[2] / "model-repo"
 _PYTHON_MODEL_CODE = {
     Backend.TRANSFORMERS: "transformers_llm",
     Backend.SENTENCE_TRANSFORMERS: "sentence_embedder",

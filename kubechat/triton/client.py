@@ -22,8 +22,8 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from kubechat import triton_contract as contract
-from kubechat.api.errors import ModelUnavailableError
+from kubechat.core.errors import ModelUnavailableError
+from kubechat.triton import contract
 
 logger = logging.getLogger(__name__)
 

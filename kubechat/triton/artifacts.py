@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kubechat.model_repository import ModelArtifacts
-from kubechat.resources import Backend, ChatModel, ResourceError
+from kubechat.core.resources import Backend, ChatModel, ResourceError
+from kubechat.triton.repository import ModelArtifacts
 
 logger = logging.getLogger(__name__)
 

@@ -25,10 +25,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kubechat import __version__
 from kubechat.api.dependencies import Services, authenticate
-from kubechat.api.errors import DocumentNotFoundError, ErrorBody, KubechatError, StorageUnavailableError
-from kubechat.api.vision import TRANSCRIBE_PROMPT
-from kubechat.rag.retrieval import Citation
-from kubechat.rag.stores import StoreError
+from kubechat.api.errors import ErrorBody, error_response
+from kubechat.core.errors import DocumentNotFoundError, KubechatError, StorageUnavailableError
+from kubechat.images.vision import TRANSCRIBE_PROMPT
+from kubechat.knowledge.retrieval import Citation
+from kubechat.stores.errors import StoreError
 
 PRINCIPAL_STATE = "kubechat_principal"  # the key of the principal in the request's ASGI state
 INSTRUCTIONS = (
@@ -169,11 +170,7 @@ class _Authenticated:
             try:
                 principal = authenticate(HTTPConnection(scope), self.services())
             except KubechatError as exc:
-                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-                response = JSONResponse(
-                    {"error": exc.body().model_dump()}, status_code=exc.status, headers=headers
-                )
-                await response(scope, receive, send)
+                await error_response(exc)(scope, receive, send)
                 return
             if scope["method"] == "GET":
                 # Stateless: there is no stream of server-initiated messages to open (the spec's

@@ -34,7 +34,7 @@ Choices worth knowing:
   refresh are not held up. `requeue` runs `_update_by_query` with `refresh=true` (it has no
   `wait_for`). Staged documents and markers are only ever read by real-time GET and are
   written without a refresh.
-* Errors and retries are kubechat.rag.elasticsearch_client's: a request
+* Errors and retries are kubechat.stores.elasticsearch.client's: a request
   failing with 429/502/503/504, a timeout or a lost connection is retried with back-off and
   then is StoreUnavailableError; anything else is StoreError.
 * A missing index is an error, not an empty catalog: `open_catalog` creates it. A write to
@@ -53,12 +53,12 @@ from typing import Any, Final, TypeVar
 
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.api.errors import DocumentNotFoundError, InvalidRequestError
-from kubechat.api.history import Page
-from kubechat.rag.documents import PENDING, PROGRESS_FIELDS, Document, DocumentStatus
-from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS
-from kubechat.rag.elasticsearch_entries import EntryIndex, open_entry_index
-from kubechat.rag.stores import StoreError, StoreUnavailableError
+from kubechat.core.errors import DocumentNotFoundError, InvalidRequestError
+from kubechat.core.pagination import Page
+from kubechat.stores.documents import PENDING, PROGRESS_FIELDS, Document, DocumentStatus
+from kubechat.stores.elasticsearch.client import TRANSIENT_STATUS
+from kubechat.stores.elasticsearch.entries import EntryIndex, open_entry_index
+from kubechat.stores.errors import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -482,7 +482,7 @@ async def open_catalog(
     backoff_s: float = 0.5,
 ) -> ElasticsearchDocumentCatalog:
     """A catalog on a new client of the cluster at `url`, its index created if missing
-    (credentials: kubechat.rag.elasticsearch_entries.open_entry_index)."""
+    (credentials: kubechat.stores.elasticsearch.entries.open_entry_index)."""
     return await open_entry_index(
         lambda client: ElasticsearchDocumentCatalog(
             client, index, max_retries=max_retries, backoff_s=backoff_s

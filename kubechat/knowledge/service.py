@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
-from kubechat.api.catalog import ModelCatalog
-from kubechat.api.errors import (
+from kubechat.catalog import ModelCatalog
+from kubechat.core.errors import (
     DecompressionBombError,
     DocumentTooLargeError,
     EmptyDocumentError,
@@ -41,26 +41,22 @@ from kubechat.api.errors import (
     StorageUnavailableError,
     UnsupportedDocumentTypeError,
 )
-from kubechat.api.triton import TritonInference
-from kubechat.api.vision import TRANSCRIBE_PROMPT, find_vision_model
+from kubechat.core.resources import Capability, KnowledgeBase
 from kubechat.images.processing import DEFAULT_IMAGE_LIMITS, ImageLimits, prepare_image
-from kubechat.rag import parsing
-from kubechat.rag.chunking import TextChunk, chunk_sections
-from kubechat.rag.documents import PENDING, Document, DocumentCatalog, DocumentStatus
-from kubechat.rag.objects import check_key
-from kubechat.rag.retrieval import Citation, citations, reciprocal_rank_fusion
-from kubechat.rag.stores import (
-    ChunkRecord,
-    ChunkStore,
+from kubechat.images.vision import TRANSCRIBE_PROMPT, find_vision_model
+from kubechat.knowledge import parsing
+from kubechat.knowledge.chunking import TextChunk, chunk_sections
+from kubechat.knowledge.retrieval import Citation, citations, reciprocal_rank_fusion
+from kubechat.stores.chunks import ChunkRecord, ChunkStore, RankedChunk, Vector
+from kubechat.stores.documents import PENDING, Document, DocumentCatalog, DocumentStatus
+from kubechat.stores.errors import (
     EmbeddingMismatchError,
     ObjectNotFoundError,
-    ObjectStore,
-    RankedChunk,
     StoreError,
     StoreUnavailableError,
-    Vector,
 )
-from kubechat.resources import Capability, KnowledgeBase
+from kubechat.stores.objects import ObjectStore, check_key
+from kubechat.triton.client import TritonInference
 
 logger = logging.getLogger(__name__)
 

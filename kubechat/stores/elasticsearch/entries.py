@@ -16,7 +16,7 @@ from typing import Any, Final, TypeVar
 
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.rag.elasticsearch_client import RequestFailed, RetryPolicy, new_client
+from kubechat.stores.elasticsearch.client import RequestFailed, RetryPolicy, new_client
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -172,7 +172,7 @@ async def open_entry_index(
 ) -> E:
     """`store` on a new client of the cluster at `url`, its index created if missing.
 
-    Credentials follow kubechat.rag.elasticsearch_client.new_client (empty strings count as not
+    Credentials follow kubechat.stores.elasticsearch.client.new_client (empty strings count as not
     given; an API key or a username and password). `replicas` None keeps the cluster default.
     """
     client = new_client(

@@ -11,7 +11,7 @@ Choices worth knowing:
   caller passes `visible=False`; ingestion does so for a document's batches and then calls
   `make_visible` (one refresh per document), so an `indexed` document is searchable.
   `delete_document` refreshes (delete-by-query has no `wait_for`).
-* Retries: kubechat.rag.elasticsearch_client's policy (the transport's own are switched off).
+* Retries: kubechat.stores.elasticsearch.client's policy (the transport's own are switched off).
   A whole request that fails with 429/502/503/504, a timeout or a lost connection is
   retried with exponential back-off, and so are bulk items rejected with 429/503; when the
   retries run out the error is StoreUnavailableError. Any other failure is StoreError.
@@ -36,7 +36,9 @@ import numpy as np
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.exceptions import ApiError, TransportError
 
-from kubechat.rag.elasticsearch_client import (
+from kubechat.core.resources import KnowledgeBase
+from kubechat.stores.chunks import ChunkRecord, RankedChunk, Vector
+from kubechat.stores.elasticsearch.client import (
     TRANSIENT_STATUS,
     RequestFailed,
     RetryPolicy,
@@ -46,15 +48,7 @@ from kubechat.rag.elasticsearch_client import (
     new_client,
     transient,
 )
-from kubechat.rag.stores import (
-    ChunkRecord,
-    EmbeddingMismatchError,
-    RankedChunk,
-    StoreError,
-    StoreUnavailableError,
-    Vector,
-)
-from kubechat.resources import KnowledgeBase
+from kubechat.stores.errors import EmbeddingMismatchError, StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ Choices worth knowing:
   session with a conditional delete; a message added meanwhile makes that delete fail (409)
   and both are run again. A message whose writer reserved its number before the delete but
   wrote it after is left orphaned: no read returns it (every read checks the session first).
-* Errors and retries are kubechat.rag.elasticsearch_client's: 429/502/503/504, timeouts and lost
+* Errors and retries are kubechat.stores.elasticsearch.client's: 429/502/503/504, timeouts and lost
   connections are retried with back-off, then StoreUnavailableError; anything else is
   StoreError. `ping` tries once (it backs `/ready`).
 """
@@ -66,11 +66,12 @@ from typing import Any, Final
 
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.api.errors import InvalidRequestError, SessionNotFoundError
-from kubechat.api.history import Message, MessageStatus, Page, Session
-from kubechat.rag.elasticsearch_client import TRANSIENT_STATUS, RetryPolicy
-from kubechat.rag.elasticsearch_entries import EntryIndex, Stored, open_entry_index
-from kubechat.rag.stores import StoreError, StoreUnavailableError
+from kubechat.core.errors import InvalidRequestError, SessionNotFoundError
+from kubechat.core.pagination import Page
+from kubechat.stores.elasticsearch.client import TRANSIENT_STATUS, RetryPolicy
+from kubechat.stores.elasticsearch.entries import EntryIndex, Stored, open_entry_index
+from kubechat.stores.errors import StoreError, StoreUnavailableError
+from kubechat.stores.history import Message, MessageStatus, Session
 
 logger = logging.getLogger(__name__)
 
@@ -517,7 +518,7 @@ async def open_history(
     backoff_s: float = 0.5,
 ) -> ElasticsearchHistoryStore:
     """A history store on a new client of the cluster at `url`, its index created if missing
-    (credentials: kubechat.rag.elasticsearch_entries.open_entry_index)."""
+    (credentials: kubechat.stores.elasticsearch.entries.open_entry_index)."""
     return await open_entry_index(
         lambda client: ElasticsearchHistoryStore(client, index, max_retries=max_retries, backoff_s=backoff_s),
         url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,

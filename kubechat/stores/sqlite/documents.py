@@ -1,109 +1,20 @@
-"""The document catalog: every uploaded document, its ingestion status and progress.
-
-A document row is written only after its bytes are in the object store, and its status moves
-queued → parsing → embedding → indexed (or failed with a reason). Rows that are not terminal
-when the API starts are ingested again, so an upload acknowledged before a crash is never lost.
-A full re-index of a knowledge base is recorded too (the generation being built) and resumes.
-"""
+"""The embedded document catalog: one durable SQLite file."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
-from enum import StrEnum
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from kubechat.api.errors import DocumentNotFoundError, InvalidRequestError
-from kubechat.api.history import Page
-from kubechat.sqlite import SQLiteDatabase
-
-
-class DocumentStatus(StrEnum):
-    QUEUED = "queued"
-    PARSING = "parsing"
-    EMBEDDING = "embedding"
-    INDEXED = "indexed"
-    FAILED = "failed"
-    DELETING = "deleting"  # a tombstone: its chunks and bytes are being removed, nobody may ingest it
-
-
-PENDING = (DocumentStatus.QUEUED, DocumentStatus.PARSING, DocumentStatus.EMBEDDING)
-
-
-@dataclass(frozen=True)
-class Document:
-    id: str
-    knowledge_base: str
-    name: str
-    format: str
-    content_type: str
-    size: int
-    sha256: str
-    object_key: str
-    uploaded_by: str
-    status: DocumentStatus
-    created_at: float
-    updated_at: float
-    chunks: int = 0
-    chunks_indexed: int = 0
-    pages: int | None = None
-    error_code: str = ""
-    error_message: str = ""
-    indexed_at: float | None = None
-    # Which worker (API process) is ingesting it, until when; expired leases are taken over.
-    lease_owner: str = ""
-    lease_expires: float = 0.0
-    # Bumped by every requeue: an ingestion that started under an older epoch must not write.
-    epoch: int = 0
-
+from kubechat.core.errors import DocumentNotFoundError
+from kubechat.core.pagination import Page, parse_time_cursor, time_cursor
+from kubechat.stores.documents import PENDING, PROGRESS_FIELDS, Document, DocumentStatus
+from kubechat.stores.sqlite.database import SQLiteDatabase
 
 _COLUMNS = [f.name for f in fields(Document)]
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM documents"
 _INSERT = f"INSERT INTO documents ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-
-
-class DocumentCatalog(Protocol):
-    async def add(self, document: Document) -> tuple[Document, bool]:
-        """Insert; if the knowledge base already holds these bytes, return that row and False."""
-        ...
-
-    async def get(self, knowledge_base: str, document_id: str) -> Document: ...
-    async def find(self, document_id: str) -> Document | None: ...
-    async def list_documents(
-        self, knowledge_base: str, limit: int, cursor: str | None, status: DocumentStatus | None = None
-    ) -> Page[Document]: ...
-    async def update(self, document_id: str, status: DocumentStatus, **progress: Any) -> None: ...
-    async def requeue(self, knowledge_base: str, document_ids: list[str] | None = None) -> int:
-        """Mark documents (all of the knowledge base when None) queued again, in a new epoch;
-        returns how many. Documents being deleted are left alone."""
-        ...
-
-    async def claim(self, document_id: str, worker: str, lease_s: float) -> Document | None:
-        """Take a pending document for ingestion, or extend one's own lease.
-
-        Atomic: of several workers (API replicas) claiming at once, one wins. Returns None when
-        the document is not pending or another worker's lease has not expired.
-        """
-        ...
-
-    async def release(self, document_id: str, worker: str) -> None:
-        """Give up one's lease (the document stays as it is, e.g. pending for a retry)."""
-        ...
-
-    async def pending(self) -> list[Document]:
-        """Pending documents nobody holds a live lease on, oldest first."""
-        ...
-
-    async def count_pending(self, knowledge_base: str) -> int: ...
-    async def status_counts(self, knowledge_base: str) -> dict[str, int]: ...
-    async def delete(self, document_id: str) -> None: ...
-    async def set_rebuild(self, knowledge_base: str, index: str | None) -> None:
-        """Record (or clear) the generation a full re-index is filling."""
-        ...
-
-    async def rebuilds(self) -> dict[str, str]: ...
-    async def close(self) -> None: ...
 
 
 _SCHEMA = """
@@ -138,8 +49,6 @@ CREATE TABLE IF NOT EXISTS rebuilds (
     index_name TEXT NOT NULL
 );
 """
-
-PROGRESS_FIELDS = {"chunks", "chunks_indexed", "pages", "error_code", "error_message", "indexed_at"}
 
 
 def _document(row: tuple[Any, ...]) -> Document:
@@ -208,11 +117,8 @@ class SQLiteDocumentCatalog:
             sql += " AND status = ?"
             args.append(status)
         if cursor:
-            created, _, last_id = cursor.partition(":")
-            try:
-                args += [float(created), float(created), last_id]
-            except ValueError:
-                raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
+            created, last_id = parse_time_cursor(cursor)
+            args += [created, created, last_id]
             sql += " AND (created_at > ? OR (created_at = ? AND id > ?))"
         sql += " ORDER BY created_at, id LIMIT ?"
         args.append(limit + 1)
@@ -220,7 +126,7 @@ class SQLiteDocumentCatalog:
         documents = [_document(r) for r in rows]
         more = len(documents) > limit and limit > 0
         documents = documents[:limit]
-        return Page(documents, f"{documents[-1].created_at!r}:{documents[-1].id}" if more else None)
+        return Page(documents, time_cursor(documents[-1].created_at, documents[-1].id) if more else None)
 
     async def update(self, document_id: str, status: DocumentStatus, **progress: Any) -> None:
         unknown = set(progress) - PROGRESS_FIELDS

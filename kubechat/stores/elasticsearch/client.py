@@ -16,7 +16,7 @@ from typing import Any, Final, TypeVar
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.exceptions import ApiError, ConnectionError, ConnectionTimeout, TransportError
 
-from kubechat.rag.stores import StoreError, StoreUnavailableError
+from kubechat.stores.errors import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 

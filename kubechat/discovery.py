@@ -28,10 +28,10 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from kubechat.api.catalog import ModelCatalog, cluster_entry
-from kubechat.api.triton import TritonRouter
-from kubechat.rag.service import KnowledgeService
-from kubechat.resources import GROUP, VERSION, ChatModel, KnowledgeBase, ResourceError, parse_resource
+from kubechat.catalog import ModelCatalog, cluster_entry
+from kubechat.core.resources import GROUP, VERSION, ChatModel, KnowledgeBase, ResourceError, parse_resource
+from kubechat.knowledge.service import KnowledgeService
+from kubechat.triton.client import TritonRouter
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Prompt assembly happens here, in the gateway, because the TensorRT-LLM ensemble 
 tokenizer folder the model is served with, as in vLLM and TGI.
 
 The catalog is loaded once from YAML files (files mode) or kept up to date from the
-Kubernetes API by `kubechat.api.cluster` (cluster mode), which adds, replaces and removes
+Kubernetes API by `kubechat.discovery` (cluster mode), which adds, replaces and removes
 entries while requests use it.
 """
 
@@ -22,9 +22,9 @@ from jinja2 import Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
-from kubechat.api.errors import ModelNotFoundError, ModelUnavailableError
-from kubechat.embedded.artifacts import tokenizer_dir
-from kubechat.resources import Capability, ChatModel, load_chat_models_from_dir
+from kubechat.core.errors import ModelNotFoundError, ModelUnavailableError
+from kubechat.core.resources import Capability, ChatModel, load_chat_models_from_dir
+from kubechat.triton.artifacts import tokenizer_dir
 
 logger = logging.getLogger(__name__)
 

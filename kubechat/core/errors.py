@@ -1,0 +1,125 @@
+"""Domain errors: each has a stable code and no transport in it.
+
+Services raise these; the API maps each class once to an HTTP status and a WebSocket error
+event (kubechat.api.errors). The codes are part of the public contract: clients switch on them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class KubechatError(Exception):
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequestError(KubechatError):
+    code = "invalid_request"
+
+
+class MessageTooLargeError(InvalidRequestError):
+    code = "message_too_large"
+
+
+class UnauthenticatedError(KubechatError):
+    code = "unauthenticated"
+
+
+class ForbiddenError(KubechatError):
+    code = "forbidden"
+
+
+class SessionNotFoundError(KubechatError):
+    code = "session_not_found"
+
+
+class ModelNotFoundError(KubechatError):
+    code = "model_not_found"
+
+
+class BusyError(KubechatError):
+    """The session is already streaming an answer."""
+
+    code = "busy"
+
+
+class ModelUnavailableError(KubechatError):
+    """Triton cannot be reached or failed the request."""
+
+    code = "model_unavailable"
+
+
+class KnowledgeBaseNotFoundError(KubechatError):
+    code = "knowledge_base_not_found"
+
+
+class DocumentNotFoundError(KubechatError):
+    code = "document_not_found"
+
+
+class KnowledgeBaseUnavailableError(KubechatError):
+    """Its index cannot be used, e.g. it was built with another embedding model."""
+
+    code = "knowledge_base_unavailable"
+
+
+class DocumentTooLargeError(KubechatError):
+    code = "document_too_large"
+
+
+class LengthRequiredError(KubechatError):
+    """An upload without a Content-Length: its size could only be bounded after reading it."""
+
+    code = "length_required"
+
+
+class DecompressionBombError(KubechatError):
+    code = "decompression_bomb"
+
+
+class UnsupportedDocumentTypeError(KubechatError):
+    code = "unsupported_media_type"
+
+
+class EmptyDocumentError(KubechatError):
+    code = "empty_document"
+
+
+class StorageUnavailableError(KubechatError):
+    """The object store or the chunk store cannot be reached."""
+
+    code = "storage_unavailable"
+
+
+class UnsupportedImageError(KubechatError):
+    """Not one of the accepted image formats (PNG, JPEG, WebP, GIF)."""
+
+    code = "unsupported_media_type"
+
+
+class ImageTooLargeError(KubechatError):
+    """More bytes than KUBECHAT_MAX_IMAGE_BYTES (too many pixels is a DecompressionBombError)."""
+
+    code = "image_too_large"
+
+
+class CorruptImageError(KubechatError):
+    """An accepted format whose bytes cannot be decoded (truncated, damaged)."""
+
+    code = "corrupt_image"
+
+
+class ImageNotFoundError(KubechatError):
+    """No such image, or another principal's: the two are not told apart."""
+
+    code = "image_not_found"
+
+
+class ToolRoundsExceededError(KubechatError):
+    """The model kept calling tools past its ChatModel's spec.tools.maxRounds."""
+
+    code = "tool_rounds_exceeded"

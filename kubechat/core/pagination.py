@@ -1,0 +1,56 @@
+"""Pages of a listing and the one codec of their cursors.
+
+Cursors are opaque to clients. Two kinds exist, the same in every store so that a cursor reads
+the same whichever store made it: *after a time and an id* (`<epoch seconds>:<id>`, for
+listings ordered by a timestamp with the id breaking ties) and *after a sequence number* (an
+integer, for a session's messages). A cursor that does not parse is an InvalidRequestError.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from kubechat.core.errors import InvalidRequestError
+
+T = TypeVar("T")
+
+# The largest sequence number any store can hold (SQLite's and Elasticsearch's signed 64 bits).
+MAX_SEQ = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def time_cursor(at: float, last_id: str) -> str:
+    return f"{at!r}:{last_id}"
+
+
+def parse_time_cursor(cursor: str) -> tuple[float, str]:
+    """(time, id) of a time cursor."""
+    at, _, last_id = cursor.partition(":")
+    try:
+        value = float(at)
+    except ValueError:
+        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
+    if not math.isfinite(value):
+        raise InvalidRequestError(f"invalid cursor {cursor!r}")
+    return value, last_id
+
+
+def seq_cursor(seq: int) -> str:
+    return str(seq)
+
+
+def parse_seq_cursor(cursor: str) -> int:
+    try:
+        seq = int(cursor)
+    except ValueError:
+        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
+    if not 0 <= seq <= MAX_SEQ:
+        raise InvalidRequestError(f"invalid cursor {cursor!r}")
+    return seq
