@@ -50,11 +50,12 @@ class RankedChunk:
 class ChunkStore(Protocol):
     """Chunks of every knowledge base. Index names are physical (`<alias>-<generation>`)."""
 
-    async def ensure_index(self, kb: KnowledgeBase) -> str:
-        """Create the first generation and the alias if missing; return the active index.
+    async def ensure_index(self, kb: KnowledgeBase, *, create: bool = True) -> str:
+        """Return the active index, creating the first generation and the alias if missing.
 
-        Raises EmbeddingMismatchError when the existing index records another embedding model
-        or vector size than `kb.spec.embedding`.
+        With `create=False` a missing index raises IndexMissingError instead (in a cluster the
+        operator owns creation). Raises EmbeddingMismatchError when the existing index records
+        another embedding model or vector size than `kb.spec.embedding`.
         """
         ...
 

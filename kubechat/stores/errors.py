@@ -15,5 +15,9 @@ class EmbeddingMismatchError(StoreError):
     """An index was built with another embedding model or vector size than the KnowledgeBase names."""
 
 
+class IndexMissingError(StoreError):
+    """A knowledge base's index does not exist (yet): in a cluster the operator creates it."""
+
+
 class ObjectNotFoundError(StoreError):
     pass

@@ -48,7 +48,12 @@ from kubechat.stores.elasticsearch.client import (
     new_client,
     transient,
 )
-from kubechat.stores.errors import EmbeddingMismatchError, StoreError, StoreUnavailableError
+from kubechat.stores.errors import (
+    EmbeddingMismatchError,
+    IndexMissingError,
+    StoreError,
+    StoreUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +149,12 @@ class ElasticsearchChunkStore:
 
     # -- lifecycle of indices ------------------------------------------------------------
 
-    async def ensure_index(self, kb: KnowledgeBase) -> str:
+    async def ensure_index(self, kb: KnowledgeBase, *, create: bool = True) -> str:
         active = await self._active_index(kb)
         if active is not None:
             return active
+        if not create:
+            raise IndexMissingError(f"alias {kb.index_alias} of knowledge base {kb.name} does not exist")
         index = generation_index(kb, 1)
         if not await self._create_index(kb, index, alias=kb.index_alias):
             # Another replica created it first, alias included (one create call does both);

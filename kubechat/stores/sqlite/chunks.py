@@ -23,7 +23,7 @@ import numpy as np
 
 from kubechat.core.resources import KnowledgeBase, Similarity
 from kubechat.stores.chunks import ChunkRecord, RankedChunk, Vector
-from kubechat.stores.errors import EmbeddingMismatchError, StoreError
+from kubechat.stores.errors import EmbeddingMismatchError, IndexMissingError, StoreError
 from kubechat.stores.sqlite.database import SQLiteDatabase
 
 _SCHEMA = """
@@ -135,7 +135,7 @@ class SQLiteChunkStore:
 
     # -- indices --------------------------------------------------------------------------
 
-    async def ensure_index(self, kb: KnowledgeBase) -> str:
+    async def ensure_index(self, kb: KnowledgeBase, *, create: bool = True) -> str:
         def ensure() -> str:
             with self._database.transaction():
                 row = self._db.execute(
@@ -143,6 +143,8 @@ class SQLiteChunkStore:
                     (kb.index_alias,),
                 ).fetchone()
                 if row is None:
+                    if not create:
+                        raise IndexMissingError(f"knowledge base {kb.name} has no index yet")
                     return self._create(kb, 1, active=True)
             name, model, dimensions = row
             embedding = kb.spec.embedding
