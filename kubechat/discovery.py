@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from kubechat.catalog import ModelCatalog, cluster_entry
+from kubechat.core.backoff import Backoff
 from kubechat.core.resources import GROUP, VERSION, ChatModel, KnowledgeBase, ResourceError, parse_resource
 from kubechat.knowledge.service import KnowledgeService
 from kubechat.triton.client import TritonRouter
@@ -149,19 +149,19 @@ class _Informer:
         self.state = InformerState()
 
     async def run(self) -> None:
-        failures = 0
+        # Replicas must not re-list in lock-step.
+        backoff = Backoff(BACKOFF_S, jitter=0.2)
         while True:
             try:
                 version = await self._list()
-                failures = 0
+                backoff.reset()
                 while True:
                     started = time.monotonic()
                     version = await self._watch(version)
                     if time.monotonic() - started >= SHORT_WATCH_S:
-                        failures = 0
+                        backoff.reset()
                     else:  # a server that ends every watch at once must not be hammered
-                        await asyncio.sleep(_backoff(failures))
-                        failures += 1
+                        await asyncio.sleep(backoff.next_delay())
             except asyncio.CancelledError:
                 raise
             except ApiException as exc:
@@ -173,8 +173,7 @@ class _Informer:
             except Exception as exc:
                 self.state.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 logger.warning("%s: list/watch failed (%s); listing again", self.plural, self.state.error)
-            await asyncio.sleep(_backoff(failures))
-            failures += 1
+            await asyncio.sleep(backoff.next_delay())
 
     async def _list(self) -> str:
         """Replace what is known with what the API server lists; return its resourceVersion."""
@@ -306,8 +305,3 @@ def _problems(exc: ResourceError) -> str:
 
 def _deleting(document: dict[str, Any]) -> bool:
     return bool((document.get("metadata") or {}).get("deletionTimestamp"))
-
-
-def _backoff(failures: int) -> float:
-    delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-    return delay * random.uniform(0.8, 1.2)  # replicas must not re-list in lock-step

@@ -24,23 +24,24 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import anyio
+import httpx2
 import mcp.types as types
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators as jsonschema_validators
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.client import Transport
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared._stream_protocols import ReadStream
 from mcp.shared.message import SessionMessage
 
 from kubechat import __version__
+from kubechat.core.backoff import Backoff
 from kubechat.mcp.config import McpServerConfig
 from kubechat.tools.types import ToolResult, ToolSpec
 
@@ -55,7 +56,17 @@ CALL_GRACE_S = 1.0
 STOP_TIMEOUT_S = 15.0  # a stdio child gets 2 s after stdin closes, then SIGTERM, then SIGKILL
 SEPARATOR = "__"
 
-Transport = AbstractAsyncContextManager[tuple[ReadStream[SessionMessage | Exception], Any]]
+# The SDK's own timeouts for an HTTP server (its default client's): a response stream may be
+# held open for minutes, everything else is bounded by 30 s.
+HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
+
+
+class _MessageStream(Protocol):
+    """What kubechat uses of a transport's read stream (the SDK's ReadStream type is private)."""
+
+    async def receive(self) -> SessionMessage | Exception: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ class _EndWatchingStream:
     """A transport's read stream that reports its end: the process exited or the HTTP transport
     gave up. The SDK's session only fails pending requests then; the supervisor must know."""
 
-    def __init__(self, inner: ReadStream[SessionMessage | Exception], ended: Callable[[], None]) -> None:
+    def __init__(self, inner: _MessageStream, ended: Callable[[], None]) -> None:
         self._inner = inner
         self._ended = ended
 
@@ -136,7 +147,7 @@ class _Supervisor:
         self._scope.cancel()
 
     async def run(self) -> None:
-        failures = 0
+        backoff = Backoff(BACKOFF_S)
         with self._scope:
             while True:
                 connected = False
@@ -153,8 +164,9 @@ class _Supervisor:
                 finally:
                     self.session = None
                     self.first_attempt.set()
-                failures = 0 if connected else failures + 1
-                delay = BACKOFF_S[min(max(failures - 1, 0), len(BACKOFF_S) - 1)]
+                if connected:
+                    backoff.reset()
+                delay = backoff.next_delay()
                 logger.info("MCP server %s: connecting again in %g s", self.config.name, delay)
                 await anyio.sleep(delay)
                 self.restarts += 1
@@ -197,11 +209,10 @@ class _Supervisor:
         return self._http_transport(config)
 
     @asynccontextmanager
-    async def _http_transport(
-        self, config: McpServerConfig
-    ) -> AsyncIterator[tuple[ReadStream[SessionMessage | Exception], Any]]:
+    async def _http_transport(self, config: McpServerConfig) -> AsyncIterator[tuple[Any, Any]]:
+        # The SDK documents passing an httpx2 client of our own to set headers.
         async with (
-            create_mcp_http_client(headers=config.headers()) as client,
+            httpx2.AsyncClient(headers=config.headers(), timeout=HTTP_TIMEOUT) as client,
             streamable_http_client(config.url, http_client=client) as (read, write),
         ):
             yield read, write
