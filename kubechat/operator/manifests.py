@@ -59,6 +59,8 @@ METRICS_PORT: Final = 8002
 
 SPEC_HASH_LABEL: Final = "kubechat.io/spec-hash"
 CHAT_MODEL_LABEL: Final = "kubechat.io/chat-model"
+# Every child carries it; the operator watches only children labelled so.
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "kubechat-operator"}
 CONFIG_HASH_ANNOTATION: Final = "kubechat.io/config-hash"
 
 CONFIG_DIR: Final = "/config"  # where the ConfigMap is mounted in init containers
@@ -147,7 +149,7 @@ def pod_labels(model: ChatModel) -> dict[str, str]:
     return {
         **selector_labels(model),
         "app.kubernetes.io/component": "chat-model",
-        "app.kubernetes.io/managed-by": "kubechat-operator",
+        **MANAGED_BY,
     }
 
 
