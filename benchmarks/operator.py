@@ -56,10 +56,10 @@ from kubernetes_asyncio import client, watch
 
 from benchmarks.streaming import ROOT, percentile, write_report
 from kubechat.core.resources import GROUP, VERSION, parse_chat_model
-from kubechat.operator.handlers import Operator
+from kubechat.operator.chat_models import ChatModelReconciler
 from kubechat.operator.kube import Kube
-from kubechat.operator.main import run
 from kubechat.operator.manifests import render_children
+from kubechat.operator.runner import run
 from kubechat.operator.settings import OperatorSettings
 from tests.kube import install_cluster
 
@@ -346,10 +346,10 @@ async def phase(
 async def resync_pass(kmock_: Emulator) -> dict[str, Any]:
     """One drift-correction pass over every model, as the resync loop runs it."""
     api = client.ApiClient(client.Configuration(host=kmock_.url))
-    operator = Operator(OperatorSettings(namespace=NAMESPACE), Kube(api), None)
+    chat_models = ChatModelReconciler(OperatorSettings(namespace=NAMESPACE), Kube(api))
     before = await kmock_.stats()
     started = time.perf_counter()
-    visited = await operator.resync()
+    visited = await chat_models.resync()
     elapsed = time.perf_counter() - started
     await api.close()
     requests = requests_between(before, await kmock_.stats())

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's liveness URL")
     args = parser.parse_args(argv)
     if args.command == "operator":
-        from kubechat.operator.main import main as run_operator
+        from kubechat.operator.runner import main as run_operator
 
         run_operator(args.liveness)
         return

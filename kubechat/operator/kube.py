@@ -20,21 +20,34 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubechat.core.resources import GROUP, VERSION
+from kubechat.operator.crds import PLURALS
 
 MERGE_PATCH = "application/merge-patch+json"
 # What the operator applied last, so that a key it stops rendering can be removed.
 LAST_APPLIED = "kubechat.io/last-applied"
 
-# (apiVersion, kind) -> (API class, method suffix)
-_KINDS: dict[tuple[str, str], tuple[type[Any], str]] = {
-    ("v1", "ConfigMap"): (client.CoreV1Api, "config_map"),
-    ("v1", "Service"): (client.CoreV1Api, "service"),
-    ("apps/v1", "Deployment"): (client.AppsV1Api, "deployment"),
-    ("policy/v1", "PodDisruptionBudget"): (client.PolicyV1Api, "pod_disruption_budget"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): (client.AutoscalingV2Api, "horizontal_pod_autoscaler"),
+# The kinds of a ChatModel's children: (apiVersion, kind) -> (API class, method suffix, plural)
+_KINDS: dict[tuple[str, str], tuple[type[Any], str, str]] = {
+    ("v1", "ConfigMap"): (client.CoreV1Api, "config_map", "configmaps"),
+    ("v1", "Service"): (client.CoreV1Api, "service", "services"),
+    ("apps/v1", "Deployment"): (client.AppsV1Api, "deployment", "deployments"),
+    ("policy/v1", "PodDisruptionBudget"): (
+        client.PolicyV1Api,
+        "pod_disruption_budget",
+        "poddisruptionbudgets",
+    ),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): (
+        client.AutoscalingV2Api,
+        "horizontal_pod_autoscaler",
+        "horizontalpodautoscalers",
+    ),
 }
 
-PLURALS = {"ChatModel": "chatmodels", "KnowledgeBase": "knowledgebases"}
+# The same kinds as (group, version, plural), the way kopf's handlers name what they watch.
+CHILD_RESOURCES = [
+    (api_version.rpartition("/")[0], api_version.rpartition("/")[2], plural)
+    for (api_version, _), (_, _, plural) in _KINDS.items()
+]
 
 
 class Applied(enum.StrEnum):
@@ -118,7 +131,7 @@ class Kube:
         key = (manifest["apiVersion"], manifest["kind"])
         if key not in _KINDS:
             raise ValueError(f"the operator does not manage {key[1]} ({key[0]})")
-        api_class, suffix = _KINDS[key]
+        api_class, suffix, _ = _KINDS[key]
         return api_class(self.api), suffix
 
     def _plain(self, obj: Any) -> dict[str, Any]:

@@ -1,75 +1,111 @@
-"""Run the operator: `kubechat operator` in its pod, or in-process for tests and benchmarks."""
+"""kopf registration: which events of which resources run which reconcile.
+
+Only the decorators live here. Each handler names the kwargs it uses and calls into the
+module of its kind: `chat_models` (ChatModel → Triton children and status) and
+`knowledge_bases` (KnowledgeBase → index, prefix, counts, deletion policy). `runner` opens the
+clients and stores and runs kopf with the registry filled here.
+
+The handlers go into a registry of each run's own rather than kopf's global one: the tests, the
+benchmark and the RBAC check run several operators, each with its own settings (the count
+timer's interval among them), in one process.
+
+kopf's own bookkeeping goes to annotations (`kubechat.io/...`), so status holds only what the
+CRD's status schema declares.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import kopf
-from kubernetes_asyncio import client, config
 
-from kubechat.core.settings import StoreSettings
-from kubechat.operator.handlers import Operator, register
-from kubechat.operator.knowledge import KnowledgeStores
-from kubechat.operator.kube import Kube
-from kubechat.operator.settings import OperatorSettings
-from kubechat.stores.open import open_chunk_store, open_document_catalog, open_object_store
+from kubechat.core.resources import GROUP, VERSION
+from kubechat.operator.chat_models import ChatModelReconciler
+from kubechat.operator.crds import PLURALS
+from kubechat.operator.knowledge_bases import KnowledgeBaseReconciler
+from kubechat.operator.kube import CHILD_RESOURCES
+from kubechat.operator.manifests import CHAT_MODEL_LABEL, MANAGED_BY
 
-logger = logging.getLogger(__name__)
+# Only KnowledgeBases end up holding it: ChatModels have neither a delete handler nor a timer.
+FINALIZER = f"{GROUP}/finalizer"
 
-
-async def api_client(server: str | None = None) -> client.ApiClient:
-    """A client for `server` (tests), else the pod's service account, else the kubeconfig."""
-    if server is not None:
-        return client.ApiClient(client.Configuration(host=server))
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]  # untyped in the stubs
-    else:
-        await config.load_kube_config()
-    return client.ApiClient()
+Reconcile = TypeVar("Reconcile", bound=Callable[..., Awaitable[None]])
 
 
-async def open_stores(settings: StoreSettings) -> KnowledgeStores | None:
-    """The cluster's stores, configured like the API's; None when Elasticsearch is not set."""
-    if not settings.elasticsearch_url:
-        logger.warning("KUBECHAT_ELASTICSEARCH_URL is not set: KnowledgeBases stay pending")
-        return None
-    return KnowledgeStores(
-        chunks=await open_chunk_store(settings),
-        objects=await open_object_store(settings),
-        documents=await open_document_catalog(settings),
-    )
+def _on_spec(
+    resource: tuple[str, str, str], registry: kopf.OperatorRegistry
+) -> Callable[[Reconcile], Reconcile]:
+    """Creation, a change of `spec`, and the operator's start (resume) all run one kind's whole,
+    idempotent reconcile: level-triggered, whatever the event."""
+
+    def decorate(handler: Reconcile) -> Reconcile:
+        kopf.on.update(*resource, registry=registry, field="spec")(handler)
+        kopf.on.create(*resource, registry=registry)(handler)
+        kopf.on.resume(*resource, registry=registry)(handler)
+        return handler
+
+    return decorate
 
 
-async def run(
-    settings: OperatorSettings,
+def register(
+    registry: kopf.OperatorRegistry,
+    chat_models: ChatModelReconciler,
+    knowledge_bases: KnowledgeBaseReconciler,
     *,
-    server: str | None = None,
-    stores: KnowledgeStores | None = None,
-    stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
-    liveness_endpoint: str | None = None,
-    one_namespace: bool = True,
+    count_interval_s: float,
 ) -> None:
-    """Reconcile until `stop_flag` is set (or the task is cancelled).
+    """Bind the handlers of both kinds to these reconcilers in `registry`."""
 
-    With knowledge-base stores, `one_namespace` insists on KUBECHAT_OPERATOR_NAMESPACE; the
-    kmock tests turn it off (kmock cannot serve the namespace observation kopf runs then).
-    """
-    if stores is None:
-        stores = await open_stores(StoreSettings())
-    if one_namespace and stores is not None and not settings.namespace:
-        # The document catalog is keyed by knowledge-base name: two namespaces' "docs" would
-        # share counts, and deleting one with deletionPolicy Delete would remove the other's rows.
-        await stores.close()
-        raise SystemExit("KUBECHAT_OPERATOR_NAMESPACE must name the one namespace this installation serves")
-    api = await api_client(server)
-    registry = kopf.OperatorRegistry()
-    operator = Operator(settings, Kube(api), stores)
-    register(operator, registry)
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING
+
+    chat = (GROUP, VERSION, PLURALS["ChatModel"])
+
+    @_on_spec(chat, registry)
+    async def chat_model(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await chat_models.reconcile(body, patch)
+
+    for group, version, plural in CHILD_RESOURCES:
+
+        @kopf.on.event(
+            group, version, plural, id=f"child-{plural}", registry=registry,
+            labels={**MANAGED_BY, CHAT_MODEL_LABEL: kopf.PRESENT},
+        )  # fmt: skip
+        async def child(event: kopf.RawEvent, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+            if namespace is None:
+                return
+            deleted = event["type"] == "DELETED"
+            if not deleted and event["object"].get("kind") != "Deployment":
+                return  # only the Deployment's status feeds the ChatModel's
+            await chat_models.child_changed(labels[CHAT_MODEL_LABEL], namespace, deleted)
+
+    kbs = (GROUP, VERSION, PLURALS["KnowledgeBase"])
+
+    @_on_spec(kbs, registry)
+    async def knowledge_base(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await knowledge_bases.reconcile(body, patch)
+
+    @kopf.timer(*kbs, registry=registry, interval=count_interval_s, initial_delay=count_interval_s)
+    async def knowledge_base_counts(body: kopf.Body, patch: kopf.Patch, meta: kopf.Meta, **_: Any) -> None:
+        if not meta.get("deletionTimestamp"):
+            await knowledge_bases.count(body, patch)
+
+    @kopf.on.delete(*kbs, registry=registry)
+    async def knowledge_base_deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await knowledge_bases.delete(body, patch)
+
+
+def register_login(registry: kopf.OperatorRegistry, server: str | None) -> None:
+    """How kopf reaches the API server: `server` (tests, benchmarks), else the pod's service
+    account, else the kubeconfig (a developer's machine)."""
     if server is not None:
 
         @kopf.on.login(registry=registry)
@@ -77,31 +113,6 @@ async def run(
             return kopf.ConnectionInfo(server=server, scheme="Bearer", token="test", insecure=True)
 
     else:
-        # A registry of our own has none of kopf's default login handlers: the pod's service
-        # account, else the kubeconfig (a developer's machine).
+        # A registry of our own has none of kopf's default login handlers.
         kopf.on.login(registry=registry)(kopf.login_with_service_account)
         kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)
-
-    resync = asyncio.create_task(operator.resync_forever())
-    try:
-        await kopf.operator(
-            registry=registry,
-            clusterwide=not settings.namespace,
-            namespaces=[settings.namespace] if settings.namespace else [],
-            standalone=True,  # one replica (Recreate); kopf's peering would need its own CRDs
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-            liveness_endpoint=liveness_endpoint,
-        )
-    finally:
-        resync.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await resync
-        await api.close()
-        if stores is not None:
-            await stores.close()
-
-
-def main(liveness_endpoint: str = "http://0.0.0.0:8080/healthz") -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(OperatorSettings(), liveness_endpoint=liveness_endpoint))

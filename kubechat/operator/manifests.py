@@ -12,11 +12,12 @@ Pod layout (paths from `kubechat.triton.repository`):
 * GPU (`tensorrtllm`, `settings.trtllm_image`): init `fetch-weights` (and `fetch-tokenizer`) run
   `python -m kubechat.operator.fetch` in kubechat's image and download a huggingFace/s3 source
   into the `models` volume (a pvc source is mounted read-only instead); init `build-engine` runs
-  the ConfigMap's `build-engine.py` in the TensorRT-LLM image: it lays out the model repository
-  (the four rendered config.pbtxt plus NVIDIA's preprocessing/postprocessing model.py from the
-  image) and builds the engine with TensorRT-LLM's LLM API unless the volume already holds one
-  for this spec. The main container runs `tritonserver`, under `mpirun` with one rank per GPU
-  when tensorParallelSize > 1 (NVIDIA's launch_triton_server.py layout).
+  the ConfigMap's `build-engine.py` (kubechat.operator.scripts.build_engine, shipped as text) in
+  the TensorRT-LLM image: it lays out the model repository (the four rendered config.pbtxt plus
+  NVIDIA's preprocessing/postprocessing model.py from the image) and builds the engine with
+  TensorRT-LLM's LLM API unless the volume already holds one for this spec. The main container
+  runs `tritonserver`, under `mpirun` with one rank per GPU when tensorParallelSize > 1 (NVIDIA's
+  launch_triton_server.py layout).
 * CPU (`transformers`, `sentence-transformers`, `synthetic`, `tesseract`, `settings.cpu_image`):
   the ConfigMap holds the ChatModel itself; init `render-repository` runs kubechat's own
   renderer (`python -m kubechat.operator.render_repository`) in the CPU image, after a fetch for
@@ -25,7 +26,9 @@ Pod layout (paths from `kubechat.triton.repository`):
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.resources
 import json
 from dataclasses import dataclass
 from typing import Any, Final
@@ -56,6 +59,8 @@ METRICS_PORT: Final = 8002
 
 SPEC_HASH_LABEL: Final = "kubechat.io/spec-hash"
 CHAT_MODEL_LABEL: Final = "kubechat.io/chat-model"
+# Every child carries it; the operator watches only children labelled so.
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "kubechat-operator"}
 CONFIG_HASH_ANNOTATION: Final = "kubechat.io/config-hash"
 
 CONFIG_DIR: Final = "/config"  # where the ConfigMap is mounted in init containers
@@ -144,7 +149,7 @@ def pod_labels(model: ChatModel) -> dict[str, str]:
     return {
         **selector_labels(model),
         "app.kubernetes.io/component": "chat-model",
-        "app.kubernetes.io/managed-by": "kubechat-operator",
+        **MANAGED_BY,
     }
 
 
@@ -195,11 +200,18 @@ def _pod_chat_model_yaml(model: ChatModel) -> str:
     return yaml.safe_dump(document, sort_keys=True, allow_unicode=True)
 
 
+@functools.cache
+def build_engine_script() -> str:
+    """The GPU pod's init step (kubechat.operator.scripts.build_engine) as the ConfigMap ships it:
+    the TensorRT-LLM image runs it with its own python3, where kubechat is not installed."""
+    return importlib.resources.files("kubechat.operator.scripts").joinpath("build_engine.py").read_text()
+
+
 def config_map_data(model: ChatModel) -> dict[str, str]:
     if not _is_gpu(model):
         return {CHAT_MODEL_KEY: _pod_chat_model_yaml(model)}
     data = {_config_key(m.name): m.config_pbtxt for m in render_tensorrtllm_models(model)}
-    data[BUILD_SCRIPT_KEY] = BUILD_ENGINE_SCRIPT
+    data[BUILD_SCRIPT_KEY] = build_engine_script()
     return data
 
 
@@ -678,80 +690,3 @@ def render_children(model: ChatModel, settings: OperatorSettings) -> Children:
         pdb=render_pdb(model),
         hpa=render_hpa(model),
     )
-
-
-# The GPU pod's init step, run by the TensorRT-LLM image's python3 (kubechat is not installed
-# there), shipped in the ConfigMap. Environment from _build_engine_container.
-BUILD_ENGINE_SCRIPT: Final = '''\
-"""kubechat build-engine step: lay out the Triton model repository, then build the TensorRT-LLM
-engine unless the volume already holds one for this spec. Rendered by kubechat.operator.manifests."""
-import os
-import shutil
-import sys
-from pathlib import Path
-
-env = os.environ
-
-
-def assemble_repository():
-    source = Path(env["KUBECHAT_REPOSITORY_SOURCE"])
-    target = Path(env["KUBECHAT_REPOSITORY_DIR"])
-    templates = Path(env["KUBECHAT_TEMPLATES_DIR"])
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target)  # dereferences the ConfigMap volume's symlinks
-    for model in target.iterdir():
-        (model / "1").mkdir(exist_ok=True)
-    for role in ("preprocessing", "postprocessing"):
-        code = templates / role / "1" / "model.py"
-        if not code.is_file():
-            sys.exit(
-                f"kubechat: {code} is not in this image; point the operator's "
-                "KUBECHAT_OPERATOR_TRTLLM_MODEL_TEMPLATES_DIR at NVIDIA's inflight_batcher_llm folder"
-            )
-        shutil.copy(code, target / env[f"KUBECHAT_{role.upper()}_MODEL"] / "1" / "model.py")
-
-
-def build_engine():
-    if env["KUBECHAT_PREBUILT"] == "true":
-        return
-    engine = Path(env["KUBECHAT_ENGINE_DIR"])
-    marker = engine / ".kubechat-engine-key"
-    key = env["KUBECHAT_ENGINE_KEY"]
-    if marker.is_file() and marker.read_text() == key:
-        print(f"kubechat: engine {key} is already built in {engine}")
-        return
-    from tensorrt_llm.llmapi import BuildConfig, QuantAlgo, QuantConfig
-
-    try:  # TensorRT-LLM 1.x: the plain LLM is the PyTorch backend; this one builds engines
-        from tensorrt_llm._tensorrt_engine import LLM
-    except ImportError:  # 0.x: the LLM API builds TensorRT engines
-        from tensorrt_llm import LLM
-    algorithms = {"fp8": QuantAlgo.FP8, "int8": QuantAlgo.W8A16, "int4_awq": QuantAlgo.W4A16_AWQ}
-    extra = {}
-    if env["KUBECHAT_QUANTIZATION"] in algorithms:
-        extra["quant_config"] = QuantConfig(quant_algo=algorithms[env["KUBECHAT_QUANTIZATION"]])
-    build_config = BuildConfig(
-        max_batch_size=int(env["KUBECHAT_MAX_BATCH_SIZE"]),
-        max_input_len=int(env["KUBECHAT_MAX_INPUT_LEN"]),
-        max_seq_len=int(env["KUBECHAT_MAX_SEQ_LEN"]),
-    )
-    partial = engine.with_name(engine.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    print(f"kubechat: building engine {key} from {env['KUBECHAT_CHECKPOINT_DIR']}", flush=True)
-    with LLM(
-        model=env["KUBECHAT_CHECKPOINT_DIR"],
-        tensor_parallel_size=int(env["KUBECHAT_TENSOR_PARALLEL_SIZE"]),
-        dtype=env["KUBECHAT_DTYPE"],
-        build_config=build_config,
-        **extra,
-    ) as llm:
-        llm.save(str(partial))
-    (partial / marker.name).write_text(key)
-    shutil.rmtree(engine, ignore_errors=True)
-    partial.rename(engine)  # a crash mid-build never leaves a half engine that looks complete
-
-
-if __name__ == "__main__":
-    assemble_repository()
-    build_engine()
-'''

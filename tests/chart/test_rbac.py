@@ -33,8 +33,8 @@ from kubernetes_asyncio import client
 from kubechat.api.app import create_app
 from kubechat.api.settings import Discovery, Settings
 from kubechat.core.resources import GROUP, VERSION
-from kubechat.operator.knowledge import KnowledgeStores
-from kubechat.operator.main import run
+from kubechat.operator.knowledge_bases import KnowledgeStores
+from kubechat.operator.runner import run
 from kubechat.operator.settings import OperatorSettings
 from kubechat.stores.objects.files import FileObjectStore
 from kubechat.stores.sqlite.chunks import SQLiteChunkStore

@@ -18,9 +18,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from kubechat.core.resources import GROUP, VERSION
-from kubechat.operator.knowledge import KnowledgeStores
+from kubechat.operator.knowledge_bases import KnowledgeStores
 from kubechat.operator.kube import Kube
-from kubechat.operator.main import run
+from kubechat.operator.runner import run
 from kubechat.operator.settings import OperatorSettings
 from kubechat.stores.objects.s3 import S3ObjectStore
 from kubechat.stores.sqlite.chunks import SQLiteChunkStore

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kubechat.core.resources import KnowledgeBase, parse_resource
-from kubechat.operator.knowledge import MARKER, KnowledgeStores
+from kubechat.operator.knowledge_bases import MARKER, KnowledgeStores
 from kubechat.stores.chunks import ChunkRecord
 from kubechat.stores.documents import Document, DocumentStatus
 from tests.operator.conftest import NAMESPACE, Cluster, eventually

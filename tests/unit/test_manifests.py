@@ -6,6 +6,7 @@ fields fail); the rest checks what the schemas cannot: that the pieces fit toget
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -51,6 +52,7 @@ from kubechat.triton.repository import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+BUILD_ENGINE_MODULE = ROOT / "kubechat" / "operator" / "scripts" / "build_engine.py"
 KUBERNETES_VERSION = "1.33"
 SETTINGS = OperatorSettings(
     trtllm_image="nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3",
@@ -510,6 +512,22 @@ def test_config_map_holds_parsable_configs(children: dict[str, Children], name: 
     compile(data[BUILD_SCRIPT_KEY], BUILD_SCRIPT_KEY, "exec")
 
 
+@pytest.mark.parametrize("name", GPU_MODELS)
+def test_config_map_ships_the_build_engine_module_verbatim(children: dict[str, Children], name: str) -> None:
+    """What the GPU pod runs is the module that ruff, mypy and these tests check, byte for byte."""
+    assert children[name].config_map["data"][BUILD_SCRIPT_KEY] == BUILD_ENGINE_MODULE.read_text()
+
+
+def test_build_engine_module_needs_only_the_standard_library_and_tensorrt_llm() -> None:
+    """It runs under the TensorRT-LLM image's python3, where kubechat is not installed; its
+    TensorRT-LLM imports are lazy, so the subprocess runs below cannot catch a stray import."""
+    tree = ast.parse(BUILD_ENGINE_MODULE.read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    top_level = {name.partition(".")[0] for name in imported}
+    assert top_level - set(sys.stdlib_module_names) == {"tensorrt_llm"}
+
+
 def _materialize_config_map(data: dict[str, str], items: list[dict[str, Any]], mount: Path) -> None:
     """Lay out a ConfigMap volume as the kubelet does: files in a timestamped folder behind symlinks."""
     stamp = mount / "..2026_01_01_00_00_00.000000001"
@@ -552,7 +570,7 @@ def _run_build_script(
     }
     script = mount / BUILD_SCRIPT_KEY
     result = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, "-S", str(script)],  # no site-packages: kubechat is not in the image either
         env={"PATH": os.environ["PATH"], **{k: v for k, v in env.items() if isinstance(v, str)}},
         capture_output=True,
         text=True,

@@ -1,0 +1,194 @@
+"""ChatModel → its Triton children (ConfigMap, Deployment, Service, PDB, HPA) and its status.
+
+Everything is level-triggered: create, update, resume, a child's deletion and a periodic
+resync all run one idempotent reconcile that renders the desired children
+(`kubechat.operator.manifests`) and applies what differs (`kubechat.operator.kube`). Children
+carry owner references, so Kubernetes' garbage collector removes them with their ChatModel;
+ChatModels get no finalizer, and uninstalling the operator never blocks their deletion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import logging
+from typing import Any, cast
+
+import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from kubechat.core.resources import ChatModel, Condition, Phase, ResourceError
+from kubechat.operator import status as st
+from kubechat.operator.bodies import generation, parse_body, write_status
+from kubechat.operator.kube import Applied, Kube, api_failure
+from kubechat.operator.manifests import (
+    Children,
+    grpc_endpoint,
+    http_endpoint,
+    render_children,
+    selector,
+    spec_hash,
+)
+from kubechat.operator.settings import OperatorSettings
+from kubechat.triton.repository import RenderError
+
+logger = logging.getLogger(__name__)
+
+_RENDER_CACHE_SIZE = 4096
+
+
+def _absent(children: Children) -> list[dict[str, Any]]:
+    """Stand-ins naming the optional children `children` does not have (to delete them)."""
+    meta = {k: children.deployment["metadata"][k] for k in ("name", "namespace")}
+    absent = []
+    if children.pdb is None:
+        absent.append({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta})
+    if children.hpa is None:
+        absent.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta})
+    return absent
+
+
+class ChatModelReconciler:
+    """Keeps every ChatModel's children at their rendered state and its status current."""
+
+    def __init__(self, settings: OperatorSettings, kube: Kube) -> None:
+        self.settings = settings
+        self.kube = kube
+        self._rendered: dict[tuple[str, str, str], Children] = {}
+        self._locks: collections.defaultdict[tuple[str, str], asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
+
+    def desired(self, body: kopf.Body) -> tuple[ChatModel, Children]:
+        model: ChatModel = parse_body(ChatModel, body)
+        # Rendering parses every config.pbtxt back (~50 ms for a TensorRT-LLM ensemble); resyncs
+        # render the same specs over and over, so renders are kept by spec hash.
+        key = (model.metadata.namespace, model.name, spec_hash(model))
+        if key not in self._rendered:
+            if len(self._rendered) >= _RENDER_CACHE_SIZE:
+                self._rendered.pop(next(iter(self._rendered)))
+            self._rendered[key] = render_children(model, self.settings)
+        children = copy.deepcopy(self._rendered[key])
+        for manifest in children.all():
+            kopf.adopt(manifest, owner=body)
+        return model, children
+
+    async def reconcile(self, body: kopf.Body, patch: kopf.Patch) -> dict[str, Applied]:
+        # kopf's handler, a child's event and the resync loop may reconcile one model at once.
+        async with self._locks[(str(body.metadata.namespace), str(body.metadata.name))]:
+            return await self._reconcile(body, patch)
+
+    async def _reconcile(self, body: kopf.Body, patch: kopf.Patch) -> dict[str, Applied]:
+        observed_generation = generation(body.metadata)
+        try:
+            model, children = self.desired(body)
+        except (ResourceError, ValidationError, RenderError) as exc:
+            phase, conditions = st.invalid(str(exc), observed_generation)
+            write_status(patch, body, phase, conditions, {"observedGeneration": observed_generation})
+            raise kopf.PermanentError(f"invalid ChatModel: {exc}") from exc
+        applied: dict[str, Applied] = {}
+        deployment: dict[str, Any] | None = None
+        try:
+            for manifest in children.all():
+                outcome, live = await self.kube.apply(manifest)
+                applied[f"{manifest['kind']}/{manifest['metadata']['name']}"] = outcome
+                if manifest is children.deployment:
+                    deployment = live
+            # Optional children a changed spec no longer asks for (autoscaling off, one replica);
+            # only on spec changes, so that a resync of an unchanged model writes nothing.
+            observed = (body.get("status") or {}).get("observedGeneration")
+            if observed is None or observed != observed_generation:
+                for absent in _absent(children):
+                    await self.kube.delete(absent)
+        except ApiException as exc:
+            raise api_failure(exc, f"applying the children of ChatModel {model.name}") from exc
+        changed = {k: v for k, v in applied.items() if v is not Applied.UNCHANGED}
+        if changed:
+            logger.info("ChatModel %s/%s: %s", model.metadata.namespace, model.name, changed)
+        write_status(patch, body, *self._status(model, deployment, observed_generation))
+        return applied
+
+    def _status(
+        self, model: ChatModel, deployment: dict[str, Any] | None, observed_generation: int | None
+    ) -> tuple[Phase, list[Condition], dict[str, Any]]:
+        autoscaling = model.spec.autoscaling
+        desired = autoscaling.min_replicas if autoscaling else model.spec.replicas
+        phase, conditions, counts = st.chat_model_conditions(deployment, desired, observed_generation)
+        extra = {
+            **counts,
+            "observedGeneration": observed_generation,
+            "endpoint": grpc_endpoint(model),
+            "httpEndpoint": http_endpoint(model),
+            "selector": selector(model),
+            "specHash": spec_hash(model),
+        }
+        return phase, conditions, extra
+
+    async def refresh(self, body: dict[str, Any], *, reapply: bool) -> None:
+        """Outside kopf's handlers (child events, the resync loop): re-apply the children or just
+        recompute the status, and write the status if it changed."""
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return  # the owner is going: the garbage collector takes the children
+        wrapped = kopf.Body(cast(kopf.RawBody, body))
+        patch = kopf.Patch()
+        try:
+            if reapply:
+                await self.reconcile(wrapped, patch)
+            else:
+                model, children = self.desired(wrapped)
+                deployment = await self.kube.read(children.deployment)
+                phase, conditions, extra = self._status(model, deployment, generation(wrapped.metadata))
+                # Not observedGeneration: only a reconcile that applied this generation may say so.
+                extra.pop("observedGeneration")
+                write_status(patch, wrapped, phase, conditions, extra)
+        except (kopf.PermanentError, ResourceError, ValidationError):
+            return  # the ChatModel's own handler reports an invalid spec
+        except kopf.TemporaryError as exc:
+            logger.warning("ChatModel %s: %s (the next resync retries)", wrapped.metadata.name, exc)
+            return
+        status = dict(patch.status)
+        current = body.get("status") or {}
+        if status and status != {key: current.get(key) for key in status}:
+            meta = wrapped.metadata
+            await self.kube.patch_status("ChatModel", str(meta.namespace), str(meta.name), status)
+
+    async def child_changed(self, owner_name: str, namespace: str, deleted: bool) -> None:
+        """A Deployment's status moved (status follows), or someone deleted a child (recreate)."""
+        body = await self.kube.read_custom("ChatModel", namespace, owner_name)
+        if body is not None:
+            await self.refresh(body, reapply=deleted)
+
+    async def resync(self, concurrency: int = 16) -> int:
+        """One drift-correction pass over every ChatModel in scope; how many were visited.
+
+        One loop for all models rather than a kopf timer per model: kopf puts a finalizer on
+        every object with a timer, and ChatModels must not need the operator to be deleted.
+        """
+        bodies = await self.kube.list_custom("ChatModel", self.settings.namespace or None)
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(listed: dict[str, Any]) -> None:
+            async with limit:
+                try:
+                    # Read again: the listing may be older than a spec edit kopf already applied.
+                    meta = listed["metadata"]
+                    body = await self.kube.read_custom("ChatModel", meta["namespace"], meta["name"])
+                    if body is not None:
+                        await self.refresh(body, reapply=True)
+                except ApiException as exc:
+                    logger.warning(
+                        "resync of ChatModel %s: HTTP %s", listed["metadata"].get("name"), exc.status
+                    )
+
+        await asyncio.gather(*(one(body) for body in bodies))
+        return len(bodies)
+
+    async def resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_interval_s)
+            try:
+                await self.resync()
+            except ApiException as exc:
+                logger.warning("resync: listing ChatModels failed: HTTP %s", exc.status)
