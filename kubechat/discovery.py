@@ -35,8 +35,6 @@ from kubechat.triton.client import TritonRouter
 
 logger = logging.getLogger(__name__)
 
-CHAT_MODELS = "chatmodels"
-KNOWLEDGE_BASES = "knowledgebases"
 WATCH_TIMEOUT_S = 300  # asked of the server; the watch is then resumed where it was
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # before re-listing after a failure; then every 30 s
 SHORT_WATCH_S = 1.0  # a watch that ends sooner than this is backed off like a failure
@@ -261,8 +259,10 @@ class ClusterDiscovery:
         self._api_client = client.ApiClient(configuration)
         api = client.CustomObjectsApi(self._api_client)
         self._informers = [
-            _Informer(api, namespace, CHAT_MODELS, _ChatModels(catalog, router, knowledge, tokenizers_dir)),
-            _Informer(api, namespace, KNOWLEDGE_BASES, _KnowledgeBases(knowledge)),
+            _Informer(
+                api, namespace, ChatModel.PLURAL, _ChatModels(catalog, router, knowledge, tokenizers_dir)
+            ),
+            _Informer(api, namespace, KnowledgeBase.PLURAL, _KnowledgeBases(knowledge)),
         ]
         self._tasks: list[asyncio.Task[None]] = []
 

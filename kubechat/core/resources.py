@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -608,6 +608,8 @@ class _Resource(BaseModel):
 class ChatModel(_Resource):
     """A model kubechat serves with Triton: chat, embeddings, vision."""
 
+    PLURAL: ClassVar[str] = "chatmodels"  # its name in the API server's paths
+
     kind: Literal["ChatModel"]
     spec: ChatModelSpec
     status: ChatModelStatus = Field(default_factory=ChatModelStatus)
@@ -727,6 +729,8 @@ class KnowledgeBaseSpec(_Spec):
 
 class KnowledgeBase(_Resource):
     """Documents chunked, embedded and indexed in Elasticsearch, searched by chats that name them."""
+
+    PLURAL: ClassVar[str] = "knowledgebases"  # its name in the API server's paths
 
     kind: Literal["KnowledgeBase"]
     spec: KnowledgeBaseSpec

@@ -18,6 +18,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from kubechat.core.resources import GROUP, VERSION
+from kubechat.operator.crds import PLURALS
 from kubechat.operator.knowledge_bases import KnowledgeStores
 from kubechat.operator.kube import Kube
 from kubechat.operator.runner import run
@@ -29,7 +30,6 @@ from tests.kube import install_cluster
 from tests.s3_server import S3Endpoint, moto_s3_server, unique_bucket_name
 
 NAMESPACE = "team-a"
-PLURALS = {"ChatModel": "chatmodels", "KnowledgeBase": "knowledgebases"}
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0, what: str = "") -> Any:
