@@ -9,8 +9,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from kubechat.embedded.launcher import TritonPorts, start_triton
 from kubechat.embedded.tritonserver import TritonServer
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODELS = ROOT / "examples" / "models"
@@ -38,15 +38,6 @@ def free_port() -> int:
 
 def free_ports() -> TritonPorts:
     return TritonPorts(grpc=free_port(), http=free_port(), metrics=free_port())
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @dataclass

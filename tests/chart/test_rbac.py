@@ -41,6 +41,7 @@ from kubechat.stores.sqlite.chunks import SQLiteChunkStore
 from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
 from tests.chart.rendering import NAMESPACE, RELEASE, Manifest, Rendered, rendered
 from tests.kube import install_cluster
+from tests.polling import eventually
 
 OPERATOR_ACCOUNT = f"{RELEASE}-operator"
 API_ACCOUNT = f"{RELEASE}-api"
@@ -270,17 +271,6 @@ async def own_client(server: str) -> AsyncIterator[client.ApiClient]:
         client.Configuration(host=server), header_name=TEST_HEADER, header_value="1"
     ) as api:
         yield api
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while True:
-        found = await check()
-        if found:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _document(kind: str, name: str, spec: dict[str, Any]) -> Manifest:

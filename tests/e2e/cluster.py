@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -69,15 +68,3 @@ async def chatting(session_id: str) -> AsyncIterator[Chat]:
         chat = Chat(connection)
         assert (await chat.event())["type"] == "history"
         yield chat
-
-
-async def until(check: Any, what: str, within_s: float = DEADLINE_S) -> Any:
-    """Poll the coroutine function `check` until it returns something truthy."""
-    deadline = time.monotonic() + within_s
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within_s:.0f}s waiting for {what}")
-        await asyncio.sleep(1.0)

@@ -10,13 +10,14 @@ import httpx
 
 from tests.e2e.cluster import (
     CHAT_MODEL,
+    DEADLINE_S,
     GREEDY,
     KNOWLEDGE_BASE,
     chatting,
     new_session,
     requires_cluster,
-    until,
 )
+from tests.polling import eventually
 
 pytestmark = requires_cluster
 
@@ -41,7 +42,7 @@ async def test_an_uploaded_document_is_indexed_searched_and_cited(http: httpx.As
             found = (await http.get(f"/knowledge-bases/{KNOWLEDGE_BASE}/documents/{document['id']}")).json()
             return found if found["status"] in ("indexed", "failed") else None
 
-        indexed = await until(settled, f"{name} indexed")
+        indexed = await eventually(settled, f"{name} indexed", within_s=DEADLINE_S, interval_s=1.0)
         assert indexed["status"] == "indexed", indexed
 
         search = await http.post(

@@ -8,8 +8,7 @@ their status (metadata.uid and generation included, which kmock does not set).""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from tests.conftest import ALICE_KEY, BOB_KEY, EXAMPLE_MODELS, ApiProcess, auth,
 from tests.integration.conftest import chatting, new_session
 from tests.integration.test_ingestion_durability import long_document
 from tests.kube import install_cluster
+from tests.polling import eventually
 
 pytestmark = pytest.mark.triton
 
@@ -164,18 +164,6 @@ class Cluster:
         return self.api.log.read_text()
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, within_s: float = DEADLINE_S) -> Any:
-    """Poll `check` until it returns a truthy value, with a deadline."""
-    deadline = time.monotonic() + within_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within_s:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 @pytest.fixture
 async def operator(kmock: KubernetesEmulator, tmp_path: Path) -> AsyncIterator[Operator]:
     server = install_cluster(kmock)
@@ -223,7 +211,7 @@ async def cluster(
     kmock: KubernetesEmulator, operator: Operator, triton: TritonServer, state_dir: Path, tmp_path: Path
 ) -> AsyncIterator[Cluster]:
     async with cluster_api(kmock, operator, triton, state_dir, tmp_path) as running:
-        await eventually(lambda: ready(running), "the first sync")
+        await eventually(lambda: ready(running), "the first sync", within_s=DEADLINE_S)
         yield running
 
 
@@ -268,7 +256,7 @@ async def test_ready_before_and_after_the_first_sync(
         assert await cluster.models() == {}
 
         failing["on"] = False  # the API server answers again: the back-off re-lists
-        await eventually(lambda: ready(cluster), "the first sync")
+        await eventually(lambda: ready(cluster), "the first sync", within_s=DEADLINE_S)
         body = (await cluster.http.get("/ready")).json()
         assert body["checks"] == {"discovery": "ready", "history": "ready"}
         assert body["discovery"] == {"chatmodels": "watching", "knowledgebases": "watching"}
@@ -285,7 +273,7 @@ async def test_chat_model_lifecycle(cluster: Cluster) -> None:
     through the endpoint in its status → follows the endpoint when it moves → deleted: gone."""
     operator, triton = cluster.operator, cluster.triton
     await operator.create_model("smollm2")
-    models = await eventually(cluster.models, "smollm2 in /models")
+    models = await eventually(cluster.models, "smollm2 in /models", within_s=DEADLINE_S)
     assert models["smollm2"]["ready"] is False and models["smollm2"]["reason"] == "Pending"
     assert models["smollm2"]["default"] is True
     assert await cluster.openai_models() == []
@@ -295,7 +283,7 @@ async def test_chat_model_lifecycle(cluster: Cluster) -> None:
     assert error["type"] == "error" and error["error"]["code"] == "model_unavailable"
 
     await operator.model_status("smollm2", ready_status(triton.grpc_url))
-    assert await eventually(cluster.openai_models, "smollm2 offered") == ["smollm2"]
+    assert await eventually(cluster.openai_models, "smollm2 offered", within_s=DEADLINE_S) == ["smollm2"]
     assert (await cluster.models())["smollm2"]["ready"] is True
     question = "What is the capital of France? Answer in one sentence."
     session = await new_session(cluster.http)
@@ -319,17 +307,17 @@ async def test_chat_model_lifecycle(cluster: Cluster) -> None:
         response = await cluster.complete("smollm2")
         return response.status_code == 503 and response.json()["error"]["code"] == "model_unavailable"
 
-    await eventually(routed_to_dead, "requests routed to the new endpoint")
+    await eventually(routed_to_dead, "requests routed to the new endpoint", within_s=DEADLINE_S)
     # And back, under another name for the same server.
     await operator.model_status("smollm2", ready_status(f"localhost:{triton.grpc_port}"))
 
     async def answered() -> bool:
         return (await cluster.complete("smollm2")).status_code == 200
 
-    await eventually(answered, "requests routed to the live endpoint again")
+    await eventually(answered, "requests routed to the live endpoint again", within_s=DEADLINE_S)
 
     await operator.delete_model("smollm2")
-    await eventually(lambda: _absent(cluster, "smollm2"), "smollm2 gone")
+    await eventually(lambda: _absent(cluster, "smollm2"), "smollm2 gone", within_s=DEADLINE_S)
     assert await cluster.openai_models() == []
     gone = await cluster.complete("smollm2")
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
@@ -346,7 +334,7 @@ async def test_unready_model_is_reported_with_its_reason_and_refused(cluster: Cl
     offered it, chatting is refused with model_unavailable, and /ready stays 200."""
     await cluster.operator.create_model("synthetic")
     await cluster.operator.model_status("synthetic", ready_status(cluster.triton.grpc_url))
-    await eventually(cluster.openai_models, "synthetic offered")
+    await eventually(cluster.openai_models, "synthetic offered", within_s=DEADLINE_S)
     done = await chat_over_socket(cluster, "synthetic")
     assert done["type"] == "done" and done["status"] == "complete", done
 
@@ -359,7 +347,7 @@ async def test_unready_model_is_reported_with_its_reason_and_refused(cluster: Cl
         model = (await cluster.models())["synthetic"]
         return model if not model["ready"] else None
 
-    model = await eventually(reported, "synthetic reported not ready")
+    model = await eventually(reported, "synthetic reported not ready", within_s=DEADLINE_S)
     assert (model["reason"], model["message"]) == ("NoReplicaReady", "0/1 replicas ready")
     assert await cluster.openai_models() == []
     refused = await cluster.complete("synthetic")
@@ -383,20 +371,24 @@ async def test_invalid_chat_models_are_skipped_and_the_rest_served(cluster: Clus
     )
     await operator.create_model("synthetic")
     await operator.model_status("synthetic", ready_status(cluster.triton.grpc_url))
-    assert await eventually(cluster.openai_models, "synthetic offered") == ["synthetic"]
+    assert await eventually(cluster.openai_models, "synthetic offered", within_s=DEADLINE_S) == ["synthetic"]
     assert set(await cluster.models()) == {"synthetic"}
     assert "skipping an invalid ChatModel broken" in cluster.log()
     done = await chat_over_socket(cluster, "synthetic")
     assert done["type"] == "done" and done["status"] == "complete", done
 
     await operator.patch_model("synthetic", {"spec": {"engine": {"maxOutputTokens": 0}}})  # invalid now
-    await eventually(lambda: _logged(cluster, "skipping an invalid ChatModel synthetic"), "the skip logged")
+    await eventually(
+        lambda: _logged(cluster, "skipping an invalid ChatModel synthetic"),
+        "the skip logged",
+        within_s=DEADLINE_S,
+    )
     assert (await cluster.models())["synthetic"]["max_output_tokens"] == 4096  # the last valid version
     done = await chat_over_socket(cluster, "synthetic")
     assert done["type"] == "done", done
 
     await operator.delete_model("synthetic")
-    await eventually(lambda: _absent(cluster, "synthetic"), "synthetic gone")
+    await eventually(lambda: _absent(cluster, "synthetic"), "synthetic gone", within_s=DEADLINE_S)
     await operator.delete_model("broken")
     assert (await cluster.http.get("/ready")).status_code == 200
 
@@ -418,7 +410,7 @@ async def test_knowledge_base_lifecycle(cluster: Cluster) -> None:
         found = {kb["name"]: kb for kb in (await http.get("/knowledge-bases")).json()}
         return found.get("handbook")
 
-    handbook = await eventually(listed, "handbook listed")
+    handbook = await eventually(listed, "handbook listed", within_s=DEADLINE_S)
     assert handbook["ready"] is False and "minilm" in handbook["reason"]
     private = await http.get("/knowledge-bases", headers=auth(BOB_KEY))
     assert [kb["name"] for kb in private.json()] == ["handbook"]  # bob reads it
@@ -430,7 +422,7 @@ async def test_knowledge_base_lifecycle(cluster: Cluster) -> None:
         kb = await listed()
         return kb is not None and kb["ready"]
 
-    await eventually(usable, "handbook ready once minilm is declared")
+    await eventually(usable, "handbook ready once minilm is declared", within_s=DEADLINE_S)
     upload = await http.post(
         "/knowledge-bases/handbook/documents",
         files=[("files", ("ports.md", b"# Ports\nThe gateway listens on port 8000.\n"))],
@@ -448,7 +440,7 @@ async def test_knowledge_base_lifecycle(cluster: Cluster) -> None:
     assert found.status_code == 200 and found.json()["sources"][0]["document_name"] == "ports.md"
 
     await operator.delete_knowledge_base("handbook")
-    await eventually(lambda: _no_knowledge_base(cluster, "handbook"), "handbook gone")
+    await eventually(lambda: _no_knowledge_base(cluster, "handbook"), "handbook gone", within_s=DEADLINE_S)
     missing = await http.get("/knowledge-bases/handbook")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "knowledge_base_not_found"
 
@@ -527,13 +519,13 @@ async def test_watch_resumes_after_the_api_server_ends_it(
     # The first watch stays open without delivering anything, then ends.
     kmock[CHAT_MODELS, action.WATCH][:1] << (b"", hold)
     async with cluster_api(kmock, operator, triton, state_dir, tmp_path) as cluster:
-        await eventually(lambda: ready(cluster), "the first sync")
-        await eventually(lambda: _watching(kmock, 1), "the first watch")
+        await eventually(lambda: ready(cluster), "the first sync", within_s=DEADLINE_S)
+        await eventually(lambda: _watching(kmock, 1), "the first watch", within_s=DEADLINE_S)
         await operator.create_model("synthetic")
         await asyncio.sleep(0.5)
         assert await cluster.models() == {}  # the held watch delivers nothing
         ended.set()
-        await eventually(cluster.models, "synthetic, seen by the next watch")
+        await eventually(cluster.models, "synthetic, seen by the next watch", within_s=DEADLINE_S)
         assert len(kmock[CHAT_MODELS, action.WATCH]) == 2
         assert len(kmock[CHAT_MODELS, action.LIST]) == 1  # resumed, not re-listed
         assert (await cluster.http.get("/ready")).json()["discovery"]["chatmodels"] == "watching"
@@ -560,9 +552,9 @@ async def test_watch_errors_relist_and_reconcile(
     kmock[CHAT_MODELS, action.WATCH][:1] << (b"", hold, {"type": "ERROR", "object": status})
     await operator.create_model("synthetic")
     async with cluster_api(kmock, operator, triton, state_dir, tmp_path) as cluster:
-        await eventually(lambda: ready(cluster), "the first sync")
+        await eventually(lambda: ready(cluster), "the first sync", within_s=DEADLINE_S)
         assert set(await cluster.models()) == {"synthetic"}
-        await eventually(lambda: _watching(kmock, 1), "the first watch")
+        await eventually(lambda: _watching(kmock, 1), "the first watch", within_s=DEADLINE_S)
         await operator.delete_model("synthetic")  # unseen: the watch delivers nothing
         await operator.create_model("smollm2")
         ended.set()
@@ -570,7 +562,7 @@ async def test_watch_errors_relist_and_reconcile(
         async def reconciled() -> bool:
             return set(await cluster.models()) == {"smollm2"}
 
-        await eventually(reconciled, "the re-listed state")
+        await eventually(reconciled, "the re-listed state", within_s=DEADLINE_S)
         assert len(kmock[CHAT_MODELS, action.LIST]) == 2
         assert (await cluster.http.get("/ready")).status_code == 200
         if code != 410:  # expiry is routine (logged at info); a failure is a warning

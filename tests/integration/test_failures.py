@@ -17,9 +17,9 @@ from tests.conftest import (
     api_env,
     auth,
     free_ports,
-    wait_until,
 )
 from tests.integration.conftest import ChatSocket, chatting, new_session, open_socket
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.triton
 

@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from kubechat.embedded.launcher import render_local_repository
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.triton
 

@@ -3,12 +3,11 @@ process, one served over streamable HTTP by uvicorn in its own process (tests/mc
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ import pytest
 
 from kubechat.mcp.config import McpServerConfig
 from kubechat.mcp.toolbox import McpToolbox
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, free_port
+from tests.polling import eventually, wait_until
 
 STDIO_SECRET = "stdio-secret-5f1e"
 HTTP_SECRET = "Bearer http-secret-9a2c"
@@ -85,15 +85,6 @@ def http_server(url: str, name: str = "remote", **fields: object) -> McpServerCo
             **fields,
         }
     )
-
-
-async def eventually(predicate: Callable[[], bool], within_s: float, what: str) -> None:
-    """Polls `predicate` until it holds; fails after `within_s` seconds."""
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"timed out after {within_s:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -245,14 +236,14 @@ async def test_a_crashed_stdio_server_is_restarted(toolbox: McpToolbox) -> None:
         result = await box.call("fragile__crash", {})
         assert not result.ok and result.error_code == "tool_unavailable"
         assert not box.status()["fragile"]["connected"]
-        await eventually(lambda: box.status()["fragile"]["last_error"] != "", 10, "the reason")
+        await eventually(lambda: box.status()["fragile"]["last_error"] != "", "the reason", within_s=10)
         assert box.status()["fragile"]["last_error"] == "the server process exited"
         assert (await box.call("fragile__add", {"a": 1, "b": 1})).error_code == "tool_unavailable"
         assert box.tools(["fragile__*"]) == []
         # Other servers are not affected.
         assert (await toolbox.call("local__add", {"a": 1, "b": 1})).content == "2"
 
-        await eventually(lambda: box.status()["fragile"]["connected"], 30, "the restart")
+        await eventually(lambda: box.status()["fragile"]["connected"], "the restart", within_s=30)
         assert box.status()["fragile"]["restarts"] == 1
         assert (await box.call("fragile__add", {"a": 1, "b": 1})).content == "2"
         assert int((await box.call("fragile__pid", {})).content) != first_pid
@@ -267,9 +258,11 @@ async def test_a_dropped_http_server_is_reconnected(tmp_path: Path) -> None:
             server.kill()
             result = await box.call("flaky__add", {"a": 1, "b": 1})
             assert not result.ok and result.error_code == "tool_unavailable"
-            await eventually(lambda: not box.status()["flaky"]["connected"], 10, "the drop to be noticed")
+            await eventually(
+                lambda: not box.status()["flaky"]["connected"], "the drop to be noticed", within_s=10
+            )
             server.start()  # the same port
-            await eventually(lambda: box.status()["flaky"]["connected"], 60, "the reconnection")
+            await eventually(lambda: box.status()["flaky"]["connected"], "the reconnection", within_s=60)
             assert (await box.call("flaky__add", {"a": 1, "b": 1})).content == "2"
             assert box.status()["flaky"]["restarts"] >= 1
     finally:
@@ -289,12 +282,14 @@ async def test_stop_ends_the_stdio_children() -> None:
 async def test_a_list_changed_notification_refreshes_the_tools(toolbox: McpToolbox) -> None:
     assert "remote__grown" not in {t.name for t in toolbox.tools()}
     assert (await toolbox.call("remote__grow", {})).ok
-    await eventually(lambda: "remote__grown" in {t.name for t in toolbox.tools()}, 10, "the new tool")
+    await eventually(
+        lambda: "remote__grown" in {t.name for t in toolbox.tools()}, "the new tool", within_s=10
+    )
     assert (await toolbox.call("remote__grown", {})).content == "I am new"
 
 
 async def test_the_periodic_refresh_finds_tools_added_without_notice() -> None:
     async with running(stdio_server("quiet"), refresh_interval_s=0.5) as box:
         assert (await box.call("quiet__grow", {"notify": False})).ok
-        await eventually(lambda: "quiet__grown" in {t.name for t in box.tools()}, 10, "the new tool")
+        await eventually(lambda: "quiet__grown" in {t.name for t in box.tools()}, "the new tool", within_s=10)
         assert box.status()["quiet"]["restarts"] == 0

@@ -20,10 +20,11 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import CallToolResult, TextContent
 
 from kubechat.embedded.tritonserver import TritonServer
-from tests.conftest import ALICE_KEY, BOB_KEY, EXAMPLE_MODELS, ROOT, ApiProcess, api_env, auth, wait_until
+from tests.conftest import ALICE_KEY, BOB_KEY, EXAMPLE_MODELS, ROOT, ApiProcess, api_env, auth
 from tests.images import text_image
 from tests.integration.test_image_chat import upload_image
 from tests.integration.test_knowledge_bases import indexed
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.triton
 

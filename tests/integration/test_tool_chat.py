@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from kubechat.embedded.tritonserver import TritonServer
-from tests.conftest import EXAMPLE_MODELS, ROOT, ApiProcess, api_env, auth, free_port, wait_until
+from tests.conftest import EXAMPLE_MODELS, ROOT, ApiProcess, api_env, auth, free_port
 from tests.integration.conftest import ChatSocket, new_session, open_socket
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.triton
 

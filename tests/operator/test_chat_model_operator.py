@@ -9,7 +9,8 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from kubechat.operator.kube import Kube
-from tests.operator.conftest import NAMESPACE, Cluster, eventually
+from tests.operator.conftest import NAMESPACE, Cluster
+from tests.polling import eventually
 
 NAME = "llama"
 TRITON = f"{NAME}-triton"

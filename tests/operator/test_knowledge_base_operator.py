@@ -15,7 +15,8 @@ from kubechat.core.resources import KnowledgeBase, parse_resource
 from kubechat.operator.knowledge_bases import MARKER, KnowledgeStores
 from kubechat.stores.chunks import ChunkRecord
 from kubechat.stores.documents import Document, DocumentStatus
-from tests.operator.conftest import NAMESPACE, Cluster, eventually
+from tests.operator.conftest import NAMESPACE, Cluster
+from tests.polling import eventually
 
 DOCUMENT: dict[str, Any] = {
     "apiVersion": "kubechat.io/v1alpha1",
