@@ -38,19 +38,17 @@ import yaml
 from tokenizers import Tokenizer
 
 from benchmarks.streaming import ROOT, percentile, write_report
-from kubechat.api.app import close_knowledge_stores
 from kubechat.api.settings import Settings
 from kubechat.catalog import CatalogEntry, ModelCatalog, load_catalog
 from kubechat.core.resources import Capability, KnowledgeBase
+from kubechat.core.settings import StoreSettings
 from kubechat.embedded.launcher import TritonPorts, start_triton
 from kubechat.knowledge import parsing
 from kubechat.knowledge.chunking import chunk_sections
 from kubechat.knowledge.service import KnowledgeService, Upload
-from kubechat.stores.chunks import ChunkRecord
+from kubechat.stores.chunks import ChunkRecord, ChunkStore
 from kubechat.stores.documents import DocumentStatus
-from kubechat.stores.objects.files import FileObjectStore
-from kubechat.stores.sqlite.chunks import SQLiteChunkStore
-from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
+from kubechat.stores.open import open_stores
 from kubechat.triton.client import TritonGateway
 from tests.conftest import ApiProcess, free_port
 
@@ -292,9 +290,7 @@ async def compare_ingestion(
     )
 
 
-async def fill_store(
-    store: SQLiteChunkStore, kb: KnowledgeBase, count: int, base: Matrix, seed: int = 13
-) -> None:
+async def fill_store(store: ChunkStore, kb: KnowledgeBase, count: int, base: Matrix, seed: int = 13) -> None:
     """`count` chunks of generated prose with vectors: real embeddings, reused and perturbed."""
     rng, noise = random.Random(seed), np.random.default_rng(seed)
     index = await store.ensure_index(kb)
@@ -325,14 +321,13 @@ async def measure_retrieval(
     folder: Path,
     seconds: float,
 ) -> Retrieval:
-    store = await SQLiteChunkStore.open(folder / "chunks.sqlite3")
+    # The embedded stores, whatever the environment configures.
+    stores = await open_stores(StoreSettings(state_dir=folder, elasticsearch_url="", s3_endpoint=""))
+    store = stores.chunks
     started = time.perf_counter()
     await fill_store(store, kb, count, base)
     build = time.perf_counter() - started
-    service = KnowledgeService(
-        [kb], catalog, await SQLiteDocumentCatalog.open(folder / "documents.sqlite3"),
-        FileObjectStore(folder / "documents"), store, triton,
-    )  # fmt: skip
+    service = KnowledgeService([kb], catalog, stores.documents, stores.objects, store, triton)
     await service.start()
     model = kb.spec.embedding.model
     try:
@@ -361,7 +356,7 @@ async def measure_retrieval(
             bm25.append((await timed(store.text_search(kb, query, CANDIDATES)))[1])
     finally:
         await service.stop()
-        await close_knowledge_stores(service)
+        await stores.close()
     return Retrieval(
         chunks=count, queries=len(end_to_end), build_s=build, first_query_ms=first,
         p50_ms=statistics.median(end_to_end), p99_ms=percentile(end_to_end, 0.99),

@@ -37,19 +37,14 @@ from kubechat.knowledge.service import KnowledgeService
 from kubechat.mcp.config import load_mcp_servers
 from kubechat.mcp.toolbox import McpToolbox
 from kubechat.stores.errors import StoreError
-from kubechat.stores.open import (
-    open_chunk_store,
-    open_document_catalog,
-    open_history_store,
-    open_object_store,
-)
+from kubechat.stores.open import Stores, open_stores
 from kubechat.triton.client import TritonInference, TritonRouter
 
 logger = logging.getLogger(__name__)
 
 
-async def open_knowledge_service(
-    settings: Settings, models: ModelCatalog, triton: TritonInference
+def open_knowledge_service(
+    settings: Settings, models: ModelCatalog, triton: TritonInference, stores: Stores
 ) -> KnowledgeService:
     """Files mode: the KnowledgeBase YAML files. Cluster mode: none at first; discovery adds the
     namespace's KnowledgeBase resources as it lists and watches them."""
@@ -57,9 +52,9 @@ async def open_knowledge_service(
     return KnowledgeService(
         [] if cluster else load_knowledge_bases_from_dir(settings.knowledge_bases_dir),
         models,
-        await open_document_catalog(settings),
-        await open_object_store(settings),
-        await open_chunk_store(settings),
+        stores.documents,
+        stores.objects,
+        stores.chunks,
         triton,
         workers=settings.ingest_workers,
         max_files=settings.max_upload_files,
@@ -67,12 +62,6 @@ async def open_knowledge_service(
         image_limits=settings.image_limits(),
         vision_model=settings.vision_model,
     )
-
-
-async def close_knowledge_stores(service: KnowledgeService) -> None:
-    await service.documents.close()
-    await service.objects.close()
-    await service.chunks.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -105,8 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             catalog = load_catalog(settings.models_dir, settings.state_dir, settings.default_model)
             triton = TritonRouter(settings.triton_url, settings.triton_timeout_s)
-        store = await open_history_store(settings)
-        knowledge = await open_knowledge_service(settings, catalog, triton)
+        # One Elasticsearch client (in a cluster) for every store, closed once after them.
+        stores = await open_stores(settings)
+        store = await stores.open_history()
+        knowledge = open_knowledge_service(settings, catalog, triton, stores)
         # Images share the documents' object store (STATE_DIR/documents, or the MinIO bucket).
         image_service = ImageService(knowledge.objects, settings.image_limits())
         vision = VisionService(catalog, triton, image_service, settings.vision_model)
@@ -151,9 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if discovery is not None:
                 await discovery.stop()
             await knowledge.stop()
-            await close_knowledge_stores(knowledge)
             await triton.close()
-            await store.close()
+            await stores.close()
 
     app = FastAPI(title="kubechat", version=__version__, lifespan=lifespan)
     if settings.cors_origins:

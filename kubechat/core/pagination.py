@@ -9,6 +9,7 @@ integer, for a session's messages). A cursor that does not parse is an InvalidRe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -54,3 +55,11 @@ def parse_seq_cursor(cursor: str) -> int:
     if not 0 <= seq <= MAX_SEQ:
         raise InvalidRequestError(f"invalid cursor {cursor!r}")
     return seq
+
+
+def page_of(rows: Sequence[T], limit: int, cursor: Callable[[T], str]) -> Page[T]:
+    """The page of a listing asked for `limit + 1` rows: the first `limit`, and a cursor after
+    the last of them when there were more (none for a limit of 0 or less)."""
+    items = list(rows[: max(limit, 0)])
+    more = len(rows) > limit > 0
+    return Page(items, cursor(items[-1]) if more else None)

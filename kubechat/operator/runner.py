@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 
 import kopf
 from kubernetes_asyncio import client, config
@@ -20,7 +21,8 @@ from kubechat.operator.knowledge_bases import KnowledgeBaseReconciler, Knowledge
 from kubechat.operator.kube import Kube
 from kubechat.operator.main import register, register_login
 from kubechat.operator.settings import OperatorSettings
-from kubechat.stores.open import open_chunk_store, open_document_catalog, open_object_store
+from kubechat.stores.open import Stores
+from kubechat.stores.open import open_stores as open_process_stores
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +38,23 @@ async def api_client(server: str | None = None) -> client.ApiClient:
     return client.ApiClient()
 
 
+@dataclass
+class _OpenedStores(KnowledgeStores):
+    """The stores this process opened: closing them closes their one Elasticsearch client too."""
+
+    opened: Stores
+
+    async def close(self) -> None:
+        await self.opened.close()
+
+
 async def open_stores(settings: StoreSettings) -> KnowledgeStores | None:
-    """The cluster's stores, configured like the API's; None when Elasticsearch is not set."""
+    """The cluster's stores, opened as the API's are (one client); None when Elasticsearch is not set."""
     if not settings.elasticsearch_url:
         logger.warning("KUBECHAT_ELASTICSEARCH_URL is not set: KnowledgeBases stay pending")
         return None
-    return KnowledgeStores(
-        chunks=await open_chunk_store(settings),
-        objects=await open_object_store(settings),
-        documents=await open_document_catalog(settings),
-    )
+    opened = await open_process_stores(settings)
+    return _OpenedStores(opened.chunks, opened.objects, opened.documents, opened)
 
 
 async def run(

@@ -2,17 +2,24 @@
 
 Elasticsearch (chunks, the document catalog, chat history) when KUBECHAT_ELASTICSEARCH_URL is
 set, MinIO when KUBECHAT_S3_ENDPOINT is; credentials come only from the environment (in a
-cluster, from Kubernetes Secrets).
+cluster, from Kubernetes Secrets). In a cluster the three Elasticsearch stores share one client,
+so a process keeps one connection pool: `open_stores` makes it, and `Stores.close` closes it
+once, after the stores (which never close it themselves).
 """
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
+from elasticsearch import AsyncElasticsearch
+
 from kubechat.core.settings import StoreSettings
 from kubechat.stores.chunks import ChunkStore
 from kubechat.stores.documents import DocumentCatalog
-from kubechat.stores.elasticsearch.chunks import connect
-from kubechat.stores.elasticsearch.documents import open_catalog
-from kubechat.stores.elasticsearch.history import open_history
+from kubechat.stores.elasticsearch.chunks import ElasticsearchChunkStore
+from kubechat.stores.elasticsearch.client import new_client
+from kubechat.stores.elasticsearch.documents import ElasticsearchDocumentCatalog
+from kubechat.stores.elasticsearch.history import ElasticsearchHistoryStore
 from kubechat.stores.history import HistoryStore
 from kubechat.stores.objects import ObjectStore
 from kubechat.stores.objects.files import FileObjectStore
@@ -22,7 +29,78 @@ from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
 from kubechat.stores.sqlite.history import SQLiteHistoryStore
 
 
-async def open_object_store(settings: StoreSettings) -> ObjectStore:
+class Stores:
+    """The stores of one process, closed together by `close`.
+
+    The document catalog, the object store and the chunk store are opened with it; the chat
+    history only by `open_history`, as only the API keeps one (the operator does not).
+    """
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        elasticsearch: AsyncElasticsearch | None,
+        documents: DocumentCatalog,
+        objects: ObjectStore,
+        chunks: ChunkStore,
+        closing: AsyncExitStack,
+    ) -> None:
+        self._settings = settings
+        self.elasticsearch = elasticsearch  # None when embedded
+        self.documents = documents
+        self.objects = objects
+        self.chunks = chunks
+        self._closing = closing
+
+    async def open_history(self) -> HistoryStore:
+        """The chat history: shared by every API replica in a cluster, SQLite when embedded."""
+        store: HistoryStore
+        if self.elasticsearch is None:
+            store = await SQLiteHistoryStore.open(self._settings.history_database())
+        else:
+            store = ElasticsearchHistoryStore(self.elasticsearch, self._settings.elasticsearch_history_index)
+            await store.ensure_index()
+        self._closing.push_async_callback(store.close)
+        return store
+
+    async def close(self) -> None:
+        """Close every store, then the Elasticsearch client they shared."""
+        await self._closing.aclose()
+
+
+async def open_stores(settings: StoreSettings) -> Stores:
+    """The process's stores: one Elasticsearch client for all when the cluster's are configured."""
+    closing = AsyncExitStack()
+    try:
+        elasticsearch = None
+        if settings.elasticsearch_url:
+            elasticsearch = new_client(settings.elasticsearch_url, **settings.elasticsearch_credentials())
+            # First in, so last out: after every store that uses it.
+            closing.push_async_callback(elasticsearch.close)
+        documents = await _open_document_catalog(settings, elasticsearch)
+        closing.push_async_callback(documents.close)
+        objects = await _open_object_store(settings)
+        closing.push_async_callback(objects.close)
+        chunks = await _open_chunk_store(settings, elasticsearch)
+        closing.push_async_callback(chunks.close)
+    except BaseException:
+        await closing.aclose()
+        raise
+    return Stores(settings, elasticsearch, documents, objects, chunks, closing)
+
+
+async def _open_document_catalog(
+    settings: StoreSettings, elasticsearch: AsyncElasticsearch | None
+) -> DocumentCatalog:
+    """Shared by every API replica in a cluster (Elasticsearch), on disk when embedded."""
+    if elasticsearch is None:
+        return await SQLiteDocumentCatalog.open(settings.state_dir / "documents.sqlite3")
+    catalog = ElasticsearchDocumentCatalog(elasticsearch, settings.elasticsearch_documents_index)
+    await catalog.ensure_index()
+    return catalog
+
+
+async def _open_object_store(settings: StoreSettings) -> ObjectStore:
     if not settings.s3_endpoint:
         return FileObjectStore(settings.state_dir / "documents")
     access, secret = settings.s3_access_key, settings.s3_secret_key
@@ -37,29 +115,7 @@ async def open_object_store(settings: StoreSettings) -> ObjectStore:
     return store
 
 
-async def open_chunk_store(settings: StoreSettings) -> ChunkStore:
-    if not settings.elasticsearch_url:
+async def _open_chunk_store(settings: StoreSettings, elasticsearch: AsyncElasticsearch | None) -> ChunkStore:
+    if elasticsearch is None:
         return await SQLiteChunkStore.open(settings.state_dir / "chunks.sqlite3")
-    return connect(settings.elasticsearch_url, **settings.elasticsearch_credentials())
-
-
-async def open_document_catalog(settings: StoreSettings) -> DocumentCatalog:
-    """Shared by every API replica in a cluster (Elasticsearch), on disk when embedded."""
-    if not settings.elasticsearch_url:
-        return await SQLiteDocumentCatalog.open(settings.state_dir / "documents.sqlite3")
-    return await open_catalog(
-        settings.elasticsearch_url,
-        index=settings.elasticsearch_documents_index,
-        **settings.elasticsearch_credentials(),
-    )
-
-
-async def open_history_store(settings: StoreSettings) -> HistoryStore:
-    """Shared by every API replica in a cluster (Elasticsearch), SQLite in STATE_DIR when embedded."""
-    if not settings.elasticsearch_url:
-        return await SQLiteHistoryStore.open(settings.history_database())
-    return await open_history(
-        settings.elasticsearch_url,
-        index=settings.elasticsearch_history_index,
-        **settings.elasticsearch_credentials(),
-    )
+    return ElasticsearchChunkStore(elasticsearch)

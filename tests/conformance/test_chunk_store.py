@@ -26,16 +26,21 @@ ES_URL = os.environ.get("KUBECHAT_TEST_ES_URL", "")
 @pytest.fixture(params=["sqlite", "elasticsearch"])
 async def chunk_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ChunkStore]:
     store: ChunkStore
+    client = None
     if request.param == "sqlite":
         store = await SQLiteChunkStore.open(tmp_path / "chunks.sqlite3")
     else:
         if not ES_URL:
             pytest.skip("needs a live Elasticsearch: set KUBECHAT_TEST_ES_URL (the kind e2e does)")
-        from kubechat.stores.elasticsearch.chunks import connect
+        from kubechat.stores.elasticsearch.chunks import ElasticsearchChunkStore
+        from kubechat.stores.elasticsearch.client import new_client
 
-        store = connect(ES_URL)
+        client = new_client(ES_URL)  # the store's opener closes it, not the store
+        store = ElasticsearchChunkStore(client)
     yield store
     await store.close()
+    if client is not None:
+        await client.close()
 
 
 def knowledge_base(name: str | None = None, dimensions: int = 4, model: str = "minilm") -> KnowledgeBase:

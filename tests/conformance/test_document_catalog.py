@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from elasticsearch import AsyncElasticsearch
 
 from kubechat.core.errors import DocumentNotFoundError, InvalidRequestError
 from kubechat.stores.documents import Document, DocumentCatalog, DocumentStatus
@@ -25,6 +26,7 @@ Opener = Callable[[], Awaitable[DocumentCatalog]]
 async def open_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """Opens the same catalog again each call (as a restarted or second API process would)."""
     opened: list[DocumentCatalog] = []
+    clients: list[AsyncElasticsearch] = []
 
     async def open_sqlite() -> DocumentCatalog:
         opened.append(await SQLiteDocumentCatalog.open(tmp_path / "documents.sqlite3"))
@@ -36,13 +38,18 @@ async def open_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
             pytest.skip("needs a live Elasticsearch: set KUBECHAT_TEST_ES_URL (the kind e2e does)")
         from elasticsearch import Elasticsearch
 
-        from kubechat.stores.elasticsearch.documents import open_catalog as open_es_catalog
+        from kubechat.stores.elasticsearch.client import new_client
+        from kubechat.stores.elasticsearch.documents import ElasticsearchDocumentCatalog
 
         index = f"kubechat-documents-test-{os.urandom(6).hex()}"
 
         async def open_elasticsearch() -> DocumentCatalog:
-            opened.append(await open_es_catalog(ES_URL, index=index, replicas=0))
-            return opened[-1]
+            client = new_client(ES_URL)  # each opening is a process of its own, with its client
+            catalog = ElasticsearchDocumentCatalog(client, index)
+            await catalog.ensure_index(replicas=0)
+            opened.append(catalog)
+            clients.append(client)
+            return catalog
 
         def drop_index() -> None:  # runs after the catalogs are closed
             with Elasticsearch(ES_URL) as client:
@@ -53,6 +60,8 @@ async def open_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     yield opener
     for catalog in opened:
         await catalog.close()
+    for client in clients:
+        await client.close()
 
 
 def document(doc_id: str, sha: str, kb: str = "docs", created: float | None = None) -> Document:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from elasticsearch import AsyncElasticsearch
 
 from kubechat.core.errors import InvalidRequestError, SessionNotFoundError
 from kubechat.stores.history import HistoryStore, Message, MessageStatus, Session
@@ -26,6 +27,7 @@ Opener = Callable[[], Awaitable[HistoryStore]]
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """Opens the same store again each call (as a restarted or second API process would)."""
     opened: list[HistoryStore] = []
+    clients: list[AsyncElasticsearch] = []
 
     async def open_sqlite() -> HistoryStore:
         opened.append(await SQLiteHistoryStore.open(tmp_path / "history.sqlite3"))
@@ -37,13 +39,18 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             pytest.skip("needs a live Elasticsearch: set KUBECHAT_TEST_ES_URL (the kind e2e does)")
         from elasticsearch import Elasticsearch
 
-        from kubechat.stores.elasticsearch.history import open_history
+        from kubechat.stores.elasticsearch.client import new_client
+        from kubechat.stores.elasticsearch.history import ElasticsearchHistoryStore
 
         index = f"kubechat-history-test-{os.urandom(6).hex()}"
 
         async def open_elasticsearch() -> HistoryStore:
-            opened.append(await open_history(ES_URL, index=index, replicas=0))
-            return opened[-1]
+            client = new_client(ES_URL)  # each opening is a process of its own, with its client
+            store = ElasticsearchHistoryStore(client, index)
+            await store.ensure_index(replicas=0)
+            opened.append(store)
+            clients.append(client)
+            return store
 
         def drop_index() -> None:  # runs after the stores are closed
             with Elasticsearch(ES_URL) as client:
@@ -54,6 +61,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     yield opener
     for store in opened:
         await store.close()
+    for client in clients:
+        await client.close()
 
 
 @pytest.fixture

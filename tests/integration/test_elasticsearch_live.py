@@ -19,7 +19,8 @@ from elasticsearch import AsyncElasticsearch
 
 from kubechat.core.resources import KnowledgeBase
 from kubechat.stores.chunks import ChunkRecord
-from kubechat.stores.elasticsearch.chunks import ElasticsearchChunkStore, connect, index_body
+from kubechat.stores.elasticsearch.chunks import ElasticsearchChunkStore, index_body
+from kubechat.stores.elasticsearch.client import new_client
 from kubechat.stores.errors import EmbeddingMismatchError
 
 ES_URL = os.environ.get("KUBECHAT_TEST_ES_URL", "")
@@ -65,9 +66,9 @@ CORPUS = [
 
 @pytest.fixture
 async def store() -> AsyncIterator[ElasticsearchChunkStore]:
-    store = connect(ES_URL, api_key=ES_API_KEY, bulk_chunk_size=2)  # several bulk requests per upsert
-    yield store
-    await store.close()
+    client = new_client(ES_URL, api_key=ES_API_KEY)
+    yield ElasticsearchChunkStore(client, bulk_chunk_size=2)  # several bulk requests per upsert
+    await client.close()
 
 
 @pytest.fixture
@@ -195,24 +196,26 @@ async def test_another_store_sees_the_vector_size_in_the_cluster(
     store: ElasticsearchChunkStore, kb: KnowledgeBase
 ) -> None:
     index = await store.ensure_index(kb)
-    fresh = connect(ES_URL, api_key=ES_API_KEY)  # knows nothing of the index yet
+    client = new_client(ES_URL, api_key=ES_API_KEY)  # another process's, knowing nothing of the index
     try:
+        fresh = ElasticsearchChunkStore(client)
         with pytest.raises(EmbeddingMismatchError):
             await fresh.upsert(index, [chunk("x", 0, "too short", [1, 2])])
         await fresh.upsert(index, CORPUS[:1])
     finally:
-        await fresh.close()
+        await client.close()
     assert await store.count(kb) == 1
 
 
 async def test_replicas_racing_to_create_the_index_agree(
     store: ElasticsearchChunkStore, raw: AsyncElasticsearch, kb: KnowledgeBase
 ) -> None:
-    others = [connect(ES_URL, api_key=ES_API_KEY) for _ in range(3)]
+    clients = [new_client(ES_URL, api_key=ES_API_KEY) for _ in range(3)]  # three more replicas
     try:
+        others = [ElasticsearchChunkStore(client) for client in clients]
         created = await asyncio.gather(*(other.ensure_index(kb) for other in [store, *others]))
     finally:
-        await asyncio.gather(*(other.close() for other in others))
+        await asyncio.gather(*(client.close() for client in clients))
 
     assert set(created) == {f"{kb.index_alias}.000001"}
     assert await alias_targets(raw, kb) == set(created)

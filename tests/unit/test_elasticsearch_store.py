@@ -2,12 +2,12 @@
 
 A real AsyncElasticsearch talks HTTP to a real local server (pytest-httpserver) that answers
 in order with bodies shaped like Elasticsearch 9's documented responses; the tests check the
-requests the store sends and what it makes of the answers.
+requests the store sends and what it makes of the answers. The client, its retries and the
+bulk path the stores share are tested on their own in test_elasticsearch_client.py.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from elasticsearch import AsyncElasticsearch
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -22,13 +23,12 @@ from kubechat.core.resources import KnowledgeBase
 from kubechat.stores.chunks import ChunkRecord, RankedChunk
 from kubechat.stores.elasticsearch.chunks import (
     ElasticsearchChunkStore,
-    connect,
     generation_index,
     index_body,
     index_generation,
 )
+from kubechat.stores.elasticsearch.client import Retries, new_client
 from kubechat.stores.errors import EmbeddingMismatchError, StoreError, StoreUnavailableError
-from tests.conftest import free_port
 
 DIMS = 4
 ALIAS = "kubechat-kb.default.docs"
@@ -122,11 +122,21 @@ def es(httpserver: HTTPServer) -> Iterator[FakeElasticsearch]:
     fake.verify()
 
 
+# Three attempts, quickly.
+RETRIES = Retries(max_retries=2, backoff_s=0.001)
+
+
 @pytest.fixture
-async def store(es: FakeElasticsearch) -> AsyncIterator[ElasticsearchChunkStore]:
-    store = connect(es.url, bulk_chunk_size=2, max_retries=2, backoff_s=0.001)
-    yield store
-    await store.close()
+async def client(es: FakeElasticsearch) -> AsyncIterator[AsyncElasticsearch]:
+    """The process's one client, as kubechat.stores.open makes it; its opener closes it."""
+    client = new_client(es.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def store(client: AsyncElasticsearch) -> ElasticsearchChunkStore:
+    return ElasticsearchChunkStore(client, bulk_chunk_size=2, retries=RETRIES)
 
 
 def existing_index(
@@ -798,49 +808,11 @@ async def test_refused_credentials_are_a_store_error_and_not_retried(
     assert not isinstance(caught.value, StoreUnavailableError)
 
 
-async def test_an_unreachable_cluster_is_unavailable() -> None:
-    store = connect(f"http://127.0.0.1:{free_port()}", max_retries=1, backoff_s=0.001, request_timeout=2)
-    try:
-        with pytest.raises(StoreUnavailableError, match="after 2 attempts"):
-            await store.count(KB)
-    finally:
-        await store.close()
+async def test_closing_the_store_leaves_the_shared_client_open(
+    es: FakeElasticsearch, client: AsyncElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("POST", f"/{ALIAS}/_count", {"count": 3, "_shards": {"total": 1, "successful": 1, "failed": 0}})
 
+    await store.close()
 
-async def test_connect_sends_the_api_key(es: FakeElasticsearch) -> None:
-    es.reply(
-        "POST",
-        f"/{ALIAS}/_count",
-        {"count": 0, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}},
-    )
-    store = connect(es.url, api_key="a2V5LWlkOmtleQ==")
-    try:
-        await store.count(KB)
-    finally:
-        await store.close()
-
-    assert es.sent[0].headers["Authorization"] == "ApiKey a2V5LWlkOmtleQ=="
-
-
-async def test_connect_sends_a_username_and_password(es: FakeElasticsearch) -> None:
-    es.reply(
-        "POST",
-        f"/{ALIAS}/_count",
-        {"count": 0, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}},
-    )
-    store = connect(es.url, username="kubechat", password="s3cret")
-    try:
-        await store.count(KB)
-    finally:
-        await store.close()
-
-    assert es.sent[0].headers["Authorization"] == "Basic " + base64.b64encode(b"kubechat:s3cret").decode()
-
-
-async def test_connect_wants_one_kind_of_credentials() -> None:
-    with pytest.raises(ValueError, match="not both"):
-        connect("http://127.0.0.1:9200", api_key="k", username="u", password="p")
-    with pytest.raises(ValueError, match="needs a password"):
-        connect("http://127.0.0.1:9200", username="u")
-    # Unset settings arrive as empty strings.
-    await connect("http://127.0.0.1:9200", api_key="", username="u", password="p").close()
+    assert await ElasticsearchChunkStore(client).count(KB) == 3

@@ -11,10 +11,12 @@ Choices worth knowing:
   caller passes `visible=False`; ingestion does so for a document's batches and then calls
   `make_visible` (one refresh per document), so an `indexed` document is searchable.
   `delete_document` refreshes (delete-by-query has no `wait_for`).
-* Retries: kubechat.stores.elasticsearch.client's policy (the transport's own are switched off).
-  A whole request that fails with 429/502/503/504, a timeout or a lost connection is
-  retried with exponential back-off, and so are bulk items rejected with 429/503; when the
-  retries run out the error is StoreUnavailableError. Any other failure is StoreError.
+* Retries: kubechat.stores.elasticsearch.client's (tenacity; the transport's own are switched
+  off). A whole request that fails with 429/502/503/504, a timeout or a lost connection is
+  retried with exponential back-off and jitter, and so are bulk items turned away with
+  429/502/503/504 (only those items, while no item failed for good); when the retries run out
+  the error is StoreUnavailableError. Any other failure is StoreError, and so is a bulk item
+  that fails for good (a mapping error) or a delete-by-query failure other than those.
 * A missing alias reads as an empty knowledge base: searches return [], `count` 0,
   `get_chunk` None. Writes name a physical index; before the first write to one, the store
   reads its mapping (vector size), so a missing index is a StoreError rather than one that
@@ -22,31 +24,30 @@ Choices worth knowing:
   is only kept from coming back by the cluster setting
   `action.auto_create_index: "-kubechat-*,+*"`, which deployments should set.
 * Documents are never logged, and bulk errors are asked not to echo document sources.
+* The store runs on the process's one client (kubechat.stores.open) and leaves closing it to
+  its opener.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import numpy as np
 from elasticsearch import AsyncElasticsearch
-from elasticsearch.exceptions import ApiError, TransportError
 
 from kubechat.core.resources import KnowledgeBase
 from kubechat.stores.chunks import ChunkRecord, RankedChunk, Vector
 from kubechat.stores.elasticsearch.client import (
-    TRANSIENT_STATUS,
+    DEFAULT_RETRIES,
+    BulkAction,
     RequestFailed,
-    RetryPolicy,
-    describe,
-    error_type_and_reason,
-    failure,
-    new_client,
-    transient,
+    Retries,
+    bulk,
+    check_by_query,
+    partial_failure,
 )
 from kubechat.stores.errors import (
     EmbeddingMismatchError,
@@ -62,11 +63,6 @@ SCHEMA_VERSION: Final = 1
 VECTOR_FIELD: Final = "vector"
 # Elasticsearch's ceiling for both `k` and `num_candidates`.
 MAX_KNN: Final = 10_000
-
-_RETRYABLE_ITEM_STATUS: Final = frozenset({429, 503})
-_ERRORS_SHOWN: Final = 3
-
-T = TypeVar("T")
 
 
 def index_body(kb: KnowledgeBase) -> dict[str, Any]:
@@ -129,21 +125,16 @@ class ElasticsearchChunkStore:
     """ChunkStore on Elasticsearch (see the module docstring for the choices it makes)."""
 
     def __init__(
-        self,
-        client: AsyncElasticsearch,
-        *,
-        bulk_chunk_size: int = 500,
-        max_retries: int = 4,
-        backoff_s: float = 0.5,
+        self, client: AsyncElasticsearch, *, bulk_chunk_size: int = 500, retries: Retries = DEFAULT_RETRIES
     ) -> None:
-        if bulk_chunk_size < 1 or max_retries < 0 or backoff_s < 0:
-            raise ValueError("bulk_chunk_size must be >= 1, max_retries and backoff_s >= 0")
-        self._client = client
-        # One retry policy: ours (with back-off and item retries), not also the transport's.
+        if bulk_chunk_size < 1:
+            raise ValueError("bulk_chunk_size must be >= 1")
+        # One retry path: `retries` (with back-off and item retries), not also the transport's,
+        # whoever made the client.
         self._es = client.options(max_retries=0)
         self._bulk_chunk_size = bulk_chunk_size
-        self._retry = RetryPolicy(max_retries, backoff_s)
-        self._call = self._retry.call
+        self._retries = retries
+        self._call = retries.call
         # Vector size per physical index, to refuse a wrong vector before sending it.
         self._dims: dict[str, int] = {}
 
@@ -159,12 +150,9 @@ class ElasticsearchChunkStore:
         if not await self._create_index(kb, index, alias=kb.index_alias):
             # Another replica created it first, alias included (one create call does both);
             # the node we ask may apply that cluster state a moment after the master did.
-            for attempt in range(self._retry.max_retries + 1):
-                active = await self._active_index(kb)
-                if active is not None:
-                    return active
-                if attempt < self._retry.max_retries:
-                    await asyncio.sleep(self._retry.delay(attempt))
+            active = await self._retries.poll(lambda: self._active_index(kb))
+            if active is not None:
+                return active
             raise StoreError(
                 f"index {index} exists but alias {kb.index_alias} does not (left over, or auto-created by a "
                 "write after a drop); drop the knowledge base's indices to start over"
@@ -292,13 +280,19 @@ class ElasticsearchChunkStore:
         if not chunks:
             return
         dims = await self._index_dims(index)
-        actions = [(chunk.chunk_id, _source(chunk, dims, index)) for chunk in chunks]
+        actions = [BulkAction("index", chunk.chunk_id, _source(chunk, dims, index)) for chunk in chunks]
         size = self._bulk_chunk_size
         batches = [actions[start : start + size] for start in range(0, len(actions), size)]
+        what = f"bulk write to {index}"
         for number, batch in enumerate(batches, start=1):
+            last = number == len(batches)
             try:
-                last = number == len(batches)
-                await self._bulk(index, batch, refresh="wait_for" if visible and last else None)
+                failures = await bulk(
+                    self._es, what, batch, self._retries, index=index,
+                    refresh="wait_for" if visible and last else None,
+                )  # fmt: skip
+                if failures:
+                    raise partial_failure(what, failures, len(batch), "chunks")
             except StoreError:
                 # The mapping may have changed under us (index dropped and re-created).
                 self._dims.pop(index, None)
@@ -326,55 +320,13 @@ class ElasticsearchChunkStore:
         self._dims[index] = dims
         return dims
 
-    async def _bulk(self, index: str, batch: list[tuple[str, dict[str, Any]]], refresh: str | None) -> None:
-        pending = batch
-        for attempt in range(self._retry.max_retries + 1):
-            operations: list[Mapping[str, Any]] = []
-            for chunk_id, source in pending:
-                operations += [{"index": {"_id": chunk_id}}, source]
-            try:
-                response = await self._es.bulk(
-                    index=index, operations=operations, refresh=refresh, include_source_on_error=False
-                )
-            except (ApiError, TransportError) as exc:
-                if not transient(exc):
-                    raise failure(f"bulk write to {index}", exc) from exc
-                problem = describe(exc)
-            else:
-                if not response.body.get("errors"):
-                    return
-                retry: list[tuple[str, dict[str, Any]]] = []
-                failed: list[str] = []
-                for action, item in zip(pending, response.body["items"], strict=True):
-                    result = next(iter(item.values()))
-                    if "error" not in result:
-                        continue
-                    if result.get("status") in _RETRYABLE_ITEM_STATUS:
-                        retry.append(action)
-                    else:
-                        error_type, reason = error_type_and_reason(result)
-                        failed.append(f"{action[0]}: {result.get('status')} {error_type}: {reason}")
-                if failed:
-                    raise StoreError(
-                        f"bulk write to {index}: {len(failed)} of {len(pending)} chunks failed: "
-                        + "; ".join(failed[:_ERRORS_SHOWN])
-                    )
-                if not retry:
-                    return
-                pending = retry
-                problem = f"{len(retry)} chunks rejected with 429/503"
-            if attempt < self._retry.max_retries:
-                logger.warning("bulk write to %s: %s; retrying", index, problem)
-                await asyncio.sleep(self._retry.delay(attempt))
-        raise StoreUnavailableError(
-            f"bulk write to {index} failed after {self._retry.max_retries + 1} attempts: {problem}"
-        )
-
     async def delete_document(self, index: str, document_id: str) -> None:
         """Delete-by-query sees only refreshed documents, and skips chunks that change under it
         (a write racing the delete): refresh first, and go again while conflicts remain."""
         what = f"delete chunks of {document_id} from {index}"
-        for attempt in range(self._retry.max_retries + 1):
+
+        async def delete() -> bool | None:
+            """True once done; None while chunks changed under it."""
             try:
                 await self.make_visible(index)
                 response = await self._call(
@@ -388,23 +340,13 @@ class ElasticsearchChunkStore:
                 )
             except RequestFailed as exc:
                 if exc.status == 404:
-                    return  # no index, nothing to delete
+                    return True  # no index, nothing to delete
                 raise
-            failures = response.body.get("failures") or []
-            if failures:
-                statuses = {failure.get("status") for failure in failures}
-                error_type, reason = error_type_and_reason({"error": failures[0].get("cause")})
-                message = (
-                    f"{what}: {len(failures)} failures, first: "
-                    f"{failures[0].get('status')} {error_type}: {reason}"
-                )
-                if statuses <= TRANSIENT_STATUS:
-                    raise StoreUnavailableError(message)
-                raise StoreError(message)
-            if not response.body.get("version_conflicts"):
-                return
-            await asyncio.sleep(self._retry.delay(attempt))
-        raise StoreUnavailableError(f"{what}: chunks kept changing during the delete")
+            check_by_query(what, response.body, "chunks")
+            return None if response.body.get("version_conflicts") else True
+
+        if await self._retries.poll(delete) is None:
+            raise StoreUnavailableError(f"{what}: chunks kept changing during the delete")
 
     # -- reads --------------------------------------------------------------------------
 
@@ -495,7 +437,7 @@ class ElasticsearchChunkStore:
         return int(response.body["count"])
 
     async def close(self) -> None:
-        await self._client.close()
+        """Nothing to release: the client is its opener's (kubechat.stores.open), who closes it."""
 
 
 def _source(chunk: ChunkRecord, dims: int, index: str) -> dict[str, Any]:
@@ -529,29 +471,4 @@ def _chunk(source: Mapping[str, Any]) -> ChunkRecord:
         text=source.get("text", ""),
         page=int(page) if page is not None else None,
         section=source.get("section") or "",
-    )
-
-
-def connect(
-    url: str,
-    *,
-    api_key: str | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    ca_certs: str | None = None,
-    request_timeout: float = 30.0,
-    bulk_chunk_size: int = 500,
-    max_retries: int = 4,
-    backoff_s: float = 0.5,
-) -> ElasticsearchChunkStore:
-    """A store on a new client of the cluster at `url` (credentials are never logged).
-
-    Empty strings count as not given, as unset environment settings arrive that way.
-    """
-    client = new_client(
-        url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,
-        request_timeout=request_timeout,
-    )  # fmt: skip
-    return ElasticsearchChunkStore(
-        client, bulk_chunk_size=bulk_chunk_size, max_retries=max_retries, backoff_s=backoff_s
     )

@@ -1,20 +1,42 @@
-"""Talking to Elasticsearch: one client factory, one retry policy, one error mapping.
+"""Talking to Elasticsearch: the one client factory, retry path, bulk path and error mapping.
 
-The chunk store and the document catalog both use these, so every Elasticsearch request of
-kubechat retries the same way (the client's own transport retries are switched off) and
-fails with the same StoreError types.
+The chunk store, the document catalog and the chat history all send their requests through
+these, so every Elasticsearch request of kubechat is retried the same way and fails with the
+same StoreError types:
+
+* One client per process: `new_client` makes it where the process starts
+  (kubechat.stores.open), the stores share it and never close it.
+* Retries are tenacity's, not the transport's (switched off: it retries 429/502/503/504 at once,
+  without back-off). A request that fails with 429/502/503/504, a timeout or a lost connection
+  is tried again after an exponential back-off with full jitter, so that replicas turned away
+  together do not come back together; when the attempts run out it is StoreUnavailableError.
+  Anything else fails at once: RequestFailed (with the status and Elasticsearch's error type)
+  for a 4xx, StoreUnavailableError for another 5xx, StoreError otherwise.
+* Bulk writes go through `bulk`, which sends again only the items turned away (429/502/503/504)
+  on the same back-off, and reports the items that failed for good.
+* A request that fails in part (bulk items, by-query failures) becomes one error through
+  `partial_failure`: StoreUnavailableError when every part was turned away or failed inside
+  the cluster (5xx), else StoreError.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.exceptions import ApiError, ConnectionError, ConnectionTimeout, TransportError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from tenacity.retry import RetryBaseT
 
 from kubechat.stores.errors import StoreError, StoreUnavailableError
 
@@ -22,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 TRANSIENT_STATUS: Final = frozenset({429, 502, 503, 504})
 MAX_BACKOFF_S: Final = 30.0
+# Failed parts named in an error message; the rest are only counted.
+_PARTS_SHOWN: Final = 3
 
 T = TypeVar("T")
 
@@ -35,6 +59,31 @@ class RequestFailed(StoreError):
         self.error_type = error_type
 
 
+@dataclass(frozen=True)
+class PartFailure:
+    """One part of a request that failed: a bulk item, or an entry a by-query request could not change."""
+
+    key: str
+    status: int
+    error_type: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.status} {self.error_type}: {self.reason}"
+
+    @property
+    def transient(self) -> bool:
+        return self.status in TRANSIENT_STATUS
+
+
+class _ItemsTurnedAway(Exception):
+    """Every failed item of a bulk request was turned away: send those again."""
+
+    def __init__(self, failures: list[PartFailure]) -> None:
+        super().__init__(f"{len(failures)} items turned away, first: {failures[0]}")
+        self.failures = failures
+
+
 def error_type_and_reason(body: object) -> tuple[str, str]:
     if isinstance(body, Mapping):
         error = body.get("error")
@@ -45,59 +94,182 @@ def error_type_and_reason(body: object) -> tuple[str, str]:
     return "", ""
 
 
-def describe(exc: Exception) -> str:
+def describe(exc: BaseException) -> str:
     if isinstance(exc, ApiError):
         error_type, reason = error_type_and_reason(exc.body)
         return " ".join(filter(None, [str(exc.meta.status), error_type, reason])) or str(exc.meta.status)
+    if isinstance(exc, _ItemsTurnedAway):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
-class RetryPolicy:
-    """Exponential back-off with jitter over transient failures; every failure a StoreError."""
-
-    def __init__(self, max_retries: int = 4, backoff_s: float = 0.5) -> None:
-        if max_retries < 0 or backoff_s < 0:
-            raise ValueError("max_retries and backoff_s must be >= 0")
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-
-    def delay(self, attempt: int) -> float:
-        # Exponential with jitter, so that replicas turned away together do not return together.
-        return min(self.backoff_s * 2.0**attempt, MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
-
-    async def call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        """Run one request, retrying transient failures; every failure becomes a StoreError."""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return await request()
-            except (ApiError, TransportError) as exc:
-                if not transient(exc):
-                    raise failure(what, exc) from exc
-                if attempt == self.max_retries:
-                    raise StoreUnavailableError(
-                        f"{what} failed after {attempt + 1} attempts: {describe(exc)}"
-                    ) from exc
-                logger.warning("%s: %s; retrying", what, describe(exc))
-            await asyncio.sleep(self.delay(attempt))
-        raise AssertionError("unreachable")
-
-
-def transient(exc: ApiError | TransportError) -> bool:
+def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, ApiError):
         return exc.meta.status in TRANSIENT_STATUS
-    return isinstance(exc, ConnectionError | ConnectionTimeout)
+    return isinstance(exc, ConnectionError | ConnectionTimeout | _ItemsTurnedAway)
 
 
-def failure(what: str, exc: ApiError | TransportError) -> StoreError:
+def request_failure(what: str, exc: ApiError | TransportError) -> StoreError:
+    """The StoreError of a request that failed in a way a retry does not fix."""
     if isinstance(exc, ApiError):
         error_type, _ = error_type_and_reason(exc.body)
         message = f"{what}: {describe(exc)}"
         if exc.meta.status >= 500:
             return StoreUnavailableError(message)
         return RequestFailed(message, exc.meta.status, error_type)
-    if isinstance(exc, ConnectionError):  # TLS failures
-        return StoreUnavailableError(f"{what}: {describe(exc)}")
     return StoreError(f"{what}: {describe(exc)}")
+
+
+def partial_failure(what: str, failures: Sequence[PartFailure], total: int, noun: str) -> StoreError:
+    """The one error of a request that failed in part (`failures` of `total` parts, not empty)."""
+    shown = "; ".join(str(failure) for failure in failures[:_PARTS_SHOWN])
+    message = f"{what}: {len(failures)} of {total} {noun} failed: {shown}"
+    if all(failure.transient or failure.status >= 500 for failure in failures):
+        return StoreUnavailableError(message)
+    return StoreError(message)
+
+
+def check_by_query(what: str, body: Mapping[str, Any], noun: str) -> None:
+    """Raise the error of a `_delete_by_query` or `_update_by_query` answer that lists failures."""
+    listed: Sequence[Mapping[str, Any]] = body.get("failures") or []
+    failures = [
+        PartFailure(
+            str(failure.get("id") or failure.get("index") or "?"),
+            int(failure.get("status", 500)),
+            # A failed write carries a `cause`, a failed search a `reason`.
+            *error_type_and_reason({"error": failure.get("cause") or failure.get("reason")}),
+        )
+        for failure in listed
+    ]
+    if failures:
+        raise partial_failure(what, failures, max(int(body.get("total") or 0), len(failures)), noun)
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How a store retries: up to `max_retries` more attempts, waiting a random time of up to
+    `backoff_s`, then twice that, and so on (up to MAX_BACKOFF_S) before each."""
+
+    max_retries: int = 4
+    backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.backoff_s < 0:
+            raise ValueError("max_retries and backoff_s must be >= 0")
+
+    @property
+    def attempts(self) -> int:
+        return self.max_retries + 1
+
+    async def _run(self, request: Callable[[], Awaitable[T]], retry: RetryBaseT, **options: Any) -> T:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_random_exponential(multiplier=self.backoff_s, max=MAX_BACKOFF_S),
+            retry=retry,
+            reraise=True,
+            **options,
+        )
+
+        # tenacity awaits what a coroutine function returns, not what any callable does.
+        async def attempt() -> T:
+            return await request()
+
+        result: T = await retrying(attempt)
+        return result
+
+    async def call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
+        """Run one request, retrying transient failures; every failure becomes a StoreError."""
+
+        def log(state: RetryCallState) -> None:
+            if state.outcome is not None and (exc := state.outcome.exception()) is not None:
+                logger.warning("%s: %s; retrying", what, describe(exc))
+
+        try:
+            return await self._run(request, retry_if_exception(_retryable), before_sleep=log)
+        except (ApiError, TransportError) as exc:
+            if _retryable(exc):
+                raise StoreUnavailableError(
+                    f"{what} failed after {self.attempts} attempts: {describe(exc)}"
+                ) from exc
+            raise request_failure(what, exc) from exc
+
+    async def poll(self, attempt: Callable[[], Awaitable[T | None]]) -> T | None:
+        """Run `attempt` until it returns something, backing off in between; None if it never did."""
+        return await self._run(attempt, retry_if_result(_is_none), retry_error_callback=_none)
+
+
+def _is_none(result: object) -> bool:
+    return result is None
+
+
+def _none(_: RetryCallState) -> None:
+    return None
+
+
+DEFAULT_RETRIES: Final = Retries()
+# For requests not worth repeating: a readiness probe must answer quickly.
+ONCE: Final = Retries(max_retries=0)
+
+
+@dataclass(frozen=True)
+class BulkAction:
+    """One write of a `_bulk` request: `op` (index, create) of the entry `key`."""
+
+    op: str
+    key: str
+    source: Mapping[str, Any]
+    index: str | None = None  # None: the index the request names
+
+    def lines(self) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        target = {"_id": self.key} if self.index is None else {"_index": self.index, "_id": self.key}
+        return {self.op: target}, self.source
+
+
+async def bulk(
+    es: AsyncElasticsearch,
+    what: str,
+    actions: Sequence[BulkAction],
+    retries: Retries,
+    *,
+    done_status: Collection[int] = (),
+    **params: Any,
+) -> list[PartFailure]:
+    """Write `actions` in one `_bulk` request; the items that failed for good (none: all done).
+
+    A whole request turned away is sent again, and so are the items turned away while every
+    failed item was (a failure for good ends the retries: the caller has to act on it anyway).
+    An item answered with a status in `done_status` counts as written. Documents are never
+    echoed back in errors (`include_source_on_error=false`). `params` go with every request.
+
+    Not elasticsearch.helpers.async_streaming_bulk: its retries (a fixed doubling without
+    jitter, lost connections and timeouts not retried at all) would be a second retry path
+    beside `Retries`, and callers name their own batches (the last one alone waits for a refresh).
+    """
+    pending = list(actions)
+
+    async def send() -> list[PartFailure]:
+        nonlocal pending
+        operations = [line for action in pending for line in action.lines()]
+        response = await es.bulk(operations=operations, include_source_on_error=False, **params)
+        if not response.body.get("errors"):
+            return []
+        failed: list[tuple[BulkAction, PartFailure]] = []
+        for action, item in zip(pending, response.body["items"], strict=True):
+            result = next(iter(item.values()))
+            status = int(result.get("status", 500))
+            if status < 300 or status in done_status:
+                continue
+            failed.append((action, PartFailure(action.key, status, *error_type_and_reason(result))))
+        failures = [failure for _, failure in failed]
+        if failures and all(failure.transient for failure in failures):
+            pending = [action for action, _ in failed]
+            raise _ItemsTurnedAway(failures)
+        return failures
+
+    try:
+        return await retries.call(what, send)
+    except _ItemsTurnedAway as exc:
+        return exc.failures
 
 
 def new_client(
@@ -109,9 +281,11 @@ def new_client(
     ca_certs: str | None = None,
     request_timeout: float = 30.0,
 ) -> AsyncElasticsearch:
-    """A client of the cluster at `url` (credentials are never logged).
+    """The client of the cluster at `url`: one per process, closed by whoever made it.
 
-    Empty strings count as not given, as unset environment settings arrive that way.
+    Credentials (never logged) are those of StoreSettings.elasticsearch_credentials(): an API
+    key, or a username and password; empty strings count as not given, as unset environment
+    settings arrive that way.
     """
     api_key, username, password = api_key or None, username or None, password or None
     ca_certs = ca_certs or None
@@ -127,6 +301,6 @@ def new_client(
         api_key=api_key,
         basic_auth=(username, password) if username is not None and password is not None else None,
         request_timeout=request_timeout,
-        max_retries=0,  # RetryPolicy retries, with back-off
+        max_retries=0,  # Retries retries, with back-off
         **options,
     )

@@ -35,29 +35,35 @@ Choices worth knowing:
   `wait_for`). Staged documents and markers are only ever read by real-time GET and are
   written without a refresh.
 * Errors and retries are kubechat.stores.elasticsearch.client's: a request
-  failing with 429/502/503/504, a timeout or a lost connection is retried with back-off and
-  then is StoreUnavailableError; anything else is StoreError.
-* A missing index is an error, not an empty catalog: `open_catalog` creates it. A write to
-  an index that was dropped later would let Elasticsearch auto-create it with a dynamic
-  mapping unless the cluster setting `action.auto_create_index` excludes `kubechat-*`.
+  failing with 429/502/503/504, a timeout or a lost connection is retried with exponential
+  back-off and jitter and then is StoreUnavailableError; anything else is StoreError. A
+  requeue whose `_update_by_query` reports failures is StoreUnavailableError when each was
+  turned away or failed inside the cluster (5xx), else StoreError.
+* Cursors are kubechat.core.pagination's time cursors (`<created_at>:<id>`), as in the
+  embedded catalog, so a cursor reads the same whichever catalog made it.
+* A missing index is an error, not an empty catalog: `ensure_index` creates it (the process
+  opening its stores calls it: kubechat.stores.open). A write to an index that was dropped
+  later would let Elasticsearch auto-create it with a dynamic mapping unless the cluster
+  setting `action.auto_create_index` excludes `kubechat-*`.
+* The catalog runs on the process's one client (kubechat.stores.open) and leaves closing it
+  to its opener.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, Final, TypeVar
 
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.core.errors import DocumentNotFoundError, InvalidRequestError
-from kubechat.core.pagination import Page
+from kubechat.core.errors import DocumentNotFoundError
+from kubechat.core.pagination import Page, page_of, parse_time_cursor, time_cursor
 from kubechat.stores.documents import PENDING, PROGRESS_FIELDS, Document, DocumentStatus
-from kubechat.stores.elasticsearch.client import TRANSIENT_STATUS
-from kubechat.stores.elasticsearch.entries import EntryIndex, open_entry_index
+from kubechat.stores.elasticsearch.client import DEFAULT_RETRIES, Retries, check_by_query
+from kubechat.stores.elasticsearch.entries import EntryIndex
 from kubechat.stores.errors import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -172,25 +178,13 @@ def _document(source: Mapping[str, Any]) -> Document:
 
 
 def _cursor(document: Document) -> str:
-    # The embedded catalog's format, so a cursor reads the same whichever catalog made it.
-    return f"{document.created_at!r}:{document.id}"
-
-
-def _search_after(cursor: str) -> list[Any]:
-    created, _, last_id = cursor.partition(":")
-    try:
-        created_at = float(created)
-    except ValueError:
-        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
-    if not math.isfinite(created_at):
-        raise InvalidRequestError(f"invalid cursor {cursor!r}")
-    return [created_at, last_id]
+    return time_cursor(document.created_at, document.id)
 
 
 class ElasticsearchDocumentCatalog(EntryIndex):
     """DocumentCatalog on Elasticsearch (see the module docstring for the choices it makes).
 
-    `ensure_index` (or `open_catalog`, which calls it) must have created the index.
+    `ensure_index` must have created the index (kubechat.stores.open calls it).
     """
 
     def __init__(
@@ -198,11 +192,10 @@ class ElasticsearchDocumentCatalog(EntryIndex):
         client: AsyncElasticsearch,
         index: str = DEFAULT_INDEX,
         *,
-        max_retries: int = 4,
-        backoff_s: float = 0.5,
+        retries: Retries = DEFAULT_RETRIES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(client, index, max_retries=max_retries, backoff_s=backoff_s)
+        super().__init__(client, index, retries)
         self._clock = clock
 
     async def ensure_index(self, replicas: int | None = None) -> bool:
@@ -283,23 +276,19 @@ class ElasticsearchDocumentCatalog(EntryIndex):
     async def list_documents(
         self, knowledge_base: str, limit: int, cursor: str | None, status: DocumentStatus | None = None
     ) -> Page[Document]:
-        search_after = _search_after(cursor) if cursor else None
+        body: dict[str, Any] = {"search_after": list(parse_time_cursor(cursor))} if cursor else {}
         filters = self._documents_of(knowledge_base)
         if status is not None:
             filters.append({"term": {"status": status.value}})
-        limit = max(limit, 0)
-        body: dict[str, Any] = {"search_after": search_after} if search_after is not None else {}
         response = await self._search(
             f"list documents of {knowledge_base}",
             query={"bool": {"filter": filters}},
             sort=_DOCUMENT_ORDER,
-            size=limit + 1,
+            size=max(limit, 0) + 1,
             **body,
         )
         documents = [_document(hit["_source"]) for hit in response["hits"]["hits"]]
-        more = len(documents) > limit > 0
-        documents = documents[:limit]
-        return Page(documents, _cursor(documents[-1]) if more else None)
+        return page_of(documents, limit, _cursor)
 
     async def update(self, document_id: str, status: DocumentStatus, **progress: Any) -> None:
         unknown = set(progress) - PROGRESS_FIELDS
@@ -335,16 +324,7 @@ class ElasticsearchDocumentCatalog(EntryIndex):
                 ),
             )
             body = response.body
-            failures: Sequence[Mapping[str, Any]] = body.get("failures") or []
-            if failures:
-                cause = failures[0].get("cause") or {}
-                message = (
-                    f"{what}: {len(failures)} failures, first: {failures[0].get('status')} "
-                    f"{cause.get('type', '')}: {cause.get('reason', '')}"
-                )
-                if {failure.get("status") for failure in failures} <= TRANSIENT_STATUS:
-                    raise StoreUnavailableError(message)
-                raise StoreError(message)
+            check_by_query(what, body, "documents")
             # Documents written meanwhile were skipped; setting the same fields again is harmless.
             if not body.get("version_conflicts"):
                 return int(body["total"])
@@ -466,27 +446,3 @@ class ElasticsearchDocumentCatalog(EntryIndex):
     @staticmethod
     def _documents_of(knowledge_base: str) -> list[dict[str, Any]]:
         return [{"term": {"kind": _DOCUMENT}}, {"term": {"knowledge_base": knowledge_base}}]
-
-
-async def open_catalog(
-    url: str,
-    *,
-    api_key: str | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    ca_certs: str | None = None,
-    index: str = DEFAULT_INDEX,
-    replicas: int | None = None,
-    request_timeout: float = 30.0,
-    max_retries: int = 4,
-    backoff_s: float = 0.5,
-) -> ElasticsearchDocumentCatalog:
-    """A catalog on a new client of the cluster at `url`, its index created if missing
-    (credentials: kubechat.stores.elasticsearch.entries.open_entry_index)."""
-    return await open_entry_index(
-        lambda client: ElasticsearchDocumentCatalog(
-            client, index, max_retries=max_retries, backoff_s=backoff_s
-        ),
-        url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,
-        replicas=replicas, request_timeout=request_timeout,
-    )  # fmt: skip

@@ -4,7 +4,8 @@ The document catalog and the chat history keep small records (documents, session
 in an index of their own and need the same few operations: a real-time read that returns what
 a conditional write needs (`_seq_no`, `_primary_term`), create-if-absent, update and delete
 that can be made conditional on the version read, and searches that refuse partial answers.
-`EntryIndex` holds them once; each store subclasses it and sets `_es`, `_index` and `_retry`.
+`EntryIndex` holds them once; each store subclasses it. Every request goes through
+kubechat.stores.elasticsearch.client's retries and error mapping, on the process's one client.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import Any, Final, TypeVar
 
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.stores.elasticsearch.client import RequestFailed, RetryPolicy, new_client
+from kubechat.stores.elasticsearch.client import RequestFailed, Retries
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-E = TypeVar("E", bound="EntryIndex")
 
 # Unconditional updates of one entry retry Elasticsearch's own version conflicts this often.
 RETRY_ON_CONFLICT: Final = 5
@@ -42,20 +42,21 @@ class Stored:
 
 
 class EntryIndex:
-    """Reads and writes of single entries of one index, each retried by the store's policy."""
+    """Reads and writes of single entries of one index, each retried by the store's `Retries`."""
 
-    def __init__(self, client: AsyncElasticsearch, index: str, *, max_retries: int, backoff_s: float) -> None:
-        self._client = client
+    def __init__(self, client: AsyncElasticsearch, index: str, retries: Retries) -> None:
         self._index = index
-        self._es = client.options(max_retries=0)  # the policy below retries, not the client
-        self._retry = RetryPolicy(max_retries, backoff_s)
+        # `retries` retries, not the client, whoever made it (the process's one client has
+        # its own switched off already).
+        self._es = client.options(max_retries=0)
+        self._retries = retries
 
     @property
     def index(self) -> str:
         return self._index
 
     async def close(self) -> None:
-        await self._client.close()
+        """Nothing to release: the client is its opener's (kubechat.stores.open), who closes it."""
 
     async def ensure_index(self, replicas: int | None = None) -> bool:
         """Create the store's index if it does not exist; False if it did."""
@@ -76,7 +77,7 @@ class EntryIndex:
         return True
 
     async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        return await self._retry.call(what, request)
+        return await self._retries.call(what, request)
 
     async def _read(self, what: str, key: str) -> Stored | None:
         try:
@@ -157,32 +158,3 @@ class EntryIndex:
             if len(hits) < PAGE_SIZE:
                 return sources
             after = {"search_after": hits[-1]["sort"]}
-
-
-async def open_entry_index(
-    store: Callable[[AsyncElasticsearch], E],
-    url: str,
-    *,
-    api_key: str | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    ca_certs: str | None = None,
-    replicas: int | None = None,
-    request_timeout: float = 30.0,
-) -> E:
-    """`store` on a new client of the cluster at `url`, its index created if missing.
-
-    Credentials follow kubechat.stores.elasticsearch.client.new_client (empty strings count as not
-    given; an API key or a username and password). `replicas` None keeps the cluster default.
-    """
-    client = new_client(
-        url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,
-        request_timeout=request_timeout,
-    )  # fmt: skip
-    opened = store(client)
-    try:
-        await opened.ensure_index(replicas)
-    except BaseException:
-        await opened.close()
-        raise
-    return opened

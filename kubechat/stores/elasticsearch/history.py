@@ -23,7 +23,8 @@ Choices worth knowing:
   answer was lost is retried: pagination and order do not care, since cursors are "after
   seq N".
 * start_exchange reserves two adjacent numbers in that one write, then creates the question
-  and its empty streaming answer in one `_bulk` request. Elasticsearch has no transaction:
+  and its empty streaming answer in one `_bulk` request (kubechat.stores.elasticsearch.client's
+  `bulk`: items turned away are sent again with back-off). Elasticsearch has no transaction:
   if only the question is stored, it stays (nothing the user said is lost; it reads as a
   question whose answer never started, as after a crash) and the call fails; if only the
   answer is stored, it is deleted again (best effort) and the call fails.
@@ -48,28 +49,46 @@ Choices worth knowing:
   and both are run again. A message whose writer reserved its number before the delete but
   wrote it after is left orphaned: no read returns it (every read checks the session first).
 * Errors and retries are kubechat.stores.elasticsearch.client's: 429/502/503/504, timeouts and lost
-  connections are retried with back-off, then StoreUnavailableError; anything else is
-  StoreError. `ping` tries once (it backs `/ready`).
+  connections are retried with exponential back-off and jitter, then StoreUnavailableError;
+  anything else is StoreError. Messages that a `_bulk` or `_delete_by_query` could not write or
+  delete are StoreUnavailableError when each was turned away or failed inside the cluster
+  (5xx), else StoreError. `ping` tries once (it backs `/ready`).
+* Cursors are kubechat.core.pagination's, as in SQLite: sessions after a time cursor
+  (`<updated_at>:<id>`), messages after a sequence number.
+* The store runs on the process's one client (kubechat.stores.open) and leaves closing it to
+  its opener.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.core.errors import InvalidRequestError, SessionNotFoundError
-from kubechat.core.pagination import Page
-from kubechat.stores.elasticsearch.client import TRANSIENT_STATUS, RetryPolicy
-from kubechat.stores.elasticsearch.entries import EntryIndex, Stored, open_entry_index
+from kubechat.core.errors import SessionNotFoundError
+from kubechat.core.pagination import (
+    Page,
+    page_of,
+    parse_seq_cursor,
+    parse_time_cursor,
+    seq_cursor,
+    time_cursor,
+)
+from kubechat.stores.elasticsearch.client import (
+    DEFAULT_RETRIES,
+    ONCE,
+    BulkAction,
+    PartFailure,
+    Retries,
+    bulk,
+    check_by_query,
+    partial_failure,
+)
+from kubechat.stores.elasticsearch.entries import EntryIndex, Stored
 from kubechat.stores.errors import StoreError, StoreUnavailableError
 from kubechat.stores.history import Message, MessageStatus, Session
 
@@ -156,36 +175,10 @@ def _message_source(message: Message, principal: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _session_search_after(cursor: str) -> list[Any]:
-    # SQLite's cursor format (`<updated_at>:<id>`), so a cursor reads the same in either store.
-    updated, _, last_id = cursor.partition(":")
-    try:
-        updated_at = float(updated)
-    except ValueError:
-        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
-    if not math.isfinite(updated_at):
-        raise InvalidRequestError(f"invalid cursor {cursor!r}")
-    return [updated_at, last_id]
-
-
-def _message_search_after(cursor: str) -> list[Any]:
-    try:
-        return [int(cursor)]
-    except ValueError:
-        raise InvalidRequestError(f"invalid cursor {cursor!r}") from None
-
-
-@dataclass(frozen=True)
-class _ItemFailure:
-    key: str
-    status: int
-    reason: str
-
-
 class ElasticsearchHistoryStore(EntryIndex):
     """HistoryStore on Elasticsearch (see the module docstring for the choices it makes).
 
-    `ensure_index` (or `open_history`, which calls it) must have created the index.
+    `ensure_index` must have created the index (kubechat.stores.open calls it).
     """
 
     def __init__(
@@ -193,12 +186,11 @@ class ElasticsearchHistoryStore(EntryIndex):
         client: AsyncElasticsearch,
         index: str = DEFAULT_INDEX,
         *,
-        max_retries: int = 4,
-        backoff_s: float = 0.5,
+        retries: Retries = DEFAULT_RETRIES,
         stale_after_s: float = STALE_STREAMING_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(client, index, max_retries=max_retries, backoff_s=backoff_s)
+        super().__init__(client, index, retries)
         self._stale_after_s = stale_after_s
         self._clock = clock
 
@@ -208,7 +200,7 @@ class ElasticsearchHistoryStore(EntryIndex):
 
     async def ping(self) -> None:
         # Once, without back-off: /ready asks often and must answer quickly.
-        response = await RetryPolicy(max_retries=0).call(
+        response = await ONCE.call(
             f"check index {self._index}", lambda: self._es.indices.exists(index=self._index)
         )
         if not response:
@@ -226,7 +218,7 @@ class ElasticsearchHistoryStore(EntryIndex):
         what = f"create session {session.id}"
         failures = await self._create_all(what, [(_session_key(session.id), source)])
         if failures:
-            raise _failure(what, failures)
+            raise partial_failure(what, failures, 1, "sessions")
         return session
 
     async def get_session(self, principal: str, session_id: str) -> Session:
@@ -240,20 +232,16 @@ class ElasticsearchHistoryStore(EntryIndex):
         return stored
 
     async def list_sessions(self, principal: str, limit: int, cursor: str | None) -> Page[Session]:
-        search_after = _session_search_after(cursor) if cursor else None
-        limit = max(limit, 0)
-        body: dict[str, Any] = {"search_after": search_after} if search_after is not None else {}
+        body: dict[str, Any] = {"search_after": list(parse_time_cursor(cursor))} if cursor else {}
         response = await self._search(
             f"list sessions of {principal}",
             query={"bool": {"filter": [{"term": {"kind": _SESSION}}, {"term": {"principal": principal}}]}},
             sort=_SESSION_ORDER,
-            size=limit + 1,
+            size=max(limit, 0) + 1,
             **body,
         )
         sessions = [_session(hit["_source"]) for hit in response["hits"]["hits"]]
-        more = len(sessions) > limit > 0
-        sessions = sessions[:limit]
-        return Page(sessions, f"{sessions[-1].updated_at!r}:{sessions[-1].id}" if more else None)
+        return page_of(sessions, limit, lambda last: time_cursor(last.updated_at, last.id))
 
     async def rename_session(self, principal: str, session_id: str, title: str) -> Session:
         what = f"rename session {session_id}"
@@ -286,16 +274,7 @@ class ElasticsearchHistoryStore(EntryIndex):
                 index=self._index, query=query, conflicts="proceed", refresh=True
             ),
         )
-        failures: Sequence[Mapping[str, Any]] = response.body.get("failures") or []
-        if failures:
-            cause = failures[0].get("cause") or {}
-            message = (
-                f"{what}: {len(failures)} failures, first: {failures[0].get('status')} "
-                f"{cause.get('type', '')}: {cause.get('reason', '')}"
-            )
-            if {failure.get("status") for failure in failures} <= TRANSIENT_STATUS:
-                raise StoreUnavailableError(message)
-            raise StoreError(message)
+        check_by_query(what, response.body, "messages")
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -320,7 +299,7 @@ class ElasticsearchHistoryStore(EntryIndex):
             what, [(_message_key(message.id), _message_source(message, principal))]
         )
         if failures:
-            raise _failure(what, failures)
+            raise partial_failure(what, failures, 1, "messages")
         return message
 
     async def start_exchange(
@@ -358,7 +337,7 @@ class ElasticsearchHistoryStore(EntryIndex):
                     await self._delete(f"{what}: remove the answer", reply_key, refresh="wait_for")
                 except StoreError as exc:
                     logger.warning("%s: could not remove the answer %s: %s", what, reply.id, exc)
-            raise _failure(what, failures)
+            raise partial_failure(what, failures, 2, "messages")
         return user, reply
 
     async def _reserve(self, principal: str, session_id: str, count: int) -> tuple[int, float]:
@@ -416,14 +395,10 @@ class ElasticsearchHistoryStore(EntryIndex):
     async def list_messages(
         self, principal: str, session_id: str, limit: int, cursor: str | None
     ) -> Page[Message]:
-        search_after = _message_search_after(cursor) if cursor else None
+        body: dict[str, Any] = {"search_after": [parse_seq_cursor(cursor)]} if cursor else {}
         await self._session_entry(principal, session_id)
-        limit = max(limit, 0)
-        body: dict[str, Any] = {"search_after": search_after} if search_after is not None else {}
-        messages = await self._messages(principal, session_id, "asc", limit + 1, **body)
-        more = len(messages) > limit > 0
-        messages = messages[:limit]
-        return Page(messages, str(messages[-1].seq) if more else None)
+        messages = await self._messages(principal, session_id, "asc", max(limit, 0) + 1, **body)
+        return page_of(messages, limit, lambda last: seq_cursor(last.seq))
 
     async def recent_messages(self, principal: str, session_id: str, limit: int) -> list[Message]:
         await self._session_entry(principal, session_id)
@@ -464,63 +439,11 @@ class ElasticsearchHistoryStore(EntryIndex):
 
     async def _create_all(
         self, what: str, entries: Sequence[tuple[str, Mapping[str, Any]]]
-    ) -> list[_ItemFailure]:
+    ) -> list[PartFailure]:
         """Create new entries in one `_bulk` (`op_type=create`, `refresh=wait_for`); those that failed.
 
         A 409 means the entry exists: its key is fresh, so an earlier attempt of ours (a retried
-        request) wrote it. Items turned away by a busy cluster are sent again with back-off.
+        request) wrote it.
         """
-        pending = list(entries)
-        failures: list[_ItemFailure] = []
-        for attempt in range(self._retry.max_retries + 1):
-            operations: list[Mapping[str, Any]] = []
-            for key, source in pending:
-                operations += [{"create": {"_index": self._index, "_id": key}}, source]
-            send = functools.partial(self._es.bulk, operations=operations, refresh="wait_for")
-            response = await self._call(what, send)
-            failures = []
-            for (key, _), item in zip(pending, response.body["items"], strict=True):
-                result = item.get("create") or {}
-                status = int(result.get("status", 0))
-                if status < 300 or status == 409:
-                    continue
-                error = result.get("error") or {}
-                reason = f"{status} {error.get('type', '')}: {error.get('reason', '')}"
-                failures.append(_ItemFailure(key, status, reason))
-            if not failures or any(f.status not in TRANSIENT_STATUS for f in failures):
-                return failures
-            if attempt < self._retry.max_retries:
-                logger.warning("%s: %s; retrying", what, failures[0].reason)
-                failed = {f.key for f in failures}
-                pending = [(key, source) for key, source in pending if key in failed]
-                await asyncio.sleep(self._retry.delay(attempt))
-        return failures
-
-
-def _failure(what: str, failures: Sequence[_ItemFailure]) -> StoreError:
-    message = f"{what}: {len(failures)} writes failed, first: {failures[0].reason}"
-    if all(f.status in TRANSIENT_STATUS or f.status >= 500 for f in failures):
-        return StoreUnavailableError(message)
-    return StoreError(message)
-
-
-async def open_history(
-    url: str,
-    *,
-    api_key: str | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    ca_certs: str | None = None,
-    index: str = DEFAULT_INDEX,
-    replicas: int | None = None,
-    request_timeout: float = 30.0,
-    max_retries: int = 4,
-    backoff_s: float = 0.5,
-) -> ElasticsearchHistoryStore:
-    """A history store on a new client of the cluster at `url`, its index created if missing
-    (credentials: kubechat.stores.elasticsearch.entries.open_entry_index)."""
-    return await open_entry_index(
-        lambda client: ElasticsearchHistoryStore(client, index, max_retries=max_retries, backoff_s=backoff_s),
-        url, api_key=api_key, username=username, password=password, ca_certs=ca_certs,
-        replicas=replicas, request_timeout=request_timeout,
-    )  # fmt: skip
+        actions = [BulkAction("create", key, source, index=self._index) for key, source in entries]
+        return await bulk(self._es, what, actions, self._retries, done_status={409}, refresh="wait_for")
