@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kubechat.core.errors import DocumentNotFoundError
-from kubechat.core.pagination import Page, parse_time_cursor, time_cursor
+from kubechat.core.pagination import Page, page_of, parse_time_cursor, time_cursor
 from kubechat.stores.documents import PENDING, PROGRESS_FIELDS, Document, DocumentStatus
 from kubechat.stores.sqlite.database import SQLiteDatabase
 
@@ -124,9 +124,7 @@ class SQLiteDocumentCatalog:
         args.append(limit + 1)
         rows = await self._database.run(lambda: self._db.execute(sql, args).fetchall())
         documents = [_document(r) for r in rows]
-        more = len(documents) > limit and limit > 0
-        documents = documents[:limit]
-        return Page(documents, time_cursor(documents[-1].created_at, documents[-1].id) if more else None)
+        return page_of(documents, limit, lambda last: time_cursor(last.created_at, last.id))
 
     async def update(self, document_id: str, status: DocumentStatus, **progress: Any) -> None:
         unknown = set(progress) - PROGRESS_FIELDS

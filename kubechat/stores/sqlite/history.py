@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from kubechat.core.errors import SessionNotFoundError
-from kubechat.core.pagination import Page, parse_seq_cursor, parse_time_cursor, seq_cursor, time_cursor
+from kubechat.core.pagination import (
+    Page,
+    page_of,
+    parse_seq_cursor,
+    parse_time_cursor,
+    seq_cursor,
+    time_cursor,
+)
 from kubechat.stores.history import Message, MessageStatus, Session
 from kubechat.stores.sqlite.database import SQLiteDatabase
 
@@ -128,10 +135,7 @@ class SQLiteHistoryStore:
         args.append(limit + 1)
         rows = await self._run(lambda: self._db.execute(query, args).fetchall())
         sessions = [Session(*row) for row in rows]
-        more = len(sessions) > limit and limit > 0
-        sessions = sessions[:limit]
-        next_cursor = time_cursor(sessions[-1].updated_at, sessions[-1].id) if more else None
-        return Page(sessions, next_cursor)
+        return page_of(sessions, limit, lambda last: time_cursor(last.updated_at, last.id))
 
     async def rename_session(self, principal: str, session_id: str, title: str) -> Session:
         def rename() -> Session:
@@ -282,9 +286,7 @@ class SQLiteHistoryStore:
             return [_message(row) for row in rows]
 
         messages = await self._run(select)
-        more = len(messages) > limit and limit > 0
-        messages = messages[:limit]
-        return Page(messages, seq_cursor(messages[-1].seq) if more else None)
+        return page_of(messages, limit, lambda last: seq_cursor(last.seq))
 
     async def recent_messages(self, principal: str, session_id: str, limit: int) -> list[Message]:
         def select() -> list[Message]:
