@@ -45,7 +45,9 @@ from kubechat.core.settings import StoreSettings
 from kubechat.embedded.launcher import TritonPorts, start_triton
 from kubechat.knowledge import parsing
 from kubechat.knowledge.chunking import chunk_sections
-from kubechat.knowledge.service import KnowledgeService, Upload
+from kubechat.knowledge.pipeline import IN_FLIGHT  # embedding batches per document in flight
+from kubechat.knowledge.service import KnowledgeService
+from kubechat.knowledge.uploads import Upload
 from kubechat.stores.chunks import ChunkRecord, ChunkStore
 from kubechat.stores.documents import DocumentStatus
 from kubechat.stores.open import open_stores
@@ -69,7 +71,6 @@ KNOWLEDGE_BASE = {
 }
 PRINCIPAL = "bench"
 ROUNDS = 2  # direct and API ingestion alternate, each on its share of the documents
-IN_FLIGHT = 2  # embedding batches per document in flight, as KnowledgeService._embed_and_index
 CANDIDATES = Settings.model_fields["retrieval_candidates"].default  # hits per ranked list
 SOURCES = Settings.model_fields["retrieval_sources"].default  # fused results kept
 UPLOAD_FILES = Settings.model_fields["max_upload_files"].default  # files per upload request

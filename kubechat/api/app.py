@@ -47,8 +47,14 @@ def open_knowledge_service(
     settings: Settings, models: ModelCatalog, triton: TritonInference, stores: Stores
 ) -> KnowledgeService:
     """Files mode: the KnowledgeBase YAML files. Cluster mode: none at first; discovery adds the
-    namespace's KnowledgeBase resources as it lists and watches them."""
+    namespace's KnowledgeBase resources as it lists and watches them.
+
+    The operator creates the indices where it manages the stores: in a cluster with
+    Elasticsearch (kubechat.operator.runner.open_stores reads the same settings). Without it each
+    API pod keeps embedded stores only it can reach, and creates their indices as in files mode.
+    """
     cluster = settings.discovery is Discovery.KUBERNETES
+    operator_creates_indices = cluster and bool(settings.elasticsearch_url)
     return KnowledgeService(
         [] if cluster else load_knowledge_bases_from_dir(settings.knowledge_bases_dir),
         models,
@@ -59,6 +65,7 @@ def open_knowledge_service(
         workers=settings.ingest_workers,
         max_files=settings.max_upload_files,
         dynamic=cluster,
+        creates_indices=not operator_creates_indices,
         image_limits=settings.image_limits(),
         vision_model=settings.vision_model,
     )

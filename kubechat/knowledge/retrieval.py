@@ -1,16 +1,23 @@
 """Hybrid retrieval: kNN and BM25 ranked lists fused with reciprocal-rank fusion, as citations.
 
+A question is embedded once per embedding model; each knowledge base returns two ranked lists
+(vector similarity and BM25), and the lists of every selected knowledge base are fused here.
 Fusion happens here rather than in Elasticsearch because ES's built-in RRF retriever needs a
 paid licence; ranks (not raw scores, which are on different scales) are what RRF combines.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubechat.stores.chunks import ChunkRecord, RankedChunk
+from kubechat.core.errors import KnowledgeBaseUnavailableError, StorageUnavailableError
+from kubechat.core.resources import KnowledgeBase
+from kubechat.knowledge.inference import Embedder
+from kubechat.stores.chunks import ChunkRecord, ChunkStore, RankedChunk, Vector
+from kubechat.stores.errors import EmbeddingMismatchError, StoreError
 
 RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's default rank_constant
 SNIPPET_CHARS = 240
@@ -31,6 +38,45 @@ class Citation(BaseModel):
     score: float = Field(description="Reciprocal-rank-fusion score of kNN and BM25 ranks.")
     snippet: str
     text: str
+
+
+class HybridSearch:
+    def __init__(self, chunks: ChunkStore, embedder: Embedder) -> None:
+        self.chunks = chunks
+        self.embedder = embedder
+
+    async def search(
+        self,
+        kbs: Sequence[KnowledgeBase],
+        query: str,
+        *,
+        limit: int,
+        candidates: int,
+        document_ids: Sequence[str] | None = None,
+    ) -> list[Citation]:
+        """The `limit` best chunks of the knowledge bases, from `candidates` per ranked list."""
+        vectors: dict[str, Vector] = {}
+        for model in {kb.spec.embedding.model for kb in kbs}:
+            vectors[model] = (await self.embedder.embed(model, [query]))[0]
+        try:
+            lists = await asyncio.gather(
+                *(
+                    search
+                    for kb in kbs
+                    for search in (
+                        self.chunks.knn(kb, vectors[kb.spec.embedding.model], candidates, document_ids),
+                        self.chunks.text_search(kb, query, candidates, document_ids),
+                    )
+                )
+            )
+        except EmbeddingMismatchError as exc:
+            raise KnowledgeBaseUnavailableError(str(exc)) from exc
+        except StoreError as exc:
+            raise StorageUnavailableError(f"search failed: {exc}") from exc
+        tagged: list[tuple[str, Sequence[RankedChunk]]] = [
+            (kb.name, ranked) for kb, ranked in zip([kb for kb in kbs for _ in (0, 1)], lists, strict=True)
+        ]
+        return citations(reciprocal_rank_fusion(tagged), limit)
 
 
 def reciprocal_rank_fusion(

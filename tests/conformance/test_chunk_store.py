@@ -17,7 +17,7 @@ import pytest
 
 from kubechat.core.resources import KnowledgeBase
 from kubechat.stores.chunks import ChunkRecord, ChunkStore
-from kubechat.stores.errors import EmbeddingMismatchError
+from kubechat.stores.errors import EmbeddingMismatchError, IndexMissingError
 from kubechat.stores.sqlite.chunks import SQLiteChunkStore
 
 ES_URL = os.environ.get("KUBECHAT_TEST_ES_URL", "")
@@ -94,6 +94,46 @@ async def test_ensure_index_is_idempotent(chunk_store: ChunkStore, kb: Knowledge
     first = await chunk_store.ensure_index(kb)
     assert await chunk_store.ensure_index(kb) == first
     assert await chunk_store.count(kb) == 0
+
+
+async def test_looking_up_a_missing_index_creates_nothing(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    """create=False is how the API finds the index the operator creates in a cluster."""
+    with pytest.raises(IndexMissingError):
+        await chunk_store.ensure_index(kb, create=False)
+    with pytest.raises(IndexMissingError):
+        await chunk_store.ensure_index(kb, create=False)  # still nothing: the lookup made none
+    assert await chunk_store.count(kb) == 0
+    assert await chunk_store.knn(kb, vec(1, 0, 0, 0), k=3) == []
+    assert await chunk_store.text_search(kb, "pods", k=3) == []
+
+
+async def test_looking_up_finds_the_index_another_client_created(
+    chunk_store: ChunkStore, kb: KnowledgeBase
+) -> None:
+    created = await filled(chunk_store, kb)  # as the operator does
+    assert await chunk_store.ensure_index(kb, create=False) == created
+    assert await chunk_store.count(kb) == 4
+
+
+async def test_looking_up_checks_the_embedding(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    await chunk_store.ensure_index(kb)
+    with pytest.raises(EmbeddingMismatchError):
+        await chunk_store.ensure_index(knowledge_base(kb.name, dimensions=8), create=False)
+    with pytest.raises(EmbeddingMismatchError):
+        await chunk_store.ensure_index(knowledge_base(kb.name, model="other-embedder"), create=False)
+
+
+async def test_looking_up_sees_only_the_live_generation(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:
+    """A generation not yet activated is no live index; an activated one is, and a dropped
+    knowledge base has none again."""
+    building = await chunk_store.create_generation(kb)
+    with pytest.raises(IndexMissingError):
+        await chunk_store.ensure_index(kb, create=False)
+    await chunk_store.activate(kb, building)
+    assert await chunk_store.ensure_index(kb, create=False) == building
+    await chunk_store.drop(kb)
+    with pytest.raises(IndexMissingError):
+        await chunk_store.ensure_index(kb, create=False)
 
 
 async def test_upsert_then_read_back(chunk_store: ChunkStore, kb: KnowledgeBase) -> None:

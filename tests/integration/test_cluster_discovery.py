@@ -23,7 +23,8 @@ from kubernetes_asyncio import client, config
 from kubechat.catalog import ChatTurn, cluster_entry, load_catalog
 from kubechat.core.resources import GROUP, VERSION, KnowledgeBase, load_chat_models_from_dir, parse_resource
 from kubechat.embedded.tritonserver import TritonServer
-from kubechat.knowledge.service import KnowledgeService, Upload
+from kubechat.knowledge.service import KnowledgeService
+from kubechat.knowledge.uploads import Upload
 from kubechat.stores.documents import DocumentStatus
 from kubechat.stores.objects.files import FileObjectStore
 from kubechat.stores.sqlite.chunks import SQLiteChunkStore
@@ -481,7 +482,7 @@ async def test_removing_a_knowledge_base_stops_its_ingestion_cleanly(
 
         await eventually(embedding, "ingestion under way", within_s=120)
         await service.remove("handbook")
-        assert service._running == {}  # stopped before remove() returned
+        assert service.ingestion.running == set()  # stopped before remove() returned
         assert service.names() == []
         document = await catalog.find(document_id)
         assert document is not None and document.status is DocumentStatus.EMBEDDING  # pending, not failed

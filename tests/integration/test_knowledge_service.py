@@ -14,7 +14,8 @@ import pytest
 from kubechat.catalog import load_catalog
 from kubechat.core.resources import load_knowledge_bases_from_dir
 from kubechat.embedded.tritonserver import TritonServer
-from kubechat.knowledge.service import KnowledgeService, Upload
+from kubechat.knowledge.service import KnowledgeService
+from kubechat.knowledge.uploads import Upload
 from kubechat.stores.documents import Document, DocumentStatus
 from kubechat.stores.objects.files import FileObjectStore
 from kubechat.stores.sqlite.chunks import SQLiteChunkStore
@@ -78,7 +79,8 @@ async def test_a_delete_on_another_replica_stops_ingestion(replicas: Replicas) -
     await other.delete_document("handbook", "alice", outcome.document.id)
     kb = other.get("handbook", "alice")
     deadline = time.monotonic() + 30
-    while replicas.first._running or replicas.second._running:  # the ingesting replica notices
+    # The ingesting replica notices.
+    while replicas.first.ingestion.running or replicas.second.ingestion.running:
         assert time.monotonic() < deadline, "ingestion kept running after the delete"
         await asyncio.sleep(0.05)
     assert await replicas.first.chunks.count(kb) == 0  # nothing it wrote survives

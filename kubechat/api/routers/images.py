@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
-from kubechat.core.errors import ImageTooLargeError, InvalidRequestError, LengthRequiredError
+from kubechat.api.uploads import UploadLimits, multipart_body, read_files
+from kubechat.core.errors import ImageTooLargeError
 from kubechat.images.service import ImageRecord
 
 router = APIRouter(prefix="/images", tags=["images"])
 
-MULTIPART_OVERHEAD = 64 * 1024  # the part's headers and the boundaries
 # An image's bytes never change under its id (the hash of its content): caches may keep them.
 IMMUTABLE_HEADERS = {
     "Cache-Control": "private, max-age=31536000, immutable",
@@ -40,23 +38,7 @@ class UploadedImage(ImageOut):
     duplicate: bool = Field(description="This principal had already uploaded the same picture.")
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                        "required": ["file"],
-                    }
-                }
-            }
-        }
-    },
-)
+@router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=multipart_body("file", many=False))
 async def upload_image(request: Request, services: ServicesDep, principal: PrincipalDep) -> UploadedImage:
     """Check, normalize (upright, sRGB PNG, no metadata, longer side at most
     KUBECHAT_IMAGE_MAX_SIDE) and store one image: a multipart part named `file`.
@@ -64,33 +46,9 @@ async def upload_image(request: Request, services: ServicesDep, principal: Princ
     201 once the image is in the object store. The same picture uploaded again comes back
     with `duplicate: true`.
     """
-    max_bytes = services.images.limits.max_bytes
-    declared = request.headers.get("content-length", "")
-    if not declared.isdigit():
-        # Without a length the body could only be bounded after spooling it to disk.
-        raise LengthRequiredError("image uploads need a Content-Length header (no chunked transfer encoding)")
-    if int(declared) > max_bytes + MULTIPART_OVERHEAD:
-        raise ImageTooLargeError(
-            f"request body of {declared} bytes exceeds {max_bytes + MULTIPART_OVERHEAD} "
-            f"(an image of at most {max_bytes} bytes)"
-        )
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequestError("upload the image as multipart/form-data, in a part named `file`")
-    try:
-        form = await request.form(max_files=2, max_fields=10)
-    except HTTPException as exc:  # Starlette's multipart limits and parse errors
-        raise InvalidRequestError(f"malformed upload: {exc.detail}") from exc
-    try:
-        parts = form.getlist("file")
-        if len(parts) != 1 or not isinstance(parts[0], UploadFile):
-            raise InvalidRequestError(f"send one file, in a part named `file` ({len(parts)} were sent)")
-        data = await parts[0].read(max_bytes + 1)
-        filename = parts[0].filename or ""
-    finally:
-        await form.close()  # the spooled temporary files
-    if len(data) > max_bytes:
-        raise ImageTooLargeError(f"the image exceeds {max_bytes} bytes, the limit")
-    record, duplicate = await services.images.upload(principal, filename, data)
+    limits = UploadLimits("file", 1, services.images.limits.max_bytes, ImageTooLargeError, "image uploads")
+    (file,) = await read_files(request, limits)
+    record, duplicate = await services.images.upload(principal, file.filename, file.data)
     return UploadedImage(**ImageOut.of(record).model_dump(), duplicate=duplicate)
 
 

@@ -6,19 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
-from kubechat.core.errors import DocumentTooLargeError, InvalidRequestError, LengthRequiredError
+from kubechat.api.uploads import UploadLimits, multipart_body, read_files
+from kubechat.core.errors import DocumentTooLargeError
 from kubechat.core.resources import KnowledgeBase
 from kubechat.knowledge.retrieval import Citation
-from kubechat.knowledge.service import Upload
+from kubechat.knowledge.uploads import Upload
 from kubechat.stores.documents import Document, DocumentStatus
 
 router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"])
-
-MULTIPART_OVERHEAD = 64 * 1024  # part headers and boundaries, per file
 
 
 class KnowledgeBaseOut(BaseModel):
@@ -115,21 +112,7 @@ async def get_knowledge_base(name: str, services: ServicesDep, principal: Princi
 @router.post(
     "/{name}/documents",
     status_code=status.HTTP_202_ACCEPTED,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                        },
-                        "required": ["files"],
-                    }
-                }
-            }
-        }
-    },
+    openapi_extra=multipart_body("files", many=True),
 )
 async def upload_documents(
     name: str, request: Request, services: ServicesDep, principal: PrincipalDep
@@ -141,37 +124,15 @@ async def upload_documents(
     """
     knowledge = services.knowledge
     kb = knowledge.get(name, principal, write=True)
-    # Refuse an oversized body before reading it (the per-file check below is exact).
-    limit = knowledge.max_files * (kb.spec.max_document_bytes + MULTIPART_OVERHEAD)
-    declared = request.headers.get("content-length", "")
-    if not declared.isdigit():
-        # Without a length the body could only be bounded after spooling it to disk.
-        raise LengthRequiredError("uploads need a Content-Length header (no chunked transfer encoding)")
-    if int(declared) > limit:
-        raise DocumentTooLargeError(
-            f"request body of {declared} bytes exceeds {limit} ({knowledge.max_files} files of at most "
-            f"{kb.spec.max_document_bytes} bytes)"
-        )
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequestError("upload documents as multipart/form-data parts named `files`")
-    uploads = []
-    try:
-        form = await request.form(max_files=knowledge.max_files + 1, max_fields=10)
-    except HTTPException as exc:  # Starlette's multipart limits and parse errors
-        raise InvalidRequestError(f"malformed upload: {exc.detail}") from exc
-    try:
-        for part in form.getlist("files"):
-            if not isinstance(part, UploadFile):
-                raise InvalidRequestError("every `files` part must be a file")
-            data = await part.read(kb.spec.max_document_bytes + 1)
-            if len(data) > kb.spec.max_document_bytes:
-                raise DocumentTooLargeError(
-                    f"{part.filename} exceeds {kb.spec.max_document_bytes} bytes, the limit of {kb.name}"
-                )
-            uploads.append(Upload(part.filename or "", data))
-    finally:
-        await form.close()  # the spooled temporary files
-    outcomes = await knowledge.upload(kb.name, principal, uploads)
+    limits = UploadLimits(
+        "files",
+        knowledge.max_files,
+        kb.spec.max_document_bytes,
+        DocumentTooLargeError,
+        f"knowledge base {kb.name}",
+    )
+    files = await read_files(request, limits)
+    outcomes = await knowledge.upload(kb.name, principal, [Upload(f.filename, f.data) for f in files])
     return UploadResponse(
         documents=[
             UploadedDocument(**DocumentOut.of(o.document).model_dump(), duplicate=o.duplicate)
