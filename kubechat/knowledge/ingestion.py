@@ -9,7 +9,8 @@ still pending, in the epoch claimed, under this worker's lease: a delete or re-i
 another replica stops the run within a batch.
 
 A transient failure (Triton or a store unreachable) leaves the document `queued` with the reason
-and releases it; a timer here enqueues it again after `retry_delay(attempt)`, for as long as it
+and releases it; a timer here enqueues it again after the document's next back-off delay
+(RETRY_DELAYS_S, the last one repeating), for as long as it
 takes (an acknowledged upload is never dropped), and another replica's scan may take it sooner.
 """
 
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from kubechat.core.backoff import Backoff
 from kubechat.stores.documents import PENDING, Document, DocumentCatalog, DocumentStatus
 from kubechat.stores.errors import StoreError
 
@@ -35,11 +37,6 @@ LEASE_S = 60.0  # a worker that stops renewing (crashed replica) loses its docum
 # Triton would keep the others and every other replica from it. The wait here is a timer in a
 # shared queue, with the lease released; what is left to compute is this five-entry table.
 RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-def retry_delay(attempt: int) -> float:
-    """The wait before retry number `attempt` (0 for the first) of one document."""
-    return RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
 
 
 class Transient(Exception):
@@ -100,7 +97,7 @@ class IngestionQueue:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._ingesting: dict[str, str] = {}  # document id → its knowledge base, while claimed
         self._rerun: set[str] = set()
-        self._attempts: dict[str, int] = {}
+        self._backoffs: dict[str, Backoff] = {}  # documents that met a transient failure
         self._retries: set[asyncio.TimerHandle] = set()
         self._waiting: set[str] = set()  # in back-off here: the scan leaves them to their timer
 
@@ -186,7 +183,7 @@ class IngestionQueue:
         self._ingesting[document_id] = document.knowledge_base
         try:
             await self._ingest(claim)
-            self._attempts.pop(document_id, None)
+            self._backoffs.pop(document_id, None)
         except Transient as exc:
             if await claim.still_ours():
                 await self._retry_later(document, str(exc))
@@ -214,9 +211,7 @@ class IngestionQueue:
                 return  # otherwise it just finished, or was deleted
 
     async def _retry_later(self, document: Document, reason: str) -> None:
-        attempt = self._attempts.get(document.id, 0)
-        self._attempts[document.id] = attempt + 1
-        delay = retry_delay(attempt)
+        delay = self._backoffs.setdefault(document.id, Backoff(RETRY_DELAYS_S)).next_delay()
         logger.warning("ingestion of %s waits %.0f s: %s", document.id, delay, reason)
         # Still pending (it will be retried), with the reason visible to whoever polls it.
         await self.documents.update(
