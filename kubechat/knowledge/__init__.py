@@ -1,1 +1,2 @@
-"""Knowledge bases: document ingestion, chunk and object stores, hybrid retrieval with citations."""
+"""Knowledge bases: uploads, the ingestion queue and pipeline, index generations, hybrid
+retrieval with citations (the stores they use are kubechat.stores)."""

@@ -1,1 +1,4 @@
-"""MCP: kubechat as a client of configured MCP servers (their tools) and as an MCP server."""
+"""MCP servers whose tools models may call: their configuration and the supervised toolbox.
+
+kubechat serving MCP itself is a transport: kubechat.api.mcp_server.
+"""

@@ -1,0 +1,1 @@
+"""The cluster stores on Elasticsearch: one client per process, one retry and bulk path."""

@@ -1,7 +1,7 @@
 """The object stores of knowledge bases: the original bytes of uploaded documents.
 
 `FileObjectStore` keeps them in a directory (embedded mode), `S3ObjectStore` in a MinIO (or
-any S3) bucket (cluster mode). Both implement `kubechat.rag.stores.ObjectStore`, check keys,
+any S3) bucket (cluster mode). Both implement `ObjectStore` (below), check keys,
 content types and metadata by the same rules (what one accepts the other does too), and pass
 one conformance suite (tests/conformance/test_object_store.py).
 
