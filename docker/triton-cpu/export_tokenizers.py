@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kubechat.triton.artifacts import prepare_artifacts
 from kubechat.core.resources import Backend, load_chat_models_from_dir
+from kubechat.triton.artifacts import prepare_artifacts
 
 # What a Hugging Face tokenizer folder holds (not the weights beside it).
 TOKENIZER_FILES = (

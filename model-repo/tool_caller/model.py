@@ -1,9 +1,9 @@
 """Triton python-backend tool-calling test model: deterministic tool calls in the declared format."""
 
+from kubechat.core.resources import ToolCallFormat
 from kubechat.engines.generation import TextGenerator
 from kubechat.engines.python_backend import StreamingChatModel
 from kubechat.engines.tool_caller import ToolCallerGenerator
-from kubechat.core.resources import ToolCallFormat
 
 
 class TritonPythonModel(StreamingChatModel):
