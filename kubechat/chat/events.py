@@ -76,7 +76,9 @@ class Sources:
     sources: list[Citation]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, unlike the others: one is built per token, and a frozen dataclass's __init__
+# (object.__setattr__ per field) costs three times as much. Treat it as immutable all the same.
+@dataclass(slots=True)
 class Token:
     """Text to append to the answer; `seq` counts an answer's tokens from 1."""
 

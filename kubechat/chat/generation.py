@@ -119,10 +119,14 @@ class Generation:
                         async for event in events:
                             yield event
                 else:
-                    # The hot path: one event per token, nothing in between.
+                    # The hot path: one event per token, nothing in between (_token, inlined).
+                    pieces = self.pieces
                     async with aclosing(self._stream(prompt.text, self.message_id)) as deltas:
                         async for delta in deltas:
-                            yield self._token(delta)
+                            if self.first_token_at is None:
+                                self.first_token_at = time.perf_counter()
+                            pieces.append(delta)
+                            yield Token(len(pieces), delta)
         except KubechatError as exc:
             status, error = MessageStatus.FAILED, exc
         finally:

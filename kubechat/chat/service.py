@@ -69,6 +69,8 @@ class Knowledge(Protocol):
 
 
 class ChatService:
+    """Answers chat requests: `run_turn` for a stored session, `complete` for a stateless client."""
+
     def __init__(
         self,
         config: ChatConfig,
