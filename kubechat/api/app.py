@@ -69,17 +69,6 @@ async def open_knowledge_service(
     )
 
 
-def chat_config(settings: Settings) -> ChatConfig:
-    """The chat service's part of the API's settings."""
-    return ChatConfig(
-        max_message_chars=settings.max_message_chars,
-        history_turns=settings.history_turns,
-        retrieval_sources=settings.retrieval_sources,
-        retrieval_candidates=settings.retrieval_candidates,
-        tool_timeout_s=settings.mcp_tool_timeout_s,
-    )
-
-
 async def close_knowledge_stores(service: KnowledgeService) -> None:
     await service.documents.close()
     await service.objects.close()
@@ -206,3 +195,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A route, not a mount: a mount would answer /mcp with a redirect to /mcp/.
         app.router.routes.append(Route("/mcp", endpoint=mcp_app, include_in_schema=False))
     return app
+
+
+def chat_config(settings: Settings) -> ChatConfig:
+    """The chat service's part of the API's settings."""
+    return ChatConfig(
+        max_message_chars=settings.max_message_chars,
+        history_turns=settings.history_turns,
+        retrieval_sources=settings.retrieval_sources,
+        retrieval_candidates=settings.retrieval_candidates,
+        tool_timeout_s=settings.mcp_tool_timeout_s,
+    )
