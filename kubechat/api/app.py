@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from kubechat import __version__
-from kubechat.api.chat import ChatService
 from kubechat.api.dependencies import Services
 from kubechat.api.errors import ErrorBody, error_response
 from kubechat.api.mcp_server import create_mcp_app
@@ -28,6 +27,7 @@ from kubechat.api.routers import (
 )
 from kubechat.api.settings import Discovery, Settings, get_settings
 from kubechat.catalog import ModelCatalog, load_catalog
+from kubechat.chat.service import ChatConfig, ChatService
 from kubechat.core.errors import KubechatError, StorageUnavailableError
 from kubechat.core.resources import load_knowledge_bases_from_dir
 from kubechat.discovery import ClusterDiscovery, load_kubernetes_configuration
@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog=catalog,
             store=store,
             triton=triton,
-            chat=ChatService(settings, catalog, store, triton, knowledge, vision, tools),
+            chat=ChatService(chat_config(settings), catalog, store, triton, knowledge, vision, tools),
             knowledge=knowledge,
             images=image_service,
             vision=vision,
@@ -192,3 +192,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A route, not a mount: a mount would answer /mcp with a redirect to /mcp/.
         app.router.routes.append(Route("/mcp", endpoint=mcp_app, include_in_schema=False))
     return app
+
+
+def chat_config(settings: Settings) -> ChatConfig:
+    """The chat service's part of the API's settings."""
+    return ChatConfig(
+        max_message_chars=settings.max_message_chars,
+        history_turns=settings.history_turns,
+        retrieval_sources=settings.retrieval_sources,
+        retrieval_candidates=settings.retrieval_candidates,
+        tool_timeout_s=settings.mcp_tool_timeout_s,
+    )

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from kubechat.api.chat import ChatService
 from kubechat.api.settings import Settings
 from kubechat.catalog import CatalogEntry, ModelCatalog, Readiness
+from kubechat.chat.service import ChatService
 from kubechat.core.errors import UnauthenticatedError
 from kubechat.discovery import ClusterDiscovery
 from kubechat.images.service import ImageService

@@ -1,7 +1,9 @@
 """The WebSocket protocol of /ws/chat/{session_id}: client messages and server events.
 
 Every frame is a JSON object with a `type`. Server events are pydantic models so the protocol
-is typed and documented in one place; see docs/websocket.md.
+is typed and documented in one place; see docs/websocket.md. A turn's frames are the chat
+service's domain events (kubechat.chat.events), each mapped here by `turn_frame`; the values
+they carry (`ToolActivity`, `Usage`, `Timings`, `GenerationOptions`) are the domain's own.
 """
 
 from __future__ import annotations
@@ -11,22 +13,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubechat.api.errors import ErrorBody
+from kubechat.api.errors import ErrorBody, error_body
+from kubechat.chat.events import (
+    ChatEvent,
+    Done,
+    Failure,
+    Images,
+    Sources,
+    Started,
+    Timings,
+    Token,
+    ToolActivity,
+    ToolCalled,
+    ToolReturned,
+    Usage,
+)
+from kubechat.chat.request import ChatMessage, ChatRequest, GenerationOptions
 from kubechat.images.vision import ImageDescription
 from kubechat.knowledge.retrieval import Citation
 from kubechat.stores.history import Message, Session
-
-
-class GenerationOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    repetition_penalty: Annotated[float, Field(ge=1, le=2)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
 
 
 class UserMessage(BaseModel):
@@ -41,6 +46,12 @@ class UserMessage(BaseModel):
     )
     tools: bool = False
     options: GenerationOptions = Field(default_factory=GenerationOptions)
+
+    def request(self) -> ChatRequest:
+        return ChatRequest(
+            messages=[ChatMessage("user", self.content, images=self.image_ids)], model=self.model,
+            options=self.options, knowledge_bases=self.knowledge_bases, mcp_tools=self.tools,
+        )  # fmt: skip
 
 
 class StopRequest(BaseModel):
@@ -72,18 +83,6 @@ class SessionOut(BaseModel):
         )  # fmt: skip
 
 
-class ToolActivity(BaseModel):
-    """One tool call of an answer and, once it ran, its result (as stored with the answer)."""
-
-    id: str
-    name: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    ok: bool | None = Field(default=None, description="None until the tool has answered.")
-    content: str = Field(default="", description="The result, cut to the model's maxResultChars.")
-    error_code: str = ""
-    truncated: bool = False
-
-
 class MessageOut(BaseModel):
     id: str
     seq: int
@@ -109,18 +108,6 @@ class MessageOut(BaseModel):
             images=[ImageDescription.model_validate(i) for i in m.images],
             tool_calls=[ToolActivity.model_validate(t) for t in m.tool_calls],
         )  # fmt: skip
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class Timings(BaseModel):
-    time_to_first_token_ms: float | None
-    total_ms: float
-    tokens_per_second: float | None
 
 
 class HistoryEvent(BaseModel):
@@ -224,3 +211,34 @@ def token_frame(message_id: str, seq: int, delta: str) -> str:
         f'{{"type":"token","message_id":"{message_id}","seq":{seq},'
         f'"delta":{json.dumps(delta, ensure_ascii=False)}}}'
     )
+
+
+def turn_frame(message_id: str, event: ChatEvent) -> str:
+    """The frame of one event of the answer `message_id`."""
+    frame: ServerEvent
+    match event:
+        case Token():  # the hot path first
+            return token_frame(message_id, event.seq, event.text)
+        case Started():
+            frame = StartEvent(
+                message_id=message_id, user_message_id=event.user_message_id or "", model=event.model,
+                turns_dropped=event.turns_dropped,
+            )  # fmt: skip
+        case Images():
+            frame = ImagesEvent(message_id=message_id, images=event.images)
+        case Sources():
+            frame = SourcesEvent(message_id=message_id, sources=event.sources)
+        case ToolCalled(call=call):
+            frame = ToolCallEvent(message_id=message_id, id=call.id, name=call.name, arguments=call.arguments)
+        case ToolReturned(result=r):
+            frame = ToolResultEvent(
+                message_id=message_id, id=r.id, name=r.name, ok=bool(r.ok), content=r.content,
+                error_code=r.error_code, truncated=r.truncated,
+            )  # fmt: skip
+        case Failure():
+            frame = ErrorEvent(error=error_body(event.error), message_id=message_id)
+        case Done():
+            frame = DoneEvent(
+                message_id=message_id, status=event.status, usage=event.usage, timings=event.timings
+            )
+    return frame.model_dump_json()

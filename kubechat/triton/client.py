@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -91,7 +92,9 @@ class TritonInference(Protocol):
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
-    ) -> AsyncIterator[str]: ...
+    ) -> AsyncGenerator[str, None]:
+        """Text deltas of one streamed completion; closing the generator cancels it in Triton."""
+        ...
 
     async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str: ...
 
@@ -270,14 +273,10 @@ class TritonRouter:
         url = self._route(model)
         gateway = self._acquire(url)
         try:
-            # `image` only when there is one: text-only calls stay what they were.
-            deltas = (
-                gateway.stream_text(model, prompt, params, request_id)
-                if image is None
-                else gateway.stream_text(model, prompt, params, request_id, image=image)
-            )
-            async for delta in deltas:
-                yield delta
+            deltas = gateway.stream_text(model, prompt, params, request_id, image=image)
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    yield delta
         finally:
             await self._release(url)
 

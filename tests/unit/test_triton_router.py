@@ -7,7 +7,7 @@ tested here); the real gRPC path through the router is covered by the integratio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,8 @@ class RecordingGateway:
         self.url = url
         self.timeout_s = timeout_s
         self.calls: list[tuple[str, str]] = []
+        self.images: list[bytes | None] = []
+        self.streams_closed = 0
         self.closed = False
         self.release = asyncio.Event()
         self.release.set()
@@ -39,12 +41,21 @@ class RecordingGateway:
         return self.url != "down:1"
 
     async def stream_text(
-        self, model: str, prompt: str, params: SamplingParams, request_id: str = ""
-    ) -> AsyncIterator[str]:
+        self,
+        model: str,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str = "",
+        image: bytes | None = None,
+    ) -> AsyncGenerator[str, None]:
         self.calls.append(("stream_text", model))
-        yield f"{self.url} "
-        await self.release.wait()
-        yield "done"
+        self.images.append(image)
+        try:
+            yield f"{self.url} "
+            await self.release.wait()
+            yield "done"
+        finally:
+            self.streams_closed += 1
 
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         self.calls.append(("embed", model))
@@ -175,6 +186,21 @@ async def test_removing_a_model_while_it_streams_closes_after_the_answer() -> No
     assert not gateway.closed
     await stream.aclose()  # the client left: the stream is closed early
     assert gateway.closed
+
+
+async def test_an_image_goes_to_the_gateway_and_closing_the_stream_closes_its_call() -> None:
+    """The vision contract's image travels with the call; a client that leaves early ends the
+    gateway's stream at once (that is what cancels the request in Triton)."""
+    clients = Clients()
+    router = TritonRouter("triton:8001", connect=clients)
+    assert await _text(router, "smollm2") == "triton:8001 done"
+    stream = router.stream_text("ocr", "what does it say?", PARAMS, image=b"png")
+    await anext(stream)
+    (gateway,) = clients.created
+    assert gateway.images == [None, b"png"]
+    assert gateway.streams_closed == 1
+    await stream.aclose()
+    assert gateway.streams_closed == 2
 
 
 async def test_server_ready_needs_every_endpoint_in_use() -> None:

@@ -1,4 +1,5 @@
-"""WebSocket chat: /ws/chat/{session_id}. The route hands the socket to a ChatConnection."""
+"""WebSocket chat: /ws/chat/{session_id}. The route hands the socket to a ChatConnection, which
+runs each turn with the chat service and sends its events as the frames of kubechat.api.events."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
-from kubechat.api.chat import TurnControl
 from kubechat.api.dependencies import Services, ServicesDep, authenticate
 from kubechat.api.errors import error_body, http_status
 from kubechat.api.events import (
@@ -22,7 +22,10 @@ from kubechat.api.events import (
     SessionOut,
     StopRequest,
     UserMessage,
+    turn_frame,
 )
+from kubechat.chat.events import ChatEvent
+from kubechat.chat.generation import TurnControl
 from kubechat.core.errors import BusyError, InvalidRequestError, KubechatError, MessageTooLargeError
 from kubechat.stores.history import MessageStatus
 
@@ -122,7 +125,8 @@ class ChatConnection:
 
     async def _run_turn(self, message: UserMessage, control: TurnControl) -> None:
         try:
-            await self.services.chat.run_turn(self.principal, self.session_id, message, self.send, control)
+            chat, request = self.services.chat, message.request()
+            await chat.run_turn(self.principal, self.session_id, request, self.send_event, control)
         except KubechatError as exc:
             await self.send_error(exc)
         except (WebSocketDisconnect, RuntimeError, OSError):
@@ -137,6 +141,11 @@ class ChatConnection:
 
     async def send(self, frame: str) -> None:
         async with self._send_lock:
+            await self.ws.send_text(frame)
+
+    async def send_event(self, message_id: str, event: ChatEvent) -> None:
+        frame = turn_frame(message_id, event)
+        async with self._send_lock:  # not through send(): one await less on the token path
             await self.ws.send_text(frame)
 
     async def send_error(self, exc: KubechatError) -> None:

@@ -9,25 +9,23 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubechat.api.chat import cited_prompt, sampling_params, tool_system_turns
-from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
+from kubechat.api.dependencies import PrincipalDep, ServicesDep
 from kubechat.api.errors import error_body
-from kubechat.api.events import GenerationOptions
-from kubechat.catalog import CatalogEntry, ChatTurn
-from kubechat.core.errors import InvalidRequestError, KubechatError
-from kubechat.core.resources import Capability, ToolCallFormat
-from kubechat.images.vision import IMAGE_URL_PREFIX, Attachment, inline_attachment, with_images
+from kubechat.api.sse import DONE, event_stream, sse_data
+from kubechat.chat.events import Done, Failure, Sources, Started, Token, ToolCalled
+from kubechat.chat.generation import Generation
+from kubechat.chat.request import ChatMessage, ChatRequest, GenerationOptions, ImageRef, InlineImage
+from kubechat.core.errors import InvalidRequestError
+from kubechat.images.vision import IMAGE_URL_PREFIX
 from kubechat.knowledge.retrieval import Citation
-from kubechat.tools.formats import ToolCallParser, assistant_tool_call_text, tool_results_turn
-from kubechat.tools.types import MalformedToolCall, ToolCall, ToolSpec
-from kubechat.triton.client import SamplingParams
+from kubechat.tools.types import ToolCall, ToolSpec
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -169,146 +167,84 @@ async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelL
     )
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    entry: CatalogEntry
-    prompt: str
-    prompt_tokens: int
-    params: SamplingParams
-    sources: list[Citation] | None
-    image: bytes | None  # for a vision model, the one image it sees
-    tool_format: ToolCallFormat | None  # set when the client offered tools: parse the output
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, services: ServicesDep, principal: PrincipalDep
+) -> dict[str, Any] | EventSourceResponse:
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    # Refusals raise here, before a stream starts: they are JSON errors with their status.
+    generation = await services.chat.complete(principal, _chat_request(body), completion_id)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return event_stream(_chunks(generation, completion_id, created, include_usage))
+    return await _completion(generation, completion_id, created)
 
 
-async def _attachments(services: Services, principal: str, urls: list[str]) -> list[Attachment]:
-    """Images by reference to the principal's uploads, or inline as data: URLs (checked and
-    normalized exactly like uploads, and not stored: this endpoint is stateless)."""
-    attachments = []
-    for url in urls:
-        if url.startswith(IMAGE_URL_PREFIX):
-            attachments += await services.vision.attachments(principal, [url[len(IMAGE_URL_PREFIX) :]])
-        elif url.startswith("data:"):
-            attachments.append(await inline_attachment(url, services.settings.image_limits()))
-        else:
-            raise InvalidRequestError(
-                f"image URLs must be {IMAGE_URL_PREFIX}<id> (upload to /images first) or data: URLs; "
-                "kubechat does not fetch remote URLs"
-            )
-    return attachments
-
-
-async def _prepare(services: Services, principal: str, body: ChatCompletionRequest) -> _Prepared:
-    entry = services.catalog.get(body.model)
-    entry.check_ready()
-    tools = _client_tools(entry, body)
-    fmt = entry.model.spec.tools.format
-    turns, images = [], []
-    names: dict[str, str] = {}  # tool call id -> name, for the results the client sends back
-    for m in body.messages:
-        text = m.text()
-        services.chat.check_message(text)
-        role: str = "system" if m.role == "developer" else m.role
-        if m.role == "assistant" and m.tool_calls:
-            calls = [c.call() for c in m.tool_calls]
-            names.update((c.id, c.name) for c in calls)
-            text += assistant_tool_call_text(fmt, calls)
-        if m.role == "tool":
-            call = ToolCall(m.tool_call_id or "", names.get(m.tool_call_id or "", "tool"), {})
-            role, text = tool_results_turn(fmt, [(call, text)])
-        turns.append(ChatTurn(role, text))
-        images.append(await _attachments(services, principal, m.image_urls()))
-    if tools:
-        system = "\n\n".join(t.content for t in turns if t.role == "system")
-        turns = [*tool_system_turns(entry, tools, system), *(t for t in turns if t.role != "system")]
-    attached = [a for per_turn in images for a in per_turn]
-    describer = services.vision.describer_for(entry, attached)
-    if describer is not None:
-        for i, per_turn in enumerate(images):
-            if per_turn:
-                described = await services.vision.describe(describer, per_turn, turns[i].content)
-                turns[i] = ChatTurn(turns[i].role, with_images(turns[i].content, described))
-    image = attached[0].png if attached and describer is None else None
+def _chat_request(body: ChatCompletionRequest) -> ChatRequest:
+    """OpenAI's request in the chat service's terms."""
+    messages = [
+        ChatMessage(
+            "system" if m.role == "developer" else m.role,
+            m.text(),
+            images=[_image(url) for url in m.image_urls()],
+            tool_calls=[c.call() for c in m.tool_calls or []] if m.role == "assistant" else [],
+            tool_call_id=m.tool_call_id or "",
+        )
+        for m in body.messages
+    ]
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     options = GenerationOptions(
         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop,
         repetition_penalty=body.repetition_penalty,
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )  # fmt: skip
-    params = sampling_params(entry, options)
-    tool_format = fmt if tools else None
-    if not body.knowledge_bases:
-        prompt = entry.build_prompt(turns)
-        return _Prepared(entry, prompt.text, prompt.tokens, params, None, image, tool_format)
-    if turns[-1].role != "user":
-        raise InvalidRequestError("knowledge_bases needs the conversation to end with a user message")
-    question = turns[-1].content
-    sources = await services.knowledge.search(
-        principal, body.knowledge_bases, question,
-        limit=services.settings.retrieval_sources, candidates=services.settings.retrieval_candidates,
+    return ChatRequest(
+        messages, model=body.model, options=options, knowledge_bases=body.knowledge_bases,
+        client_tools=_client_tools(body),
     )  # fmt: skip
-    prompt, sources = cited_prompt(entry, turns[:-1], question, sources)
-    return _Prepared(entry, prompt.text, prompt.tokens, params, sources, image, tool_format)
 
 
-def _client_tools(entry: CatalogEntry, body: ChatCompletionRequest) -> list[ToolSpec]:
+def _image(url: str) -> ImageRef:
+    """An image by reference to the principal's uploads, or inline as a data: URL (checked and
+    normalized exactly like uploads, and not stored: this endpoint is stateless)."""
+    if url.startswith(IMAGE_URL_PREFIX):
+        return url[len(IMAGE_URL_PREFIX) :]
+    if url.startswith("data:"):
+        return InlineImage(url)
+    raise InvalidRequestError(
+        f"image URLs must be {IMAGE_URL_PREFIX}<id> (upload to /images first) or data: URLs; "
+        "kubechat does not fetch remote URLs"
+    )
+
+
+def _client_tools(body: ChatCompletionRequest) -> list[ToolSpec]:
     """The tools the client offers (and runs itself); none with tool_choice "none"."""
     if not body.tools or body.tool_choice == "none":
         return []
     if isinstance(body.tool_choice, dict):
         raise InvalidRequestError('tool_choice may be "auto" or "none"; forcing a tool is not supported')
-    if not entry.model.has(Capability.TOOLS):
-        raise InvalidRequestError(f"model {entry.name} does not call tools (no `tools` capability)")
     return [ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools]
 
 
-async def _parsed(deltas: AsyncIterator[str], fmt: ToolCallFormat | None) -> AsyncIterator[str | ToolCall]:
-    """The model's output as text and, when the client offered tools, the calls it made. A
-    malformed call is handed to the client as the text the model wrote."""
-    if fmt is None:
-        async for delta in deltas:
-            yield delta
-        return
-    parser = ToolCallParser(fmt)
-    async for delta in deltas:
-        for item in parser.feed(delta):
-            yield item.raw if isinstance(item, MalformedToolCall) else item
-    for item in parser.finish():
-        yield item.raw if isinstance(item, MalformedToolCall) else item
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-@router.post("/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatCompletionRequest, services: ServicesDep, principal: PrincipalDep
-) -> dict[str, Any] | StreamingResponse:
-    prepared = await _prepare(services, principal, body)
-    entry, params, sources = prepared.entry, prepared.params, prepared.sources
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _stream(services, prepared, completion_id, created, include_usage)
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
-    deltas = services.triton.stream_text(
-        entry.name, prepared.prompt, params, completion_id, image=prepared.image
-    )
-    pieces, calls = [], []
-    async for item in _parsed(deltas, prepared.tool_format):
-        if isinstance(item, ToolCall):
-            calls.append(ToolCallOut.of(item).model_dump())
-        else:
-            pieces.append(item)
-    text = "".join(pieces)
-    completion_tokens = entry.counter.count(text)
+async def _completion(generation: Generation, completion_id: str, created: int) -> dict[str, Any]:
+    """The whole answer as one chat.completion; a failure is an error response."""
+    calls: list[dict[str, Any]] = []
+    sources: list[Citation] | None = None
+    done: Done | None = None
+    async with aclosing(generation.events()) as events:
+        async for event in events:
+            match event:
+                case ToolCalled(call=call):
+                    calls.append(ToolCallOut.of(call).model_dump())
+                case Sources():
+                    sources = event.sources
+                case Failure():
+                    raise event.error
+                case Done():
+                    done = event
+    assert done is not None, "a generation ends with done"
+    text = generation.text
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if calls:
         message = {"role": "assistant", "content": text or None, "tool_calls": calls}
@@ -316,66 +252,54 @@ async def chat_completions(
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
-        "model": entry.name,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": "tool_calls" if calls else _finish_reason(completion_tokens, params),
-            }
-        ],
-        "usage": _usage(prepared.prompt_tokens, completion_tokens),
+        "model": generation.grounding.plan.entry.name,
+        "choices": [{"index": 0, "message": message, "finish_reason": done.finish_reason}],
+        "usage": done.usage.model_dump(),
     }
     if sources is not None:
         response["sources"] = [s.model_dump() for s in sources]
     return response
 
 
-def _finish_reason(completion_tokens: int, params: SamplingParams) -> str:
-    return "length" if completion_tokens >= params.max_tokens else "stop"
-
-
-async def _stream(
-    services: Services, prepared: _Prepared, completion_id: str, created: int, include_usage: bool
-) -> AsyncIterator[str]:
-    entry, params, sources = prepared.entry, prepared.params, prepared.sources
+async def _chunks(
+    generation: Generation, completion_id: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """The answer as chat.completion.chunk events, then `[DONE]`. Once the stream has started a
+    failure can only be reported in-band: an `{"error": ...}` event, then `[DONE]`."""
     # Chunks differ only in their choices: the common head is serialized once.
     head = (
         f'{{"id":"{completion_id}","object":"chat.completion.chunk",'
-        f'"created":{created},"model":{json.dumps(entry.name)},'
+        f'"created":{created},"model":{json.dumps(generation.grounding.plan.entry.name)},'
     )
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    def chunk(delta: dict[str, Any], finish: str | None = None, extra: str = "") -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        return f'data: {head}"choices":[{json.dumps(choice, ensure_ascii=False)}]}}\n\n'
+        return sse_data(f'{head}"choices":[{json.dumps(choice, ensure_ascii=False)}]{extra}}}')
 
-    first = chunk({"role": "assistant", "content": ""})
-    if sources is not None:  # asked for knowledge bases: the list, even empty
-        listed = json.dumps([s.model_dump() for s in sources], ensure_ascii=False)
-        first = first[: -len("}\n\n")] + f',"sources":{listed}}}\n\n'
-    yield first
-    pieces: list[str] = []
+    opening = {"role": "assistant", "content": ""}
+    cited = generation.grounding.sources is not None
     calls = 0
-    try:
-        deltas = services.triton.stream_text(
-            entry.name, prepared.prompt, params, completion_id, image=prepared.image
-        )
-        async for item in _parsed(deltas, prepared.tool_format):
-            if isinstance(item, ToolCall):
-                call = {"index": calls, **ToolCallOut.of(item).model_dump()}
-                calls += 1
-                yield chunk({"tool_calls": [call]})
-            else:
-                pieces.append(item)
-                yield chunk({"content": item})
-    except KubechatError as exc:
-        # Headers are gone already: report in-band, in the shape OpenAI clients raise on.
-        yield f"data: {json.dumps({'error': error_body(exc).model_dump()})}\n\n"
-        yield "data: [DONE]\n\n"
-        return
-    completion_tokens = entry.counter.count("".join(pieces))
-    yield chunk({}, "tool_calls" if calls else _finish_reason(completion_tokens, params))
-    if include_usage:
-        usage = json.dumps(_usage(prepared.prompt_tokens, completion_tokens))
-        yield f'data: {head}"choices":[],"usage":{usage}}}\n\n'
-    yield "data: [DONE]\n\n"
+    async with aclosing(generation.events()) as events:
+        async for event in events:
+            match event:
+                case Token():  # the hot path first
+                    yield chunk({"content": event.text})
+                case Started() if not cited:
+                    yield chunk(opening)
+                case Sources():  # right after Started: the opening chunk carries them (even none)
+                    listed = json.dumps([s.model_dump() for s in event.sources], ensure_ascii=False)
+                    yield chunk(opening, extra=f',"sources":{listed}')
+                case ToolCalled(call=call):
+                    yield chunk({"tool_calls": [{"index": calls, **ToolCallOut.of(call).model_dump()}]})
+                    calls += 1
+                case Failure():
+                    # Headers are gone already: reported in-band, in the shape OpenAI clients raise on.
+                    yield sse_data(json.dumps({"error": error_body(event.error).model_dump()}))
+                    yield DONE
+                    return
+                case Done():
+                    yield chunk({}, event.finish_reason)
+                    if include_usage:
+                        usage = json.dumps(event.usage.model_dump())
+                        yield sse_data(f'{head}"choices":[],"usage":{usage}}}')
+                    yield DONE

@@ -1,0 +1,265 @@
+"""The one generation loop: stream from Triton, split tool calls out, run tools, report events.
+
+Tool calls are parsed here and only here. MCP tools (`Plan.runs_tools`) run in rounds, model,
+tools, model…, until the model answers without calling or spec.tools.maxRounds is spent; a
+client's tools (/v1) are handed back as `ToolCalled` events after one round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from kubechat.catalog import ChatTurn
+from kubechat.chat.events import (
+    ChatEvent,
+    Done,
+    Failure,
+    FinishReason,
+    Images,
+    Sources,
+    Started,
+    Timings,
+    Token,
+    ToolActivity,
+    ToolCalled,
+    ToolReturned,
+    Usage,
+)
+from kubechat.chat.plan import Grounding
+from kubechat.core.errors import KubechatError, ToolRoundsExceededError
+from kubechat.stores.history import MessageStatus
+from kubechat.tools.formats import (
+    ParsedOutput,
+    ToolCallParser,
+    assistant_tool_call_text,
+    new_call_id,
+    tool_results_turn,
+)
+from kubechat.tools.types import MalformedToolCall, Toolbox, ToolCall, ToolResult
+from kubechat.triton.client import TritonInference
+
+
+@dataclass
+class TurnControl:
+    """How a running turn is asked to stop, and with which status its answer is stored.
+
+    A task cancelled before its first step never runs its `finally`, so a turn is only
+    cancelled while it streams; before that, a stop request is a flag it checks.
+    STOPPED (the user asked) still ends with a done event; INTERRUPTED means the client left.
+    """
+
+    stop_status: MessageStatus = MessageStatus.INTERRUPTED
+    stop_requested: bool = False
+    streaming: bool = False
+
+    def request_stop(self, task: asyncio.Task[None], status: MessageStatus) -> None:
+        self.stop_status = status
+        if self.streaming:
+            task.cancel()
+        else:
+            self.stop_requested = True
+
+
+class Generation:
+    """One answer generated from a grounding: its events, and what it has said so far.
+
+    `events()` is iterated once. Whoever iterates it may read `text` and `tool_calls` at any
+    time, also after a cancellation cut the iteration short, and ask for `done(status)`.
+    """
+
+    def __init__(
+        self,
+        grounding: Grounding,
+        message_id: str,
+        triton: TritonInference,
+        toolbox: Toolbox | None,
+        tool_timeout_s: float,
+        control: TurnControl | None = None,
+        user_message_id: str | None = None,
+    ) -> None:
+        self.grounding = grounding
+        self.message_id = message_id  # also the Triton request id
+        self.user_message_id = user_message_id
+        self.triton = triton
+        self.toolbox = toolbox
+        self.tool_timeout_s = tool_timeout_s
+        self.control = control
+        self.pieces: list[str] = []
+        self.tool_calls: list[ToolActivity] = []
+        self.first_token_at: float | None = None
+        self.handed_back = False  # calls of the client's tools ended the answer
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    async def events(self) -> AsyncGenerator[ChatEvent, None]:
+        grounding, control = self.grounding, self.control
+        prompt = grounding.prompt
+        yield Started(grounding.plan.entry.name, prompt.tokens, prompt.turns_dropped, self.user_message_id)
+        if grounding.images:
+            yield Images(grounding.images)
+        if grounding.sources is not None:
+            yield Sources(grounding.sources)
+        status, error = MessageStatus.COMPLETE, None
+        try:
+            if grounding.failure is not None:
+                raise grounding.failure
+            if control is not None and control.stop_requested:
+                status = control.stop_status
+            else:
+                if control is not None:
+                    control.streaming = True
+                if grounding.plan.tools:
+                    async with aclosing(self._with_tools()) as events:
+                        async for event in events:
+                            yield event
+                else:
+                    # The hot path: one event per token, nothing in between (_token, inlined).
+                    pieces = self.pieces
+                    async with aclosing(self._stream(prompt.text, self.message_id)) as deltas:
+                        async for delta in deltas:
+                            if self.first_token_at is None:
+                                self.first_token_at = time.perf_counter()
+                            pieces.append(delta)
+                            yield Token(len(pieces), delta)
+        except KubechatError as exc:
+            status, error = MessageStatus.FAILED, exc
+        finally:
+            if control is not None:
+                control.streaming = False  # from here on a stop must not cancel the bookkeeping
+        if error is not None:
+            yield Failure(error)
+        yield self.done(status)
+
+    def done(self, status: MessageStatus) -> Done:
+        """How the answer ended: usage, timings (from the request's arrival) and finish reason."""
+        now = time.perf_counter()
+        plan = self.grounding.plan
+        prompt_tokens = self.grounding.prompt.tokens
+        completion_tokens = plan.entry.counter.count(self.text)
+        first = self.first_token_at
+        generating = now - first if first is not None else 0.0
+        reason: FinishReason = "tool_calls" if self.handed_back else "stop"
+        if not self.handed_back and completion_tokens >= plan.params.max_tokens:
+            reason = "length"
+        return Done(
+            status=status,
+            usage=Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+            timings=Timings(
+                time_to_first_token_ms=(first - plan.received) * 1000 if first is not None else None,
+                total_ms=(now - plan.received) * 1000,
+                tokens_per_second=completion_tokens / generating if generating > 0 else None,
+            ),
+            finish_reason=reason,
+        )
+
+    def _stream(self, prompt: str, request_id: str) -> AsyncGenerator[str, None]:
+        plan = self.grounding.plan
+        return self.triton.stream_text(plan.entry.name, prompt, plan.params, request_id, image=plan.image)
+
+    def _token(self, text: str) -> Token:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.pieces.append(text)
+        return Token(len(self.pieces), text)
+
+    async def _parsed(self, prompt: str, request_id: str) -> AsyncGenerator[ParsedOutput, None]:
+        """The model's output split into text and tool calls, in order: the one place it is parsed."""
+        parser = ToolCallParser(self.grounding.plan.entry.model.spec.tools.format)
+        async with aclosing(self._stream(prompt, request_id)) as deltas:
+            async for delta in deltas:
+                for item in parser.feed(delta):
+                    yield item
+        for item in parser.finish():
+            yield item
+
+    async def _with_tools(self) -> AsyncGenerator[ChatEvent, None]:
+        """Each round streams the model's text as tokens and collects the calls it makes. MCP
+        calls run concurrently and their results go back to the model for another round; a
+        client's are handed back. A vision model is given the question's image in every round:
+        it belongs to the question."""
+        plan = self.grounding.plan
+        spec = plan.entry.model.spec.tools
+        turns, prompt = self.grounding.turns, self.grounding.prompt
+        for round_ in range(spec.max_rounds + 1):
+            if round_:
+                prompt = plan.entry.build_prompt(turns)
+            calls: list[ToolCall] = []
+            malformed: list[MalformedToolCall] = []
+            request_id = f"{self.message_id}-{round_}" if round_ else self.message_id
+            async with aclosing(self._parsed(prompt.text, request_id)) as output:
+                async for item in output:
+                    if isinstance(item, str):
+                        if item:
+                            yield self._token(item)
+                    elif isinstance(item, ToolCall):
+                        calls.append(item)
+                        called = ToolActivity(id=item.id, name=item.name, arguments=item.arguments)
+                        self.tool_calls.append(called)
+                        yield ToolCalled(item)
+                    elif plan.runs_tools:
+                        malformed.append(item)
+                    else:
+                        yield self._token(item.raw)  # the client is shown what the model wrote
+            if not plan.runs_tools:
+                self.handed_back = bool(calls)
+                return
+            if not calls and not malformed:
+                return
+            if round_ == spec.max_rounds:
+                raise ToolRoundsExceededError(
+                    f"model {plan.entry.name} still called tools after {spec.max_rounds} rounds"
+                )
+            fed_back = []
+            for call, result in await self._run_tools(calls, malformed):
+                yield ToolReturned(result)
+                content = result.content
+                fed_back.append((call, content if result.ok else f"error ({result.error_code}): {content}"))
+            said = assistant_tool_call_text(spec.format, calls) + "".join(m.raw for m in malformed)
+            role, content = tool_results_turn(spec.format, fed_back)
+            turns = [*turns, ChatTurn("assistant", said), ChatTurn(role, content)]
+
+    async def _run_tools(
+        self, calls: list[ToolCall], malformed: list[MalformedToolCall]
+    ) -> list[tuple[ToolCall, ToolActivity]]:
+        """Run the calls concurrently (a tool the model was not offered is never called) and
+        record each result, cut to maxResultChars, with the answer's tool calls."""
+        assert self.toolbox is not None, "MCP tools are offered only with a toolbox"
+        toolbox, timeout = self.toolbox, self.tool_timeout_s
+        plan = self.grounding.plan
+        offered = {t.name for t in plan.tools}
+        max_chars = plan.entry.model.spec.tools.max_result_chars
+
+        async def run(call: ToolCall) -> ToolResult:
+            if call.name not in offered:
+                return ToolResult(False, f"tool {call.name} is not available", "unknown_tool")
+            return await toolbox.call(call.name, call.arguments, timeout_s=timeout)
+
+        outcomes = list(await asyncio.gather(*(run(c) for c in calls)))
+        for bad in malformed:
+            # No name or arguments to report: the model is told what was wrong instead.
+            calls = [*calls, ToolCall(new_call_id(), "invalid_tool_call", {})]
+            outcomes.append(ToolResult(False, f"malformed tool call: {bad.error}", "malformed_tool_call"))
+        results = []
+        for call, outcome in zip(calls, outcomes, strict=True):
+            activity = ToolActivity(
+                id=call.id, name=call.name, arguments=call.arguments, ok=outcome.ok,
+                content=outcome.content[:max_chars], error_code=outcome.error_code,
+                truncated=len(outcome.content) > max_chars,
+            )  # fmt: skip
+            known = [i for i, a in enumerate(self.tool_calls) if a.id == call.id]
+            if known:
+                self.tool_calls[known[0]] = activity
+            else:
+                self.tool_calls.append(activity)
+            results.append((call, activity))
+        return results

@@ -1,0 +1,324 @@
+"""The chat service: prepare, ground and generate an answer, for a stored turn or a completion.
+
+The stored turn (the WebSocket) keeps the rules of DESIGN.md: the question is stored before
+generation starts; the answer is checkpointed while it streams and always finalized, whether
+it completes, is stopped, loses its client or its model, so nothing is lost. The stateless
+completion (/v1) stores nothing and refuses, before its answer starts, everything it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from kubechat.catalog import CatalogEntry, ChatTurn, ModelCatalog
+from kubechat.chat.events import ChatEvent, Done, Failure, Token, ToolReturned
+from kubechat.chat.generation import Generation, TurnControl
+from kubechat.chat.plan import Grounding, Plan
+from kubechat.chat.prompts import cited_prompt, sampling_params, tool_system_turns
+from kubechat.chat.request import ChatMessage, ChatRequest, ImageRef, InlineImage
+from kubechat.core.errors import InvalidRequestError, KubechatError, MessageTooLargeError
+from kubechat.core.resources import Capability
+from kubechat.images.vision import (
+    Attachment,
+    ImageDescription,
+    VisionService,
+    image_refs,
+    inline_attachment,
+    with_images,
+)
+from kubechat.knowledge.retrieval import Citation
+from kubechat.stores.history import HistoryStore, MessageStatus
+from kubechat.tools.formats import assistant_tool_call_text, tool_results_turn
+from kubechat.tools.types import Toolbox, ToolCall, ToolSpec
+from kubechat.triton.client import TritonInference
+
+logger = logging.getLogger(__name__)
+
+# Hands one event of the answer `message_id` to the client.
+TurnSink = Callable[[str, ChatEvent], Awaitable[None]]
+CHECKPOINT_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """The limits and sizes the chat service works with (from the API's settings)."""
+
+    max_message_chars: int
+    history_turns: int  # stored turns a new question is asked with
+    retrieval_sources: int  # sources given to the model
+    retrieval_candidates: int  # candidates each retriever ranks before fusion
+    tool_timeout_s: float  # an MCP tool call's default limit
+
+
+class Knowledge(Protocol):
+    """What chat needs of the knowledge bases (kubechat.knowledge.service.KnowledgeService)."""
+
+    def get(self, name: str, principal: str) -> object:
+        """The knowledge base if the principal may read it, else KnowledgeBaseNotFoundError."""
+        ...
+
+    async def search(
+        self, principal: str, kb_names: Sequence[str], query: str, *, limit: int, candidates: int
+    ) -> list[Citation]: ...
+
+
+class ChatService:
+    """Answers chat requests: `run_turn` for a stored session, `complete` for a stateless client."""
+
+    def __init__(
+        self,
+        config: ChatConfig,
+        catalog: ModelCatalog,
+        store: HistoryStore,
+        triton: TritonInference,
+        knowledge: Knowledge,
+        vision: VisionService,
+        tools: Toolbox | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.store = store
+        self.triton = triton
+        self.knowledge = knowledge
+        self.vision = vision
+        self.tools = tools
+
+    def check_message(self, content: str) -> None:
+        limit = self.config.max_message_chars
+        if len(content) > limit:
+            raise MessageTooLargeError(f"message has {len(content)} characters; the limit is {limit}")
+
+    # -- the one path: prepare, ground, generate ---------------------------------------------
+
+    async def prepare(self, principal: str, request: ChatRequest) -> Plan:
+        """Check everything that can be checked before anything is stored or takes long: the
+        messages' size, the model and its readiness, the sampling options, the tools, access to
+        the knowledge bases, the images and who describes them."""
+        received = time.perf_counter()
+        if not request.messages:
+            raise InvalidRequestError("a request needs at least one message")
+        for message in request.messages:
+            self.check_message(message.content)
+        entry = self.catalog.get(request.model)
+        entry.check_ready()
+        params = sampling_params(entry, request.options)
+        tools = self.offered_tools(entry, request)
+        for name in request.knowledge_bases:
+            self.knowledge.get(name, principal)
+        question = request.messages[-1]
+        if request.knowledge_bases and question.role != "user":
+            raise InvalidRequestError("knowledge_bases needs the conversation to end with a user message")
+        images = [await self._attachments(principal, m.images) for m in request.messages]
+        describer = self.vision.describer_for(entry, [a for per_message in images for a in per_message])
+        said = list(zip(_turns(entry, request.messages), images, strict=True))
+        system: list[ChatTurn] = []
+        if tools:
+            # One system turn: the client's system messages (or the model's prompt), then the offer.
+            text = "\n\n".join(t.content for t, _ in said if t.role == "system")
+            system = tool_system_turns(entry, tools, text)
+            said = [(t, a) for t, a in said if t.role != "system"]
+        turns = [*system, *request.history, *(t for t, _ in said)]
+        first = len(system) + len(request.history)
+        return Plan(
+            principal=principal, entry=entry, params=params, tools=tools,
+            runs_tools=request.mcp_tools, turns=turns,
+            attachments={first + i: a for i, (_, a) in enumerate(said) if a}, describer=describer,
+            knowledge_bases=list(request.knowledge_bases), question=question.content, received=received,
+        )  # fmt: skip
+
+    def offered_tools(self, entry: CatalogEntry, request: ChatRequest) -> list[ToolSpec]:
+        """The tools `entry` may call: the client's, or the MCP tools its ChatModel allows when
+        the request asked for them. Tools for a model without the `tools` capability, or MCP
+        tools when none may be called, are an error (never silently ignored)."""
+        if not request.client_tools and not request.mcp_tools:
+            return []
+        if not entry.model.has(Capability.TOOLS):
+            raise InvalidRequestError(f"model {entry.name} does not call tools (no `tools` capability)")
+        if request.client_tools:
+            return list(request.client_tools)
+        offered = self.tools.tools(entry.model.spec.tools.allow) if self.tools is not None else []
+        if not offered:
+            raise InvalidRequestError(f"no MCP tools are available to model {entry.name}")
+        return offered
+
+    async def ground(self, plan: Plan) -> Grounding:
+        """Describe the images for a text-only model, retrieve the sources, cite them in the
+        prompt. A failure is kept in the grounding (see Grounding), not raised."""
+        turns = list(plan.turns)
+        failure: KubechatError | None = None
+        described = plan.describer is not None
+        question_index = len(turns) - 1
+        images = [ImageDescription(id=a.record.id, name=a.record.name) for a in plan.question_attachments]
+        if plan.describer is not None:
+            try:
+                for index, attachments in plan.attachments.items():
+                    turn = turns[index]
+                    descriptions = await self.vision.describe(plan.describer, attachments, turn.content)
+                    turns[index] = ChatTurn(turn.role, with_images(turn.content, descriptions))
+                    if index == question_index:
+                        images = descriptions
+            except KubechatError as exc:
+                failure, described, images, turns = exc, False, [], list(plan.turns)
+        sources = None
+        if plan.knowledge_bases:
+            sources, retrieval_failure = await self._retrieve(plan)
+            failure = failure or retrieval_failure
+        prompt = plan.prompt
+        if sources is not None or plan.describer is not None:
+            prompt, turns, cited = cited_prompt(plan.entry, turns, sources or [])
+            sources = None if sources is None else cited
+        return Grounding(plan, turns, prompt, images, described, sources, failure)
+
+    def generate(
+        self,
+        grounding: Grounding,
+        message_id: str,
+        control: TurnControl | None = None,
+        user_message_id: str | None = None,
+    ) -> Generation:
+        """The answer to a grounded request; `message_id` names it (and its Triton requests)."""
+        return Generation(
+            grounding, message_id, self.triton, self.tools, self.config.tool_timeout_s, control,
+            user_message_id,
+        )  # fmt: skip
+
+    async def _attachments(self, principal: str, refs: Sequence[ImageRef]) -> list[Attachment]:
+        """The principal's uploads by id and inline images (checked like uploads), in order; an
+        image named twice counts once. Another principal's upload is not found."""
+        loaded: list[Attachment] = []
+        for ref in dict.fromkeys(refs):
+            if isinstance(ref, InlineImage):
+                loaded.append(await inline_attachment(ref.data_url, self.vision.images.limits))
+            else:
+                loaded += await self.vision.attachments(principal, [ref])
+        return loaded
+
+    async def _retrieve(self, plan: Plan) -> tuple[list[Citation], KubechatError | None]:
+        try:
+            sources = await self.knowledge.search(
+                plan.principal, plan.knowledge_bases, plan.question,
+                limit=self.config.retrieval_sources, candidates=self.config.retrieval_candidates,
+            )  # fmt: skip
+        except KubechatError as exc:
+            return [], exc
+        return sources, None
+
+    # -- the two users ----------------------------------------------------------------------
+
+    async def complete(self, principal: str, request: ChatRequest, completion_id: str) -> Generation:
+        """A stateless completion (OpenAI's): nothing is stored, and whatever can fail before
+        the model is asked (describing, retrieval included) raises here, before it starts."""
+        grounding = await self.ground(await self.prepare(principal, request))
+        if grounding.failure is not None:
+            raise grounding.failure
+        return self.generate(grounding, completion_id)
+
+    async def run_turn(
+        self,
+        principal: str,
+        session_id: str,
+        request: ChatRequest,
+        sink: TurnSink,
+        control: TurnControl,
+    ) -> None:
+        """One stored turn: store the question, ground it, stream the answer to `sink` and store
+        it whatever happens. Refusals raise before anything is stored; once the question is
+        stored, every failure ends the answer with a Failure then Done (status failed)."""
+        history = await self.store.recent_messages(principal, session_id, self.config.history_turns)
+        past = [ChatTurn(m.role, with_images(m.content, m.images)) for m in history if m.content]
+        plan = await self.prepare(principal, replace(request, history=past))
+        # Stored before anything can fail or take long (describing and retrieval included).
+        user, reply = await self.store.start_exchange(
+            principal, session_id, plan.question, model=plan.entry.name, prompt_tokens=plan.prompt.tokens,
+            images=image_refs(plan.question_attachments),
+        )  # fmt: skip
+        generation: Generation | None = None
+        done: Done | None = None
+        error: KubechatError | None = None
+        status = MessageStatus.COMPLETE
+        try:
+            grounding = await self.ground(plan)
+            if grounding.described:
+                await self.store.set_images(user.id, [i.model_dump() for i in grounding.images])
+            if plan.knowledge_bases or plan.describer is not None:
+                sources = [s.model_dump() for s in grounding.sources or []]
+                await self.store.set_context(reply.id, grounding.prompt.tokens, sources)
+            generation = self.generate(grounding, reply.id, control, user.id)
+            checkpointed = time.monotonic()
+            async with aclosing(generation.events()) as events:
+                async for event in events:
+                    if type(event) is Token:  # the hot path first
+                        await sink(reply.id, event)
+                        if time.monotonic() - checkpointed >= CHECKPOINT_INTERVAL_S:
+                            checkpointed = time.monotonic()
+                            text = generation.text
+                            await self.store.update_message(reply.id, text, MessageStatus.STREAMING)
+                    elif isinstance(event, Failure):
+                        error = event.error  # sent once the answer is stored, right before done
+                    elif isinstance(event, Done):
+                        done, status = event, event.status
+                    else:
+                        if isinstance(event, ToolReturned):
+                            await self.store.set_tool_calls(reply.id, _dumped(generation))
+                        await sink(reply.id, event)
+        except asyncio.CancelledError:
+            status = control.stop_status
+            if status is not MessageStatus.STOPPED:
+                raise  # the client is gone: store, then let the cancellation finish the task
+            # A user's stop ends generation, not the turn: it still gets its done event.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception:
+            status = MessageStatus.INTERRUPTED  # e.g. the socket closed under sink()
+            raise
+        finally:
+            control.streaming = False  # from here on a stop must not cancel the bookkeeping
+            if done is None and generation is not None:
+                done = generation.done(status)
+            completion_tokens = done.usage.completion_tokens if done is not None else 0
+            # Shielded: a second cancellation must not lose the answer (nor its tool calls).
+            if generation is not None and generation.tool_calls:
+                await asyncio.shield(self.store.set_tool_calls(reply.id, _dumped(generation)))
+            await asyncio.shield(
+                self.store.update_message(
+                    reply.id, generation.text if generation is not None else "", status,
+                    completion_tokens=completion_tokens, error_code=error.code if error else "",
+                )
+            )  # fmt: skip
+            logger.info(
+                "turn %s %s: %d tokens in %.0f ms", reply.id, status, completion_tokens,
+                (time.perf_counter() - plan.received) * 1000,
+            )  # fmt: skip
+        if error is not None:
+            await sink(reply.id, Failure(error))
+        assert done is not None, "a turn that was not cut short has its done event"
+        await sink(reply.id, done)
+
+
+def _turns(entry: CatalogEntry, messages: Sequence[ChatMessage]) -> list[ChatTurn]:
+    """The messages as turns of the model's conversation: an assistant's calls of the client's
+    tools and the results sent back are written in the model's tool-call format."""
+    fmt = entry.model.spec.tools.format
+    names: dict[str, str] = {}  # tool call id -> name, for the results that answer it
+    turns = []
+    for message in messages:
+        role, text = message.role, message.content
+        if message.tool_calls:
+            names.update((c.id, c.name) for c in message.tool_calls)
+            text += assistant_tool_call_text(fmt, message.tool_calls)
+        if role == "tool":
+            call = ToolCall(message.tool_call_id, names.get(message.tool_call_id, "tool"), {})
+            role, text = tool_results_turn(fmt, [(call, text)])
+        turns.append(ChatTurn(role, text))
+    return turns
+
+
+def _dumped(generation: Generation) -> list[dict[str, object]]:
+    return [a.model_dump() for a in generation.tool_calls]

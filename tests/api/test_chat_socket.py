@@ -1,0 +1,140 @@
+"""The WebSocket chat in process: each domain event of a turn as its frame of docs/websocket.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.testclient import WebSocketTestSession
+
+from kubechat.core.errors import ModelUnavailableError
+from tests.api.conftest import InProcessApi
+from tests.scripted import HOLD
+
+TOOL_CALL = '<tool_call>\n{"name": "demo__add", "arguments": {"a": 2, "b": 3}}\n</tool_call>'
+
+
+def turn(socket: WebSocketTestSession) -> list[dict[str, Any]]:
+    """The frames of one turn, through its done."""
+    frames = []
+    while True:
+        frame: dict[str, Any] = socket.receive_json()
+        frames.append(frame)
+        if frame["type"] == "done":
+            return frames
+
+
+def test_a_turn_is_start_tokens_done_and_is_stored(api: InProcessApi) -> None:
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        history = socket.receive_json()
+        assert (history["type"], history["messages"]) == ("history", [])
+        socket.send_json({"type": "message", "content": "Say hello."})
+        frames = turn(socket)
+
+    start, *tokens, done = frames
+    stored = api.messages(session)
+    assert start == {
+        "type": "start", "message_id": stored[1]["id"], "user_message_id": stored[0]["id"],
+        "model": "synthetic", "turns_dropped": 0,
+    }  # fmt: skip
+    assert tokens == [
+        {"type": "token", "message_id": start["message_id"], "seq": n, "delta": delta}
+        for n, delta in enumerate(["Hello", " there", "."], 1)
+    ]
+    assert (done["message_id"], done["status"]) == (start["message_id"], "complete")
+    assert set(done["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert set(done["timings"]) == {"time_to_first_token_ms", "total_ms", "tokens_per_second"}
+    assert [(m["role"], m["content"], m["status"]) for m in stored] == [
+        ("user", "Say hello.", "complete"), ("assistant", "Hello there.", "complete"),
+    ]  # fmt: skip
+
+
+def test_a_stop_ends_with_done_stopped_and_the_socket_stays_usable(api: InProcessApi) -> None:
+    api.triton.answer(["Once", " upon", HOLD, " a time"])
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "Tell a story."})
+        assert [socket.receive_json()["type"] for _ in range(3)] == ["start", "token", "token"]
+        socket.send_json({"type": "stop"})
+        (done,) = turn(socket)
+        socket.send_json({"type": "ping"})
+        assert socket.receive_json() == {"type": "pong"}
+    assert done["status"] == "stopped"
+    assert (api.messages(session)[-1]["status"], api.messages(session)[-1]["content"]) == (
+        "stopped",
+        "Once upon",
+    )
+
+
+def test_a_model_failure_is_an_error_frame_then_done_failed(api: InProcessApi) -> None:
+    api.triton.answer(["token0 ", ModelUnavailableError("model synthetic failed: gone")])
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "go"})
+        *_, error, done = turn(socket)
+    body = {"code": "model_unavailable", "message": "model synthetic failed: gone", "type": "server_error"}
+    assert error == {"type": "error", "message_id": done["message_id"], "error": body}
+    assert done["status"] == "failed"
+    assert api.messages(session)[-1]["error_code"] == "model_unavailable"
+
+
+def test_sources_follow_start_and_are_stored(api: InProcessApi) -> None:
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "Codename?", "knowledge_bases": ["handbook"]})
+        start, sources, *_ = turn(socket)
+    assert sources["type"] == "sources" and sources["message_id"] == start["message_id"]
+    assert [(s["n"], s["text"]) for s in sources["sources"]] == [(1, "The codename is Heron.")]
+    assert api.messages(session)[-1]["sources"] == sources["sources"]
+
+
+def test_tool_calls_and_results_are_frames_between_the_tokens(api: InProcessApi) -> None:
+    api.triton.answer([TOOL_CALL], ["demo__add: 5"])
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "add", "model": "tool-caller", "tools": True})
+        frames = turn(socket)
+    assert [f["type"] for f in frames] == ["start", "tool_call", "tool_result", "token", "done"]
+    call, result = frames[1], frames[2]
+    assert (call["name"], call["arguments"]) == ("demo__add", {"a": 2, "b": 3})
+    assert result == {
+        "type": "tool_result", "message_id": call["message_id"], "id": call["id"], "name": "demo__add",
+        "ok": True, "content": "5", "error_code": "", "truncated": False,
+    }  # fmt: skip
+    stored = api.messages(session)[-1]["tool_calls"]
+    assert isinstance(stored, list) and [(t["name"], t["content"]) for t in stored] == [("demo__add", "5")]
+
+
+def test_bad_messages_get_error_frames_and_store_nothing(api: InProcessApi) -> None:
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        for payload, code in [
+            ({"type": "message"}, "malformed_message"),
+            ({"type": "message", "content": "x" * 2001}, "message_too_large"),
+            ({"type": "message", "content": "hi", "model": "nope"}, "model_not_found"),
+            ({"type": "message", "content": "hi", "tools": True}, "invalid_request"),
+            ({"type": "message", "content": "hi", "knowledge_bases": ["nope"]}, "knowledge_base_not_found"),
+        ]:
+            socket.send_json(payload)
+            error = socket.receive_json()
+            assert (error["type"], error["error"]["code"]) == ("error", code), payload
+    assert api.messages(session) == []
+    assert api.triton.requests == []
+
+
+def test_a_message_while_an_answer_streams_is_busy(api: InProcessApi) -> None:
+    api.triton.answer(["one", HOLD, " two"])
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "first"})
+        assert [socket.receive_json()["type"] for _ in range(2)] == ["start", "token"]
+        socket.send_json({"type": "message", "content": "second"})
+        assert socket.receive_json()["error"]["code"] == "busy"
+        socket.send_json({"type": "stop"})
+        assert turn(socket)[-1]["status"] == "stopped"

@@ -1,0 +1,145 @@
+"""/v1/chat/completions in process: the same domain events as one chat.completion or as
+server-sent chunks, read back by the official `openai` client where it can."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from kubechat.core.errors import ModelUnavailableError
+from tests.api.conftest import InProcessApi
+from tests.conftest import ALICE_KEY
+
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Name three colours."}]
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
+WEATHER_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+
+
+def events(body: str) -> list[Any]:
+    """The data of each server-sent event, JSON-decoded but for `[DONE]`."""
+    assert body.endswith("\n\n")
+    data = [event.removeprefix("data: ") for event in body[:-2].split("\n\n")]
+    return [d if d == "[DONE]" else json.loads(d) for d in data]
+
+
+@pytest.fixture
+def client(api: InProcessApi) -> openai.OpenAI:
+    # The TestClient is an httpx.Client: the official client talks to the app in process.
+    return openai.OpenAI(base_url="http://testserver/v1", api_key=ALICE_KEY, http_client=api.client)
+
+
+def test_plain_and_streamed_completions_agree(api: InProcessApi, client: openai.OpenAI) -> None:
+    plain = client.chat.completions.create(model="synthetic", messages=QUESTION)
+    assert plain.choices[0].message.content == "Hello there."
+    assert plain.choices[0].finish_reason == "stop"
+    assert plain.usage is not None and plain.usage.total_tokens == plain.usage.prompt_tokens + 2
+
+    stream = client.chat.completions.create(
+        model="synthetic", messages=QUESTION, stream=True, stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello there."
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage == plain.usage
+    assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].id.startswith("chatcmpl-")
+    assert api.messages(api.session()) == []  # stateless: nothing is stored
+
+
+def test_the_stream_is_server_sent_events_ending_with_done(api: InProcessApi) -> None:
+    response = api.client.post(
+        "/v1/chat/completions", json={"model": "synthetic", "messages": QUESTION, "stream": True}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    first, *content, finish, done = events(response.text)
+    assert first["choices"] == [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+    ]
+    assert "sources" not in first
+    assert [c["choices"][0]["delta"] for c in content] == [{"content": t} for t in ["Hello", " there", "."]]
+    assert finish["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    assert done == "[DONE]"
+
+
+def test_a_failure_after_the_stream_started_is_reported_in_band(api: InProcessApi) -> None:
+    api.triton.answer(["token0 ", ModelUnavailableError("model synthetic failed: gone")])
+    response = api.client.post(
+        "/v1/chat/completions", json={"model": "synthetic", "messages": QUESTION, "stream": True}
+    )
+    assert response.status_code == 200
+    *_, error, done = events(response.text)
+    assert error == {
+        "error": {
+            "code": "model_unavailable",
+            "message": "model synthetic failed: gone",
+            "type": "server_error",
+        }
+    }
+    assert done == "[DONE]"
+
+
+def test_a_failure_without_a_stream_is_an_error_response(api: InProcessApi) -> None:
+    api.triton.answer(["token0 ", ModelUnavailableError("model synthetic failed: gone")])
+    response = api.client.post("/v1/chat/completions", json={"model": "synthetic", "messages": QUESTION})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "model_unavailable"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_refusals_are_json_errors_before_any_stream(api: InProcessApi, stream: bool) -> None:
+    refusals: list[tuple[dict[str, Any], int, str]] = [
+        ({"model": "nope"}, 404, "model_not_found"),
+        ({"max_tokens": 10**6}, 400, "invalid_request"),
+        ({"knowledge_bases": ["nope"]}, 404, "knowledge_base_not_found"),
+        ({"model": "synthetic", "tools": [WEATHER]}, 400, "invalid_request"),
+        ({"messages": [{"role": "user", "content": "x" * 2001}]}, 413, "message_too_large"),
+    ]
+    for body, status, code in refusals:
+        response = api.client.post(
+            "/v1/chat/completions",
+            json={"model": "synthetic", "messages": QUESTION, "stream": stream, **body},
+        )
+        assert (response.status_code, response.json()["error"]["code"]) == (status, code), body
+    api.knowledge.failure = ModelUnavailableError("embedder minilm failed")
+    response = api.client.post(
+        "/v1/chat/completions",
+        json={"model": "synthetic", "messages": QUESTION, "stream": stream, "knowledge_bases": ["handbook"]},
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "model_unavailable")
+    assert api.triton.requests == []
+
+
+def test_sources_come_with_the_response_or_the_first_chunk(api: InProcessApi) -> None:
+    body = {"model": "synthetic", "messages": QUESTION, "knowledge_bases": ["handbook"]}
+    plain = api.client.post("/v1/chat/completions", json=body).json()
+    assert [s["text"] for s in plain["sources"]] == ["The codename is Heron."]
+    streamed = api.client.post("/v1/chat/completions", json={**body, "stream": True})
+    first, *_ = events(streamed.text)
+    assert first["sources"] == plain["sources"]
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "[1] (doc1.md)" in api.triton.requests[0].prompt
+
+
+def test_calls_of_the_clients_tools_are_handed_back(api: InProcessApi) -> None:
+    body = {"model": "tool-caller", "messages": QUESTION, "tools": [WEATHER]}
+    api.triton.answer([WEATHER_CALL], [WEATHER_CALL])
+    plain = api.client.post("/v1/chat/completions", json=body).json()["choices"][0]
+    assert plain["finish_reason"] == "tool_calls" and plain["message"]["content"] is None
+    (call,) = plain["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
+
+    chunks = events(api.client.post("/v1/chat/completions", json={**body, "stream": True}).text)
+    deltas = [c["choices"][0] for c in chunks[:-1]]
+    (streamed,) = [t for d in deltas for t in d["delta"].get("tool_calls", [])]
+    assert (streamed["index"], streamed["function"]["name"]) == (0, "get_weather")
+    assert deltas[-1]["finish_reason"] == "tool_calls"
+    assert api.tools.calls == []  # the client runs its own tools
