@@ -32,12 +32,17 @@ export function App() {
   const ids = useId();
 
   // Any 401 (REST or socket) asks for a key; a key we sent that was refused says so.
-  const needKey = useCallback(() => {
-    const had = apiKey() !== null;
+  const needKey = useCallback((refused: boolean) => {
     setApiKey(null);
-    setAuth({ state: "sign-in", error: had ? "That API key was not accepted (unauthenticated)." : null });
+    setAuth((current) => {
+      const error = refused ? "That API key was not accepted (unauthenticated)." : null;
+      // Several requests fail together: the first one that sent a key has the say.
+      if (current.state === "sign-in" && current.error && !error) return current;
+      return { state: "sign-in", error };
+    });
   }, []);
-  useEffect(() => onUnauthenticated(needKey), [needKey]);
+  useEffect(() => onUnauthenticated((error) => needKey(error.withKey)), [needKey]);
+  const socketRefused = useCallback(() => needKey(apiKey() !== null), [needKey]);
 
   const loadKnowledgeBases = useCallback(async () => {
     try {
@@ -212,7 +217,7 @@ export function App() {
             onInitialSent={initialSent}
             onCreate={create}
             onSessionChanged={sessionChanged}
-            onUnauthenticated={needKey}
+            onUnauthenticated={socketRefused}
             onCite={setCitation}
           />
         </main>

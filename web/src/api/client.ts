@@ -18,6 +18,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** Whether the request carried an API key (a 401 then means that key was refused). */
+    readonly withKey = false,
   ) {
     super(message);
     this.name = "ApiError";
@@ -42,17 +44,18 @@ function report(error: ApiError): ApiError {
   return error;
 }
 
-export async function errorOf(status: number, body: string): Promise<ApiError> {
+export function errorOf(status: number, body: string, withKey: boolean): ApiError {
   try {
     const parsed = JSON.parse(body) as { error?: { code?: string; message?: string } };
-    if (parsed.error?.code) return new ApiError(status, parsed.error.code, parsed.error.message ?? "");
+    if (parsed.error?.code) return new ApiError(status, parsed.error.code, parsed.error.message ?? "", withKey);
   } catch {
     // not the API's JSON: a proxy's page, say
   }
-  return new ApiError(status, `http_${status}`, `the server answered ${status}`);
+  return new ApiError(status, `http_${status}`, `the server answered ${status}`, withKey);
 }
 
 async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers = authHeaders();
   let response: Response;
   try {
     response = await fetch(path, {
@@ -60,14 +63,14 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
       headers: {
         Accept: "application/json",
         ...(body === undefined ? {} : { "Content-Type": "application/json" }),
-        ...authHeaders(),
+        ...headers,
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
     throw new ApiError(0, "network_error", "the API cannot be reached");
   }
-  if (!response.ok) throw report(await errorOf(response.status, await response.text()));
+  if (!response.ok) throw report(errorOf(response.status, await response.text(), "Authorization" in headers));
   if (response.status === 204) return undefined as T;
   return (await response.json()) as T;
 }
@@ -104,8 +107,9 @@ export const api = {
   },
   /** An image's thumbnail as a blob: URL (an <img src> could not send the Bearer header). */
   thumbnail: async (id: string): Promise<string> => {
-    const response = await fetch(`/images/${seg(id)}/thumbnail`, { headers: authHeaders() });
-    if (!response.ok) throw report(await errorOf(response.status, await response.text()));
+    const headers = authHeaders();
+    const response = await fetch(`/images/${seg(id)}/thumbnail`, { headers });
+    if (!response.ok) throw report(errorOf(response.status, await response.text(), "Authorization" in headers));
     return URL.createObjectURL(await response.blob());
   },
 };
@@ -115,17 +119,18 @@ function upload<T>(path: string, form: FormData, onProgress: (fraction: number) 
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", path);
-    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
+    const headers = authHeaders();
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
     xhr.setRequestHeader("Accept", "application/json");
     xhr.upload.onprogress = (event) => {
       if (event.lengthComputable && event.total > 0) onProgress(event.loaded / event.total);
     };
-    xhr.onload = async () => {
+    xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) {
         onProgress(1);
         resolve(JSON.parse(xhr.responseText) as T);
       } else {
-        reject(report(await errorOf(xhr.status, xhr.responseText)));
+        reject(report(errorOf(xhr.status, xhr.responseText, "Authorization" in headers)));
       }
     };
     xhr.onerror = () => reject(new ApiError(0, "network_error", "the upload did not reach the API"));

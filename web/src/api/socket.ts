@@ -119,6 +119,17 @@ export class ChatConnection {
     if (this.socket === null) this.connect();
   }
 
+  /** Open a new socket now, for a fresh history (an answer another connection is still writing). */
+  refresh(): void {
+    const socket = this.socket;
+    if (socket === null) return;
+    this.socket = null;
+    socket.onclose = null;
+    socket.onmessage = null;
+    socket.close(1000, "refreshing the history");
+    this.connect();
+  }
+
   private connect(): void {
     this.timer = null;
     this.options.onStatus({ state: "connecting", attempt: this.attempt });

@@ -84,6 +84,25 @@ export function ChatView(props: Props) {
     onInitialSent();
   }, [state.loaded, onInitialSent]);
 
+  // An answer the history shows as still streaming, that this socket gets no tokens of (it was
+  // cut by a dropped connection and is being stored as interrupted, or another tab is writing
+  // it): ask again for the history until it has finished, a little less often each time.
+  const last = state.messages.at(-1);
+  const orphan = state.loaded && state.streamingId === null && !state.sending && last?.role === "assistant" && last.status === "streaming";
+  const refreshes = useRef(0);
+  useEffect(() => {
+    if (!orphan) {
+      refreshes.current = 0;
+      return;
+    }
+    const delay = Math.min(8000, 1000 * 2 ** refreshes.current);
+    const timer = window.setTimeout(() => {
+      refreshes.current += 1;
+      connection.current?.refresh();
+    }, delay);
+    return () => window.clearTimeout(timer);
+  }, [orphan, state.messages]);
+
   // Keep the list order (newest first) right: an answer finished changes the session's updated_at.
   const lastStatus = state.messages.at(-1)?.status;
   useEffect(() => {

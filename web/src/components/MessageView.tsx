@@ -52,7 +52,7 @@ function Question({ message }: { message: ChatMessage }) {
           </details>
         ))}
       {message.status === "sending" && <p className="meta">Sending…</p>}
-      <StatusLine message={message} />
+      <StatusLine message={message} streaming={false} />
     </article>
   );
 }
@@ -95,14 +95,15 @@ function Answer({ message, streaming, onCite }: Props) {
           </ul>
         </div>
       )}
-      <StatusLine message={message} />
+      <StatusLine message={message} streaming={streaming} />
       {!streaming && <Details message={message} />}
     </article>
   );
 }
 
-function StatusLine({ message }: { message: ChatMessage }) {
-  const text = STATUS_TEXT[message.status];
+function StatusLine({ message, streaming }: { message: ChatMessage; streaming: boolean }) {
+  // "streaming" in a stored history, with no tokens coming here: another connection has it.
+  const text = message.status === "streaming" && !streaming ? "Still being written; refreshing…" : STATUS_TEXT[message.status];
   if (!text && !message.error && !message.errorCode) return null;
   const code = message.error?.code ?? message.errorCode;
   return (
