@@ -43,6 +43,11 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1280, "height": 860}
 TIMEOUT_MS = 120_000  # answers from the CPU models on a busy 2-core machine
 AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
+# The MCP server of the tool tests (tests/mcp_servers), over stdio: add, echo, fail, slow, grow.
+DEMO_MCP_SERVERS = [
+    {"name": "demo", "transport": "stdio", "command": sys.executable,
+     "args": ["-m", "tests.mcp_servers.stdio_server"], "cwd": str(ROOT)},
+]  # fmt: skip
 expect.set_options(timeout=TIMEOUT_MS)
 
 
@@ -68,14 +73,10 @@ def web_api(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> I
     """The API with API keys (alice, bob), the test knowledge bases and the `demo` MCP server, in a
     state folder of its own (the page's sessions and uploads do not meet the integration tests')."""
     state = tmp_path_factory.mktemp("web-state")
-    servers = [
-        {"name": "demo", "transport": "stdio", "command": sys.executable,
-         "args": ["-m", "tests.mcp_servers.stdio_server"], "cwd": str(ROOT)},
-    ]  # fmt: skip
-    env = {**api_env(triton, EXAMPLE_MODELS, state), "KUBECHAT_MCP_SERVERS": json.dumps(servers)}
+    env = {**api_env(triton, EXAMPLE_MODELS, state), "KUBECHAT_MCP_SERVERS": json.dumps(DEMO_MCP_SERVERS)}
     process = ApiProcess(env, state / "api.log")
     process.start()
-    wait_until(lambda: _tools_ready(process), 60, "the demo MCP server's tools")
+    wait_until(lambda: tools_ready(process), 60, "the demo MCP server's tools")
     yield process
     process.stop()
 
@@ -92,7 +93,7 @@ def local_api(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) ->
     process.stop()
 
 
-def _tools_ready(api: ApiProcess) -> bool:
+def tools_ready(api: ApiProcess) -> bool:
     servers = httpx.get(f"{api.url}/ready", timeout=5).json().get("mcp_servers", {})
     return bool(servers) and all(s.get("connected") for s in servers.values())
 

@@ -39,9 +39,13 @@ def set_options(page: Page, max_tokens: int | None = None, temperature: float | 
 
 
 def ask(page: Page, text: str) -> None:
+    """Type and send a question; returns once its answer has started (`start` arrived)."""
+    answers = page.locator("article.answer").count()
     box = page.get_by_label("Message")
     box.fill(text)
     box.press("Enter")
+    expect(box).to_have_value("")  # sent: the composer is cleared only then
+    expect(page.locator("article.answer")).to_have_count(answers + 1)
 
 
 def last_answer(page: Page) -> Any:

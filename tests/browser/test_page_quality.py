@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import FilePayload, Page, expect
 
-from tests.browser.conftest import OpenPage, axe_violations
+from kubechat.embedded.tritonserver import TritonServer
+from tests.browser.conftest import DEMO_MCP_SERVERS, OpenPage, axe_violations, tools_ready
 from tests.browser.test_chat_page import ask, choose_model, composer_menu, set_options, wait_done
-from tests.conftest import ROOT, ApiProcess
+from tests.conftest import EXAMPLE_MODELS, ROOT, ApiProcess, api_env, wait_until
 
 pytestmark = pytest.mark.triton
 
@@ -61,13 +65,16 @@ def test_no_serious_accessibility_violations(web_api: ApiProcess, open_page: Ope
 def test_usable_375_px_wide(web_api: ApiProcess, open_page: OpenPage) -> None:
     page = open_page(web_api, viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
     choose_model(page, "synthetic")
-    set_options(page, max_tokens=40)
+    set_options(page, max_tokens=400)
     ask(page, "A long question that wraps over several lines on a narrow phone screen, " * 3)
     wait_done(page)
-    # Nothing is wider than the screen; the chat list is one tap away, the composer in view.
+    # Nothing is wider than the screen; the chat list is one tap away; the transcript scrolls,
+    # the composer stays in view.
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     assert page.evaluate("document.body.scrollWidth") <= 375
     expect(page.get_by_label("Message")).to_be_in_viewport()
+    expect(page.get_by_role("button", name="Send")).to_be_in_viewport()
+    assert page.evaluate("document.documentElement.scrollHeight") <= 740
     chats = page.get_by_role("navigation", name="Chats")
     expect(chats).not_to_be_visible()
     page.get_by_role("button", name="Chats").click()
@@ -77,12 +84,29 @@ def test_usable_375_px_wide(web_api: ApiProcess, open_page: OpenPage) -> None:
     expect(page.get_by_role("heading", name="What can I help with?")).to_be_visible()
 
 
-def test_the_screenshot(web_api: ApiProcess, open_page: OpenPage, tmp_path: Path) -> None:
+@pytest.fixture
+def fresh_api(triton: TritonServer, tmp_path: Path) -> Iterator[ApiProcess]:
+    """`make serve`'s setup (local mode, the example knowledge base) with nothing in it yet, and
+    the `demo` MCP server."""
+    env = api_env(triton, EXAMPLE_MODELS, tmp_path)
+    del env["KUBECHAT_API_KEYS"]
+    env["KUBECHAT_KNOWLEDGE_BASES_DIR"] = str(ROOT / "examples" / "knowledge-bases")
+    env["KUBECHAT_MCP_SERVERS"] = json.dumps(DEMO_MCP_SERVERS)
+    process = ApiProcess(env, tmp_path / "api.log")
+    process.start()
+    wait_until(lambda: tools_ready(process), 60, "the demo MCP server's tools")
+    yield process
+    process.stop()
+
+
+def test_the_screenshot(fresh_api: ApiProcess, open_page: OpenPage, tmp_path: Path) -> None:
     """The README's picture of the page; `make screenshot` (KUBECHAT_SCREENSHOT=1) writes it into docs."""
-    page = open_page(web_api, viewport={"width": 1280, "height": 800}, color_scheme="light")
+    with httpx.Client(base_url=fresh_api.url) as http:
+        for title in ("Quarterly report summary", "Helm values for the GPU pool", "Why is my pod pending?"):
+            http.post("/sessions", json={"title": title})
+    page = open_page(fresh_api, key=None, viewport={"width": 1280, "height": 900}, color_scheme="light")
     page.get_by_role("button", name="Documents").click()
     dialog = page.get_by_role("dialog", name="Knowledge bases")
-    dialog.get_by_label("Knowledge base", exact=True).select_option("handbook")
     runbook = (
         "# Vault runbook\n\n## Key rotation\n\n"
         "Vault keys are rotated every 90 days. Run `vault rotate --all` from the ops host, then "
@@ -93,18 +117,22 @@ def test_the_screenshot(web_api: ApiProcess, open_page: OpenPage, tmp_path: Path
     )
     expect(dialog.locator("tr[data-document='vault-runbook.md'] .doc-status")).to_have_text("indexed")
     dialog.get_by_role("button", name="Close knowledge bases").click()
-    choose_model(page, "smollm2")
-    set_options(page, max_tokens=60)
-    composer_menu(page, "Knowledge").click()
-    page.get_by_label("handbook").check()
-    composer_menu(page, "Knowledge (1)").click()
-    ask(page, "How often are the vault keys rotated, and how?")
-    wait_done(page)
+
     choose_model(page, "tool-caller")
     ask(page, 'call demo__add {"a": 40, "b": 2}')
     wait_done(page)
-    page.locator("details.tool-card summary").last.click()
-    page.get_by_label("Message").fill("Write a Python function that reverses a string.")
+    choose_model(page, "smollm2")
+    set_options(page, max_tokens=100)
+    ask(page, "Write a Python function that reverses a string.")
+    wait_done(page)
+    set_options(page, max_tokens=40)
+    composer_menu(page, "Knowledge").click()
+    page.get_by_label("Team documents").check()
+    composer_menu(page, "Knowledge (1)").click()
+    ask(page, "How often are the vault keys rotated?")
+    wait_done(page)
+    # The transcript scrolls under a composer that stays in view.
+    expect(page.get_by_label("Message")).to_be_in_viewport()
     path = SCREENSHOT if os.environ.get("KUBECHAT_SCREENSHOT") else tmp_path / SCREENSHOT.name
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))

@@ -5,6 +5,7 @@ import type { Citation, KnowledgeBaseOut, ModelOut, SessionOut, UserMessage } fr
 import { ChatView } from "./components/ChatView";
 import { CitationDialog } from "./components/CitationDialog";
 import type { ComposerSettings } from "./components/Composer";
+import { MenuIcon } from "./components/Icons";
 import { KnowledgePanel } from "./components/KnowledgePanel";
 import { Sidebar } from "./components/Sidebar";
 import { SignIn } from "./components/SignIn";
@@ -119,8 +120,10 @@ export function App() {
   );
   const sessionChanged = useCallback((session: SessionOut) => {
     setSessions((list) => {
-      if (list[0]?.id === session.id && list[0].updated_at === session.updated_at) return list;
-      return [session, ...list.filter((s) => s.id !== session.id)];
+      const known = list.find((s) => s.id === session.id);
+      if (known && known.updated_at === session.updated_at && known.title === session.title) return list;
+      // Newest first, as the API lists them.
+      return [session, ...list.filter((s) => s.id !== session.id)].sort((a, b) => b.updated_at - a.updated_at);
     });
   }, []);
   const initialSent = useCallback(() => setPending(null), []);
@@ -157,7 +160,7 @@ export function App() {
             aria-controls={`${ids}-sidebar`}
             onClick={() => setSidebarOpen(!sidebarOpen)}
           >
-            <span aria-hidden="true">☰</span>
+            <MenuIcon />
             <span className="visually-hidden">Chats</span>
           </button>
           <h1 className="brand">kubechat</h1>

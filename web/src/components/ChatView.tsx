@@ -103,11 +103,19 @@ export function ChatView(props: Props) {
     return () => window.clearTimeout(timer);
   }, [orphan, state.messages]);
 
-  // Keep the list order (newest first) right: an answer finished changes the session's updated_at.
-  const lastStatus = state.messages.at(-1)?.status;
+  // Keep the sidebar right (newest first): the history names the session, and a finished
+  // answer makes it the most recently updated one.
   useEffect(() => {
-    if (state.session && lastStatus !== "streaming") onSessionChanged(state.session);
-  }, [state.session, lastStatus, onSessionChanged]);
+    if (state.session) onSessionChanged(state.session);
+  }, [state.session, onSessionChanged]);
+  const wasStreaming = useRef(false);
+  useEffect(() => {
+    const streamingNow = state.streamingId !== null;
+    if (wasStreaming.current && !streamingNow && state.session) {
+      onSessionChanged({ ...state.session, updated_at: Date.now() / 1000 });
+    }
+    wasStreaming.current = streamingNow;
+  }, [state.streamingId, state.session, onSessionChanged]);
 
   // Follow the stream while the reader is at the bottom; leave them be when they scrolled up.
   useLayoutEffect(() => {

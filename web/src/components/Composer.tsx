@@ -45,7 +45,10 @@ export function Composer({ model, knowledgeBases, settings, onSettings, streamin
   const ids = useId();
 
   useEffect(() => textarea.current?.focus(), []);
-  useEffect(() => () => attachments.forEach((a) => URL.revokeObjectURL(a.preview)), []); // eslint-disable-line
+  // Previews are blob: URLs: free those still held when the composer goes away.
+  const previews = useRef<Attachment[]>([]);
+  previews.current = attachments;
+  useEffect(() => () => previews.current.forEach((a) => URL.revokeObjectURL(a.preview)), []);
 
   const uploading = attachments.some((a) => a.id === null && a.error === null);
   const canSend = connected && !streaming && !uploading && text.trim() !== "";

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useId, useRef, useState, type DragEvent } from "react";
 import { ApiError, api } from "../api/client";
 import type { DocumentOut, KnowledgeBaseOut } from "../api/types";
+import { TrashIcon } from "./Icons";
 
 const PENDING = new Set(["queued", "parsing", "embedding", "deleting"]);
 const POLL_MS = 1000;
@@ -188,7 +189,7 @@ export function KnowledgePanel({ open, knowledgeBases, onClose, onChanged }: Pro
                         </button>
                       ) : (
                         <button type="button" className="icon-button" aria-label={`Delete ${d.name}`} onClick={() => setConfirm(d.id)}>
-                          <span aria-hidden="true">🗑</span>
+                          <TrashIcon />
                         </button>
                       ))}
                   </td>

@@ -1,6 +1,7 @@
 import { useState, type FormEvent, type MouseEvent } from "react";
 import type { SessionOut } from "../api/types";
 import { pathOfSession } from "../route";
+import { PencilIcon, TrashIcon } from "./Icons";
 
 interface Props {
   sessions: SessionOut[];
@@ -112,7 +113,7 @@ function SessionItem({
             setEditing(true);
           }}
         >
-          <span aria-hidden="true">✎</span>
+          <PencilIcon />
         </button>
         {confirming ? (
           <>
@@ -125,7 +126,7 @@ function SessionItem({
           </>
         ) : (
           <button type="button" className="icon-button" aria-label={`Delete ${session.title}`} onClick={() => setConfirming(true)}>
-            <span aria-hidden="true">🗑</span>
+            <TrashIcon />
           </button>
         )}
       </span>
