@@ -216,6 +216,15 @@ def test_documents_uploaded_in_the_page_are_indexed_and_cited(
         "onerror=window.__xss=1"
     )
     no_script_ran(page)
+    page.get_by_role("button", name="Close source").click()
+
+    # Deleted from the panel: gone from the list and from the knowledge base.
+    page.get_by_role("button", name="Documents").click()
+    dialog.get_by_role("button", name="Delete hostile.md").click()
+    dialog.get_by_role("button", name="Delete", exact=True).click()
+    expect(dialog.locator("tr[data-document='hostile.md']")).to_have_count(0)
+    listed = httpx.get(f"{web_api.url}/knowledge-bases/handbook/documents", headers=auth()).json()
+    assert "hostile.md" not in {d["name"] for d in listed["documents"]}
 
 
 def test_an_attached_image_shows_what_the_model_was_told(web_api: ApiProcess, open_page: OpenPage) -> None:
