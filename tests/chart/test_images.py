@@ -120,6 +120,11 @@ def test_base_images_are_pinned(image: str) -> None:
             continue
         name, _, tag = stage.base.rpartition(":")
         assert name and tag and tag != "latest" and "/" not in tag, f"{stage.base}: pin a tag"
+        if name == "node":  # the chat page's build stage: Node.js 20, as web/package.json asks
+            assert re.fullmatch(r"20\.\d+\.\d+-\w+-slim", tag), (
+                f"{stage.base}: Node.js 20, slim, full version"
+            )
+            continue
         assert re.fullmatch(r"3\.11\.\d+-slim-\w+", tag), (
             f"{stage.base}: Python 3.11, Debian slim, full version"
         )
@@ -150,6 +155,25 @@ def test_dockerignore_keeps_local_state_out() -> None:
         assert _ignored(path), path
     for path in ("kubechat", "model-repo", "pyproject.toml", "README.md", "docker/triton-cpu/tritonserver"):
         assert not _ignored(path), path
+
+
+def test_the_api_image_carries_the_built_chat_page() -> None:
+    stages = {stage.alias: stage for stage in parse_dockerfile(DOCKERFILES["kubechat"])}
+    web = stages["web"]
+    assert "npm ci" in _run_commands(web) and "npm run build" in _run_commands(web)
+    # The build writes where the API serves from, and the package is installed after it is there.
+    build = [(k, rest) for k, rest in stages["build"].instructions]
+    copied = build.index(("COPY", "--from=web /src/kubechat/api/static ./kubechat/api/static"))
+    installed = max(
+        i for i, (k, rest) in enumerate(build) if k == "RUN" and "pip install --no-deps ." in rest
+    )
+    assert copied < installed
+    vite = (ROOT / "web" / "vite.config.ts").read_text()
+    assert 'outDir: "../kubechat/api/static"' in vite
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "static/assets/*" in pyproject["tool"]["setuptools"]["package-data"]["kubechat.api"]
+    for path in ("web/node_modules", "kubechat/api/static"):
+        assert _ignored(path), f"{path}: a local build must not reach the image"
 
 
 # --- What runs in each image -------------------------------------------------------------------
