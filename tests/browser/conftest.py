@@ -29,7 +29,8 @@ from playwright.sync_api import (
 
 from kubechat.api.web import BUILT_PAGE
 from kubechat.embedded.tritonserver import TritonServer
-from tests.conftest import ALICE_KEY, EXAMPLE_MODELS, ROOT, ApiProcess, api_env, wait_until
+from tests.conftest import ALICE_KEY, EXAMPLE_MODELS, ROOT, ApiProcess, api_env
+from tests.polling import wait_until
 
 CHROMIUM = Path(os.environ.get("KUBECHAT_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

@@ -16,7 +16,8 @@ from playwright.sync_api import FilePayload, Page, expect
 from kubechat.embedded.tritonserver import TritonServer
 from tests.browser.conftest import DEMO_MCP_SERVERS, OpenPage, axe_violations, tools_ready
 from tests.browser.test_chat_page import ask, choose_model, composer_menu, set_options, wait_done
-from tests.conftest import EXAMPLE_MODELS, ROOT, ApiProcess, api_env, wait_until
+from tests.conftest import EXAMPLE_MODELS, ROOT, ApiProcess, api_env
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.triton
 
