@@ -79,7 +79,10 @@ export interface components {
              */
             type: "error";
         };
-        /** GenerationOptions */
+        /**
+         * GenerationOptions
+         * @description Sampling options of one request; unset ones take the ChatModel's defaults.
+         */
         GenerationOptions: {
             /**
              * Max Tokens
