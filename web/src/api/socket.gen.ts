@@ -79,7 +79,10 @@ export interface components {
              */
             type: "error";
         };
-        /** GenerationOptions */
+        /**
+         * GenerationOptions
+         * @description Sampling options of one request; unset ones take the ChatModel's defaults.
+         */
         GenerationOptions: {
             /**
              * Max Tokens
@@ -410,6 +413,7 @@ export interface components {
             knowledge_bases?: string[];
             /**
              * Model
+             * @description A chat model's name; omitted or null: the default model.
              * @default null
              */
             model?: string | null;
