@@ -52,16 +52,16 @@ from kubechat.triton.client import TritonInference
 logger = logging.getLogger(__name__)
 
 
-def failure_of(exc: Exception, message_id: str) -> KubechatError:
-    """What an answer that failed with `exc` reports: a domain error as it is, a store's failure
-    as storage_unavailable, anything else as an InternalError, logged with its traceback (the
-    client is not shown internals)."""
+def failure_of(exc: Exception, what: str) -> KubechatError:
+    """What a chat failure `exc` is reported as: a domain error as it is, a store's failure as
+    storage_unavailable, anything else as an InternalError, logged with its traceback (the
+    client is not shown internals). `what` names what failed, for the log."""
     if isinstance(exc, StoreError):
-        logger.warning("answer %s: a store failed: %s", message_id, exc)
+        logger.warning("%s: a store failed: %s", what, exc)
         return StorageUnavailableError(f"a store failed: {exc}")
     error = as_kubechat_error(exc)
     if error is not exc:
-        logger.error("answer %s failed unexpectedly", message_id, exc_info=exc)
+        logger.error("%s failed unexpectedly", what, exc_info=exc)
     return error
 
 
@@ -158,7 +158,7 @@ class Generation:
         except Exception as exc:
             # The one guard of an answer: whatever fails (the model, a tool round, a bug) ends it
             # with a Failure and Done, never with an exception its transport might not report.
-            status, error = MessageStatus.FAILED, failure_of(exc, self.message_id)
+            status, error = MessageStatus.FAILED, failure_of(exc, f"answer {self.message_id}")
         finally:
             if control is not None:
                 control.streaming = False  # from here on a stop must not cancel the bookkeeping

@@ -294,7 +294,7 @@ class ChatService:
         except Exception as exc:
             # The one guard of a stored turn (the answer's own failures arrive as its Failure):
             # grounding, the store, anything unforeseen ends the answer failed, and says so.
-            status, error, done = MessageStatus.FAILED, failure_of(exc, reply.id), None
+            status, error, done = MessageStatus.FAILED, failure_of(exc, f"answer {reply.id}"), None
         finally:
             control.streaming = False  # from here on a stop must not cancel the bookkeeping
             if generation is not None:

@@ -65,7 +65,9 @@ class ProcessState(StrEnum):
 class TritonSupervisor:
     """Watches a started, ready server (`watch`) and restarts it whenever it exits."""
 
-    def __init__(self, server: SupervisedServer, ready_timeout_s: float, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, server: SupervisedServer, ready_timeout_s: float, backoff: Backoff | None = None
+    ) -> None:
         self.server = server
         self.ready_timeout_s = ready_timeout_s
         self.backoff = backoff or Backoff(BACKOFF_S, jitter=0.1)

@@ -26,14 +26,13 @@ from kubechat.api.events import (
 )
 from kubechat.api.routing import ApiRoute
 from kubechat.chat.events import ChatEvent
-from kubechat.chat.generation import TurnControl
+from kubechat.chat.generation import TurnControl, failure_of
 from kubechat.chat.service import ClientGone
 from kubechat.core.errors import (
     BusyError,
     InvalidRequestError,
     KubechatError,
     MessageTooLargeError,
-    as_kubechat_error,
 )
 from kubechat.stores.history import MessageStatus
 
@@ -111,10 +110,7 @@ class ChatConnection:
             except Exception as exc:
                 # One guard per frame: bad input, or a bug handling it, is an error event; the
                 # socket stays open (it closes only when the client goes, or fails to authenticate).
-                error = as_kubechat_error(exc)
-                if error is not exc:
-                    logger.error("a frame in session %s failed unexpectedly", self.session_id, exc_info=exc)
-                await self.send_error(error)
+                await self.send_error(failure_of(exc, f"a frame in session {self.session_id}"))
 
     def _parse(self, text: str) -> ClientMessage:
         try:
@@ -147,10 +143,7 @@ class ChatConnection:
         except ClientGone:
             logger.debug("client left during a turn; the answer is stored")
         except Exception as exc:
-            error = as_kubechat_error(exc)
-            if error is not exc:
-                logger.error("a turn in session %s failed unexpectedly", self.session_id, exc_info=exc)
-            await self.send_error(error)
+            await self.send_error(failure_of(exc, f"a turn in session {self.session_id}"))
 
     async def _abandon_turn(self) -> None:
         if self.turn is not None and not self.turn.done():
