@@ -22,7 +22,15 @@ from kubechat.triton.client import SamplingParams
 # In a scripted reply: wait here until the test sets `ScriptedTriton.release`.
 HOLD = object()
 
-# A reply: text deltas in order, HOLD, or an exception to raise at that point of the stream.
+
+@dataclass(frozen=True)
+class Pause:
+    """In a scripted reply: wait this long before the next item (a model that takes its time)."""
+
+    seconds: float
+
+
+# A reply: text deltas in order, HOLD, Pause, or an exception to raise at that point of the stream.
 Reply = Sequence[object]
 
 
@@ -72,6 +80,8 @@ class ScriptedTriton:
                 if item is HOLD:
                     self.holding.set()
                     await self.release.wait()
+                elif isinstance(item, Pause):
+                    await asyncio.sleep(item.seconds)
                 elif isinstance(item, BaseException):
                     raise item
                 else:

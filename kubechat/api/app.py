@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from kubechat import __version__
-from kubechat.api.dependencies import Services
-from kubechat.api.errors import ErrorBody, error_response
+from kubechat.api.dependencies import Services, Supervised
+from kubechat.api.errors import error_response, status_error_response
 from kubechat.api.mcp_server import create_mcp_app
 from kubechat.api.routers import (
     chat_socket,
@@ -29,7 +32,7 @@ from kubechat.api.settings import Discovery, Settings, get_settings
 from kubechat.api.web import serve_chat_page
 from kubechat.catalog import ModelCatalog, load_catalog
 from kubechat.chat.service import ChatConfig, ChatService
-from kubechat.core.errors import KubechatError, StorageUnavailableError
+from kubechat.core.errors import KubechatError, StorageUnavailableError, as_kubechat_error
 from kubechat.core.resources import load_knowledge_bases_from_dir
 from kubechat.discovery import ClusterDiscovery, load_kubernetes_configuration
 from kubechat.images.service import ImageService
@@ -72,7 +75,11 @@ def open_knowledge_service(
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, supervised: Mapping[str, Supervised] | None = None
+) -> FastAPI:
+    """The API. `supervised` names the processes its runtime keeps up beside it, which /ready
+    reports (`kubechat serve` passes its tritonserver's supervisor)."""
     settings = settings or get_settings()
     # Without API keys every request is the local principal: /mcp then accepts only local hosts.
     local_only = settings.api_keys is None
@@ -129,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             principals_by_key=keys,
             tools=tools,
             discovery=discovery,
+            supervised=dict(supervised or {}),
         )
         await knowledge.start()
         # Connects every MCP server; one that fails is retried in the background, not fatal.
@@ -175,9 +183,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"])
-        body = ErrorBody(code="invalid_request", message=f"{where}: {first['msg']}")
-        return JSONResponse({"error": body.model_dump()}, status_code=422)
+        if first.get("type") == "json_invalid":
+            context = first.get("ctx")
+            reason = context.get("error", first["msg"]) if isinstance(context, dict) else first["msg"]
+            message = f"the body is not valid JSON: {reason}"
+        else:
+            message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        return status_error_response(422, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # What the framework answers by itself (no route has the method, a body it cannot read)
+        # gets the one error shape too, with a stable code per status (api/errors.py).
+        headers, message = dict(exc.headers or {}), str(exc.detail)
+        if exc.status_code == 405:
+            # Starlette lists the methods of the one route it found, and a path's methods are
+            # often spread over several routes (GET, PATCH and DELETE /sessions/{id}).
+            headers["Allow"] = ", ".join(allowed_methods(request, headers.get("Allow", "")))
+            message = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+        return status_error_response(exc.status_code, message, headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the exception with its traceback after this answer; the client learns
+        # only that it happened.
+        return error_response(as_kubechat_error(exc))
 
     for router in (
         health.router,
@@ -195,6 +225,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Last: the page answers only what no API route matches.
     serve_chat_page(app.router, settings.web_dir)
     return app
+
+
+def allowed_methods(request: Request, framework: str = "") -> list[str]:
+    """The methods the OpenAPI schema documents for the request's path, and `framework`'s: the
+    Allow header Starlette set for the route it found."""
+    app: FastAPI = request.app
+    path = request.url.path.removeprefix(request.scope.get("root_path", "")) or "/"
+    methods = {m.strip().upper() for m in framework.split(",") if m.strip()}
+    for template, operations in app.openapi()["paths"].items():
+        if _path_pattern(template).fullmatch(path):
+            methods |= {m.upper() for m in operations if m in HTTP_METHODS}
+    return sorted(methods)
+
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+@functools.cache
+def _path_pattern(template: str) -> re.Pattern[str]:
+    """An OpenAPI path template as a regular expression: `{name}` is one path segment."""
+    segments = template.split("/")
+    return re.compile("/".join("[^/]+" if s.startswith("{") else re.escape(s) for s in segments))
 
 
 def chat_config(settings: Settings) -> ChatConfig:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Protocol
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
@@ -22,6 +23,13 @@ from kubechat.stores.history import HistoryStore
 from kubechat.triton.client import TritonRouter
 
 
+class Supervised(Protocol):
+    """A process the API's runtime keeps up beside it (`kubechat serve`'s tritonserver), as
+    /ready reports it: `state` ("running" when it serves) and whatever else says how it fares."""
+
+    def status(self) -> Mapping[str, object]: ...
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -35,6 +43,7 @@ class Services:
     principals_by_key: dict[str, str]
     tools: McpToolbox  # the tools of the configured MCP servers
     discovery: ClusterDiscovery | None = None  # cluster mode only
+    supervised: Mapping[str, Supervised] = field(default_factory=dict)  # kubechat serve: tritonserver
 
     async def readiness(self, entry: CatalogEntry) -> Readiness:
         """Cluster mode: the ChatModel's Ready condition. Files mode: whether Triton has it loaded."""

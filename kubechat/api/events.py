@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from kubechat.api.errors import ErrorBody, error_body
 from kubechat.chat.events import (
@@ -39,12 +39,14 @@ class UserMessage(BaseModel):
 
     type: Literal["message"]
     content: Annotated[str, Field(min_length=1)]
-    model: str | None = None
-    knowledge_bases: list[str] = Field(default_factory=list)
+    model: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description="A chat model's name; omitted or null: the default model."
+    )
+    knowledge_bases: list[str] = Field(default_factory=list, max_length=16)
     image_ids: list[str] = Field(
         default_factory=list, max_length=8, description="Images uploaded to /images, by id."
     )
-    tools: bool = False
+    tools: Annotated[bool, Strict()] = False
     options: GenerationOptions = Field(default_factory=GenerationOptions)
 
     def request(self) -> ChatRequest:

@@ -15,6 +15,13 @@ from kubechat.core.settings import StoreSettings
 if TYPE_CHECKING:
     from kubechat.images.processing import ImageLimits
 
+# The WebSocket server's own limit on a message (uvicorn's `ws_max_size`, 16 MiB by default):
+# beyond it the server closes the socket with 1009 (message too big) before the API sees the
+# frame. Every way of starting the API leaves uvicorn's default (`kubechat serve`, the image's
+# command, the chart's, the tests' ApiProcess), so this is the one transport limit; frames
+# between KUBECHAT_MAX_WS_FRAME_BYTES and it get an error event instead (docs/websocket.md).
+WS_TRANSPORT_MAX_BYTES = 16 * 1024 * 1024
+
 # Where a pod finds its own namespace (the service account's projected volume).
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -58,7 +65,13 @@ class Settings(StoreSettings):
     local_principal: str = "local"
     default_model: str = Field(default="", description="Model used when a message names none.")
     max_message_chars: int = Field(default=32_000, ge=1)
-    max_ws_frame_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_ws_frame_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        lt=WS_TRANSPORT_MAX_BYTES,
+        description="Largest WebSocket frame the chat accepts; a larger one is answered with an error "
+        "event (`message_too_large`) and the socket stays open, up to the transport's own limit.",
+    )
     history_turns: int = Field(
         default=50, ge=1, description="Most recent messages considered for a model's context."
     )

@@ -53,7 +53,13 @@ async def read_files(request: Request, limits: UploadLimits) -> list[ReceivedFil
         files = []
         for part in parts:
             if not isinstance(part, UploadFile):
-                raise InvalidRequestError(f"every `{limits.field}` part must be a file")
+                # A part without `filename=` is a plain field, and `filename*=` (RFC 5987) is
+                # not read: RFC 7578 forbids it in forms, so clients send UTF-8 in `filename=`.
+                raise InvalidRequestError(
+                    f"every `{limits.field}` part must be a file: a part whose Content-Disposition has "
+                    'a filename="..." parameter (filename*= is not accepted; send the UTF-8 name in '
+                    "filename=)"
+                )
             data = await part.read(limits.max_file_bytes + 1)
             if len(data) > limits.max_file_bytes:
                 raise limits.too_large(
@@ -98,7 +104,9 @@ def multipart_body(field: str, *, many: bool) -> dict[str, Any]:
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {field: {"type": "array", "items": file} if many else file},
+                        "properties": {
+                            field: {"type": "array", "items": file, "minItems": 1} if many else file
+                        },
                         "required": [field],
                     }
                 }

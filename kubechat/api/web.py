@@ -28,7 +28,7 @@ from starlette.routing import Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from kubechat.api.errors import ErrorBody
+from kubechat.api.errors import status_error_response
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ in <code>web/</code>; Node.js 20 and npm are needed), then reload this page.</p>
 
 
 def _not_found(path: str) -> JSONResponse:
-    body = ErrorBody(code="not_found", message=f"no route {path}")
-    return JSONResponse({"error": body.model_dump()}, status_code=404)
+    # The same answer as every error the HTTP layer gives by status (kubechat.api.errors).
+    return status_error_response(404, f"no route {path}")
 
 
 class ChatPage:

@@ -8,6 +8,7 @@ client's tools (/v1) are handed back as `ToolCalled` events after one round.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -30,7 +31,13 @@ from kubechat.chat.events import (
     Usage,
 )
 from kubechat.chat.plan import Grounding
-from kubechat.core.errors import KubechatError, ToolRoundsExceededError
+from kubechat.core.errors import (
+    KubechatError,
+    StorageUnavailableError,
+    ToolRoundsExceededError,
+    as_kubechat_error,
+)
+from kubechat.stores.errors import StoreError
 from kubechat.stores.history import MessageStatus
 from kubechat.tools.formats import (
     ParsedOutput,
@@ -41,6 +48,21 @@ from kubechat.tools.formats import (
 )
 from kubechat.tools.types import MalformedToolCall, Toolbox, ToolCall, ToolResult
 from kubechat.triton.client import TritonInference
+
+logger = logging.getLogger(__name__)
+
+
+def failure_of(exc: Exception, what: str) -> KubechatError:
+    """What a chat failure `exc` is reported as: a domain error as it is, a store's failure as
+    storage_unavailable, anything else as an InternalError, logged with its traceback (the
+    client is not shown internals). `what` names what failed, for the log."""
+    if isinstance(exc, StoreError):
+        logger.warning("%s: a store failed: %s", what, exc)
+        return StorageUnavailableError(f"a store failed: {exc}")
+    error = as_kubechat_error(exc)
+    if error is not exc:
+        logger.error("%s failed unexpectedly", what, exc_info=exc)
+    return error
 
 
 @dataclass
@@ -97,6 +119,12 @@ class Generation:
     def text(self) -> str:
         return "".join(self.pieces)
 
+    def keep(self, tokens: int) -> None:
+        """Forget the text after the first `tokens` tokens: the iteration was cut short (a stop
+        cancels the turn wherever it waits) after a token was generated but before its client
+        received it, and what is stored must be what the client was sent."""
+        del self.pieces[tokens:]
+
     async def events(self) -> AsyncGenerator[ChatEvent, None]:
         grounding, control = self.grounding, self.control
         prompt = grounding.prompt
@@ -127,8 +155,10 @@ class Generation:
                                 self.first_token_at = time.perf_counter()
                             pieces.append(delta)
                             yield Token(len(pieces), delta)
-        except KubechatError as exc:
-            status, error = MessageStatus.FAILED, exc
+        except Exception as exc:
+            # The one guard of an answer: whatever fails (the model, a tool round, a bug) ends it
+            # with a Failure and Done, never with an exception its transport might not report.
+            status, error = MessageStatus.FAILED, failure_of(exc, f"answer {self.message_id}")
         finally:
             if control is not None:
                 control.streaming = False  # from here on a stop must not cancel the bookkeeping

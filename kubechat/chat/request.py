@@ -6,10 +6,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from kubechat.catalog import ChatTurn
 from kubechat.tools.types import ToolCall, ToolSpec
+from kubechat.triton.contract import INT32_MAX, UINT64_MAX
+
+# Every number a client may send for sampling, bounded to what the engine's tensors hold
+# (max_tokens and top_k are INT32, seed is UINT64, the others FP32): a value beyond them is a
+# refusal before anything is stored, never an overflow while building the request to Triton.
+# Strict: `true` is not 1, 1.5 is not 1 and "7" is not 7 (JSON integers are accepted as floats).
+MaxTokens = Annotated[int, Strict(), Field(ge=1, le=INT32_MAX)]
+TopK = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX, description="0: no top-k filtering.")]
+# A seed is further bounded to I-JSON's interoperable integers (RFC 7493): JavaScript, and every
+# JSON parser that reads numbers as doubles, keep them exact (2**64 - 1 would arrive as 2**64).
+JSON_INT_MAX = 2**53 - 1
+assert JSON_INT_MAX <= UINT64_MAX
+Seed = Annotated[int, Strict(), Field(ge=0, le=JSON_INT_MAX, description="0 to 2**53 - 1.")]
+Temperature = Annotated[float, Strict(), Field(ge=0, le=2)]
+TopP = Annotated[float, Strict(), Field(gt=0, le=1)]
+RepetitionPenalty = Annotated[float, Strict(), Field(ge=1, le=2)]
+StopWord = Annotated[str, Field(min_length=1, max_length=256)]
+StopWords = Annotated[list[StopWord], Field(max_length=16)]
 
 
 class GenerationOptions(BaseModel):
@@ -17,13 +35,13 @@ class GenerationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    repetition_penalty: Annotated[float, Field(ge=1, le=2)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    repetition_penalty: RepetitionPenalty | None = None
+    max_tokens: MaxTokens | None = None
+    stop: StopWords | None = None
+    seed: Seed | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kubechat.catalog import CatalogEntry, ChatTurn, ModelCatalog
-from kubechat.chat.events import ChatEvent, Done, Failure, Token, ToolReturned
-from kubechat.chat.generation import Generation, TurnControl
+from kubechat.chat.events import ChatEvent, Done, Failure, Started, Timings, Token, ToolReturned, Usage
+from kubechat.chat.generation import Generation, TurnControl, failure_of
 from kubechat.chat.plan import Grounding, Plan
 from kubechat.chat.prompts import cited_prompt, sampling_params, tool_system_turns
 from kubechat.chat.request import ChatMessage, ChatRequest, ImageRef, InlineImage
@@ -40,8 +40,15 @@ from kubechat.triton.client import TritonInference
 
 logger = logging.getLogger(__name__)
 
-# Hands one event of the answer `message_id` to the client.
+# Hands one event of the answer `message_id` to the client; raises ClientGone when it cannot.
 TurnSink = Callable[[str, ChatEvent], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """A TurnSink's client can no longer receive (its socket closed): the turn stores the answer
+    as interrupted and ends without reporting to anyone."""
+
+
 CHECKPOINT_INTERVAL_S = 1.0
 
 
@@ -229,7 +236,9 @@ class ChatService:
     ) -> None:
         """One stored turn: store the question, ground it, stream the answer to `sink` and store
         it whatever happens. Refusals raise before anything is stored; once the question is
-        stored, every failure ends the answer with a Failure then Done (status failed)."""
+        stored, every failure ends the answer with a Failure then Done (status failed), after a
+        Started if the failure came before it. Only a client that is gone (`ClientGone` from the
+        sink) or cancelled ends the turn without its Done."""
         history = await self.store.recent_messages(principal, session_id, self.config.history_turns)
         past = [ChatTurn(m.role, with_images(m.content, m.images)) for m in history if m.content]
         plan = await self.prepare(principal, replace(request, history=past))
@@ -239,6 +248,8 @@ class ChatService:
             images=image_refs(plan.question_attachments),
         )  # fmt: skip
         generation: Generation | None = None
+        started = False  # the sink has the answer's Started event
+        sent = 0  # tokens the sink has taken
         done: Done | None = None
         error: KubechatError | None = None
         status = MessageStatus.COMPLETE
@@ -255,6 +266,7 @@ class ChatService:
                 async for event in events:
                     if type(event) is Token:  # the hot path first
                         await sink(reply.id, event)
+                        sent = event.seq
                         if time.monotonic() - checkpointed >= CHECKPOINT_INTERVAL_S:
                             checkpointed = time.monotonic()
                             text = generation.text
@@ -267,6 +279,7 @@ class ChatService:
                         if isinstance(event, ToolReturned):
                             await self.store.set_tool_calls(reply.id, _dumped(generation))
                         await sink(reply.id, event)
+                        started = True  # Started is the first event of every answer
         except asyncio.CancelledError:
             status = control.stop_status
             if status is not MessageStatus.STOPPED:
@@ -275,14 +288,20 @@ class ChatService:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-        except Exception:
-            status = MessageStatus.INTERRUPTED  # e.g. the socket closed under sink()
+        except ClientGone:
+            status = MessageStatus.INTERRUPTED  # nobody is left to tell: store, then end the task
             raise
+        except Exception as exc:
+            # The one guard of a stored turn (the answer's own failures arrive as its Failure):
+            # grounding, the store, anything unforeseen ends the answer failed, and says so.
+            status, error, done = MessageStatus.FAILED, failure_of(exc, f"answer {reply.id}"), None
         finally:
             control.streaming = False  # from here on a stop must not cancel the bookkeeping
-            if done is None and generation is not None:
-                done = generation.done(status)
-            completion_tokens = done.usage.completion_tokens if done is not None else 0
+            if generation is not None:
+                generation.keep(sent)  # a stop may have cut a token's delivery short
+            if done is None:
+                done = generation.done(status) if generation is not None else _unanswered(plan, status)
+            completion_tokens = done.usage.completion_tokens
             # Shielded: a second cancellation must not lose the answer (nor its tool calls).
             if generation is not None and generation.tool_calls:
                 await asyncio.shield(self.store.set_tool_calls(reply.id, _dumped(generation)))
@@ -296,10 +315,24 @@ class ChatService:
                 "turn %s %s: %d tokens in %.0f ms", reply.id, status, completion_tokens,
                 (time.perf_counter() - plan.received) * 1000,
             )  # fmt: skip
+        if not started:
+            prompt = plan.prompt
+            await sink(reply.id, Started(plan.entry.name, prompt.tokens, prompt.turns_dropped, user.id))
         if error is not None:
             await sink(reply.id, Failure(error))
-        assert done is not None, "a turn that was not cut short has its done event"
         await sink(reply.id, done)
+
+
+def _unanswered(plan: Plan, status: MessageStatus) -> Done:
+    """How an answer ends that failed before its model was asked: no tokens, no first token."""
+    tokens = plan.prompt.tokens
+    total_ms = (time.perf_counter() - plan.received) * 1000
+    return Done(
+        status=status,
+        usage=Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens),
+        timings=Timings(time_to_first_token_ms=None, total_ms=total_ms, tokens_per_second=None),
+        finish_reason="stop",
+    )
 
 
 def _turns(entry: CatalogEntry, messages: Sequence[ChatMessage]) -> list[ChatTurn]:

@@ -17,6 +17,13 @@ class KubechatError(Exception):
         self.message = message
 
 
+class InternalError(KubechatError):
+    """Something failed that kubechat did not expect. Clients get this code and a message that
+    says nothing of the cause; the cause is logged (see `as_kubechat_error`)."""
+
+    code = "internal_error"
+
+
 class InvalidRequestError(KubechatError):
     code = "invalid_request"
 
@@ -123,3 +130,11 @@ class ToolRoundsExceededError(KubechatError):
     """The model kept calling tools past its ChatModel's spec.tools.maxRounds."""
 
     code = "tool_rounds_exceeded"
+
+
+def as_kubechat_error(exc: Exception) -> KubechatError:
+    """`exc` itself if it is a domain error, else an InternalError that does not repeat its text
+    (an unexpected exception's message may carry internals); the caller logs the original."""
+    if isinstance(exc, KubechatError):
+        return exc
+    return InternalError("an internal error occurred; it has been logged")

@@ -2,7 +2,8 @@
 
 Reads ChatModel YAML files (the same documents a cluster would `kubectl apply`), renders the
 local Triton model repository with the operator's pure renderers, starts tritonserver, waits
-for it, and serves the API; Ctrl-C or SIGTERM stops both, leaving no process behind.
+for it, and serves the API; a tritonserver that dies is restarted (kubechat.embedded.supervisor);
+Ctrl-C or SIGTERM stops both, leaving no process behind.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uvicorn
 from kubechat.api.app import create_app
 from kubechat.api.settings import Settings
 from kubechat.core.resources import Backend, ChatModel, load_chat_models_from_dir
+from kubechat.embedded.supervisor import TritonSupervisor
 from kubechat.embedded.tritonserver import TritonServer
 from kubechat.triton.artifacts import prepare_artifacts
 from kubechat.triton.repository import render_python_model, write_model_repository
@@ -86,15 +88,18 @@ def serve(settings: Settings, host: str, port: int, ports: TritonPorts, timeout:
     # the default handler the process would die before stopping tritonserver below.
     signal.signal(signal.SIGTERM, _exit_gracefully)
     server = start_triton(settings.models_dir, settings.state_dir, ports, timeout)
+    # From here on a tritonserver that dies is restarted (/ready reports it meanwhile).
+    supervisor = TritonSupervisor(server, ready_timeout_s=timeout)
+    supervisor.watch()
     try:
         settings = settings.model_copy(update={"triton_url": server.grpc_url})
-        # A larger transport limit than ours, so oversized frames get an error event, not a drop.
+        # uvicorn's own WebSocket message limit (ws_max_size) is left at its default, as the
+        # chart and the image leave it: kubechat.api.settings.WS_TRANSPORT_MAX_BYTES.
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, supervised={"tritonserver": supervisor}),
             host=host,
             port=port,
-            ws_max_size=4 * settings.max_ws_frame_bytes,
             log_level="info",
         )
     finally:
-        server.stop()
+        supervisor.stop()

@@ -73,7 +73,7 @@ CONTENT_TYPES: dict[DocumentFormat, str] = {
     DocumentFormat.IMAGE: "image/png",  # stored normalized, whatever the upload's format
 }
 
-_TEXT_FORMATS = frozenset({DocumentFormat.HTML, DocumentFormat.MARKDOWN, DocumentFormat.TEXT})
+TEXT_FORMATS = frozenset({DocumentFormat.HTML, DocumentFormat.MARKDOWN, DocumentFormat.TEXT})
 _PDF_MAGIC = b"%PDF-"
 # Readers (Acrobat included) accept a PDF header anywhere in the first KiB.
 _PDF_MAGIC_WINDOW = 1024
@@ -139,17 +139,27 @@ def detect_format(filename: str, head: bytes) -> DocumentFormat:
         raise UnsupportedDocumentError(f"{basename!r} is not a Word document (.docx files are ZIP archives)")
     if fmt is DocumentFormat.IMAGE and not _is_image(head):
         raise UnsupportedDocumentError(f"{basename!r} is not a PNG, JPEG, WebP or GIF image")
-    if fmt in _TEXT_FORMATS:
-        if b"\x00" in head:
-            raise UnsupportedDocumentError(f"{basename!r} contains NUL bytes: binary data, not text")
-        try:
-            # Not final: `head` may end in the middle of a multi-byte character.
-            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        except UnicodeDecodeError as error:
-            raise UnsupportedDocumentError(
-                f"{basename!r} is not UTF-8 text (invalid byte at offset {error.start})"
-            ) from None
+    if fmt in TEXT_FORMATS:
+        # Not complete: `head` may end in the middle of a multi-byte character.
+        _check_text(basename, head, complete=False)
     return fmt
+
+
+def check_text(filename: str, data: bytes) -> None:
+    """A whole text document (`.txt`, `.md`, `.html`) is UTF-8 without NUL bytes, else an
+    UnsupportedDocumentError: what detect_format saw of its head, checked to the end."""
+    _check_text(filename.replace("\\", "/").rsplit("/", 1)[-1], data, complete=True)
+
+
+def _check_text(basename: str, data: bytes, *, complete: bool) -> None:
+    if b"\x00" in data:
+        raise UnsupportedDocumentError(f"{basename!r} contains NUL bytes: binary data, not text")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=complete)
+    except UnicodeDecodeError as error:
+        raise UnsupportedDocumentError(
+            f"{basename!r} is not UTF-8 text (invalid byte at offset {error.start})"
+        ) from None
 
 
 def _is_image(head: bytes) -> bool:

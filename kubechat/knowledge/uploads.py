@@ -34,6 +34,7 @@ from kubechat.stores.errors import StoreError
 from kubechat.stores.objects import ObjectStore, check_key
 
 MAX_NAME_BYTES = 255
+SNIFF_BYTES = 8192  # what a format is detected from (signatures sit in the first bytes)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,11 @@ def check_upload(kb: KnowledgeBase, upload: Upload) -> CheckedUpload:
             f"{kb.spec.max_document_bytes}"
         )
     try:
-        document_format = parsing.detect_format(name, upload.data[:8192])
+        document_format = parsing.detect_format(name, upload.data[:SNIFF_BYTES])
+        if document_format in parsing.TEXT_FORMATS:
+            # The whole file, not its head: a file that stops being UTF-8 after the first bytes
+            # is refused now (415), not accepted and failed by ingestion later.
+            parsing.check_text(name, upload.data)
     except parsing.EmptyDocumentError as exc:
         raise EmptyDocumentError(f"{name}: {exc}") from exc
     except parsing.DocumentError as exc:

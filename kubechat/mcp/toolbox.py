@@ -10,9 +10,9 @@ and a wait for the matching response, with no task-bound state.
 A supervisor notices a lost connection when the transport's read stream ends (the process
 exited, the HTTP transport gave up), when a call finds the connection closed, or when a tool
 listing fails. It then marks the server unavailable (in-flight calls fail with
-`tool_unavailable`), leaves the session (the SDK stops the child process), and connects again
-after a capped back-off. Tools are listed at connect, on `notifications/tools/list_changed` and
-every `refresh_interval_s`.
+`tool_unavailable`), leaves the session (the SDK stops the child process, and what a dead child
+left behind is killed: kubechat.mcp.processes), and connects again after a capped back-off.
+Tools are listed at connect, on `notifications/tools/list_changed` and every `refresh_interval_s`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from mcp.shared.message import SessionMessage
 
 from kubechat import __version__
 from kubechat.core.backoff import Backoff
+from kubechat.mcp import processes
 from kubechat.mcp.config import McpServerConfig
 from kubechat.tools.types import ToolResult, ToolSpec
 
@@ -138,6 +139,7 @@ class _Supervisor:
         self._scope = anyio.CancelScope()  # cancelled by stop(), from another task
         self._wake = asyncio.Event()
         self._lost = False
+        self._marker = ""  # of the stdio server started last (kubechat.mcp.processes)
 
     @property
     def connected(self) -> bool:
@@ -173,9 +175,27 @@ class _Supervisor:
 
     @asynccontextmanager
     async def _connected(self) -> AsyncIterator[None]:
-        """The transport and the session, entered and left in the supervisor's task."""
+        """The transport and the session, entered and left in the supervisor's task; a stdio
+        server's leftovers are killed once it is left."""
         self._lost = False
         self._wake.clear()
+        try:
+            async with self._session():
+                yield
+        finally:
+            if self._marker:
+                marker, self._marker = self._marker, ""
+                left = processes.reap(marker)
+                if left:
+                    logger.warning(
+                        "MCP server %s: killed %d processes it left behind: %s",
+                        self.config.name,
+                        len(left),
+                        left,
+                    )
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[None]:
         config = self.config
         async with AsyncExitStack() as stack:
             read, write = await stack.enter_async_context(self._transport())
@@ -202,8 +222,11 @@ class _Supervisor:
     def _transport(self) -> Transport:
         config = self.config
         if config.transport == "stdio":
+            # The marker its descendants inherit: what it leaves behind is found by it (processes).
+            self._marker = processes.new_marker()
+            environment = {**config.child_environment(), processes.MARKER_VARIABLE: self._marker}
             parameters = StdioServerParameters(
-                command=config.command, args=config.args, cwd=config.cwd, env=config.child_environment()
+                command=config.command, args=config.args, cwd=config.cwd, env=environment
             )
             return stdio_client(parameters)
         return self._http_transport(config)

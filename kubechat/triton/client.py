@@ -52,8 +52,13 @@ def chat_inputs(
     """The TensorRT-LLM ensemble inputs for one request (batch of one).
 
     With `image` (the bytes of an encoded image file), the vision contract's `image_bytes_input`
-    is added: UINT8 of shape [1, len(image)].
+    is added: UINT8 of shape [1, len(image)]. Integers beyond their tensor type's range are a
+    ValueError (the request models bound them first), never a value numpy wraps silently.
     """
+    _check_range(contract.MAX_TOKENS, params.max_tokens, contract.INT32_MAX)
+    _check_range(contract.TOP_K, params.top_k, contract.INT32_MAX)
+    if params.seed is not None:
+        _check_range(contract.RANDOM_SEED, params.seed, contract.UINT64_MAX)
     inputs = [
         _tensor(contract.TEXT_INPUT, "BYTES", np.array([[prompt.encode("utf-8")]], dtype=np.object_)),
         _tensor(contract.MAX_TOKENS, "INT32", np.array([[params.max_tokens]], dtype=np.int32)),
@@ -76,6 +81,11 @@ def chat_inputs(
         pixels = np.frombuffer(image, dtype=np.uint8).reshape(1, -1)
         inputs.append(_tensor(contract.IMAGE_BYTES_INPUT, "UINT8", pixels))
     return inputs
+
+
+def _check_range(name: str, value: int, high: int) -> None:
+    if not 0 <= value <= high:
+        raise ValueError(f"{name} {value} is outside 0..{high}")
 
 
 class TritonInference(Protocol):

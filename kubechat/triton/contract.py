@@ -34,6 +34,11 @@ IMAGE_BYTES_INPUT: Final = "image_bytes_input"
 EMBED_TEXT: Final = "text"
 EMBED_OUTPUT: Final = "embedding"
 
+# The ranges of the numeric tensors' types: requests are bounded to them before a tensor is built
+# (numpy would raise on a value beyond them, or silently wrap a negative one into an unsigned type).
+INT32_MAX: Final = 2**31 - 1
+UINT64_MAX: Final = 2**64 - 1
+
 # Set by Triton on the last response of a decoupled stream.
 FINAL_RESPONSE_PARAM: Final = "triton_final_response"
 

@@ -5,13 +5,19 @@ are in tests/integration."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from starlette.testclient import WebSocketTestSession
+from starlette.types import Message
+from starlette.websockets import WebSocketDisconnect
 
 from kubechat.api.app import chat_config, create_app
 from kubechat.api.dependencies import Services, get_services
@@ -60,3 +66,30 @@ def api(tmp_path: Path) -> Iterator[InProcessApi]:
         services = replace(real, vision=vision, chat=chat)
         app.dependency_overrides[get_services] = lambda: services
         yield InProcessApi(client, triton, tools, knowledge, services)
+
+
+def receive_json(socket: WebSocketTestSession, timeout: float = 10.0) -> Any:
+    """The socket's next frame, decoded; a TimeoutError after `timeout` seconds, where the
+    TestClient's own receive would wait for ever (a turn that never ends must fail, not hang).
+    A close is WebSocketDisconnect, as with receive_json."""
+
+    async def receive() -> Message:
+        with anyio.fail_after(timeout):
+            # The session's queue of frames sent by the app: receive() reads it without a deadline.
+            message: Message = await socket._send_rx.receive()
+            return message
+
+    message = socket.portal.call(receive)
+    if message["type"] == "websocket.close":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason", ""))
+    return json.loads(message["text"])
+
+
+def turn_frames(socket: WebSocketTestSession, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The frames of one turn through its done, each within `timeout` seconds."""
+    frames = []
+    while True:
+        frame: dict[str, Any] = receive_json(socket, timeout)
+        frames.append(frame)
+        if frame["type"] == "done":
+            return frames

@@ -121,4 +121,33 @@ def test_the_openapi_schema_describes_both_upload_bodies(api: KnowledgeApi) -> N
     assert image["properties"]["file"] == {"type": "string", "format": "binary"}
     documents = schema["/knowledge-bases/{name}/documents"]["post"]["requestBody"]
     listed = documents["content"]["multipart/form-data"]["schema"]["properties"]["files"]
-    assert listed == {"type": "array", "items": {"type": "string", "format": "binary"}}
+    assert listed == {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1}
+
+
+@routes
+def test_a_part_named_with_filename_star_is_told_why_it_is_no_file(api: KnowledgeApi, route: str) -> None:
+    """RFC 7578 forbids `filename*=` in forms; a client that sends it learns to use filename=."""
+    path, field, (_, data), _, _ = ROUTES[route]
+    body = (
+        b"--b\r\n"
+        + f"Content-Disposition: form-data; name=\"{field}\"; filename*=UTF-8''caf%C3%A9.png\r\n".encode()
+        + b"Content-Type: application/octet-stream\r\n\r\n"
+        + data
+        + b"\r\n--b--\r\n"
+    )
+    headers = {**auth(), "content-type": "multipart/form-data; boundary=b"}
+    response = api.client.post(path, content=body, headers=headers)
+    assert error(response) == (400, "invalid_request")
+    message = response.json()["error"]["message"]
+    assert "filename*=" in message and 'filename="..."' in message
+
+
+def test_a_text_file_that_stops_being_utf8_after_its_head_is_refused_at_upload(api: KnowledgeApi) -> None:
+    """Issue 21 (9): only the first 8 KiB were checked; the rest failed later, in ingestion."""
+    path = ROUTES["documents"][0]
+    late = b"plain words\n" * 1000 + b"\xff\xfe not UTF-8"
+    assert len(late) > 8192
+    response = api.client.post(path, files=[("files", ("late.txt", late))], headers=auth())
+    assert error(response) == (415, "unsupported_media_type")
+    assert "not UTF-8" in response.json()["error"]["message"]
+    assert api.client.get(path, headers=auth()).json()["documents"] == []

@@ -256,6 +256,21 @@ def test_the_charts_commands_exist_in_their_images(name: str) -> None:
     assert checked >= (3 if name == "kind" else 2)
 
 
+@pytest.mark.parametrize("name", ["default", "kind"])
+def test_every_api_command_keeps_uvicorns_websocket_limit(name: str) -> None:
+    """The API's WebSocket frames are bounded twice: KUBECHAT_MAX_WS_FRAME_BYTES (an error event,
+    the socket stays) below the transport's limit (a 1009 close), which is uvicorn's default
+    (kubechat.api.settings.WS_TRANSPORT_MAX_BYTES). A command that lowered it would close sockets
+    the docs promise to keep: neither the image's nor the chart's does."""
+    final = parse_dockerfile(DOCKERFILES["kubechat"])[-1]
+    commands = [_exec_form(rest) for keyword, rest in final.instructions if keyword in ("CMD", "ENTRYPOINT")]
+    for _, pod in rendered(name).pod_templates():
+        commands += [c["command"] for c in pod["containers"] if c.get("command", [""])[0] == "uvicorn"]
+    assert len(commands) >= 2
+    for command in commands:
+        assert not any(a.startswith(("--ws-max-size", "--ws-max-queue")) for a in command), command
+
+
 def test_kubechat_operator_takes_the_liveness_flag(capsys: pytest.CaptureFixture[str]) -> None:
     from kubechat.cli import main
 

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from kubechat.mcp.config import McpServerConfig
+from kubechat.mcp.processes import MARKER_VARIABLE
 from kubechat.mcp.toolbox import McpToolbox
 from tests.conftest import ROOT, free_port
 from tests.polling import eventually, wait_until
@@ -23,10 +24,11 @@ from tests.polling import eventually, wait_until
 STDIO_SECRET = "stdio-secret-5f1e"
 HTTP_SECRET = "Bearer http-secret-9a2c"
 DECOY = "decoy-secret-77b0"  # in our environment, named by no configuration
-STDIO_TOOLS = {"add", "echo", "fail", "slow", "grow", "whoami", "environment", "pid", "crash"}
+STDIO_TOOLS = {"add", "echo", "fail", "slow", "grow", "whoami", "environment", "pid", "helper", "crash"}
 HTTP_TOOLS = {"add", "echo", "fail", "slow", "grow", "whoami"}
-# What a stdio child may see: the SDK's safe defaults, LANG, and what env_from names.
-CHILD_ENV = {"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "MCP_TEST_TOKEN"}
+# What a stdio child may see: the SDK's safe defaults, LANG, what env_from names, and the marker
+# by which what it leaves behind is found (kubechat.mcp.processes; a random id, no secret).
+CHILD_ENV = {"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "MCP_TEST_TOKEN", MARKER_VARIABLE}
 
 
 @dataclass
@@ -247,6 +249,24 @@ async def test_a_crashed_stdio_server_is_restarted(toolbox: McpToolbox) -> None:
         assert box.status()["fragile"]["restarts"] == 1
         assert (await box.call("fragile__add", {"a": 1, "b": 1})).content == "2"
         assert int((await box.call("fragile__pid", {})).content) != first_pid
+
+
+async def test_what_a_dead_stdio_server_left_behind_is_killed() -> None:
+    """The SDK kills a stdio server's process group only when it closes a server that still
+    runs; one that died (here by its own hand; in life `kill -9`, the OOM killer) leaves its
+    children, once per restart. The supervisor kills them before it connects again."""
+    async with running(stdio_server("parent")) as box:
+        helper = psutil.Process(int((await box.call("parent__helper", {})).content))
+        assert helper.is_running()
+        assert not (await box.call("parent__crash", {})).ok
+        await eventually(lambda: box.status()["parent"]["restarts"] == 1, "the restart", within_s=30)
+        await eventually(
+            lambda: not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE,
+            "the helper to be killed",
+            within_s=10,
+        )
+        await eventually(lambda: box.status()["parent"]["connected"], "the reconnection", within_s=30)
+        assert (await box.call("parent__add", {"a": 1, "b": 1})).content == "2"
 
 
 async def test_a_dropped_http_server_is_reconnected(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from tests.conftest import ALICE_KEY, BOB_KEY, EXAMPLE_MODELS, ROOT, ApiProcess,
 from tests.images import text_image
 from tests.integration.test_image_chat import upload_image
 from tests.integration.test_knowledge_bases import indexed
+from tests.integration.test_mcp_client import STDIO_TOOLS
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.triton
@@ -201,7 +202,7 @@ def test_ready_reports_the_mcp_servers_without_gating(tooled_api: ApiProcess) ->
     ready = httpx.get(f"{tooled_api.url}/ready", timeout=30)
     assert ready.status_code == 200, ready.text  # the broken MCP server does not make it unready
     servers = ready.json()["mcp_servers"]
-    assert servers["local"]["connected"] and servers["local"]["tools"] == 9
+    assert servers["local"]["connected"] and servers["local"]["tools"] == len(STDIO_TOOLS)
     assert servers["local"]["transport"] == "stdio" and servers["local"]["last_error"] == ""
     assert not servers["locked"]["connected"]
     assert "KUBECHAT_TEST_NEVER_SET is not set" in servers["locked"]["last_error"]

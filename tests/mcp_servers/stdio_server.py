@@ -6,6 +6,8 @@ python -m tests.mcp_servers.stdio_server   (from the repository root)
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from mcp.server.mcpserver import MCPServer
 
@@ -31,6 +33,14 @@ def environment() -> list[str]:
 def pid() -> int:
     """This process's id."""
     return os.getpid()
+
+
+@server.tool()
+def helper() -> int:
+    """Start a helper process in this server's process group, as `npx` and `uvx` start the real
+    server, and return its id: it outlives this server unless the client reaps what is left."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    return subprocess.Popen(sleeper, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).pid
 
 
 @server.tool()

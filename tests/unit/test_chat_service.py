@@ -239,6 +239,58 @@ async def test_a_client_that_leaves_mid_answer_is_interrupted(chat: Chat) -> Non
     assert chat.triton.closed_streams == 1
 
 
+async def test_a_stop_that_lands_while_a_token_is_sent_stores_only_what_was_sent(chat: Chat) -> None:
+    """A stop cancels the turn wherever it waits, the sink included: the token being sent then
+    never reached the client, and the stored answer must be the deltas the client has (found by
+    tests/api/test_socket_properties.py)."""
+    chat.triton.answer(["Once", " upon", " a time"])
+    control = TurnControl()
+    received: list[str] = []
+
+    async def sink(_message_id: str, event: ChatEvent) -> None:
+        if isinstance(event, Token) and event.seq == 2:
+            control.request_stop(task, MessageStatus.STOPPED)
+            await asyncio.sleep(0)  # the send's await, where the cancellation lands
+        if isinstance(event, Token):
+            received.append(event.text)
+
+    request = ChatRequest([ChatMessage("user", "Tell me a story.")], model="synthetic")
+    task = asyncio.create_task(chat.service.run_turn(ALICE, chat.session, request, sink, control))
+    await task
+    assert received == ["Once"]
+    answer = (await chat.stored())[-1]
+    assert (answer.status, answer.content) == (MessageStatus.STOPPED, "Once")
+
+
+async def test_a_client_gone_mid_answer_ends_the_turn_unreported(chat: Chat) -> None:
+    """ClientGone from the sink: stored as interrupted, with what the client received."""
+    chat.triton.answer(["Once", " upon", " a time"])
+
+    async def sink(_message_id: str, event: ChatEvent) -> None:
+        if isinstance(event, Token) and event.seq == 2:
+            raise chat_service.ClientGone
+
+    request = ChatRequest([ChatMessage("user", "Tell me a story.")], model="synthetic")
+    with pytest.raises(chat_service.ClientGone):
+        await chat.service.run_turn(ALICE, chat.session, request, sink, TurnControl())
+    answer = (await chat.stored())[-1]
+    assert (answer.status, answer.content) == (MessageStatus.INTERRUPTED, "Once")
+
+
+async def test_an_unexpected_failure_fails_the_turn_with_internal_error(chat: Chat) -> None:
+    chat.triton.answer(["Once", OverflowError("Python int too large to convert to C long")])
+    sink = await chat.turn("Tell me a story.", model="synthetic")
+    (failure,) = sink.of(Failure)
+    assert failure.error.code == "internal_error" and "Python int" not in failure.error.message
+    assert sink.done.status is MessageStatus.FAILED
+    answer = (await chat.stored())[-1]
+    assert (answer.status, answer.content, answer.error_code) == (
+        MessageStatus.FAILED,
+        "Once",
+        "internal_error",
+    )
+
+
 async def test_the_answer_is_checkpointed_while_it_streams(
     chat: Chat, monkeypatch: pytest.MonkeyPatch
 ) -> None:

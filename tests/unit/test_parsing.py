@@ -24,6 +24,7 @@ from kubechat.knowledge.parsing import (
     Section,
     UnsupportedDocumentError,
     check_archive,
+    check_text,
     detect_format,
     parse_document,
 )
@@ -427,3 +428,14 @@ def test_docx_decompression_bomb_is_refused_before_inflating() -> None:
     with pytest.raises(DecompressionBombError, match="decompression bomb"):
         parse_document(bomb, DocumentFormat.DOCX)
     check_archive(_docx())  # a real document passes
+
+
+def test_a_text_document_is_checked_to_its_end() -> None:
+    """detect_format sees the head; check_text the whole file (uploads run both)."""
+    late = b"plain words\n" * 1000 + b"\xff not UTF-8"
+    assert detect_format("late.txt", late[:8192]) is DocumentFormat.TEXT
+    with pytest.raises(UnsupportedDocumentError, match=r"not UTF-8 text \(invalid byte at offset 12000\)"):
+        check_text("late.txt", late)
+    with pytest.raises(UnsupportedDocumentError, match="NUL"):
+        check_text("dir/late.md", late[:9000] + b"\x00")
+    check_text("whole.txt", "ééé 🎉".encode() * 3000)  # multi-byte characters across any boundary

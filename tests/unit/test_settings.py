@@ -116,3 +116,18 @@ def test_a_key_given_twice_is_rejected() -> None:
     """A copy-paste slip must not hand one principal's key to another."""
     with pytest.raises(ValueError, match="same key twice"):
         Settings(api_keys="k=alice,k=bob").principals_by_key()
+
+
+def test_the_websocket_frame_limit_stays_below_the_transports() -> None:
+    """Frames between the two limits get an error event and the socket stays open; past the
+    transport's, the server closes with 1009. Every way of starting the API keeps uvicorn's
+    default, which WS_TRANSPORT_MAX_BYTES names (tests/chart checks the chart's and the image's
+    commands leave it alone)."""
+    import uvicorn
+
+    from kubechat.api.settings import WS_TRANSPORT_MAX_BYTES
+
+    assert uvicorn.Config(app="kubechat.api.app:create_app").ws_max_size == WS_TRANSPORT_MAX_BYTES
+    assert Settings().max_ws_frame_bytes < WS_TRANSPORT_MAX_BYTES
+    with pytest.raises(ValueError, match="max_ws_frame_bytes"):
+        Settings(max_ws_frame_bytes=WS_TRANSPORT_MAX_BYTES)

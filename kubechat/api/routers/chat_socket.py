@@ -24,13 +24,20 @@ from kubechat.api.events import (
     UserMessage,
     turn_frame,
 )
+from kubechat.api.routing import ApiRoute
 from kubechat.chat.events import ChatEvent
-from kubechat.chat.generation import TurnControl
-from kubechat.core.errors import BusyError, InvalidRequestError, KubechatError, MessageTooLargeError
+from kubechat.chat.generation import TurnControl, failure_of
+from kubechat.chat.service import ClientGone
+from kubechat.core.errors import (
+    BusyError,
+    InvalidRequestError,
+    KubechatError,
+    MessageTooLargeError,
+)
 from kubechat.stores.history import MessageStatus
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=ApiRoute)
 
 _client_messages: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
@@ -95,12 +102,15 @@ class ChatConnection:
             try:
                 if text is None:
                     raise MalformedMessageError("frames must be JSON text, not binary")
-                if len(text) > limit:
-                    raise MessageTooLargeError(f"frame of {len(text)} bytes exceeds {limit}")
+                # Characters first: only a frame that might exceed the limit is encoded to count.
+                if len(text) > limit // 4 and (size := len(text.encode())) > limit:
+                    raise MessageTooLargeError(f"frame of {size} bytes exceeds {limit}")
                 message = self._parse(text)
                 await self._handle(message)
-            except KubechatError as exc:
-                await self.send_error(exc)
+            except Exception as exc:
+                # One guard per frame: bad input, or a bug handling it, is an error event; the
+                # socket stays open (it closes only when the client goes, or fails to authenticate).
+                await self.send_error(failure_of(exc, f"a frame in session {self.session_id}"))
 
     def _parse(self, text: str) -> ClientMessage:
         try:
@@ -124,14 +134,16 @@ class ChatConnection:
             self.turn = asyncio.create_task(self._run_turn(message, self.control))
 
     async def _run_turn(self, message: UserMessage, control: TurnControl) -> None:
+        """The turn task. Its one guard: whatever escapes the turn (a refusal before anything
+        was stored, a failure while storing the answer, a bug) is an error event, so no turn
+        task dies unobserved; the chat service already ended a stored answer with its done."""
         try:
             chat, request = self.services.chat, message.request()
             await chat.run_turn(self.principal, self.session_id, request, self.send_event, control)
-        except KubechatError as exc:
-            await self.send_error(exc)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            # Sending to a socket the client closed; the answer is already stored.
-            logger.debug("client left during a turn", exc_info=True)
+        except ClientGone:
+            logger.debug("client left during a turn; the answer is stored")
+        except Exception as exc:
+            await self.send_error(failure_of(exc, f"a turn in session {self.session_id}"))
 
     async def _abandon_turn(self) -> None:
         if self.turn is not None and not self.turn.done():
@@ -144,9 +156,13 @@ class ChatConnection:
             await self.ws.send_text(frame)
 
     async def send_event(self, message_id: str, event: ChatEvent) -> None:
+        """The turn's sink (kubechat.chat.service.TurnSink): a socket that is gone is ClientGone."""
         frame = turn_frame(message_id, event)
         async with self._send_lock:  # not through send(): one await less on the token path
-            await self.ws.send_text(frame)
+            try:
+                await self.ws.send_text(frame)
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                raise ClientGone from exc
 
     async def send_error(self, exc: KubechatError) -> None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):

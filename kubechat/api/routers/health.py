@@ -3,22 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from kubechat.api.dependencies import Services, ServicesDep
+from kubechat.api.errors import error_responses
+from kubechat.api.routing import ApiRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=ApiRoute)
 
 
-@router.get("/health")
+class Readiness(BaseModel):
+    """The body of /ready, with 200 (ready) and 503 (not ready) alike."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description='What gates readiness: each "ready", or why not.')
+    discovery: dict[str, str] | None = Field(default=None, description="Cluster mode: each kind's watch.")
+    models: dict[str, str] | None = Field(default=None, description="Cluster mode: each model's readiness.")
+    knowledge_bases: dict[str, int] = Field(description="Counts `ready` and `unavailable` (not gating).")
+    mcp_servers: dict[str, dict[str, Any]] = Field(description="Each MCP server's connection (not gating).")
+    supervised: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="`kubechat serve`: the processes it keeps up (tritonserver): state, restarts, last exit.",
+    )
+
+
+@router.get("/health", responses=error_responses())
 async def health() -> dict[str, str]:
     """Liveness: the process serves requests. Never checks dependencies."""
     return {"status": "ok"}
 
 
-@router.get("/ready", responses={503: {"description": "a dependency is not ready"}})
+@router.get(
+    "/ready",
+    responses={
+        **error_responses(),
+        200: {"model": Readiness, "description": "Ready."},
+        503: {"model": Readiness, "description": "A dependency is not ready: `checks` says which."},
+    },
+)
 async def ready(services: ServicesDep) -> JSONResponse:
     """Readiness.
 
@@ -49,6 +75,13 @@ async def ready(services: ServicesDep) -> JSONResponse:
             readiness = await services.readiness(entry)
             models[entry.name] = "ready" if readiness.ready else f"not ready: {readiness.reason}"
         body["models"] = models
+    supervised = {name: dict(process.status()) for name, process in services.supervised.items()}
+    for name, process in supervised.items():
+        # tritonserver restarting after a crash: its models' checks fail too, this says why.
+        state = process.get("state")
+        checks[name] = (
+            "ready" if state == "running" else f"{state} ({process.get('last_exit') or 'starting'})"
+        )
     try:
         await services.store.ping()
         checks["history"] = "ready"
@@ -71,6 +104,7 @@ async def ready(services: ServicesDep) -> JSONResponse:
             **body,
             "knowledge_bases": knowledge_bases,
             "mcp_servers": mcp_servers,
+            "supervised": supervised,
         },
         status_code=200 if ok else 503,
     )

@@ -6,11 +6,30 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, Field
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
+from kubechat.api.errors import error_responses
+from kubechat.api.routing import ApiRoute
 from kubechat.api.uploads import UploadLimits, multipart_body, read_files
-from kubechat.core.errors import ImageTooLargeError
+from kubechat.core.errors import (
+    CorruptImageError,
+    DecompressionBombError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    InvalidRequestError,
+    LengthRequiredError,
+    StorageUnavailableError,
+    UnauthenticatedError,
+    UnsupportedImageError,
+)
 from kubechat.images.service import ImageRecord
 
-router = APIRouter(prefix="/images", tags=["images"])
+router = APIRouter(prefix="/images", tags=["images"], route_class=ApiRoute)
+
+UPLOAD = error_responses(
+    UnauthenticatedError, InvalidRequestError, LengthRequiredError, ImageTooLargeError,
+    DecompressionBombError, UnsupportedImageError, CorruptImageError, StorageUnavailableError,
+)  # fmt: skip
+LISTING = error_responses(UnauthenticatedError, StorageUnavailableError)
+ONE_IMAGE = error_responses(UnauthenticatedError, ImageNotFoundError, StorageUnavailableError)
 
 # An image's bytes never change under its id (the hash of its content): caches may keep them.
 IMMUTABLE_HEADERS = {
@@ -38,7 +57,12 @@ class UploadedImage(ImageOut):
     duplicate: bool = Field(description="This principal had already uploaded the same picture.")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=multipart_body("file", many=False))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=multipart_body("file", many=False),
+    responses=UPLOAD,
+)
 async def upload_image(request: Request, services: ServicesDep, principal: PrincipalDep) -> UploadedImage:
     """Check, normalize (upright, sRGB PNG, no metadata, longer side at most
     KUBECHAT_IMAGE_MAX_SIDE) and store one image: a multipart part named `file`.
@@ -52,13 +76,13 @@ async def upload_image(request: Request, services: ServicesDep, principal: Princ
     return UploadedImage(**ImageOut.of(record).model_dump(), duplicate=duplicate)
 
 
-@router.get("")
+@router.get("", responses=LISTING)
 async def list_images(services: ServicesDep, principal: PrincipalDep) -> list[ImageOut]:
     """The principal's images, newest first."""
     return [ImageOut.of(record) for record in await services.images.list(principal)]
 
 
-@router.get("/{image_id}")
+@router.get("/{image_id}", responses=ONE_IMAGE)
 async def get_image(image_id: str, services: ServicesDep, principal: PrincipalDep) -> ImageOut:
     return ImageOut.of(await services.images.get(principal, image_id))
 
@@ -66,7 +90,7 @@ async def get_image(image_id: str, services: ServicesDep, principal: PrincipalDe
 @router.get(
     "/{image_id}/content",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "The normalized PNG."}},
+    responses={200: {"content": {"image/png": {}}, "description": "The normalized PNG."}, **ONE_IMAGE},
 )
 async def get_image_content(image_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
     data = await services.images.content(principal, image_id)
@@ -76,14 +100,14 @@ async def get_image_content(image_id: str, services: ServicesDep, principal: Pri
 @router.get(
     "/{image_id}/thumbnail",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}, "description": "The JPEG thumbnail."}},
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The JPEG thumbnail."}, **ONE_IMAGE},
 )
 async def get_image_thumbnail(image_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
     data = await services.images.thumbnail(principal, image_id)
     return Response(data, media_type="image/jpeg", headers=IMMUTABLE_HEADERS)
 
 
-@router.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ONE_IMAGE)
 async def delete_image(image_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
     """Removes the image, its thumbnail and its record."""
     await services.images.delete(principal, image_id)

@@ -8,14 +8,47 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
+from kubechat.api.errors import error_responses
+from kubechat.api.routing import ApiRoute
 from kubechat.api.uploads import UploadLimits, multipart_body, read_files
-from kubechat.core.errors import DocumentTooLargeError
+from kubechat.core.errors import (
+    CorruptImageError,
+    DecompressionBombError,
+    DocumentNotFoundError,
+    DocumentTooLargeError,
+    EmptyDocumentError,
+    ForbiddenError,
+    InvalidRequestError,
+    KnowledgeBaseNotFoundError,
+    KnowledgeBaseUnavailableError,
+    LengthRequiredError,
+    ModelUnavailableError,
+    StorageUnavailableError,
+    UnauthenticatedError,
+    UnsupportedDocumentTypeError,
+)
 from kubechat.core.resources import KnowledgeBase
 from kubechat.knowledge.retrieval import Citation
 from kubechat.knowledge.uploads import Upload
 from kubechat.stores.documents import Document, DocumentStatus
 
-router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"])
+router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"], route_class=ApiRoute)
+
+# A knowledge base the principal may not read is not found; one it may read but not change is
+# forbidden. `invalid_request` (400) on listings is a cursor that does not parse.
+READ = (UnauthenticatedError, KnowledgeBaseNotFoundError, StorageUnavailableError)
+WRITE = (*READ, ForbiddenError, KnowledgeBaseUnavailableError)
+LISTING = error_responses(UnauthenticatedError, StorageUnavailableError)
+ONE_KNOWLEDGE_BASE = error_responses(*READ)
+DOCUMENTS = error_responses(*READ, InvalidRequestError)
+ONE_DOCUMENT = error_responses(*READ, DocumentNotFoundError)
+CHANGE_DOCUMENT = error_responses(*WRITE, DocumentNotFoundError)
+REINDEX = error_responses(*WRITE)
+UPLOAD = error_responses(
+    *WRITE, InvalidRequestError, LengthRequiredError, DocumentTooLargeError, DecompressionBombError,
+    UnsupportedDocumentTypeError, EmptyDocumentError, CorruptImageError,
+)  # fmt: skip
+SEARCH = error_responses(*READ, KnowledgeBaseUnavailableError, ModelUnavailableError)
 
 
 class KnowledgeBaseOut(BaseModel):
@@ -99,12 +132,12 @@ async def _describe(services: Services, kb: KnowledgeBase, principal: str) -> Kn
     )  # fmt: skip
 
 
-@router.get("")
+@router.get("", responses=LISTING)
 async def list_knowledge_bases(services: ServicesDep, principal: PrincipalDep) -> list[KnowledgeBaseOut]:
     return [await _describe(services, kb, principal) for kb in services.knowledge.readable(principal)]
 
 
-@router.get("/{name}")
+@router.get("/{name}", responses=ONE_KNOWLEDGE_BASE)
 async def get_knowledge_base(name: str, services: ServicesDep, principal: PrincipalDep) -> KnowledgeBaseOut:
     return await _describe(services, services.knowledge.get(name, principal), principal)
 
@@ -113,6 +146,7 @@ async def get_knowledge_base(name: str, services: ServicesDep, principal: Princi
     "/{name}/documents",
     status_code=status.HTTP_202_ACCEPTED,
     openapi_extra=multipart_body("files", many=True),
+    responses=UPLOAD,
 )
 async def upload_documents(
     name: str, request: Request, services: ServicesDep, principal: PrincipalDep
@@ -141,7 +175,7 @@ async def upload_documents(
     )
 
 
-@router.get("/{name}/documents")
+@router.get("/{name}/documents", responses=DOCUMENTS)
 async def list_documents(
     name: str,
     services: ServicesDep,
@@ -155,7 +189,7 @@ async def list_documents(
     return DocumentPage(documents=[DocumentOut.of(d) for d in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{name}/documents/{document_id}")
+@router.get("/{name}/documents/{document_id}", responses=ONE_DOCUMENT)
 async def get_document(
     name: str, document_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> DocumentOut:
@@ -163,7 +197,9 @@ async def get_document(
     return DocumentOut.of(await services.knowledge.documents.get(kb.name, document_id))
 
 
-@router.delete("/{name}/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{name}/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=CHANGE_DOCUMENT
+)
 async def delete_document(
     name: str, document_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> Response:
@@ -172,14 +208,16 @@ async def delete_document(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{name}/documents/{document_id}/reindex", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{name}/documents/{document_id}/reindex", status_code=status.HTTP_202_ACCEPTED, responses=CHANGE_DOCUMENT
+)
 async def reindex_document(
     name: str, document_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> DocumentOut:
     return DocumentOut.of(await services.knowledge.reindex_document(name, principal, document_id))
 
 
-@router.post("/{name}/reindex", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{name}/reindex", status_code=status.HTTP_202_ACCEPTED, responses=REINDEX)
 async def reindex_knowledge_base(
     name: str, services: ServicesDep, principal: PrincipalDep
 ) -> ReindexResponse:
@@ -188,7 +226,7 @@ async def reindex_knowledge_base(
     return ReindexResponse(knowledge_base=name, documents_queued=count)
 
 
-@router.post("/{name}/search")
+@router.post("/{name}/search", responses=SEARCH)
 async def search(
     name: str, body: SearchRequest, services: ServicesDep, principal: PrincipalDep
 ) -> SearchResponse:

@@ -8,8 +8,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
+from kubechat.api.errors import error_responses
+from kubechat.api.routing import ApiRoute
+from kubechat.core.errors import UnauthenticatedError
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], route_class=ApiRoute)
 
 
 class ModelOut(BaseModel):
@@ -26,7 +29,7 @@ class ModelOut(BaseModel):
     default: bool
 
 
-@router.get("")
+@router.get("", responses=error_responses(UnauthenticatedError))
 async def list_models(services: ServicesDep, _principal: PrincipalDep) -> list[ModelOut]:
     entries = list(services.catalog)
     states = await asyncio.gather(*(services.readiness(entry) for entry in entries))

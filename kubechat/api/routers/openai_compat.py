@@ -14,20 +14,49 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.sse import EventSourceResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
-from kubechat.api.errors import error_body
+from kubechat.api.errors import error_body, error_responses
+from kubechat.api.routing import ApiRoute
 from kubechat.api.sse import DONE, event_stream, sse_data
 from kubechat.chat.events import Done, Failure, Sources, Started, Token, ToolCalled
 from kubechat.chat.generation import Generation
-from kubechat.chat.request import ChatMessage, ChatRequest, GenerationOptions, ImageRef, InlineImage
-from kubechat.core.errors import InvalidRequestError
+from kubechat.chat.request import (
+    ChatMessage,
+    ChatRequest,
+    GenerationOptions,
+    ImageRef,
+    InlineImage,
+    MaxTokens,
+    RepetitionPenalty,
+    Seed,
+    StopWord,
+    StopWords,
+    Temperature,
+    TopP,
+)
+from kubechat.core.errors import (
+    CorruptImageError,
+    DecompressionBombError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    InvalidRequestError,
+    KnowledgeBaseNotFoundError,
+    KnowledgeBaseUnavailableError,
+    MessageTooLargeError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    StorageUnavailableError,
+    ToolRoundsExceededError,
+    UnauthenticatedError,
+    UnsupportedImageError,
+)
 from kubechat.images.vision import IMAGE_URL_PREFIX
 from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.types import ToolCall, ToolSpec
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=ApiRoute)
 
 
 class ImageUrl(BaseModel):
@@ -118,19 +147,21 @@ class ChatCompletionRequest(BaseModel):
     # Unknown OpenAI parameters are accepted and ignored, as most compatible servers do.
     model_config = ConfigDict(extra="ignore")
 
-    model: str
+    # Required and never empty, as OpenAI's: "" does not quietly mean the default model.
+    model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[ChatCompletionMessage], Field(min_length=1)]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    # The numbers are bounded as the WebSocket's options are (kubechat.chat.request).
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     # Not OpenAI's; the same extension vLLM accepts (extra_body={"repetition_penalty": 1.1}).
-    repetition_penalty: Annotated[float, Field(ge=1, le=2)] | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: Annotated[int, Field(ge=1, le=1)] = 1
+    repetition_penalty: RepetitionPenalty | None = None
+    stop: StopWord | StopWords | None = None
+    seed: Seed | None = None
+    n: Annotated[int, Strict(), Field(ge=1, le=1)] = 1
     # kubechat's extension (extra_body={"knowledge_bases": ["docs"]}): answer from these, with
     # the sources as a top-level `sources` field of the response (or of the first chunk).
     knowledge_bases: list[str] = Field(default_factory=list, max_length=16)
@@ -153,8 +184,17 @@ class ModelList(BaseModel):
 
 _STARTED = int(time.time())
 
+# Everything the chat service refuses before a completion starts (a failure after it started
+# is in-band: an error event of the stream).
+COMPLETION_ERRORS = error_responses(
+    UnauthenticatedError, InvalidRequestError, MessageTooLargeError, ModelNotFoundError,
+    ModelUnavailableError, KnowledgeBaseNotFoundError, KnowledgeBaseUnavailableError,
+    ImageNotFoundError, ImageTooLargeError, DecompressionBombError, UnsupportedImageError,
+    CorruptImageError, ToolRoundsExceededError, StorageUnavailableError,
+)  # fmt: skip
 
-@router.get("/models")
+
+@router.get("/models", responses=error_responses(UnauthenticatedError))
 async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelList:
     """The chat models; in cluster mode only those whose ChatModel is Ready (clients pick from
     this list and should not be offered one that would refuse them)."""
@@ -167,7 +207,18 @@ async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelL
     )
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "description": "A chat.completion, or with `stream` a text/event-stream of chat.completion.chunk "
+            'events ending with `[DONE]` (a failure mid-stream is an `{"error": ...}` event, then `[DONE]`).',
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **COMPLETION_ERRORS,
+    },
+)
 async def chat_completions(
     body: ChatCompletionRequest, services: ServicesDep, principal: PrincipalDep
 ) -> dict[str, Any] | EventSourceResponse:

@@ -413,6 +413,7 @@ export interface components {
             knowledge_bases?: string[];
             /**
              * Model
+             * @description A chat model's name; omitted or null: the default model.
              * @default null
              */
             model?: string | null;
