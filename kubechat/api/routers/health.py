@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from kubechat.api.dependencies import Services, ServicesDep
+from kubechat.api.dependencies import Services, get_services
 
 router = APIRouter(tags=["health"])
 
@@ -19,14 +19,21 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", responses={503: {"description": "a dependency is not ready"}})
-async def ready(services: ServicesDep) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
     """Readiness.
 
     Files mode: Triton serves every catalog model and the history store answers. Cluster mode:
     discovery has listed the namespace's resources and the history store answers; each model's
     readiness (its ChatModel's Ready condition) is reported but does not gate, so that one
-    unready model does not take every API replica out of its Service.
+    unready model does not take every API replica out of its Service. A process that started
+    with stores it cannot use (an Elasticsearch of another major) is not ready, and says why.
     """
+    problem = getattr(request.app.state, "stores_problem", None)
+    if problem is not None:
+        return JSONResponse(
+            {"status": "not ready", "checks": {"stores": f"unsupported: {problem}"}}, status_code=503
+        )
+    services = get_services(request)
     body: dict[str, object] = {}
     if services.discovery is None:
         checks = await _triton_checks(services)
