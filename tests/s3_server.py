@@ -12,11 +12,14 @@ its own bucket (`unique_bucket_name()`).
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+from minio import Minio
 from moto.server import ThreadedMotoServer
 
 
@@ -57,3 +60,31 @@ def moto_s3_server() -> Iterator[S3Endpoint]:
     finally:
         server.stop()
         werkzeug_logger.setLevel(previous_level)
+
+
+class KeywordOnlyMinio(Minio):
+    """minio-py 8's calling convention (minio/minio.py after "Refactor for v8.0.0"): every
+    argument of the calls kubechat makes is keyword-only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        assert not args, f"Minio() given positional arguments {args!r}"
+        super().__init__(**kwargs)
+
+    def __getattribute__(self, name: str) -> Any:
+        attribute = super().__getattribute__(name)
+        if name in _MINIO_CALLS:
+
+            def keywords_only(*args: Any, **kwargs: Any) -> Any:
+                # Only kubechat's calls: minio 7.2 calls itself positionally (fget_object → stat_object).
+                if sys._getframe(1).f_globals.get("__name__", "").startswith("kubechat."):
+                    assert not args, f"Minio.{name} given positional arguments {args!r}"
+                return attribute(*args, **kwargs)
+
+            return keywords_only
+        return attribute
+
+
+_MINIO_CALLS = frozenset({
+    "bucket_exists", "make_bucket", "put_object", "get_object", "stat_object", "remove_object",
+    "list_objects", "fget_object",
+})  # fmt: skip

@@ -40,7 +40,7 @@ from kubechat.images.vision import VisionService
 from kubechat.knowledge.service import KnowledgeService
 from kubechat.mcp.config import load_mcp_servers
 from kubechat.mcp.toolbox import McpToolbox
-from kubechat.stores.errors import StoreError
+from kubechat.stores.errors import StoreError, UnsupportedServerError
 from kubechat.stores.open import Stores, open_stores
 from kubechat.triton.client import TritonInference, TritonRouter
 
@@ -110,7 +110,20 @@ def create_app(
             catalog = load_catalog(settings.models_dir, settings.state_dir, settings.default_model)
             triton = TritonRouter(settings.triton_url, settings.triton_timeout_s)
         # One Elasticsearch client (in a cluster) for every store, closed once after them.
-        stores = await open_stores(settings)
+        try:
+            stores = await open_stores(settings)
+        except UnsupportedServerError as exc:
+            # A server kubechat cannot talk to (Elasticsearch of another major) will not come
+            # right by restarting: serve /health, and a /ready that says why; every other route
+            # answers 503 storage_unavailable with the same reason.
+            logger.error("kubechat API not ready: %s", exc)
+            app.state.services = None
+            app.state.stores_problem = str(exc)
+            try:
+                yield
+            finally:
+                await triton.close()
+            return
         store = await stores.open_history()
         knowledge = open_knowledge_service(settings, catalog, triton, stores)
         # Images share the documents' object store (STATE_DIR/documents, or the MinIO bucket).

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from kubechat.api.settings import Settings
 from kubechat.catalog import CatalogEntry, ModelCatalog, Readiness
 from kubechat.chat.service import ChatService
-from kubechat.core.errors import UnauthenticatedError
+from kubechat.core.errors import StorageUnavailableError, UnauthenticatedError
 from kubechat.discovery import ClusterDiscovery
 from kubechat.images.service import ImageService
 from kubechat.images.vision import VisionService
@@ -54,7 +54,11 @@ class Services:
 
 
 def get_services(connection: HTTPConnection) -> Services:
-    services: Services = connection.app.state.services
+    services: Services | None = connection.app.state.services
+    if services is None:  # started without usable stores (kubechat.api.app's lifespan says why)
+        raise StorageUnavailableError(
+            f"kubechat cannot use its stores: {connection.app.state.stores_problem}"
+        )
     return services
 
 

@@ -47,6 +47,8 @@ _HTTP: dict[type[e.KubechatError], tuple[int, str]] = {
     e.KnowledgeBaseNotFoundError: (404, "invalid_request_error"),
     e.DocumentNotFoundError: (404, "invalid_request_error"),
     e.KnowledgeBaseUnavailableError: (409, "invalid_request_error"),
+    # The embedding model's vector, not the client's input: an upstream answer that cannot be used.
+    e.InvalidVectorError: (502, "server_error"),
     e.DocumentTooLargeError: (413, "invalid_request_error"),
     e.LengthRequiredError: (411, "invalid_request_error"),
     e.DecompressionBombError: (413, "invalid_request_error"),

@@ -74,6 +74,13 @@ class KnowledgeBaseUnavailableError(KubechatError):
     code = "knowledge_base_unavailable"
 
 
+class InvalidVectorError(KubechatError):
+    """A vector the knowledge base's similarity cannot use: not unit length under dot_product, zero
+    under cosine, NaN or infinite. Elasticsearch refuses these; the embedded store does too."""
+
+    code = "invalid_vector"
+
+
 class DocumentTooLargeError(KubechatError):
     code = "document_too_large"
 

@@ -634,6 +634,17 @@ class DeletionPolicy(StrEnum):
     DELETE = "Delete"
 
 
+class ReindexPolicy(StrEnum):
+    """What the operator does when spec.index differs from how the live index was built.
+
+    Manual: it reports `ReindexRequired` with the fields that differ; `POST .../reindex` applies
+    them. Automatic: it also starts that full re-index itself (once per change).
+    """
+
+    MANUAL = "Manual"
+    AUTOMATIC = "Automatic"
+
+
 class EmbeddingSpec(_Spec):
     """The model that embeds chunks and queries. Immutable: its vector size is pinned in the index."""
 
@@ -668,23 +679,159 @@ class ChunkingSpec(_Spec):
         return self
 
 
-class HnswSpec(_Spec):
-    """The HNSW graph of Elasticsearch's vector index."""
+MAX_DOCUMENT_BYTES = 1 << 30  # the most spec.maxDocumentBytes may allow
 
-    m: Annotated[int, Field(ge=2, le=512)] = Field(default=16, description="Neighbours per graph node.")
-    ef_construction: Annotated[int, Field(ge=2, le=4096)] = Field(
-        default=100, description="Candidates considered while building the graph."
+# Lucene's limits on the HNSW graph, which Elasticsearch builds its vector formats on:
+# Lucene99HnswVectorsFormat.MAXIMUM_MAX_CONN (512) and MAXIMUM_BEAM_WIDTH (3200), checked in its
+# constructor ("maxConn must be positive and less than or equal to 512", "beamWidth must be ...
+# 3200"). Elasticsearch 9 passes `m` and `ef_construction` straight to it
+# (server/.../index/mapper/vectors/DenseVectorFieldMapper.java, HnswIndexOptions.getVectorsFormat).
+MAX_HNSW_M = 512
+MAX_HNSW_EF_CONSTRUCTION = 3200
+
+
+class HnswSpec(_Spec):
+    """The HNSW graph of Elasticsearch's vector index (the `*_hnsw` index types)."""
+
+    m: Annotated[int, Field(ge=2, le=MAX_HNSW_M)] = Field(
+        default=16, description="Neighbours per graph node (Lucene allows at most 512)."
+    )
+    ef_construction: Annotated[int, Field(ge=2, le=MAX_HNSW_EF_CONSTRUCTION)] = Field(
+        default=100,
+        description="Candidates considered while building the graph (Lucene's beam width: at most 3200).",
+    )
+
+
+class VectorIndexType(StrEnum):
+    """How Elasticsearch indexes the vectors: `dense_vector`'s `index_options.type`.
+
+    The quantized types keep 1 byte (int8), half a byte (int4) or one bit (bbq) per dimension in
+    memory instead of 4, and rescore with the float vectors. `bbq_disk` is left out: it needs an
+    Enterprise licence.
+    """
+
+    HNSW = "hnsw"
+    INT8_HNSW = "int8_hnsw"
+    INT4_HNSW = "int4_hnsw"
+    BBQ_HNSW = "bbq_hnsw"
+    FLAT = "flat"
+    INT8_FLAT = "int8_flat"
+    INT4_FLAT = "int4_flat"
+    BBQ_FLAT = "bbq_flat"
+
+    @property
+    def is_hnsw(self) -> bool:
+        """Whether it builds an HNSW graph (and so takes `m` and `ef_construction`)."""
+        return self.value.endswith("hnsw")
+
+
+# Elasticsearch 9's own choice when a mapping names no index_options (DenseVectorFieldMapper:
+# `bbq_hnsw` from BBQ_DIMS_DEFAULT_THRESHOLD = 384 dimensions, `int8_hnsw` below), and the
+# dimension rules of the types (VectorIndexType.supportsDimension: int4 needs an even number,
+# bbq at least BBQ_MIN_DIMS = 64).
+BBQ_DEFAULT_MIN_DIMS = 384
+BBQ_MIN_DIMS = 64
+
+
+def default_vector_index_type(dimensions: int) -> VectorIndexType:
+    """What Elasticsearch 9 picks for float vectors of `dimensions` when the mapping says nothing."""
+    return VectorIndexType.BBQ_HNSW if dimensions >= BBQ_DEFAULT_MIN_DIMS else VectorIndexType.INT8_HNSW
+
+
+# The analyzers every Elasticsearch 9 cluster knows by name, without any index setting: the
+# server's `standard`, and those modules/analysis-common registers in CommonAnalysisPlugin.java
+# (getAnalyzers: fingerprint, keyword, pattern, simple, snowball, stop, whitespace and the
+# language analyzers), as listed by the reference's "Built-in analyzer reference" and "Language
+# analyzers". `chinese` is left out: Elasticsearch keeps it only for old indices. Any other
+# analyzer must be declared in spec.index.analyzers; Elasticsearch refuses a mapping naming an
+# unknown one ("analyzer [x] has not been configured in mappings").
+BUILTIN_ANALYZERS = (
+    "standard", "simple", "whitespace", "stop", "keyword", "pattern", "fingerprint", "snowball",
+    "arabic", "armenian", "basque", "bengali", "brazilian", "bulgarian", "catalan", "cjk", "czech",
+    "danish", "dutch", "english", "estonian", "finnish", "french", "galician", "german", "greek",
+    "hindi", "hungarian", "indonesian", "irish", "italian", "latvian", "lithuanian", "norwegian",
+    "persian", "portuguese", "romanian", "russian", "serbian", "sorani", "spanish", "swedish",
+    "thai", "turkish",
+)  # fmt: skip
+
+
+class AnalyzerSpec(_Spec):
+    """A custom analyzer, as Elasticsearch's `analysis.analyzer.<name>` with `type: custom`.
+
+    Components are named, not configured: built-in ones, or those of a plugin the cluster has
+    (`icu_folding` needs analysis-icu). Elasticsearch checks the names when the index is created;
+    a name it does not know makes the KnowledgeBase `InvalidSpec` with its reason.
+    """
+
+    tokenizer: str = Field(default="standard", min_length=1, description="The tokenizer, e.g. standard.")
+    filter: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Token filters, in order, e.g. [lowercase, asciifolding]."
+    )
+    char_filter: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Character filters, in order, e.g. [html_strip]."
     )
 
 
 class IndexSpec(_Spec):
-    """Settings of the Elasticsearch index."""
+    """Settings of the Elasticsearch index.
 
-    similarity: Similarity = Similarity.COSINE
+    They are fixed when an index generation is created: a change applies to the next full
+    re-index (the operator reports `ReindexRequired` until then), in both stores.
+    """
+
+    similarity: Similarity = Field(
+        default=Similarity.COSINE,
+        description="Vector similarity. dot_product needs unit-length vectors; cosine refuses zero vectors.",
+    )
+    type: VectorIndexType | None = Field(
+        default=None,
+        description="Elasticsearch's dense_vector index_options.type. Unset: what Elasticsearch 9 picks "
+        "for the dimensions (bbq_hnsw from 384, int8_hnsw below). int4 types need even dimensions, "
+        "bbq types at least 64. The embedded store searches exactly and ignores it.",
+    )
     hnsw: HnswSpec = Field(default_factory=HnswSpec)
-    analyzer: str = Field(default="standard", description="Elasticsearch analyzer of the BM25 text field.")
+    analyzer: str = Field(
+        default="standard",
+        min_length=1,
+        max_length=255,
+        description="Analyzer of the BM25 text field: a built-in Elasticsearch analyzer or one of "
+        "`analyzers`.",
+    )
+    analyzers: dict[str, AnalyzerSpec] = Field(
+        default_factory=dict, description="Custom analyzers the index declares, by name."
+    )
     shards: Annotated[int, Field(ge=1, le=64)] = Field(default=1, description="Primary shards of the index.")
     replicas: Annotated[int, Field(ge=0, le=8)] = Field(default=1, description="Replicas of each shard.")
+
+    @classmethod
+    def cel_rules(cls) -> tuple[CelRule, ...]:
+        analyzer = _cel_or_default("self.analyzer", cls, "analyzer")
+        builtin = json.dumps(list(BUILTIN_ANALYZERS))
+        return (
+            CelRule(
+                f"{analyzer} in {builtin} || (has(self.analyzers) && {analyzer} in self.analyzers)",
+                ANALYZER_MESSAGE,
+                field_path=".analyzer",
+            ),
+        )
+
+    @model_validator(mode="after")
+    def _analyzer_known(self) -> IndexSpec:
+        if self.analyzer not in BUILTIN_ANALYZERS and self.analyzer not in self.analyzers:
+            raise ValueError(f"{ANALYZER_MESSAGE} (got {self.analyzer!r})")
+        return self
+
+    def vector_index_type(self, dimensions: int) -> VectorIndexType:
+        """The index type the index is created with: the spec's, else Elasticsearch 9's default."""
+        return self.type if self.type is not None else default_vector_index_type(dimensions)
+
+
+ANALYZER_MESSAGE = (
+    "index.analyzer must be a built-in Elasticsearch analyzer (standard, english, ...) or one declared "
+    "in index.analyzers"
+)
+INT4_MESSAGE = "index.type int4_hnsw and int4_flat need an even number of embedding.dimensions"
+BBQ_MESSAGE = f"index.type bbq_hnsw and bbq_flat need at least {BBQ_MIN_DIMS} embedding.dimensions"
 
 
 class AccessSpec(_Spec):
@@ -709,15 +856,32 @@ class KnowledgeBaseSpec(_Spec):
     chunking: ChunkingSpec = Field(default_factory=ChunkingSpec)
     index: IndexSpec = Field(default_factory=IndexSpec)
     access: AccessSpec
-    max_document_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = Field(
+    max_document_bytes: Annotated[int, Field(ge=1, le=MAX_DOCUMENT_BYTES)] = Field(
         default=25 * 1024 * 1024, description="Largest document accepted for upload, in bytes."
     )
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+    reindex_policy: ReindexPolicy = Field(
+        default=ReindexPolicy.MANUAL,
+        description="When spec.index changes in a way the live index cannot follow: Manual reports the "
+        "ReindexRequired condition; Automatic also starts the full re-index.",
+    )
 
     @classmethod
     def cel_rules(cls) -> tuple[CelRule, ...]:
-        """No cross-field validator to mirror; the one rule a pydantic model cannot state (no old object)."""
+        """The index type's dimension rules, and the one a pydantic model cannot state (no old object)."""
+        dims = "self.embedding.dimensions"
+        chosen = "has(self.index) && has(self.index.type)"
         return (
+            CelRule(
+                f"!({chosen} && self.index.type in ['int4_hnsw', 'int4_flat']) || {dims} % 2 == 0",
+                INT4_MESSAGE,
+                field_path=".index.type",
+            ),
+            CelRule(
+                f"!({chosen} && self.index.type in ['bbq_hnsw', 'bbq_flat']) || {dims} >= {BBQ_MIN_DIMS}",
+                BBQ_MESSAGE,
+                field_path=".index.type",
+            ),
             CelRule(  # transition rule: updates only
                 "self.embedding == oldSelf.embedding",
                 "spec.embedding is immutable: the vector dimensions are pinned in the index; "
@@ -725,6 +889,15 @@ class KnowledgeBaseSpec(_Spec):
                 field_path=".embedding",
             ),
         )
+
+    @model_validator(mode="after")
+    def _index_type_fits_the_dimensions(self) -> KnowledgeBaseSpec:
+        chosen, dims = self.index.type, self.embedding.dimensions
+        if chosen in (VectorIndexType.INT4_HNSW, VectorIndexType.INT4_FLAT) and dims % 2:
+            raise ValueError(INT4_MESSAGE)
+        if chosen in (VectorIndexType.BBQ_HNSW, VectorIndexType.BBQ_FLAT) and dims < BBQ_MIN_DIMS:
+            raise ValueError(BBQ_MESSAGE)
+        return self
 
 
 class KnowledgeBase(_Resource):

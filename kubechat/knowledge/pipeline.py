@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 
 from kubechat.catalog import ModelCatalog
 from kubechat.core.errors import KubechatError, ModelUnavailableError
-from kubechat.core.resources import Capability, KnowledgeBase
+from kubechat.core.resources import MAX_DOCUMENT_BYTES, Capability, KnowledgeBase
 from kubechat.images.vision import TRANSCRIBE_PROMPT, find_vision_model
 from kubechat.knowledge import parsing
 from kubechat.knowledge.chunking import TextChunk, chunk_sections
@@ -30,7 +30,9 @@ from kubechat.stores.chunks import ChunkRecord, ChunkStore
 from kubechat.stores.documents import DocumentCatalog, DocumentStatus
 from kubechat.stores.errors import (
     EmbeddingMismatchError,
+    InvalidVectorError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     StoreError,
     StoreUnavailableError,
 )
@@ -84,9 +86,14 @@ class IngestionPipeline:
             raise Transient(f"chunk store: {exc}") from exc
         await self.documents.update(document.id, DocumentStatus.PARSING)
         try:
-            data = await self.objects.get(document.object_key)
+            # Bounded by the largest document any KnowledgeBase accepts: a stray object larger than
+            # that (not uploaded through kubechat) is refused before it is read into memory.
+            data = await self.objects.get(document.object_key, max_bytes=MAX_DOCUMENT_BYTES)
         except ObjectNotFoundError:
             await claim.fail("object_missing", f"{document.object_key} is not in the object store")
+            return
+        except ObjectTooLargeError as exc:
+            await claim.fail("document_too_large", str(exc))
             return
         except StoreError as exc:
             raise Transient(f"object store: {exc}") from exc
@@ -120,6 +127,10 @@ class IngestionPipeline:
             await self._embed_and_index(kb, claim, index, embedder.name, pieces, batch=embedder.batch_size)
         except EmbeddingMismatchError as exc:
             await claim.fail("embedding_mismatch", str(exc))
+            return
+        except InvalidVectorError as exc:
+            # The embedder's vectors do not suit the index's similarity: re-embedding gives the same.
+            await claim.fail("invalid_vector", str(exc))
             return
         except (ModelUnavailableError, StoreUnavailableError) as exc:
             raise Transient(str(exc)) from exc

@@ -44,6 +44,7 @@ class KnowledgeBaseRegistry:
         self.dynamic = dynamic
         self._kbs = {kb.name: kb for kb in knowledge_bases}
         self._unavailable: dict[str, str] = {}
+        self._drift: dict[str, str] = {}  # what was last logged, to log a change once
 
     # -- the set --------------------------------------------------------------------------
 
@@ -96,6 +97,7 @@ class KnowledgeBaseRegistry:
             if embedder.tokenizer is None:
                 raise KnowledgeBaseUnavailableError(f"embedding model {embedder.name} has no tokenizer")
             await self.generations.live(kb)
+            await self._report_drift(kb)
         except IndexMissingError as exc:
             self._set_unavailable(kb, f"waiting for the operator to create its index ({exc})")
         except (KubechatError, StoreError) as exc:
@@ -103,6 +105,18 @@ class KnowledgeBaseRegistry:
         else:
             if self._unavailable.pop(kb.name, None) is not None:
                 logger.info("knowledge base %s is available", kb.name)
+
+    async def _report_drift(self, kb: KnowledgeBase) -> None:
+        """Log, once per change, the spec.index settings the live index does not follow yet (a
+        full re-index applies them; in a cluster the operator reports them as ReindexRequired)."""
+        drift = "; ".join(str(d) for d in await self.generations.chunks.index_drift(kb))
+        if drift and self._drift.get(kb.name) != drift:
+            logger.warning(
+                "knowledge base %s: the live index was built with other settings (%s); re-index it "
+                "(POST /knowledge-bases/%s/reindex) to apply them",
+                kb.name, drift, kb.name,
+            )  # fmt: skip
+        self._drift[kb.name] = drift
 
     def _set_unavailable(self, kb: KnowledgeBase, reason: str) -> None:
         # Logged when the reason changes, not at every re-check of the same cause.

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubechat.core.errors import KnowledgeBaseUnavailableError, StorageUnavailableError
+from kubechat.core.errors import InvalidVectorError, KnowledgeBaseUnavailableError, StorageUnavailableError
 from kubechat.core.resources import KnowledgeBase
 from kubechat.knowledge.inference import Embedder
+from kubechat.stores import errors as store_errors
 from kubechat.stores.chunks import ChunkRecord, ChunkStore, RankedChunk, Vector
 from kubechat.stores.errors import EmbeddingMismatchError, StoreError
 
@@ -71,6 +72,8 @@ class HybridSearch:
             )
         except EmbeddingMismatchError as exc:
             raise KnowledgeBaseUnavailableError(str(exc)) from exc
+        except store_errors.InvalidVectorError as exc:
+            raise InvalidVectorError(f"the embedding of the question cannot be searched: {exc}") from exc
         except StoreError as exc:
             raise StorageUnavailableError(f"search failed: {exc}") from exc
         tagged: list[tuple[str, Sequence[RankedChunk]]] = [

@@ -103,8 +103,9 @@ def _relative_path(key: str, prefix: str) -> PurePosixPath:
 def fetch_s3(source: S3Source, dest: Path, settings: S3Settings) -> int:
     """Download every object under the URI's prefix (or the one object it names); return the count."""
     location = S3Location.parse(source.uri)
+    # Keywords throughout: minio-py 8 takes no positional arguments (kubechat.stores.objects.minio_compat).
     client = Minio(
-        settings.endpoint,
+        endpoint=settings.endpoint,
         access_key=settings.access_key,
         secret_key=settings.secret_key,
         session_token=settings.session_token,
@@ -112,12 +113,12 @@ def fetch_s3(source: S3Source, dest: Path, settings: S3Settings) -> int:
         region=settings.region,
     )
     try:
-        if not client.bucket_exists(location.bucket):
+        if not client.bucket_exists(bucket_name=location.bucket):
             raise FetchError(f"bucket {location.bucket!r} does not exist at {settings.endpoint}")
         folder = f"{location.prefix}/" if location.prefix else ""
         objects = [
             o
-            for o in client.list_objects(location.bucket, prefix=folder, recursive=True)
+            for o in client.list_objects(bucket_name=location.bucket, prefix=folder, recursive=True)
             if o.object_name is not None and not o.object_name.endswith("/")
         ]
         pairs: list[tuple[str, PurePosixPath, int | None]] = [
@@ -125,7 +126,7 @@ def fetch_s3(source: S3Source, dest: Path, settings: S3Settings) -> int:
         ]
         if not pairs and location.prefix:
             try:  # the URI may name a single object: it lands in dest under its base name
-                stat = client.stat_object(location.bucket, location.prefix)
+                stat = client.stat_object(bucket_name=location.bucket, object_name=location.prefix)
             except S3Error as exc:
                 if exc.code not in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
                     raise
@@ -140,7 +141,7 @@ def fetch_s3(source: S3Source, dest: Path, settings: S3Settings) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             logger.info("fetching s3://%s/%s (%s bytes)", location.bucket, key, size)
             # fget_object writes a temporary part file and renames it when complete.
-            client.fget_object(location.bucket, key, str(target))
+            client.fget_object(bucket_name=location.bucket, object_name=key, file_path=str(target))
     except S3Error as exc:
         raise FetchError(
             f"cannot fetch {location} from {settings.endpoint}: {exc.code}: {exc.message}"

@@ -6,6 +6,13 @@ definition (kubechat.stores.elasticsearch.chunks.index_body). KnowledgeBases hol
 because their data lives outside Kubernetes: deleting one honours deletionPolicy. Retain leaves
 index, documents and catalog entries for a later KnowledgeBase of the same name (and needs no
 store, so it never blocks); Delete removes all three.
+
+An index keeps the settings it was created with. When spec.index asks for others (similarity,
+analyzer, type, HNSW, shards) the condition `ReindexRequired` lists them; with
+`reindexPolicy: Automatic` the operator also starts the full re-index that applies them, the way
+`POST /knowledge-bases/{kb}/reindex` does: a new generation, recorded in the shared catalog, every
+document queued again for the API replicas to ingest into it. An index Elasticsearch refuses to
+create from the spec (400) is `InvalidSpec` with the server's reason, not an outage to retry.
 """
 
 from __future__ import annotations
@@ -17,12 +24,25 @@ from dataclasses import dataclass
 import kopf
 from pydantic import ValidationError
 
-from kubechat.core.resources import DeletionPolicy, KnowledgeBase, Phase, ResourceError
+from kubechat.core.resources import (
+    Condition,
+    DeletionPolicy,
+    KnowledgeBase,
+    Phase,
+    ReindexPolicy,
+    ResourceError,
+)
 from kubechat.operator import status as st
 from kubechat.operator.bodies import generation, parse_body, write_status
-from kubechat.stores.chunks import ChunkStore
+from kubechat.stores.chunks import ChunkStore, SpecDrift
 from kubechat.stores.documents import DocumentCatalog
-from kubechat.stores.errors import EmbeddingMismatchError, StoreError
+from kubechat.stores.errors import (
+    BucketMissingError,
+    EmbeddingMismatchError,
+    InvalidIndexSpecError,
+    StoreError,
+    UnsupportedServerError,
+)
 from kubechat.stores.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -36,6 +56,8 @@ class Provisioned:
     index: str
     document_count: int
     chunk_count: int
+    drift: tuple[SpecDrift, ...] = ()  # spec.index settings the live index does not follow
+    rebuilding: str | None = None  # the generation a full re-index is filling, if one is
 
 
 @dataclass
@@ -66,7 +88,23 @@ class KnowledgeStores:
             index=index or await self.chunks.ensure_index(kb),
             document_count=sum(counts.values()),
             chunk_count=await self.chunks.count(kb),
+            drift=tuple(await self.chunks.index_drift(kb)),
+            rebuilding=(await self.documents.rebuilds()).get(kb.name),
         )
+
+    async def start_reindex(self, kb: KnowledgeBase) -> str:
+        """Start a full re-index, as the API's does (kubechat.knowledge.generations): a new
+        generation built from the spec, recorded so that every replica ingests into it, and every
+        document queued again; the API replicas' scans take them up and switch the alias when the
+        last is done. A knowledge base without documents switches at once."""
+        index = await self.chunks.create_generation(kb)
+        await self.documents.set_rebuild(kb.name, index)
+        await self.documents.requeue(kb.name)
+        if not await self.documents.count_pending(kb.name):
+            await self.chunks.activate(kb, index)
+            await self.documents.set_rebuild(kb.name, None)
+        logger.info("KnowledgeBase %s: re-indexing into %s to apply its spec", kb.name, index)
+        return index
 
     async def remove(self, kb: KnowledgeBase) -> None:
         """deletionPolicy Delete: every index generation, the documents' catalog rows, the objects."""
@@ -79,22 +117,64 @@ class KnowledgeStores:
         logger.info("KnowledgeBase %s deleted with its index, documents and objects", kb.name)
 
 
+REINDEX_REQUIRED = "ReindexRequired"
+
+
+def _store_reason(exc: StoreError) -> str:
+    if isinstance(exc, BucketMissingError):
+        return "BucketMissing"
+    if isinstance(exc, UnsupportedServerError):
+        return "UnsupportedServer"
+    return "StoreUnavailable"
+
+
 class KnowledgeBaseReconciler:
     """Provisions, counts and deletes KnowledgeBases; `stores` is None when the operator has
-    no Elasticsearch (they stay pending, and only Retain deletions go through)."""
+    no Elasticsearch, or one it cannot talk to (`stores_problem` says why): they stay pending, and
+    only Retain deletions go through."""
 
-    def __init__(self, stores: KnowledgeStores | None) -> None:
+    def __init__(self, stores: KnowledgeStores | None, *, stores_problem: str | None = None) -> None:
         self.stores = stores
+        self.stores_problem = stores_problem
 
     def _stores(self, patch: kopf.Patch | None = None, body: kopf.Body | None = None) -> KnowledgeStores:
         if self.stores is None:
-            message = "the operator has no stores: set KUBECHAT_ELASTICSEARCH_URL and KUBECHAT_S3_ENDPOINT"
+            if self.stores_problem is not None:
+                reason, message, phase = "UnsupportedServer", self.stores_problem, Phase.FAILED
+            else:
+                reason, phase = "StoresNotConfigured", Phase.PENDING
+                message = (
+                    "the operator has no stores: set KUBECHAT_ELASTICSEARCH_URL and KUBECHAT_S3_ENDPOINT"
+                )
             if patch is not None and body is not None:
                 observed = generation(body.metadata)
-                conditions = [st.condition(st.READY, "False", "StoresNotConfigured", message, observed)]
-                write_status(patch, body, Phase.PENDING, conditions, {"observedGeneration": observed})
+                conditions = [st.condition(st.READY, "False", reason, message, observed)]
+                write_status(patch, body, phase, conditions, {"observedGeneration": observed})
             raise kopf.TemporaryError(message, delay=60)
         return self.stores
+
+    async def _reindex_condition(
+        self, kb: KnowledgeBase, measured: Provisioned, observed: int | None
+    ) -> Condition:
+        """ReindexRequired from the drift, starting the re-index first under reindexPolicy Automatic."""
+        if not measured.drift:
+            return st.condition(REINDEX_REQUIRED, "False", "IndexMatchesSpec", "", observed)
+        drift = "; ".join(str(d) for d in measured.drift)
+        rebuilding = measured.rebuilding
+        if (
+            rebuilding is None
+            and kb.spec.reindex_policy is ReindexPolicy.AUTOMATIC
+            and self.stores is not None
+        ):
+            rebuilding = await self.stores.start_reindex(kb)
+        if rebuilding is not None:
+            message = f"re-indexing into {rebuilding}, which applies: {drift}"
+            return st.condition(REINDEX_REQUIRED, "True", "Reindexing", message, observed)
+        message = (
+            f"the live index {measured.index} was built with other settings: {drift}; re-index to apply them "
+            f"(POST /knowledge-bases/{kb.name}/reindex, or spec.reindexPolicy: Automatic)"
+        )
+        return st.condition(REINDEX_REQUIRED, "True", "SpecChanged", message, observed)
 
     async def reconcile(self, body: kopf.Body, patch: kopf.Patch) -> None:
         observed = generation(body.metadata)
@@ -107,6 +187,11 @@ class KnowledgeBaseReconciler:
         base = {"observedGeneration": observed, "alias": kb.index_alias, "objectPrefix": kb.object_prefix}
         try:
             provisioned = await self._stores(patch, body).provision(kb)
+            reindex = await self._reindex_condition(kb, provisioned, observed)
+        except InvalidIndexSpecError as exc:
+            phase, conditions = st.invalid(str(exc), observed)
+            write_status(patch, body, phase, conditions, base)
+            raise kopf.PermanentError(str(exc)) from exc
         except EmbeddingMismatchError as exc:
             conditions = [
                 st.condition(st.READY, "False", "EmbeddingMismatch", str(exc), observed),
@@ -115,9 +200,10 @@ class KnowledgeBaseReconciler:
             write_status(patch, body, Phase.FAILED, conditions, base)
             raise kopf.PermanentError(str(exc)) from exc
         except StoreError as exc:
+            reason = _store_reason(exc)
             conditions = [
-                st.condition(st.READY, "False", "StoreUnavailable", str(exc), observed),
-                st.condition(st.DEGRADED, "True", "StoreUnavailable", str(exc), observed),
+                st.condition(st.READY, "False", reason, str(exc), observed),
+                st.condition(st.DEGRADED, "True", reason, str(exc), observed),
             ]
             write_status(patch, body, Phase.DEGRADED, conditions, base)
             raise kopf.TemporaryError(f"knowledge-base stores: {exc}", delay=30) from exc
@@ -126,6 +212,7 @@ class KnowledgeBaseReconciler:
                 st.READY, "True", "IndexReady", f"alias {kb.index_alias} → {provisioned.index}", observed
             ),
             st.condition(st.DEGRADED, "False", "AsExpected", "", observed),
+            reindex,
         ]
         extra = {
             **base,
@@ -142,6 +229,8 @@ class KnowledgeBaseReconciler:
         try:
             kb: KnowledgeBase = parse_body(KnowledgeBase, body)
             measured = await self.stores.measure(kb)
+            # A re-index finishes in the API: the drift it applied goes from here.
+            reindex = await self._reindex_condition(kb, measured, generation(body.metadata))
         except (ResourceError, ValidationError):
             return
         except StoreError as exc:
@@ -150,6 +239,13 @@ class KnowledgeBaseReconciler:
         patch.status["documentCount"] = measured.document_count
         patch.status["chunkCount"] = measured.chunk_count
         patch.status["index"] = measured.index
+        current = body.get("status", {}).get("conditions") or []
+        previous = next((c for c in current if c.get("type") == REINDEX_REQUIRED), None)
+        if previous is None or (previous.get("status"), previous.get("message")) != (
+            reindex.status,
+            reindex.message,
+        ):
+            patch.status["conditions"] = st.merge_conditions(current, [reindex])
 
     async def delete(self, body: kopf.Body, patch: kopf.Patch) -> None:
         try:

@@ -21,6 +21,7 @@ from kubechat.operator.knowledge_bases import KnowledgeBaseReconciler, Knowledge
 from kubechat.operator.kube import Kube
 from kubechat.operator.main import register, register_login
 from kubechat.operator.settings import OperatorSettings
+from kubechat.stores.errors import UnsupportedServerError
 from kubechat.stores.open import Stores
 from kubechat.stores.open import open_stores as open_process_stores
 
@@ -72,8 +73,14 @@ async def run(
     With knowledge-base stores, `one_namespace` insists on KUBECHAT_OPERATOR_NAMESPACE; the
     kmock tests turn it off (kmock cannot serve the namespace observation kopf runs then).
     """
+    stores_problem = None
     if stores is None:
-        stores = await open_stores(StoreSettings())
+        try:
+            stores = await open_stores(StoreSettings())
+        except UnsupportedServerError as exc:
+            # KnowledgeBases say why in their status; ChatModels need no store and carry on.
+            logger.error("knowledge-base stores unusable: %s", exc)
+            stores_problem = str(exc)
     if one_namespace and stores is not None and not settings.namespace:
         # The document catalog is keyed by knowledge-base name: two namespaces' "docs" would
         # share counts, and deleting one with deletionPolicy Delete would remove the other's rows.
@@ -82,7 +89,7 @@ async def run(
     api = await api_client(server)
     registry = kopf.OperatorRegistry()
     chat_models = ChatModelReconciler(settings, Kube(api))
-    knowledge_bases = KnowledgeBaseReconciler(stores)
+    knowledge_bases = KnowledgeBaseReconciler(stores, stores_problem=stores_problem)
     register(registry, chat_models, knowledge_bases, count_interval_s=settings.count_interval_s)
     register_login(registry, server)
 

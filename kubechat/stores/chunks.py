@@ -12,14 +12,64 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from kubechat.core.resources import KnowledgeBase
+from kubechat.core.resources import KnowledgeBase, Similarity
+from kubechat.stores.errors import InvalidVectorError
 
 Vector = npt.NDArray[np.float32]
+
+# How far from 1 a squared magnitude may be for dot_product: Elasticsearch 9's own test,
+# DenseVectorFieldMapper.Element.isUnitVector (|‖v‖² - 1| < 1e-3 for float vectors), which it
+# applies to every indexed document and every query vector (checkVectorMagnitude).
+UNIT_TOLERANCE: Final = 1e-3
+
+
+def vector_problem(vector: Vector, similarity: Similarity) -> str | None:
+    """Why Elasticsearch would refuse `vector` under `similarity` (None: it would not).
+
+    The rules of Elasticsearch 9's DenseVectorFieldMapper.FloatElement (checkVectorBounds,
+    checkVectorMagnitude), for documents and queries alike: no NaN or infinite value and a finite
+    magnitude; dot_product needs unit length; cosine refuses a zero vector. Both chunk stores
+    apply them at write and at query time, so the embedded store refuses what a cluster would.
+    """
+    if not np.isfinite(vector).all():
+        return "has NaN or infinite values"
+    with np.errstate(over="ignore"):
+        squared = float(np.dot(vector, vector))  # float32, as Elasticsearch sums it
+    if not np.isfinite(squared):
+        return "has a magnitude too large for float32"
+    if similarity is Similarity.DOT_PRODUCT and abs(squared - 1.0) >= UNIT_TOLERANCE:
+        return (
+            f"is not unit length (|v| = {squared**0.5:.6g}), which dot_product needs: "
+            "normalize the embeddings, or use cosine"
+        )
+    if similarity is Similarity.COSINE and squared == 0.0:
+        return "has zero magnitude, which cosine cannot compare"
+    return None
+
+
+def check_vector(vector: Vector, similarity: Similarity, what: str) -> None:
+    """Raise InvalidVectorError naming `what` (a chunk, the query) when `vector_problem` finds one."""
+    problem = vector_problem(vector, similarity)
+    if problem is not None:
+        raise InvalidVectorError(f"{what} {problem} (similarity {similarity.value})")
+
+
+@dataclass(frozen=True)
+class SpecDrift:
+    """A setting of spec.index that differs from how the live index was built: it applies only to
+    the next full re-index. `field` is the spec's path (e.g. `index.similarity`)."""
+
+    field: str
+    index: str  # as the live index has it
+    spec: str  # as the spec asks
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.index} -> {self.spec}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +120,9 @@ class ChunkStore(Protocol):
     async def upsert(self, index: str, chunks: Sequence[ChunkRecord], *, visible: bool = True) -> None:
         """Write chunks (with vectors); a chunk_id already present is replaced.
 
+        Raises InvalidVectorError, before writing anything, when a vector breaks a rule of the
+        index's similarity (`vector_problem`); `knn` does the same for the query vector.
+
         `visible`: return only once searches see them. Ingestion writes a document's batches
         with False and calls `make_visible` once at the end (a refresh per batch is costly).
         """
@@ -95,6 +148,12 @@ class ChunkStore(Protocol):
 
     async def drop(self, kb: KnowledgeBase) -> None:
         """Remove the alias and every generation (KnowledgeBase deleted with policy Delete)."""
+        ...
+
+    async def index_drift(self, kb: KnowledgeBase) -> list[SpecDrift]:
+        """The settings of spec.index the live index was built with otherwise, and that this store
+        honours ([] when there is no live index). Index settings never change in place: a store
+        keeps searching with the index's own until a re-index builds one from the spec."""
         ...
 
     async def close(self) -> None: ...

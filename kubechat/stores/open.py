@@ -9,6 +9,7 @@ once, after the stores (which never close it themselves).
 
 from __future__ import annotations
 
+import logging
 from contextlib import AsyncExitStack
 
 from elasticsearch import AsyncElasticsearch
@@ -17,7 +18,7 @@ from kubechat.core.settings import StoreSettings
 from kubechat.stores.chunks import ChunkStore
 from kubechat.stores.documents import DocumentCatalog
 from kubechat.stores.elasticsearch.chunks import ElasticsearchChunkStore
-from kubechat.stores.elasticsearch.client import new_client
+from kubechat.stores.elasticsearch.client import check_server, new_client
 from kubechat.stores.elasticsearch.documents import ElasticsearchDocumentCatalog
 from kubechat.stores.elasticsearch.history import ElasticsearchHistoryStore
 from kubechat.stores.history import HistoryStore
@@ -27,6 +28,8 @@ from kubechat.stores.objects.s3 import S3ObjectStore
 from kubechat.stores.sqlite.chunks import SQLiteChunkStore
 from kubechat.stores.sqlite.documents import SQLiteDocumentCatalog
 from kubechat.stores.sqlite.history import SQLiteHistoryStore
+
+logger = logging.getLogger(__name__)
 
 
 class Stores:
@@ -69,7 +72,11 @@ class Stores:
 
 
 async def open_stores(settings: StoreSettings) -> Stores:
-    """The process's stores: one Elasticsearch client for all when the cluster's are configured."""
+    """The process's stores: one Elasticsearch client for all when the cluster's are configured.
+
+    Raises UnsupportedServerError when that cluster is a version kubechat cannot talk to, and
+    StoreError (or StoreUnavailableError) when a store cannot be opened.
+    """
     closing = AsyncExitStack()
     try:
         elasticsearch = None
@@ -77,6 +84,10 @@ async def open_stores(settings: StoreSettings) -> Stores:
             elasticsearch = new_client(settings.elasticsearch_url, **settings.elasticsearch_credentials())
             # First in, so last out: after every store that uses it.
             closing.push_async_callback(elasticsearch.close)
+            # Before any store touches it: a server of another major would refuse every request
+            # with an error that does not say so (UnsupportedServerError does).
+            version = await check_server(elasticsearch)
+            logger.info("Elasticsearch %s", version)
         documents = await _open_document_catalog(settings, elasticsearch)
         closing.push_async_callback(documents.close)
         objects = await _open_object_store(settings)

@@ -66,11 +66,14 @@ class HashedWordModels:
 
     def __init__(self) -> None:
         self.down = False
+        self.zero = False  # an embedder gone wrong: every vector 0, which cosine cannot compare
 
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         if self.down:
             raise ModelUnavailableError(f"model {model} is unavailable: Triton is unreachable")
         vectors = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        if self.zero:
+            return vectors
         for row, text in enumerate(texts):
             for word in re.findall(r"\w+", text.lower()):
                 vectors[row, zlib.crc32(word.encode()) % DIMENSIONS] += 1.0
@@ -304,6 +307,23 @@ def test_vectors_of_another_size_fail_the_document(api: KnowledgeApi) -> None:
     document = api.settled("misdeclared", uploaded["id"])
     assert document["status"] == "failed" and document["error_code"] == "embedding_mismatch"
     assert "512" in document["error_message"]
+
+
+def test_vectors_the_similarity_refuses_fail_the_document_and_the_search(api: KnowledgeApi) -> None:
+    """What Elasticsearch refuses (a zero vector under cosine), the embedded store refuses too,
+    with one stable code: the document fails, not retried; a search answers 502 invalid_vector."""
+    api.models.zero = True
+    (uploaded,) = api.upload("handbook", ("zero.txt", b"Words the embedder maps to nothing.")).json()[
+        "documents"
+    ]
+    document = api.settled("handbook", uploaded["id"])
+    assert document["status"] == "failed" and document["error_code"] == "invalid_vector"
+    assert "zero magnitude" in document["error_message"] and "cosine" in document["error_message"]
+
+    search = api.client.post(f"{HANDBOOK}/search", json={"query": "anything"}, headers=auth())
+    assert search.status_code == 502
+    assert search.json()["error"]["code"] == "invalid_vector"
+    assert "zero magnitude" in search.json()["error"]["message"]
 
 
 def test_ingestion_waits_for_the_embedder(api: KnowledgeApi) -> None:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from kubechat.core.resources import KnowledgeBase
-from kubechat.stores.chunks import ChunkRecord, ChunkStore
-from kubechat.stores.errors import EmbeddingMismatchError, IndexMissingError
+from kubechat.stores.chunks import ChunkRecord, ChunkStore, SpecDrift
+from kubechat.stores.errors import EmbeddingMismatchError, IndexMissingError, InvalidVectorError
 from kubechat.stores.sqlite.chunks import SQLiteChunkStore
 
 ES_URL = os.environ.get("KUBECHAT_TEST_ES_URL", "")
@@ -286,5 +286,79 @@ async def test_english_analyzer_stems_and_ignores_stop_words(chunk_store: ChunkS
         # "scheduling" finds "schedules" (stemming); "the" and "of" alone would match nothing useful.
         hits = await chunk_store.text_search(kb, "the scheduling of the pod", k=4)
         assert hits[0].chunk.chunk_id == "d1:0"
+    finally:
+        await chunk_store.drop(kb)
+
+
+def with_index(kb: KnowledgeBase, **index: Any) -> KnowledgeBase:
+    """The same knowledge base with spec.index changed (as a `kubectl apply` would change it)."""
+    document = kb.model_dump(by_alias=True, exclude_none=True)
+    document["spec"]["index"] = {**document["spec"]["index"], **index}
+    return KnowledgeBase.model_validate(document)
+
+
+@pytest.mark.parametrize(
+    ("similarity", "vector", "problem"),
+    [
+        pytest.param("dot_product", vec(0.5, 0.5, 0.5, 0.6), "not unit length", id="dot-product-not-unit"),
+        pytest.param("cosine", vec(0, 0, 0, 0), "zero magnitude", id="cosine-zero"),
+        pytest.param("l2_norm", vec(float("inf"), 0, 0, 0), "NaN or infinite", id="infinite"),
+    ],
+)
+async def test_vectors_the_similarity_refuses_are_refused_at_write_and_at_query(
+    chunk_store: ChunkStore, similarity: str, vector: Any, problem: str
+) -> None:
+    """Elasticsearch's rules (DenseVectorFieldMapper): the embedded store refuses what it would."""
+    kb = with_index(knowledge_base(), similarity=similarity)
+    try:
+        index = await chunk_store.ensure_index(kb)
+        with pytest.raises(InvalidVectorError, match=problem):
+            await chunk_store.upsert(index, [CORPUS[0], chunk("d9", 0, "bad", vector)])
+        assert await chunk_store.count(kb) == 0  # nothing of the batch written
+        await chunk_store.upsert(index, CORPUS)
+        with pytest.raises(InvalidVectorError, match=f"the query vector .*{problem}"):
+            await chunk_store.knn(kb, vector, k=2)
+    finally:
+        await chunk_store.drop(kb)
+
+
+async def test_a_changed_spec_applies_to_the_next_generation_only(chunk_store: ChunkStore) -> None:
+    """Both stores keep searching with the settings the live index was built with, say what
+    differs, and follow the spec from the generation a re-index builds."""
+    built = knowledge_base()  # cosine, standard
+    changed = with_index(built, similarity="dot_product", analyzer="english")
+    try:
+        await filled(chunk_store, built)
+        assert await chunk_store.index_drift(built) == []
+        assert await chunk_store.index_drift(changed) == [
+            SpecDrift("index.similarity", "cosine", "dot_product"),
+            SpecDrift("index.analyzer", "standard", "english"),
+        ]
+        # Still cosine: a query dot_product would refuse is fine, and no stemming yet.
+        assert await chunk_store.knn(changed, vec(3, 0, 0, 4), k=1)
+        assert await chunk_store.text_search(changed, "scheduling", k=1) == []
+
+        rebuilt = await chunk_store.create_generation(changed)
+        await chunk_store.upsert(rebuilt, CORPUS)
+        await chunk_store.activate(changed, rebuilt)
+
+        assert await chunk_store.index_drift(changed) == []
+        with pytest.raises(InvalidVectorError):
+            await chunk_store.knn(changed, vec(3, 0, 0, 4), k=1)
+        assert [h.chunk.chunk_id for h in await chunk_store.text_search(changed, "scheduling", k=1)] == [
+            "d1:0"
+        ]
+    finally:
+        await chunk_store.drop(built)
+
+
+async def test_a_declared_analyzer_with_a_stemmer_stems(chunk_store: ChunkStore) -> None:
+    kb = with_index(
+        knowledge_base(), analyzer="stems", analyzers={"stems": {"filter": ["lowercase", "porter_stem"]}}
+    )
+    try:
+        await filled(chunk_store, kb)
+        hits = await chunk_store.text_search(kb, "scheduling", k=4)
+        assert [h.chunk.chunk_id for h in hits] == ["d1:0"]
     finally:
         await chunk_store.drop(kb)

@@ -59,8 +59,8 @@ class RecordingStore:
         self.puts.append(key)
         return await self.inner.put(key, data, content_type, metadata)
 
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
+    async def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        return await self.inner.get(key, max_bytes=max_bytes)
 
     async def exists(self, key: str) -> bool:
         return await self.inner.exists(key)

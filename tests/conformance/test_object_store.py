@@ -12,21 +12,34 @@ import os
 import random
 import socket
 import stat
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+import tracemalloc
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from pytest_httpserver import HTTPServer
 
-from kubechat.stores.errors import ObjectNotFoundError, StoreError, StoreUnavailableError
+from kubechat.stores.errors import (
+    BucketMissingError,
+    ObjectNotFoundError,
+    ObjectTooLargeError,
+    StoreError,
+    StoreUnavailableError,
+)
 from kubechat.stores.objects import ObjectInfo, ObjectStat, ObjectStore
+from kubechat.stores.objects import s3 as s3_module
 from kubechat.stores.objects.files import FileObjectStore
+from kubechat.stores.objects.minio_compat import user_metadata
 from kubechat.stores.objects.s3 import S3ObjectStore
-from tests.s3_server import S3Endpoint, moto_s3_server, unique_bucket_name
+from tests.conftest import free_port
+from tests.s3_server import KeywordOnlyMinio, S3Endpoint, moto_s3_server, unique_bucket_name
 
 PDF = "application/pdf"
+T = TypeVar("T")
 
 
 class InspectableObjectStore(ObjectStore, Protocol):
@@ -523,13 +536,15 @@ async def test_s3_objects_carry_content_type_and_user_metadata(s3_store: S3Objec
     from minio import Minio  # the store's own client is private
 
     await s3_store.put("kb/r.pdf", b"%PDF", PDF, {"name": "r é.pdf"})
-    client = Minio(s3_store.endpoint, access_key="a", secret_key="s", secure=False, region="us-east-1")
-    result = client.stat_object(s3_store.bucket, "kb/r.pdf")
+    client = Minio(
+        endpoint=s3_store.endpoint, access_key="a", secret_key="s", secure=False, region="us-east-1"
+    )
+    result = client.stat_object(bucket_name=s3_store.bucket, object_name="kb/r.pdf")
 
     assert result.content_type == PDF
-    assert result.metadata is not None
-    assert result.metadata["x-amz-meta-name"] == "r%20%C3%A9.pdf"
-    assert result.metadata["x-amz-meta-kubechat-sha256"] == hashlib.sha256(b"%PDF").hexdigest()
+    metadata = user_metadata(result)
+    assert metadata["name"] == "r%20%C3%A9.pdf"
+    assert metadata["kubechat-sha256"] == hashlib.sha256(b"%PDF").hexdigest()
 
 
 def test_s3_endpoint_must_be_host_and_port() -> None:
@@ -583,3 +598,172 @@ async def test_s3_error_answers_map_to_store_errors(
 
     assert type(raised.value) is expected
     await store.close()
+
+
+async def test_s3_retries_run_out_is_reported_as_failing_not_unreachable(httpserver: HTTPServer) -> None:
+    """urllib3 retries 500/502/503/504 and then gives up with MaxRetryError, as it does for a lost
+    connection: the server answered, so the message says what it answered."""
+    httpserver.expect_request("/kubechat-test/kb/a.pdf").respond_with_data(
+        s3_error_document("SlowDown"), status=503, content_type="application/xml"
+    )
+    store = S3ObjectStore(
+        f"{httpserver.host}:{httpserver.port}", "access", "secret", "kubechat-test",
+        secure=False, region="us-east-1", retries=2,
+    )  # fmt: skip
+
+    with pytest.raises(StoreUnavailableError) as raised:
+        await store.get("kb/a.pdf")
+
+    message = str(raised.value)
+    assert "cannot reach" not in message
+    assert "kept failing after 2 retries" in message and "503" in message
+    assert len(httpserver.log) == 3
+    await store.close()
+
+
+# -- a missing bucket is not a missing object ----------------------------------------------------
+
+
+async def test_s3_a_missing_bucket_is_not_reported_as_a_missing_object(s3_endpoint: S3Endpoint) -> None:
+    """A HEAD answer has no body, so minio calls every 404 of an object NoSuchKey, bucket or not."""
+    store = make_s3_store(s3_endpoint, unique_bucket_name())  # never created
+
+    for attempt in (store.exists("kb/a.pdf"), store.stat("kb/a.pdf"), store.get("kb/a.pdf")):
+        with pytest.raises(BucketMissingError, match="NoSuchBucket"):
+            await attempt
+    await store.close()
+
+
+async def test_s3_a_missing_object_in_an_existing_bucket_is_still_missing(s3_store: S3ObjectStore) -> None:
+    assert await s3_store.exists("kb/none.pdf") is False
+    with pytest.raises(ObjectNotFoundError):
+        await s3_store.stat("kb/none.pdf")
+
+
+# -- minio-py 8 takes keywords only -----------------------------------------------------------------
+
+
+async def test_s3_store_calls_minio_with_keywords_only(
+    s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3_module, "Minio", KeywordOnlyMinio)
+    store = make_s3_store(s3_endpoint, unique_bucket_name())
+    await store.ensure_bucket()
+    await store.put("kb/a.pdf", b"%PDF", PDF, {"name": "a.pdf"})
+
+    assert await store.get("kb/a.pdf") == b"%PDF"
+    assert await store.exists("kb/a.pdf") and not await store.exists("kb/b.pdf")
+    assert (await store.stat("kb/a.pdf")).metadata == {"name": "a.pdf"}
+    assert await store.list_keys("kb/") == ["kb/a.pdf"]
+    await store.delete("kb/a.pdf")
+    await store.close()
+
+
+# -- reads hold a bounded buffer, not the object ---------------------------------------------------
+
+BIG = 24 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def big_object() -> bytes:
+    return random.Random(7).randbytes(BIG)
+
+
+@pytest.fixture(scope="module")
+def foreign_s3(tmp_path_factory: pytest.TempPathFactory, big_object: bytes) -> Iterator[str]:
+    """An object another S3 client wrote (no kubechat-sha256 entry), served by a process of its
+    own, so that measuring this process's memory measures the client alone. Python's http.server
+    answers HEAD and GET of a path-style key as S3 does for what the store reads (Content-Length,
+    Content-Type, Last-Modified); it checks no signature."""
+    root = tmp_path_factory.mktemp("s3")
+    (root / "kubechat-test" / "kb").mkdir(parents=True)
+    (root / "kubechat-test" / "kb" / "big.bin").write_bytes(big_object)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def foreign_store(endpoint: str) -> S3ObjectStore:
+    return S3ObjectStore(
+        endpoint, "access", "secret", "kubechat-test", secure=False, region="us-east-1", retries=0
+    )
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run on a loop of its own. Not asyncio.run: on Python 3.11 its exit formats the repr of its
+    SIGINT handler, which holds the finished task and so a repr of its (large) result."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
+def peak_while(call: Callable[[], Any]) -> int:
+    """Peak bytes Python allocated while `call` ran (its worker threads included)."""
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_s3_stat_hashes_a_foreign_object_as_it_streams(foreign_s3: str, big_object: bytes) -> None:
+    store = foreign_store(foreign_s3)
+    found: list[ObjectStat] = []
+
+    peak = peak_while(lambda: found.append(run(store.stat("kb/big.bin"))))
+
+    assert found[0].info == info_of("kb/big.bin", big_object)
+    assert peak < BIG // 4, f"stat held {peak} bytes for a {BIG}-byte object"
+
+
+def test_s3_get_refuses_an_object_over_max_bytes_before_reading_it(
+    foreign_s3: str, big_object: bytes
+) -> None:
+    store = foreign_store(foreign_s3)
+
+    def get() -> None:
+        with pytest.raises(ObjectTooLargeError, match=f"{BIG} bytes"):
+            run(store.get("kb/big.bin", max_bytes=1024 * 1024))
+
+    assert peak_while(get) < BIG // 4
+    got: list[bytes] = []
+    # Reading it whole holds it once (the result), not again in transit.
+    peak = peak_while(lambda: got.append(run(store.get("kb/big.bin", max_bytes=BIG))))
+    assert got == [big_object]
+    assert peak < BIG * 1.5, f"get held {peak} bytes for a {BIG}-byte object"
+
+
+async def test_get_with_max_bytes_refuses_larger_objects(object_store: InspectableObjectStore) -> None:
+    await object_store.put("kb/a.bin", b"12345", "application/octet-stream", {})
+
+    assert await object_store.get("kb/a.bin", max_bytes=5) == b"12345"
+    with pytest.raises(ObjectTooLargeError):
+        await object_store.get("kb/a.bin", max_bytes=4)
+
+
+def test_file_store_stat_hashes_in_chunks(tmp_path: Path, big_object: bytes) -> None:
+    store = FileObjectStore(tmp_path / "store")
+    run(store.put("kb/big.bin", big_object, "application/octet-stream", {}))
+
+    peak = peak_while(lambda: run(store.stat("kb/big.bin")))
+
+    assert peak < BIG // 4

@@ -17,7 +17,7 @@ from kubechat.core.resources import ModelSource, parse_chat_model
 from kubechat.operator import fetch, render_repository
 from kubechat.operator.fetch import MARKER, FetchError, S3Settings, fetch_source
 from kubechat.triton.repository import parse_model_config
-from tests.s3_server import S3Endpoint, moto_s3_server, unique_bucket_name
+from tests.s3_server import KeywordOnlyMinio, S3Endpoint, moto_s3_server, unique_bucket_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,13 @@ def s3() -> Iterator[S3Endpoint]:
 
 
 def _client(s3: S3Endpoint) -> Minio:
-    return Minio(s3.endpoint, s3.access_key, s3.secret_key, secure=False, region=s3.region)
+    return Minio(
+        endpoint=s3.endpoint,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+        secure=False,
+        region=s3.region,
+    )
 
 
 def _env(s3: S3Endpoint) -> dict[str, str]:
@@ -53,12 +59,12 @@ def bucket(s3: S3Endpoint) -> str:
     """A bucket with a model under models/llama/, and neighbours the fetch must not take."""
     name = unique_bucket_name()
     client = _client(s3)
-    client.make_bucket(name)
+    client.make_bucket(bucket_name=name)
     objects = {f"models/llama/{k}": v for k, v in FILES.items()}
     objects |= {"models/llama-v2/config.json": b"{}", "models/other/x.bin": b"x", "models/llama/folder/": b""}
     objects |= {"single/model.gguf": b"GGUF" + os.urandom(1000)}
     for key, data in objects.items():
-        client.put_object(name, key, io.BytesIO(data), len(data))
+        client.put_object(bucket_name=name, object_name=key, data=io.BytesIO(data), length=len(data))
     return name
 
 
@@ -259,3 +265,13 @@ def test_fetched_checkpoints_become_artifacts(tmp_path: Path) -> None:
     assert artifacts.tokenizer_dir == str(tokenizer)
     with pytest.raises(ValueError, match="does not exist"):
         render_repository.artifacts_from_weights(_cpu_model("transformers"), tmp_path / "nope", tmp_path)
+
+
+def test_fetch_calls_minio_with_keywords_only(
+    s3: S3Endpoint, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """minio-py 8 takes keyword arguments only; so does every call the fetch makes."""
+    monkeypatch.setattr(fetch, "Minio", KeywordOnlyMinio)
+
+    assert fetch_source(_s3_source(f"s3://{bucket}/models/llama/"), tmp_path / "weights", _env(s3)) is True
+    assert fetch_source(_s3_source(f"s3://{bucket}/single/model.gguf"), tmp_path / "single", _env(s3)) is True

@@ -150,10 +150,16 @@ async def test_documents_live_in_s3(triton: TritonServer, tmp_path: Path, s3: S3
         async with httpx.AsyncClient(base_url=api.url, headers=auth(), timeout=60) as http:
             body = b"The S3 heron nests on bucket island."
             (document,) = await indexed(http, "handbook", ("heron.txt", body))
-            minio = Minio(s3.endpoint, s3.access_key, s3.secret_key, secure=False, region=s3.region)
-            keys = [o.object_name for o in minio.list_objects(bucket, recursive=True)]
+            minio = Minio(
+                endpoint=s3.endpoint,
+                access_key=s3.access_key,
+                secret_key=s3.secret_key,
+                secure=False,
+                region=s3.region,
+            )
+            keys = [o.object_name for o in minio.list_objects(bucket_name=bucket, recursive=True)]
             assert keys == [f"knowledge-bases/default/handbook/{document['sha256']}"]
-            stored = minio.get_object(bucket, keys[0])
+            stored = minio.get_object(bucket_name=bucket, object_name=str(keys[0]))
             assert stored.read() == body
             assert not (tmp_path / "documents").exists()  # nothing kept on local disk
             hits = (await http.post("/knowledge-bases/handbook/search", json={"query": "heron"})).json()
@@ -161,7 +167,7 @@ async def test_documents_live_in_s3(triton: TritonServer, tmp_path: Path, s3: S3
             assert (
                 await http.delete(f"/knowledge-bases/handbook/documents/{document['id']}")
             ).status_code == 204
-            assert list(minio.list_objects(bucket, recursive=True)) == []
+            assert list(minio.list_objects(bucket_name=bucket, recursive=True)) == []
     finally:
         api.stop()
 

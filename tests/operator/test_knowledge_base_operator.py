@@ -162,3 +162,93 @@ async def test_an_index_of_another_embedding_is_reported_not_mixed(
 
     condition = await eventually(mismatch, what="EmbeddingMismatch")
     assert "8-dimensional" in condition["message"]
+
+
+# -- spec drift: ReindexRequired, and the opt-in re-index ---------------------------------------
+
+
+async def reindex_condition(cluster: Cluster, status: str, reason: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        found = await cluster.condition("KnowledgeBase", "handbook", "ReindexRequired")
+        return found if found and (found["status"], found["reason"]) == (status, reason) else None
+
+    return await eventually(check, what=f"ReindexRequired {status} {reason}")
+
+
+async def test_a_changed_index_spec_is_reported_until_a_reindex_applies_it(
+    cluster: Cluster, stores: KnowledgeStores
+) -> None:
+    await cluster.create(knowledge_base())
+    await ready(cluster)
+    await reindex_condition(cluster, "False", "IndexMatchesSpec")
+    kb = parsed(DOCUMENT)
+    await add_document(stores, kb, "doc-1")
+
+    changed = {"index": {"similarity": "dot_product", "analyzer": "english"}}
+    await cluster.patch_spec("KnowledgeBase", "handbook", changed, generation=2)
+
+    condition = await reindex_condition(cluster, "True", "SpecChanged")
+    assert "index.similarity: cosine -> dot_product" in condition["message"]
+    assert "index.analyzer: standard -> english" in condition["message"]
+    assert "/knowledge-bases/handbook/reindex" in condition["message"]
+    assert condition["observedGeneration"] == 2
+    # Reported only: nothing was rebuilt, the index and its documents are as they were.
+    assert await stores.documents.rebuilds() == {}
+    status = await cluster.status("KnowledgeBase", "handbook")
+    assert status["phase"] == "Ready" and status["index"] == kb.generation_index(1)
+    assert (await stores.documents.status_counts(kb.name)) == {"indexed": 1}
+
+    # The API's re-index (here by hand, as KnowledgeService.reindex does) applies it.
+    new = parsed(knowledge_base(**changed))
+    rebuilt = await stores.chunks.create_generation(new)
+    await stores.chunks.activate(new, rebuilt)
+
+    await reindex_condition(cluster, "False", "IndexMatchesSpec")
+
+
+async def test_reindex_policy_automatic_starts_the_reindex_itself(
+    cluster: Cluster, stores: KnowledgeStores
+) -> None:
+    await cluster.create(knowledge_base())
+    await ready(cluster)
+    kb = parsed(DOCUMENT)
+    await add_document(stores, kb, "doc-1")
+
+    changed = {"index": {"similarity": "dot_product"}, "reindexPolicy": "Automatic"}
+    await cluster.patch_spec("KnowledgeBase", "handbook", changed, generation=2)
+
+    condition = await reindex_condition(cluster, "True", "Reindexing")
+    new_index = kb.generation_index(2)
+    assert new_index in condition["message"] and "index.similarity" in condition["message"]
+    # As POST /reindex does: a generation recorded for every replica, the documents queued again.
+    assert await stores.documents.rebuilds() == {"handbook": new_index}
+    assert (await stores.documents.status_counts(kb.name)) == {"queued": 1}
+    # Started once: the count timer sees the rebuild under way and leaves it.
+    await reindex_condition(cluster, "True", "Reindexing")
+    assert await stores.documents.rebuilds() == {"handbook": new_index}
+
+    # An API replica ingests the document into it and switches the alias (as IndexGenerations.finish).
+    await stores.documents.update("doc-1", DocumentStatus.INDEXED)
+    await stores.chunks.activate(parsed(knowledge_base(**changed)), new_index)
+    await stores.documents.set_rebuild("handbook", None)
+
+    await reindex_condition(cluster, "False", "IndexMatchesSpec")
+    assert (await cluster.status("KnowledgeBase", "handbook"))["index"] == new_index
+
+
+async def test_reindex_policy_automatic_without_documents_switches_at_once(
+    cluster: Cluster, stores: KnowledgeStores
+) -> None:
+    await cluster.create(knowledge_base(reindexPolicy="Automatic"))
+    await ready(cluster)
+    kb = parsed(DOCUMENT)
+
+    await cluster.patch_spec("KnowledgeBase", "handbook", {"index": {"analyzer": "english"}}, generation=2)
+
+    await reindex_condition(cluster, "False", "IndexMatchesSpec")
+
+    async def switched() -> bool:
+        return (await cluster.status("KnowledgeBase", "handbook")).get("index") == kb.generation_index(2)
+
+    await eventually(switched, what="the alias on generation 2")
+    assert await stores.documents.rebuilds() == {}

@@ -343,6 +343,25 @@ MINIMAL = [
         id="chat-model-on-every-boundary",
     ),
     pytest.param(knowledge_base(chunking={"size": 64, "overlap": 63}), id="knowledge-base-on-the-boundary"),
+    pytest.param(
+        knowledge_base(
+            embedding={"model": "minilm", "dimensions": 64},
+            index={
+                "type": "bbq_hnsw",
+                "hnsw": {"m": 512, "efConstruction": 3200},
+                "analyzer": "folded",
+                "analyzers": {"folded": {"tokenizer": "standard", "filter": ["lowercase", "icu_folding"]}},
+            },
+            reindexPolicy="Automatic",
+        ),
+        id="knowledge-base-index-on-every-boundary",
+    ),
+    pytest.param(
+        knowledge_base(
+            embedding={"model": "m", "dimensions": 7}, index={"type": "int8_flat", "analyzer": "german"}
+        ),
+        id="knowledge-base-built-in-analyzer-odd-dimensions",
+    ),
 ]
 
 
@@ -587,6 +606,12 @@ TOKENIZER = "a prebuilt engine needs spec.tokenizer (engines carry no tokenizer)
 ONE_SOURCE = "source must name exactly one of package/huggingFace/s3/pvc"
 AUTOSCALING = "autoscaling.maxReplicas must be >= autoscaling.minReplicas"
 OVERLAP = "chunking.overlap must be smaller than chunking.size"
+ANALYZER = (
+    "index.analyzer must be a built-in Elasticsearch analyzer (standard, english, ...) or one declared in "
+    "index.analyzers"
+)
+INT4 = "index.type int4_hnsw and int4_flat need an even number of embedding.dimensions"
+BBQ = "index.type bbq_hnsw and bbq_flat need at least 64 embedding.dimensions"
 NAME = "metadata.name must be an RFC 1123 label"
 BACKEND_IMMUTABLE = (
     "spec.engine.backend is immutable: switching between TensorRT-LLM and a CPU backend is a different "
@@ -680,6 +705,25 @@ REFUSED = [
         knowledge_base(chunking={"size": 64, "overlap": 64}), OVERLAP, OVERLAP, id="overlap-equals-size"
     ),
     pytest.param(knowledge_base(chunking={"size": 32}), OVERLAP, OVERLAP, id="size-under-default-overlap"),
+    pytest.param(knowledge_base(index={"analyzer": "my_stemmer"}), ANALYZER, ANALYZER, id="unknown-analyzer"),
+    pytest.param(
+        knowledge_base(index={"analyzer": "folded", "analyzers": {"other": {}}}),
+        ANALYZER,
+        ANALYZER,
+        id="analyzer-not-among-the-declared",
+    ),
+    pytest.param(
+        knowledge_base(embedding={"model": "m", "dimensions": 7}, index={"type": "int4_hnsw"}),
+        INT4,
+        INT4,
+        id="int4-odd-dimensions",
+    ),
+    pytest.param(
+        knowledge_base(embedding={"model": "m", "dimensions": 63}, index={"type": "bbq_flat"}),
+        BBQ,
+        BBQ,
+        id="bbq-under-64-dimensions",
+    ),
     pytest.param(
         chat_model({"engine": {"backend": "synthetic"}}, name="my.model"),
         NAME,
@@ -839,6 +883,12 @@ SCHEMA_REFUSED = [
     pytest.param(knowledge_base(chunking={"size": 8, "overlap": 0}), id="chunks-too-small"),
     pytest.param(knowledge_base(deletionPolicy="Orphan"), id="unknown-deletion-policy"),
     pytest.param(knowledge_base(index={"similarity": "hamming"}), id="unknown-similarity"),
+    # Lucene's limits (Lucene99HnswVectorsFormat: MAXIMUM_BEAM_WIDTH 3200, MAXIMUM_MAX_CONN 512).
+    pytest.param(knowledge_base(index={"hnsw": {"efConstruction": 3201}}), id="ef-construction-over-3200"),
+    pytest.param(knowledge_base(index={"hnsw": {"m": 513}}), id="m-over-512"),
+    pytest.param(knowledge_base(index={"type": "bbq_disk"}), id="unlicensed-index-type"),
+    pytest.param(knowledge_base(index={"analyzer": ""}), id="empty-analyzer"),
+    pytest.param(knowledge_base(reindexPolicy="Sometimes"), id="unknown-reindex-policy"),
 ]
 
 

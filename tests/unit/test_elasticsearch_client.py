@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from elasticsearch import AsyncElasticsearch
 from pydantic import SecretStr
+from pytest_httpserver import HTTPServer
 
 from kubechat.api.settings import Settings
 from kubechat.core.settings import StoreSettings
@@ -22,18 +23,20 @@ from kubechat.operator import runner as operator_runner
 from kubechat.stores import open as stores_open
 from kubechat.stores.elasticsearch.chunks import ElasticsearchChunkStore
 from kubechat.stores.elasticsearch.client import (
+    CLIENT_MAJOR,
     MAX_BACKOFF_S,
     BulkAction,
     PartFailure,
     RequestFailed,
     Retries,
     bulk,
+    check_server,
     new_client,
     partial_failure,
 )
 from kubechat.stores.elasticsearch.documents import ElasticsearchDocumentCatalog
 from kubechat.stores.elasticsearch.history import ElasticsearchHistoryStore
-from kubechat.stores.errors import StoreError, StoreUnavailableError
+from kubechat.stores.errors import StoreError, StoreUnavailableError, UnsupportedServerError
 from kubechat.stores.objects.files import FileObjectStore
 from kubechat.stores.open import open_stores
 from kubechat.stores.sqlite.chunks import SQLiteChunkStore
@@ -150,6 +153,7 @@ def cluster_settings(es: FakeElasticsearch, tmp_path: Path) -> Settings:
 async def test_the_stores_of_a_process_share_one_client_closed_once(
     es: FakeElasticsearch, tmp_path: Path, made: list[tuple[AsyncElasticsearch, list[str]]]
 ) -> None:
+    es.root()
     es.reply("PUT", "/kubechat-documents", {**CREATED, "index": "kubechat-documents"})
     es.reply("PUT", "/chats", {**CREATED, "index": "chats"})
     es.reply("POST", f"/{KB.index_alias}/_count", COUNT)
@@ -181,6 +185,7 @@ async def test_the_stores_of_a_process_share_one_client_closed_once(
 async def test_the_operator_closes_its_one_client_with_its_stores(
     es: FakeElasticsearch, tmp_path: Path, made: list[tuple[AsyncElasticsearch, list[str]]]
 ) -> None:
+    es.root()
     es.reply("PUT", "/kubechat-documents", {**CREATED, "index": "kubechat-documents"})
 
     stores = await operator_runner.open_stores(cluster_settings(es, tmp_path))
@@ -190,12 +195,14 @@ async def test_the_operator_closes_its_one_client_with_its_stores(
 
     ((_, events),) = made
     assert events == ["closed"]
-    assert [(sent.method, sent.path) for sent in es.sent] == [("PUT", "/kubechat-documents")]  # no history
+    # The version first, then the catalog; no history.
+    assert [(sent.method, sent.path) for sent in es.sent] == [("GET", "/"), ("PUT", "/kubechat-documents")]
 
 
 async def test_a_failed_opening_closes_the_client(
     es: FakeElasticsearch, tmp_path: Path, made: list[tuple[AsyncElasticsearch, list[str]]]
 ) -> None:
+    es.root()
     es.error("PUT", "/kubechat-documents", 403, "security_exception", "[indices:admin/create] unauthorized")
 
     with pytest.raises(RequestFailed, match="403 security_exception"):
@@ -379,3 +386,85 @@ def test_partial_failures_inside_the_cluster_are_unavailable() -> None:
     assert isinstance(partial_failure("w", [internal, turned_away], 2, "entries"), StoreUnavailableError)
     error = partial_failure("w", [turned_away, refused], 2, "entries")
     assert isinstance(error, StoreError) and not isinstance(error, StoreUnavailableError)
+
+
+# -- the server's version -------------------------------------------------------------------------
+
+
+async def test_a_supported_server_reports_its_version(
+    es: FakeElasticsearch, client: AsyncElasticsearch
+) -> None:
+    es.root("9.1.0")
+
+    assert await check_server(client, RETRIES) == "9.1.0"
+    assert es.sent[0].headers["Accept"].endswith("compatible-with=9")
+
+
+async def test_an_8x_server_is_unsupported_with_a_reason_that_says_so(
+    es: FakeElasticsearch, client: AsyncElasticsearch
+) -> None:
+    """elasticsearch-py 9 asks for compatibility with 9; an 8.x cluster refuses every request."""
+    es.refusals.server_major = 8
+    es.root("8.19.0")  # what it would answer a client it understood
+
+    with pytest.raises(UnsupportedServerError) as caught:
+        await check_server(client, RETRIES)
+
+    message = str(caught.value)
+    assert "media_type_header_exception" in message
+    assert "Accept version must be either version 8 or 7, but found 9" in message
+    assert f"older than {CLIENT_MAJOR}.0" in message and f"Elasticsearch {CLIENT_MAJOR}.x" in message
+    assert len(es.sent) == 1  # not retried
+
+
+async def test_an_8x_server_stops_the_stores_from_opening_with_that_reason(
+    es: FakeElasticsearch, tmp_path: Path, made: list[tuple[AsyncElasticsearch, list[str]]]
+) -> None:
+    es.refusals.server_major = 8
+    es.root("8.19.0")
+
+    with pytest.raises(UnsupportedServerError, match="older than"):
+        await open_stores(cluster_settings(es, tmp_path))
+
+    ((_, events),) = made
+    assert events == ["closed"]
+    assert [sent.path for sent in es.sent] == ["/"]  # no store touched it
+
+
+async def test_something_that_is_not_elasticsearch_is_unsupported(
+    httpserver: HTTPServer, client: AsyncElasticsearch
+) -> None:
+    httpserver.expect_ordered_request("/", method="GET").respond_with_json(
+        {"name": "node", "version": {"distribution": "opensearch", "number": "2.19.0"}}
+    )
+
+    with pytest.raises(UnsupportedServerError, match="not Elasticsearch"):
+        await check_server(client, RETRIES)
+    httpserver.check_assertions()
+
+
+async def test_a_newer_major_is_allowed_with_a_warning(
+    es: FakeElasticsearch, client: AsyncElasticsearch, caplog: pytest.LogCaptureFixture
+) -> None:
+    es.root(f"{CLIENT_MAJOR + 1}.0.0")
+
+    assert await check_server(client, RETRIES) == f"{CLIENT_MAJOR + 1}.0.0"
+    assert "newer than this client" in caplog.text
+
+
+async def test_error_messages_carry_the_cause_elasticsearch_gives(
+    es: FakeElasticsearch, client: AsyncElasticsearch
+) -> None:
+    cause = {
+        "type": "illegal_argument_exception",
+        "reason": "The [cosine] similarity does not support vectors",
+    }
+    failed = "search_phase_execution_exception"
+    es.error("POST", f"/{KB.index_alias}/_count", 400, failed, "all shards failed", caused_by=cause)
+
+    with pytest.raises(RequestFailed) as caught:
+        await ElasticsearchChunkStore(client, retries=RETRIES).count(KB)
+    assert str(caught.value).endswith(
+        "400 search_phase_execution_exception all shards failed (caused by illegal_argument_exception: "
+        "The [cosine] similarity does not support vectors)"
+    )

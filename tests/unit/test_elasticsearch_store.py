@@ -9,7 +9,8 @@ bulk path the stores share are tested on their own in test_elasticsearch_client.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,8 @@ from elasticsearch import AsyncElasticsearch
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from kubechat.core.resources import KnowledgeBase
-from kubechat.stores.chunks import ChunkRecord, RankedChunk
+from kubechat.core.resources import KnowledgeBase, ResourceError, parse_resource
+from kubechat.stores.chunks import ChunkRecord, RankedChunk, SpecDrift
 from kubechat.stores.elasticsearch.chunks import (
     ElasticsearchChunkStore,
     generation_index,
@@ -28,7 +29,14 @@ from kubechat.stores.elasticsearch.chunks import (
     index_generation,
 )
 from kubechat.stores.elasticsearch.client import Retries, new_client
-from kubechat.stores.errors import EmbeddingMismatchError, StoreError, StoreUnavailableError
+from kubechat.stores.errors import (
+    EmbeddingMismatchError,
+    InvalidIndexSpecError,
+    InvalidVectorError,
+    StoreError,
+    StoreUnavailableError,
+)
+from tests.elasticsearch_rules import Refusals, parse_body
 
 DIMS = 4
 ALIAS = "kubechat-kb.default.docs"
@@ -38,7 +46,9 @@ GEN2 = f"{ALIAS}.000002"
 ES_JSON = "application/vnd.elasticsearch+json;compatible-with=9"
 
 
-def knowledge_base(*, model: str = "minilm", dimensions: int = DIMS, name: str = "docs") -> KnowledgeBase:
+def knowledge_base(
+    *, model: str = "minilm", dimensions: int = DIMS, name: str = "docs", **index: Any
+) -> KnowledgeBase:
     return KnowledgeBase.model_validate(
         {
             "apiVersion": "kubechat.io/v1alpha1",
@@ -52,6 +62,7 @@ def knowledge_base(*, model: str = "minilm", dimensions: int = DIMS, name: str =
                     "analyzer": "english",
                     "shards": 2,
                     "replicas": 0,
+                    **index,
                 },
                 "access": {"owners": ["*"]},
             },
@@ -60,6 +71,8 @@ def knowledge_base(*, model: str = "minilm", dimensions: int = DIMS, name: str =
 
 
 KB = knowledge_base()
+# A unit vector: KB's similarity is dot_product, which takes nothing else.
+UNIT = np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -74,37 +87,80 @@ class Sent:
 
 
 def _parse(request: Request) -> Sent:
-    data = request.get_data()
-    body: Any = None
-    if data and "ndjson" in (request.content_type or ""):
-        body = [json.loads(line) for line in data.decode().splitlines() if line]
-    elif data:
-        body = json.loads(data)
-    return Sent(request.method, request.path, dict(request.args), dict(request.headers), body)
+    return Sent(request.method, request.path, dict(request.args), dict(request.headers), parse_body(request))
+
+
+def _response(status: int, body: Any, content_type: str = ES_JSON) -> Response:
+    return Response(
+        json.dumps(body),
+        status=status,
+        content_type=content_type,
+        headers={"X-Elastic-Product": "Elasticsearch"},
+    )
 
 
 class FakeElasticsearch:
-    """Scripted answers, in order; every request is recorded."""
+    """Scripted answers, in order; every request is recorded.
+
+    A scripted answer gives way to the one a real cluster gives where `refusals` says it refuses
+    the request (tests/elasticsearch_rules.py: analyzers, index options, vectors, an older major),
+    so a test cannot pass by sending what Elasticsearch would refuse.
+    """
 
     def __init__(self, server: HTTPServer) -> None:
         self.server = server
+        self.refusals = Refusals()
 
     @property
     def url(self) -> str:
         return f"http://{self.server.host}:{self.server.port}"
 
     def reply(self, method: str, path: str, body: Any, status: int = 200) -> None:
-        response = Response(
-            json.dumps(body),
-            status=status,
-            content_type=ES_JSON,
-            headers={"X-Elastic-Product": "Elasticsearch"},
+        self.server.expect_ordered_request(path, method=method).respond_with_handler(
+            self._answer(body, status)
         )
-        self.server.expect_ordered_request(path, method=method).respond_with_response(response)
+
+    def always(self, method: str, path: str, body: Any, status: int = 200) -> None:
+        """Answer every request to `path` so (once no ordered answer is waiting), refusals first:
+        for a caller that may ask any number of times."""
+        self.server.expect_request(path, method=method).respond_with_handler(self._answer(body, status))
+
+    def _answer(self, body: Any, status: int) -> Callable[[Request], Response]:
+        def answer(request: Request) -> Response:
+            sent = parse_body(request)
+            refused = self.refusals.refuse(request, sent)
+            if refused is not None:
+                content_type = ES_JSON if self.refusals.server_major >= 9 else "application/json"
+                return _response(*refused, content_type=content_type)
+            scripted = body
+            if status < 300:
+                if request.path.endswith("/_bulk") and isinstance(sent, list) and isinstance(body, dict):
+                    scripted = self.refusals.refuse_items(request, sent, body)
+                self.refusals.learn(body)
+            return _response(status, scripted)
+
+        return answer
 
     def error(self, method: str, path: str, status: int, error_type: str, reason: str, **extra: Any) -> None:
         cause = {"type": error_type, "reason": reason, **extra}
         self.reply(method, path, {"error": {"root_cause": [cause], **cause}, "status": status}, status)
+
+    def root(self, version: str = "9.1.0") -> None:
+        """`GET /` as a cluster of `version` answers it (what `check_server` asks)."""
+        self.reply(
+            "GET", "/",
+            {
+                "name": "es-0", "cluster_name": "kubechat", "cluster_uuid": "kR5EvWmZQ8KXcOzrJwYhlA",
+                "version": {
+                    "number": version, "build_flavor": "default", "build_type": "docker",
+                    "build_hash": "0f1e2d3c4b5a", "build_date": "2026-01-01T00:00:00.000Z",
+                    "build_snapshot": False, "lucene_version": "10.2.2",
+                    "minimum_wire_compatibility_version": "8.19.0",
+                    "minimum_index_compatibility_version": "8.0.0",
+                },
+                "tagline": "You Know, for Search",
+            },
+        )  # fmt: skip
 
     @property
     def sent(self) -> list[Sent]:
@@ -140,24 +196,30 @@ def store(client: AsyncElasticsearch) -> ElasticsearchChunkStore:
 
 
 def existing_index(
-    kb: KnowledgeBase, index: str = GEN1, *, model: str = "minilm", dims: int = DIMS
+    kb: KnowledgeBase,
+    index: str = GEN1,
+    *,
+    model: str = "minilm",
+    dims: int = DIMS,
+    built_from: KnowledgeBase | None = None,
 ) -> dict[str, Any]:
-    """GET /<alias> as Elasticsearch answers it for an index built by kubechat."""
-    mappings = index_body(knowledge_base(model=model, dimensions=dims))["mappings"]
+    """GET /<alias> as Elasticsearch answers it for an index kubechat built (from `built_from`)."""
+    body = index_body(built_from or knowledge_base(model=model, dimensions=dims))
+    settings = {
+        "number_of_shards": str(body["settings"]["number_of_shards"]),
+        "number_of_replicas": str(body["settings"]["number_of_replicas"]),
+        "provided_name": index,
+        "creation_date": "1767225600000",
+        "uuid": "Xq0mJ1bNRpuWz5k1vJ0k2g",
+        "version": {"created": "9009000"},
+    }
+    if "analysis" in body["settings"]:
+        settings["analysis"] = body["settings"]["analysis"]
     return {
         index: {
             "aliases": {kb.index_alias: {"is_write_index": True}},
-            "mappings": mappings,
-            "settings": {
-                "index": {
-                    "number_of_shards": "2",
-                    "number_of_replicas": "0",
-                    "provided_name": index,
-                    "creation_date": "1767225600000",
-                    "uuid": "Xq0mJ1bNRpuWz5k1vJ0k2g",
-                    "version": {"created": "9009000"},
-                }
-            },
+            "mappings": body["mappings"],
+            "settings": {"index": settings},
         }
     }
 
@@ -248,7 +310,8 @@ def test_index_body_pins_the_embedding_and_the_index_options() -> None:
         "dims": DIMS,
         "index": True,
         "similarity": "dot_product",
-        "index_options": {"type": "hnsw", "m": 24, "ef_construction": 200},
+        # No type in the spec: Elasticsearch 9's own default under 384 dimensions.
+        "index_options": {"type": "int8_hnsw", "m": 24, "ef_construction": 200},
     }
     assert properties["text"] == {"type": "text", "analyzer": "english"}
     assert properties["document_id"] == {"type": "keyword"}
@@ -443,19 +506,22 @@ async def test_drop_of_a_knowledge_base_without_indices_deletes_nothing(
 # -- writes ------------------------------------------------------------------------------------
 
 
-async def test_upsert_sends_batches_and_waits_for_visibility_on_the_last(
+async def test_upsert_sends_batches_then_refreshes_every_shard_they_wrote_to(
     es: FakeElasticsearch, store: ElasticsearchChunkStore
 ) -> None:
+    """`refresh=wait_for` on the last batch would wait only for the shards that batch touched; an
+    earlier batch's chunks on another of KB's two shards could stay unsearchable."""
     es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
     es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0"), bulk_item("doc-1:1")))
     es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:2")))
+    es.reply("POST", f"/{GEN1}/_refresh", {"_shards": {"total": 2, "successful": 2, "failed": 0}})
 
     await store.upsert(GEN1, [chunk(0), chunk(1, page=None), chunk(2)])
 
-    first, last = es.sent[1:]
+    first, last, refresh = es.sent[1:]
     assert first.headers["Content-Type"].startswith("application/vnd.elasticsearch+x-ndjson")
-    assert first.params == {"include_source_on_error": "false"}
-    assert last.params == {"include_source_on_error": "false", "refresh": "wait_for"}
+    assert first.params == last.params == {"include_source_on_error": "false"}
+    assert (refresh.method, refresh.path) == ("POST", f"/{GEN1}/_refresh")
     assert first.body == [
         {"index": {"_id": "doc-1:0"}},
         {
@@ -469,6 +535,18 @@ async def test_upsert_sends_batches_and_waits_for_visibility_on_the_last(
         },
     ]  # fmt: skip
     assert [line for line in last.body if "index" in line] == [{"index": {"_id": "doc-1:2"}}]
+
+
+async def test_upsert_of_one_batch_waits_for_its_refresh(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0"), bulk_item("doc-1:1")))
+
+    await store.upsert(GEN1, [chunk(0), chunk(1)])
+
+    (bulk,) = es.sent[1:]
+    assert bulk.params == {"include_source_on_error": "false", "refresh": "wait_for"}
 
 
 async def test_ingestion_batches_refresh_once_at_the_end(
@@ -682,7 +760,7 @@ async def test_knn_candidates_grow_with_k_up_to_the_cluster_limit(
 ) -> None:
     es.reply("POST", f"/{ALIAS}/_search", search_response())
     es.reply("POST", f"/{ALIAS}/_search", search_response())
-    vector = np.zeros(DIMS, dtype=np.float32)
+    vector = UNIT
 
     assert await store.knn(KB, vector, 40) == []
     assert await store.knn(KB, vector, 5000) == []
@@ -730,7 +808,7 @@ async def test_searches_that_cannot_match_send_nothing(
 ) -> None:
     assert await store.text_search(KB, "   ", 3) == []
     assert await store.text_search(KB, "notes", 3, document_ids=[]) == []
-    assert await store.knn(KB, np.zeros(DIMS, dtype=np.float32), 3, document_ids=[]) == []
+    assert await store.knn(KB, UNIT, 3, document_ids=[]) == []
     assert es.sent == []
 
 
@@ -742,7 +820,7 @@ async def test_a_knowledge_base_without_an_index_reads_as_empty(
     index_not_found(es, "POST", f"/{ALIAS}/_count", ALIAS)
     index_not_found(es, "GET", f"/{ALIAS}/_doc/doc-1:0", ALIAS)
 
-    assert await store.knn(KB, np.zeros(DIMS, dtype=np.float32), 3) == []
+    assert await store.knn(KB, UNIT, 3) == []
     assert await store.text_search(KB, "notes", 3) == []
     assert await store.count(KB) == 0
     assert await store.get_chunk(KB, "doc-1:0") is None
@@ -816,3 +894,254 @@ async def test_closing_the_store_leaves_the_shared_client_open(
     await store.close()
 
     assert await ElasticsearchChunkStore(client).count(KB) == 3
+
+
+# -- what Elasticsearch refuses, refused first or reported as what it is -------------------------
+
+
+def test_index_options_follow_the_type_and_elasticsearch_9s_default() -> None:
+    def options(**spec: Any) -> Any:
+        return index_body(knowledge_base(**spec))["mappings"]["properties"]["vector"]["index_options"]
+
+    assert options(type="hnsw") == {"type": "hnsw", "m": 24, "ef_construction": 200}
+    assert options(type="int4_hnsw")["type"] == "int4_hnsw"
+    # Flat types have no graph: Elasticsearch refuses m and ef_construction on them.
+    assert options(type="flat") == {"type": "flat"}
+    assert options(type="int8_flat") == {"type": "int8_flat"}
+    # Unset: Elasticsearch 9's default for the dimensions (DenseVectorFieldMapper, 384 and up: bbq).
+    assert options()["type"] == "int8_hnsw"
+    big = index_body(knowledge_base(dimensions=384))["mappings"]["properties"]["vector"]["index_options"]
+    assert big == {"type": "bbq_hnsw", "m": 24, "ef_construction": 200}
+
+
+def test_custom_analyzers_become_the_index_analysis_settings() -> None:
+    kb = knowledge_base(
+        analyzer="folded",
+        analyzers={"folded": {"filter": ["lowercase", "asciifolding"], "charFilter": ["html_strip"]}},
+    )
+    body = index_body(kb)
+    assert body["settings"]["analysis"] == {
+        "analyzer": {
+            "folded": {
+                "type": "custom", "tokenizer": "standard", "filter": ["lowercase", "asciifolding"],
+                "char_filter": ["html_strip"],
+            }
+        }
+    }  # fmt: skip
+    assert body["mappings"]["properties"]["text"]["analyzer"] == "folded"
+    assert "analysis" not in index_body(KB)["settings"]
+
+
+def _unchecked(**index: Any) -> KnowledgeBase:
+    """A KnowledgeBase with spec.index set without validation: what the CRD now refuses."""
+    kb = knowledge_base()
+    spec_index = kb.spec.index.model_copy(update=index)
+    return kb.model_copy(update={"spec": kb.spec.model_copy(update={"index": spec_index})})
+
+
+@pytest.mark.parametrize(
+    ("index", "document_index", "refusal"),
+    [
+        pytest.param(
+            {"hnsw": _unchecked().spec.index.hnsw.model_copy(update={"ef_construction": 3201})},
+            {"hnsw": {"efConstruction": 3201}},
+            "beamWidth must be positive and less than or equal to 3200",
+            id="ef-construction-over-lucene-beam-width",
+        ),
+        pytest.param(
+            {"hnsw": _unchecked().spec.index.hnsw.model_copy(update={"m": 513})},
+            {"hnsw": {"m": 513}},
+            "maxConn must be positive and less than or equal to 512",
+            id="m-over-lucene-max-conn",
+        ),
+        pytest.param(
+            {"analyzer": "my_stemmer"},
+            {"analyzer": "my_stemmer"},
+            "analyzer [my_stemmer] has not been configured in mappings",
+            id="undeclared-analyzer",
+        ),
+    ],
+)
+async def test_what_the_spec_refuses_elasticsearch_refuses_too(
+    es: FakeElasticsearch,
+    store: ElasticsearchChunkStore,
+    index: dict[str, Any],
+    document_index: dict[str, Any],
+    refusal: str,
+) -> None:
+    """The CRD and the embedded loader refuse these specs; had one got through, the cluster would
+    have refused its index (the fake's rule, tests/elasticsearch_rules.py), and kubechat reports
+    that as a spec problem with the server's reason, not as an outage to retry."""
+    document = {
+        "apiVersion": "kubechat.io/v1alpha1", "kind": "KnowledgeBase", "metadata": {"name": "docs"},
+        "spec": {"embedding": {"model": "minilm", "dimensions": DIMS}, "index": document_index,
+                 "access": {"owners": ["*"]}},
+    }  # fmt: skip
+    with pytest.raises(ResourceError):
+        parse_resource(KnowledgeBase, document)
+    index_not_found(es, "GET", f"/{ALIAS}", ALIAS)
+    es.reply("PUT", f"/{GEN1}", {"acknowledged": True, "shards_acknowledged": True, "index": GEN1})
+
+    with pytest.raises(InvalidIndexSpecError, match=re.escape(refusal)):
+        await store.ensure_index(_unchecked(**index))
+    assert len(es.sent) == 2  # refused once, not retried
+
+
+async def test_an_index_the_cluster_refuses_is_an_invalid_spec_with_its_reason(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    """A declared analyzer may name a plugin's filter the cluster does not have."""
+    kb = knowledge_base(analyzer="folded", analyzers={"folded": {"filter": ["lowercase", "icu_folding"]}})
+    index_not_found(es, "GET", f"/{ALIAS}", ALIAS)
+    es.reply("PUT", f"/{GEN1}", {"acknowledged": True, "shards_acknowledged": True, "index": GEN1})
+
+    with pytest.raises(InvalidIndexSpecError) as caught:
+        await store.ensure_index(kb)
+
+    message = str(caught.value)
+    assert "default/docs" in message
+    refusal = "Custom Analyzer [folded] failed to find filter under name [icu_folding]"
+    assert f"400 illegal_argument_exception {refusal}" in message
+
+
+async def test_index_types_the_spec_allows_are_created(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    for chosen, dims in (("flat", DIMS), ("int4_hnsw", DIMS), ("bbq_hnsw", 64), ("bbq_flat", 384)):
+        kb = knowledge_base(type=chosen, dimensions=dims, name=f"docs-{chosen.replace('_', '-')}")
+        index_not_found(es, "GET", f"/{kb.index_alias}", kb.index_alias)
+        es.reply("PUT", f"/{kb.generation_index(1)}", {"acknowledged": True, "index": kb.generation_index(1)})
+        assert await store.ensure_index(kb) == kb.generation_index(1)
+
+
+@pytest.mark.parametrize(
+    ("vector", "problem"),
+    [
+        pytest.param([0.5, 0.5, 0.5, 0.6], "not unit length", id="dot-product-not-unit"),
+        pytest.param([0.0, 0.0, 0.0, 0.0], "not unit length", id="dot-product-zero"),
+        pytest.param([float("nan"), 0.0, 0.0, 1.0], "NaN or infinite", id="nan"),
+    ],
+)
+async def test_upsert_refuses_vectors_the_similarity_cannot_take_before_sending(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore, vector: list[float], problem: str
+) -> None:
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    bad = ChunkRecord("doc-1", "guide.pdf", 1, "text", vector=np.array(vector, dtype=np.float32))
+
+    with pytest.raises(InvalidVectorError, match=f"chunk doc-1:1 .*{problem}"):
+        await store.upsert(GEN1, [chunk(0), bad])
+    assert [s.path for s in es.sent] == [f"/{GEN1}/_mapping"]  # no bulk
+
+
+async def test_the_unit_length_tolerance_is_elasticsearchs(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    """|v|^2 within 1e-3 of 1 is unit length to Elasticsearch 9 (Element.isUnitVector)."""
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0")))
+    nearly = np.array([1.0004, 0.0, 0.0, 0.0], dtype=np.float32)  # |v|^2 = 1.0008
+
+    await store.upsert(GEN1, [ChunkRecord("doc-1", "g.pdf", 0, "t", vector=nearly)])
+    with pytest.raises(InvalidVectorError):
+        too_long = np.array([1.0006, 0.0, 0.0, 0.0], dtype=np.float32)  # |v|^2 = 1.0012
+        await store.upsert(GEN1, [ChunkRecord("doc-1", "g.pdf", 0, "t", vector=too_long)])
+
+
+async def test_cosine_refuses_only_zero_vectors(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    kb = knowledge_base(similarity="cosine")
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(kb)["mappings"]}})
+    es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0")))
+    long = ChunkRecord("doc-1", "g.pdf", 0, "t", vector=np.array([3, 0, 4, 0], dtype=np.float32))
+
+    await store.upsert(GEN1, [long])
+    zero = ChunkRecord("doc-1", "g.pdf", 1, "t", vector=np.zeros(DIMS, dtype=np.float32))
+    with pytest.raises(InvalidVectorError, match="zero magnitude"):
+        await store.upsert(GEN1, [zero])
+    with pytest.raises(InvalidVectorError, match="the query vector has zero magnitude"):
+        await store.knn(kb, np.zeros(DIMS, dtype=np.float32), 3)
+
+
+async def test_the_fake_refuses_a_bad_vector_as_elasticsearch_does(es: FakeElasticsearch) -> None:
+    """What the store's own check prevents, the fake cluster would refuse (for a client that sent it)."""
+    es.reply("GET", f"/{GEN1}/_mapping", {GEN1: {"mappings": index_body(KB)["mappings"]}})
+    es.reply("PUT", f"/{GEN1}/_bulk", bulk_response(bulk_item("doc-1:0"), bulk_item("doc-1:1")))
+    raw = AsyncElasticsearch(es.url)
+    try:
+        await raw.indices.get_mapping(index=GEN1)
+        source = {"document_id": "doc-1", "ordinal": 0, "text": "t"}
+        response = await raw.bulk(
+            index=GEN1,
+            operations=[
+                {"index": {"_id": "doc-1:0"}}, {**source, "vector": [0.5] * DIMS},
+                {"index": {"_id": "doc-1:1"}}, {**source, "vector": [0.5, 0.5, 0.5, 0.6]},
+            ],
+        )  # fmt: skip
+    finally:
+        await raw.close()
+    ok, refused = (item["index"] for item in response.body["items"])
+    assert response.body["errors"] is True
+    assert ok["status"] == 201
+    assert refused["status"] == 400
+    assert refused["error"]["type"] == "document_parsing_exception"
+    assert (
+        "The [dot_product] similarity can only be used with unit-length vectors" in refused["error"]["reason"]
+    )
+
+
+async def test_knn_refuses_a_query_vector_by_the_live_index_similarity(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    """The spec says cosine now, but the live index was built for dot_product: its rule holds."""
+    cosine = knowledge_base(similarity="cosine")
+    es.reply("GET", f"/{ALIAS}", existing_index(cosine, built_from=KB))
+    assert await store.ensure_index(cosine) == GEN1
+
+    with pytest.raises(InvalidVectorError, match="dot_product"):
+        await store.knn(cosine, np.array([3, 0, 4, 0], dtype=np.float32), 3)
+    assert len(es.sent) == 1  # no search
+
+
+async def test_knn_refused_by_the_cluster_is_an_invalid_vector(
+    es: FakeElasticsearch, client: AsyncElasticsearch
+) -> None:
+    """A process that has not looked at the index yet checks by the spec; the cluster's refusal,
+    which names the similarity in its cause, is reported the same way."""
+    store = ElasticsearchChunkStore(client, retries=RETRIES)
+    es.refusals.similarities[ALIAS] = "dot_product"  # as the operator created it
+    es.reply("POST", f"/{ALIAS}/_search", search_response())
+
+    with pytest.raises(InvalidVectorError, match=r"dot_product.*unit-length"):
+        await store.knn(knowledge_base(similarity="cosine"), np.array([3, 0, 4, 0], dtype=np.float32), 3)
+    assert len(es.sent) == 1  # not retried
+
+
+async def test_drift_lists_what_the_live_index_was_built_with_otherwise(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    changed = knowledge_base(
+        similarity="cosine", type="hnsw", hnsw={"m": 32, "efConstruction": 200}, shards=3,
+        analyzer="folded", analyzers={"folded": {"filter": ["lowercase"]}},
+    )  # fmt: skip
+    es.reply("GET", f"/{ALIAS}", existing_index(KB, built_from=KB))
+    es.reply("GET", f"/{ALIAS}", existing_index(KB, built_from=KB))
+    es.reply("GET", f"/{ALIAS}", existing_index(changed, built_from=changed))
+
+    assert await store.index_drift(KB) == []
+    assert await store.index_drift(changed) == [
+        SpecDrift("index.similarity", "dot_product", "cosine"),
+        SpecDrift("index.type", "int8_hnsw", "hnsw"),
+        SpecDrift("index.analyzer", "english", "folded"),
+        SpecDrift("index.shards", "2", "3"),
+        SpecDrift("index.hnsw.m", "24", "32"),
+        SpecDrift("index.analyzers.folded", "(none)", "tokenizer=standard filter=lowercase char_filter="),
+    ]
+    assert await store.index_drift(changed) == []
+
+
+async def test_drift_of_a_missing_index_is_nothing(
+    es: FakeElasticsearch, store: ElasticsearchChunkStore
+) -> None:
+    index_not_found(es, "GET", f"/{ALIAS}", ALIAS)
+    assert await store.index_drift(KB) == []

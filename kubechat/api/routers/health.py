@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from kubechat.api.dependencies import Services, ServicesDep
+from kubechat.api.dependencies import Services, get_services
 from kubechat.api.errors import error_responses
 from kubechat.api.routing import ApiRoute
 
@@ -23,8 +23,12 @@ class Readiness(BaseModel):
     checks: dict[str, str] = Field(description='What gates readiness: each "ready", or why not.')
     discovery: dict[str, str] | None = Field(default=None, description="Cluster mode: each kind's watch.")
     models: dict[str, str] | None = Field(default=None, description="Cluster mode: each model's readiness.")
-    knowledge_bases: dict[str, int] = Field(description="Counts `ready` and `unavailable` (not gating).")
-    mcp_servers: dict[str, dict[str, Any]] = Field(description="Each MCP server's connection (not gating).")
+    knowledge_bases: dict[str, int] = Field(
+        default_factory=dict, description="Counts `ready` and `unavailable` (not gating)."
+    )
+    mcp_servers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Each MCP server's connection (not gating)."
+    )
     supervised: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="`kubechat serve`: the processes it keeps up (tritonserver): state, restarts, last exit.",
@@ -45,14 +49,21 @@ async def health() -> dict[str, str]:
         503: {"model": Readiness, "description": "A dependency is not ready: `checks` says which."},
     },
 )
-async def ready(services: ServicesDep) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
     """Readiness.
 
     Files mode: Triton serves every catalog model and the history store answers. Cluster mode:
     discovery has listed the namespace's resources and the history store answers; each model's
     readiness (its ChatModel's Ready condition) is reported but does not gate, so that one
-    unready model does not take every API replica out of its Service.
+    unready model does not take every API replica out of its Service. A process that started
+    with stores it cannot use (an Elasticsearch of another major) is not ready, and says why.
     """
+    problem = getattr(request.app.state, "stores_problem", None)
+    if problem is not None:
+        return JSONResponse(
+            {"status": "not ready", "checks": {"stores": f"unsupported: {problem}"}}, status_code=503
+        )
+    services = get_services(request)
     body: dict[str, object] = {}
     if services.discovery is None:
         checks = await _triton_checks(services)

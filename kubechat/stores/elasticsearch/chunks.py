@@ -7,10 +7,18 @@ atomic `_aliases` call.
 
 Choices worth knowing:
 
-* Visibility: the last bulk request of an `upsert` carries `refresh=wait_for` unless the
-  caller passes `visible=False`; ingestion does so for a document's batches and then calls
-  `make_visible` (one refresh per document), so an `indexed` document is searchable.
-  `delete_document` refreshes (delete-by-query has no `wait_for`).
+* Visibility: an `upsert` that fits one bulk request carries `refresh=wait_for`; one of several
+  requests refreshes the index once after the last, since `wait_for` waits only for the shards
+  its own request touched and earlier batches may sit on others. `visible=False` skips both;
+  ingestion passes it for a document's batches and then calls `make_visible` (one refresh per
+  document), so an `indexed` document is searchable. `delete_document` refreshes
+  (delete-by-query has no `wait_for`).
+* What Elasticsearch would refuse is refused first, so a spec or a vector problem is reported
+  as one: vectors are checked against the index's similarity before a write or a kNN search
+  (kubechat.stores.chunks.vector_problem); a KnowledgeBase spec Elasticsearch refuses to create
+  an index from (400) is InvalidIndexSpecError with the server's reason, not a store outage.
+* Index settings never change in place: `index_drift` compares the live index's mapping and
+  settings with `index_body(kb)`, and a full re-index applies the difference.
 * Retries: kubechat.stores.elasticsearch.client's (tenacity; the transport's own are switched
   off). A whole request that fails with 429/502/503/504, a timeout or a lost connection is
   retried with exponential back-off and jitter, and so are bulk items turned away with
@@ -38,8 +46,8 @@ from typing import Any, Final
 import numpy as np
 from elasticsearch import AsyncElasticsearch
 
-from kubechat.core.resources import KnowledgeBase
-from kubechat.stores.chunks import ChunkRecord, RankedChunk, Vector
+from kubechat.core.resources import KnowledgeBase, Similarity
+from kubechat.stores.chunks import ChunkRecord, RankedChunk, SpecDrift, Vector, check_vector
 from kubechat.stores.elasticsearch.client import (
     DEFAULT_RETRIES,
     BulkAction,
@@ -52,6 +60,8 @@ from kubechat.stores.elasticsearch.client import (
 from kubechat.stores.errors import (
     EmbeddingMismatchError,
     IndexMissingError,
+    InvalidIndexSpecError,
+    InvalidVectorError,
     StoreError,
     StoreUnavailableError,
 )
@@ -65,14 +75,44 @@ VECTOR_FIELD: Final = "vector"
 MAX_KNN: Final = 10_000
 
 
+def index_options(kb: KnowledgeBase) -> dict[str, Any]:
+    """`dense_vector`'s index_options: the spec's type (else Elasticsearch 9's default for the
+    dimensions), with `m` and `ef_construction` for the HNSW types only (the flat ones take
+    neither: Elasticsearch refuses parameters a type does not have)."""
+    index = kb.spec.index
+    chosen = index.vector_index_type(kb.spec.embedding.dimensions)
+    options: dict[str, Any] = {"type": chosen.value}
+    if chosen.is_hnsw:
+        options["m"] = index.hnsw.m
+        options["ef_construction"] = index.hnsw.ef_construction
+    return options
+
+
+def analysis_settings(kb: KnowledgeBase) -> dict[str, Any]:
+    """The `analysis` index settings of the spec's custom analyzers ({} when it declares none)."""
+    analyzers = {
+        name: {
+            "type": "custom",
+            "tokenizer": spec.tokenizer,
+            "filter": spec.filter,
+            "char_filter": spec.char_filter,
+        }
+        for name, spec in sorted(kb.spec.index.analyzers.items())
+    }
+    return {"analyzer": analyzers} if analyzers else {}
+
+
 def index_body(kb: KnowledgeBase) -> dict[str, Any]:
     """The create-index body (settings and mappings) of one generation of `kb`'s index."""
     embedding, index = kb.spec.embedding, kb.spec.index
+    settings: dict[str, Any] = {
+        "number_of_shards": index.shards,
+        "number_of_replicas": index.replicas,
+    }
+    if analysis := analysis_settings(kb):
+        settings["analysis"] = analysis
     return {
-        "settings": {
-            "number_of_shards": index.shards,
-            "number_of_replicas": index.replicas,
-        },
+        "settings": settings,
         "mappings": {
             "dynamic": "strict",
             "_meta": {
@@ -96,15 +136,72 @@ def index_body(kb: KnowledgeBase) -> dict[str, Any]:
                     "dims": embedding.dimensions,
                     "index": True,
                     "similarity": index.similarity.value,
-                    "index_options": {
-                        "type": "hnsw",
-                        "m": index.hnsw.m,
-                        "ef_construction": index.hnsw.ef_construction,
-                    },
+                    "index_options": index_options(kb),
                 },
             },
         },
     }
+
+
+def index_drift(kb: KnowledgeBase, info: Mapping[str, Any]) -> list[SpecDrift]:
+    """What of spec.index differs from an index as `GET <index>` describes it (`info`: its
+    `mappings` and `settings`). Replicas are left out: Elasticsearch changes them in place."""
+    wanted = index_body(kb)
+    properties = (info.get("mappings") or {}).get("properties") or {}
+    vector = properties.get(VECTOR_FIELD) or {}
+    options = vector.get("index_options") or {}
+    wanted_options = wanted["mappings"]["properties"][VECTOR_FIELD]["index_options"]
+    settings = (info.get("settings") or {}).get("index") or {}
+    built_analysis = ((settings.get("analysis") or {}).get("analyzer")) or {}
+    pairs = [
+        ("index.similarity", vector.get("similarity"), kb.spec.index.similarity.value),
+        ("index.type", options.get("type"), wanted_options["type"]),
+        (
+            "index.analyzer",
+            (properties.get("text") or {}).get("analyzer", "standard"),
+            kb.spec.index.analyzer,
+        ),
+        ("index.shards", settings.get("number_of_shards"), kb.spec.index.shards),
+    ]
+    if "m" in wanted_options:
+        pairs.append(("index.hnsw.m", options.get("m"), wanted_options["m"]))
+        pairs.append(
+            ("index.hnsw.efConstruction", options.get("ef_construction"), wanted_options["ef_construction"])
+        )
+    wanted_analysis = wanted["settings"].get("analysis", {}).get("analyzer", {})
+    for name in sorted(set(built_analysis) | set(wanted_analysis)):
+        pairs.append(
+            (
+                f"index.analyzers.{name}",
+                _analyzer(built_analysis.get(name)),
+                _analyzer(wanted_analysis.get(name)),
+            )
+        )
+    return [
+        SpecDrift(field, _shown(built), _shown(spec))
+        for field, built, spec in pairs
+        if _shown(built) != _shown(spec)
+    ]
+
+
+def _analyzer(definition: Mapping[str, Any] | None) -> str | None:
+    """A custom analyzer's definition in one comparable line (Elasticsearch answers a one-element
+    list as a list, and lists it was given as lists)."""
+    if not definition:
+        return None
+
+    def names(value: Any) -> list[str]:
+        return [value] if isinstance(value, str) else [str(v) for v in value or []]
+
+    parts = [f"tokenizer={definition.get('tokenizer', '')}"]
+    parts += [f"filter={','.join(names(definition.get('filter')))}"]
+    parts += [f"char_filter={','.join(names(definition.get('char_filter')))}"]
+    return " ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    """Settings come back as strings ("2"), mappings as JSON values: compare them as text."""
+    return "(none)" if value is None else str(value)
 
 
 def generation_index(kb: KnowledgeBase, generation: int) -> str:
@@ -135,8 +232,10 @@ class ElasticsearchChunkStore:
         self._bulk_chunk_size = bulk_chunk_size
         self._retries = retries
         self._call = retries.call
-        # Vector size per physical index, to refuse a wrong vector before sending it.
-        self._dims: dict[str, int] = {}
+        # Vector size and similarity per physical index, to refuse a wrong vector before sending
+        # it; the live index's similarity per alias, for query vectors.
+        self._vectors: dict[str, tuple[int, Similarity]] = {}
+        self._alias_similarity: dict[str, Similarity] = {}
 
     # -- lifecycle of indices ------------------------------------------------------------
 
@@ -171,12 +270,25 @@ class ElasticsearchChunkStore:
         except RequestFailed as exc:
             if exc.error_type == "resource_already_exists_exception":
                 return False
+            if exc.status == 400:  # the mapping or settings the spec makes: a retry changes nothing
+                name = f"{kb.metadata.namespace}/{kb.name}"
+                raise InvalidIndexSpecError(
+                    f"Elasticsearch refused the index of KnowledgeBase {name}: {exc}"
+                ) from exc
             raise
-        self._dims[index] = kb.spec.embedding.dimensions
+        self._vectors[index] = (kb.spec.embedding.dimensions, kb.spec.index.similarity)
+        if alias is not None:
+            self._alias_similarity[alias] = kb.spec.index.similarity
         return True
 
     async def _active_index(self, kb: KnowledgeBase) -> str | None:
         """The index behind the alias, checked against the spec; None when there is no alias."""
+        found = await self._describe_active(kb)
+        return None if found is None else found[0]
+
+    async def _describe_active(self, kb: KnowledgeBase) -> tuple[str, Mapping[str, Any]] | None:
+        """The index behind the alias and `GET <alias>`'s description of it (mappings, settings),
+        checked against the spec; None when there is no alias."""
         alias = kb.index_alias
         try:
             response = await self._call(f"get alias {alias}", lambda: self._es.indices.get(index=alias))
@@ -201,9 +313,16 @@ class ElasticsearchChunkStore:
                 f"({meta['dimensions']} dimensions) but KnowledgeBase {kb.metadata.namespace}/{kb.name} "
                 f"names model {embedding.model!r} ({embedding.dimensions} dimensions); re-index it"
             )
-        dims = mappings.get("properties", {}).get(VECTOR_FIELD, {}).get("dims")
-        self._dims[index] = int(dims) if dims is not None else int(meta["dimensions"])
-        return index
+        vector = mappings.get("properties", {}).get(VECTOR_FIELD, {})
+        dims = vector.get("dims")
+        similarity = Similarity(vector.get("similarity") or meta.get("similarity") or Similarity.COSINE)
+        self._vectors[index] = (int(dims) if dims is not None else int(meta["dimensions"]), similarity)
+        self._alias_similarity[alias] = similarity
+        return index, info
+
+    async def index_drift(self, kb: KnowledgeBase) -> list[SpecDrift]:
+        found = await self._describe_active(kb)
+        return [] if found is None else index_drift(kb, found[1])
 
     async def _generations(self, kb: KnowledgeBase) -> dict[int, str]:
         """Every physical index of `kb`, open or closed, by generation."""
@@ -249,6 +368,9 @@ class ElasticsearchChunkStore:
                 f"point alias {alias} at {index}", lambda: self._es.indices.update_aliases(actions=actions)
             )
             logger.info("alias %s now points at %s", alias, index)
+        self._alias_similarity.pop(alias, None)
+        if index in self._vectors:
+            self._alias_similarity[alias] = self._vectors[index][1]
         # Earlier generations go, and any the alias left; a newer one may be a re-index still
         # being built, so it stays. An index that is not a generation of this knowledge base is
         # never deleted, even if someone had put it behind the alias.
@@ -262,6 +384,7 @@ class ElasticsearchChunkStore:
         # cluster refuses wildcard deletes by default (action.destructive_requires_name) and
         # `<alias>-*` would also match other knowledge bases.
         await self._delete_indices(sorted((await self._generations(kb)).values()))
+        self._alias_similarity.pop(kb.index_alias, None)
 
     async def _delete_indices(self, indices: Sequence[str]) -> None:
         if not indices:
@@ -271,7 +394,7 @@ class ElasticsearchChunkStore:
             lambda: self._es.indices.delete(index=list(indices), ignore_unavailable=True),
         )
         for index in indices:
-            self._dims.pop(index, None)
+            self._vectors.pop(index, None)
         logger.info("deleted indices %s", ", ".join(indices))
 
     # -- writes -------------------------------------------------------------------------
@@ -279,31 +402,38 @@ class ElasticsearchChunkStore:
     async def upsert(self, index: str, chunks: Sequence[ChunkRecord], *, visible: bool = True) -> None:
         if not chunks:
             return
-        dims = await self._index_dims(index)
-        actions = [BulkAction("index", chunk.chunk_id, _source(chunk, dims, index)) for chunk in chunks]
+        dims, similarity = await self._index_vectors(index)
+        actions = [
+            BulkAction("index", chunk.chunk_id, _source(chunk, dims, similarity, index)) for chunk in chunks
+        ]
         size = self._bulk_chunk_size
         batches = [actions[start : start + size] for start in range(0, len(actions), size)]
+        # One request waits for the refresh of the shards it wrote to. Several may have written
+        # to shards the last one did not touch: those are refreshed explicitly afterwards.
+        wait_for = visible and len(batches) == 1
         what = f"bulk write to {index}"
-        for number, batch in enumerate(batches, start=1):
-            last = number == len(batches)
+        for batch in batches:
             try:
                 failures = await bulk(
                     self._es, what, batch, self._retries, index=index,
-                    refresh="wait_for" if visible and last else None,
+                    refresh="wait_for" if wait_for else None,
                 )  # fmt: skip
                 if failures:
                     raise partial_failure(what, failures, len(batch), "chunks")
             except StoreError:
                 # The mapping may have changed under us (index dropped and re-created).
-                self._dims.pop(index, None)
+                self._vectors.pop(index, None)
                 raise
+        if visible and not wait_for:
+            await self.make_visible(index)
 
     async def make_visible(self, index: str) -> None:
         await self._call(f"refresh {index}", lambda: self._es.indices.refresh(index=index))
 
-    async def _index_dims(self, index: str) -> int:
-        if index in self._dims:
-            return self._dims[index]
+    async def _index_vectors(self, index: str) -> tuple[int, Similarity]:
+        """The vector size and similarity of a physical index, from its mapping (cached)."""
+        if index in self._vectors:
+            return self._vectors[index]
         try:
             response = await self._call(
                 f"get mapping of {index}", lambda: self._es.indices.get_mapping(index=index)
@@ -314,11 +444,12 @@ class ElasticsearchChunkStore:
             raise
         (mapping,) = response.body.values()
         try:
-            dims = int(mapping["mappings"]["properties"][VECTOR_FIELD]["dims"])
-        except (KeyError, TypeError) as exc:
-            raise StoreError(f"index {index} has no {VECTOR_FIELD} field with dims") from exc
-        self._dims[index] = dims
-        return dims
+            vector = mapping["mappings"]["properties"][VECTOR_FIELD]
+            found = (int(vector["dims"]), Similarity(vector.get("similarity", Similarity.COSINE)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"index {index} has no {VECTOR_FIELD} field with dims and a similarity") from exc
+        self._vectors[index] = found
+        return found
 
     async def delete_document(self, index: str, document_id: str) -> None:
         """Delete-by-query sees only refreshed documents, and skips chunks that change under it
@@ -362,6 +493,9 @@ class ElasticsearchChunkStore:
             raise ValueError(f"k must be at most {MAX_KNN}, got {k}")
         if k < 1 or (document_ids is not None and not document_ids):
             return []
+        # The live index's similarity rules the query, whatever the spec says now (index_drift).
+        similarity = self._alias_similarity.get(kb.index_alias, kb.spec.index.similarity)
+        check_vector(np.asarray(vector, dtype=np.float32), similarity, "the query vector")
         knn: dict[str, Any] = {
             "field": VECTOR_FIELD,
             "query_vector": vector.tolist(),
@@ -370,7 +504,14 @@ class ElasticsearchChunkStore:
         }
         if document_ids is not None:
             knn["filter"] = {"terms": {"document_id": list(document_ids)}}
-        return await self._search(kb, "kNN search", knn=knn, size=k)
+        try:
+            return await self._search(kb, "kNN search", knn=knn, size=k)
+        except RequestFailed as exc:
+            # The live index refused the vector (its similarity may be one this process has not
+            # seen yet): the same report as the check above.
+            if exc.status == 400 and "similarity" in str(exc):
+                raise InvalidVectorError(f"the query vector: {exc}") from exc
+            raise
 
     async def text_search(
         self, kb: KnowledgeBase, query: str, k: int, document_ids: Sequence[str] | None = None
@@ -440,7 +581,7 @@ class ElasticsearchChunkStore:
         """Nothing to release: the client is its opener's (kubechat.stores.open), who closes it."""
 
 
-def _source(chunk: ChunkRecord, dims: int, index: str) -> dict[str, Any]:
+def _source(chunk: ChunkRecord, dims: int, similarity: Similarity, index: str) -> dict[str, Any]:
     vector = chunk.vector
     if vector is None:
         raise StoreError(f"chunk {chunk.chunk_id} has no vector")
@@ -449,8 +590,7 @@ def _source(chunk: ChunkRecord, dims: int, index: str) -> dict[str, Any]:
             f"chunk {chunk.chunk_id} has a vector of shape {vector.shape}; "
             f"index {index} holds {dims} dimensions"
         )
-    if not np.isfinite(vector).all():
-        raise StoreError(f"chunk {chunk.chunk_id} has a vector with NaN or infinite values")
+    check_vector(np.asarray(vector, dtype=np.float32), similarity, f"the vector of chunk {chunk.chunk_id}")
     return {
         "document_id": chunk.document_id,
         "document_name": chunk.document_name,

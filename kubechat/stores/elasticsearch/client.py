@@ -17,6 +17,10 @@ same StoreError types:
 * A request that fails in part (bulk items, by-query failures) becomes one error through
   `partial_failure`: StoreUnavailableError when every part was turned away or failed inside
   the cluster (5xx), else StoreError.
+* `check_server` asks the cluster its version once, where a process opens its client: the
+  client of one major speaks only to servers of that major (its requests ask for compatibility
+  with it, which an older server refuses with `media_type_header_exception`), so any other is
+  UnsupportedServerError with a reason a person can act on, not a failure of every request.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from elasticsearch import AsyncElasticsearch
-from elasticsearch.exceptions import ApiError, ConnectionError, ConnectionTimeout, TransportError
+from elasticsearch._version import __versionstr__ as CLIENT_VERSION
+from elasticsearch.exceptions import (
+    ApiError,
+    ConnectionError,
+    ConnectionTimeout,
+    TransportError,
+    UnsupportedProductError,
+)
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -38,7 +49,7 @@ from tenacity import (
 )
 from tenacity.retry import RetryBaseT
 
-from kubechat.stores.errors import StoreError, StoreUnavailableError
+from kubechat.stores.errors import StoreError, StoreUnavailableError, UnsupportedServerError
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +105,24 @@ def error_type_and_reason(body: object) -> tuple[str, str]:
     return "", ""
 
 
+def _cause(body: object) -> tuple[str, str]:
+    """Type and reason of the innermost `caused_by` of an error answer, where Elasticsearch puts
+    the specific reason ("all shards failed" is caused by what the shards failed with)."""
+    error = body.get("error") if isinstance(body, Mapping) else None
+    cause: Mapping[str, Any] = {}
+    while isinstance(error, Mapping) and isinstance(error.get("caused_by"), Mapping):
+        error = cause = error["caused_by"]
+    return str(cause.get("type", "")), str(cause.get("reason", ""))
+
+
 def describe(exc: BaseException) -> str:
     if isinstance(exc, ApiError):
         error_type, reason = error_type_and_reason(exc.body)
-        return " ".join(filter(None, [str(exc.meta.status), error_type, reason])) or str(exc.meta.status)
+        text = " ".join(filter(None, [str(exc.meta.status), error_type, reason])) or str(exc.meta.status)
+        cause_type, cause_reason = _cause(exc.body)
+        if cause_reason and cause_reason not in text:
+            text += f" (caused by {cause_type}: {cause_reason})"
+        return text
     if isinstance(exc, _ItemsTurnedAway):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
@@ -270,6 +295,57 @@ async def bulk(
         return await retries.call(what, send)
     except _ItemsTurnedAway as exc:
         return exc.failures
+
+
+# The major of the installed elasticsearch-py: its requests carry
+# `Accept: application/vnd.elasticsearch+json; compatible-with=<major>` (elastic_transport's
+# default headers, set by elasticsearch/_async/client/__init__.py), which a server of another
+# major older than it refuses.
+CLIENT_MAJOR: Final = int(CLIENT_VERSION.split(".")[0])
+
+
+async def check_server(es: AsyncElasticsearch, retries: Retries = DEFAULT_RETRIES) -> str:
+    """The cluster's version (`GET /`); UnsupportedServerError when this client cannot use it.
+
+    An older major refuses every request of this client with 400 `media_type_header_exception`
+    ("Accept version must be either version 8 or 7, but found 9"); something that is not
+    Elasticsearch (an OpenSearch, a proxy's page) lacks the `X-Elastic-Product` header the client
+    checks. A newer major answers through its REST compatibility with this one: allowed, with a
+    warning, as it was not tested.
+    """
+    wanted = f"Elasticsearch {CLIENT_MAJOR}.x (the major of elasticsearch-py {CLIENT_VERSION})"
+
+    async def info() -> Any:
+        try:
+            return await es.info()
+        except UnsupportedProductError as exc:
+            raise UnsupportedServerError(f"the server is not Elasticsearch: kubechat needs {wanted}") from exc
+
+    try:
+        response = await retries.call("ask Elasticsearch its version", info)
+    except RequestFailed as exc:
+        if exc.error_type == "media_type_header_exception":
+            raise UnsupportedServerError(
+                f"Elasticsearch refuses this client's requests ({exc}): the server is older than "
+                f"{CLIENT_MAJOR}.0, and kubechat needs {wanted}"
+            ) from exc
+        raise
+    number = str((response.body.get("version") or {}).get("number", ""))
+    try:
+        major = int(number.split(".")[0])
+    except ValueError:
+        raise UnsupportedServerError(
+            f"Elasticsearch reports no version ({number!r}); kubechat needs {wanted}"
+        ) from None
+    if major < CLIENT_MAJOR:
+        raise UnsupportedServerError(f"Elasticsearch {number} is too old: kubechat needs {wanted}")
+    if major > CLIENT_MAJOR:
+        logger.warning(
+            "Elasticsearch %s is newer than this client (elasticsearch-py %s) was tested with; it answers "
+            "through its REST compatibility with %d.x",
+            number, CLIENT_VERSION, CLIENT_MAJOR,
+        )  # fmt: skip
+    return number
 
 
 def new_client(

@@ -10,6 +10,10 @@ leading `/`, no empty, `.` or `..` segment, no backslash or control character, a
 1024 bytes of UTF-8 and 250 per segment. Metadata keys are lower-case letters, digits and
 `-`; values are any text (S3 carries them percent-encoded). Beyond the protocol, both stores
 have `stat(key) -> ObjectStat` for the content type and metadata a put recorded.
+
+Objects can be up to a KnowledgeBase's maxDocumentBytes (1 GiB at most): reads go through a
+buffer of READ_CHUNK_BYTES, hashing never holds an object whole, and `get` takes a `max_bytes`
+it refuses larger objects by (ObjectTooLargeError) before reading them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_KEY_BYTES = 1024  # S3's limit
 MAX_SEGMENT_BYTES = 250  # a file name (255 bytes on ext4 and XFS) less the sidecar's ".json"
 MAX_METADATA_BYTES = 1900  # S3 allows 2 KB of user metadata; the rest is for the sha256 entry
+READ_CHUNK_BYTES = 1 << 20  # what a read holds at a time besides its result
 _METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9-]*")
 # The store's own metadata entry in S3, so `stat` need not read the object to hash it.
 SHA256_METADATA_KEY = "kubechat-sha256"
@@ -125,7 +130,10 @@ class ObjectStore(Protocol):
 
     async def put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str]) -> ObjectInfo: ...
 
-    async def get(self, key: str) -> bytes: ...
+    async def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; ObjectNotFoundError if there is none, ObjectTooLargeError (without
+        reading it) if it has more than `max_bytes`."""
+        ...
 
     async def exists(self, key: str) -> bool: ...
 

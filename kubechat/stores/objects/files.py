@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -12,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kubechat.stores.errors import ObjectNotFoundError, StoreError
+from kubechat.stores.errors import ObjectNotFoundError, ObjectTooLargeError, StoreError
 from kubechat.stores.objects import (
     DEFAULT_CONTENT_TYPE,
+    READ_CHUNK_BYTES,
     ObjectInfo,
     ObjectStat,
     check_content_type,
@@ -69,9 +71,9 @@ class FileObjectStore:
         encode_metadata(metadata)
         return await asyncio.to_thread(self._put, key, data, content_type, dict(metadata))
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
         check_key(key)
-        return await asyncio.to_thread(self._read, key)
+        return await asyncio.to_thread(self._read, key, max_bytes)
 
     async def exists(self, key: str) -> bool:
         check_key(key)
@@ -127,17 +129,35 @@ class FileObjectStore:
             temp.unlink(missing_ok=True)
             raise
 
-    def _read(self, key: str) -> bytes:
+    def _read(self, key: str, max_bytes: int | None = None) -> bytes:
         try:
-            return self._object_path(key).read_bytes()
+            with self._object_path(key).open("rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                if max_bytes is not None and size > max_bytes:
+                    raise ObjectTooLargeError(f"{key!r} has {size} bytes, more than the {max_bytes} allowed")
+                return file.read()  # one buffer of the file's size
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFoundError(f"no object {key!r}") from exc
         except OSError as exc:
             raise StoreError(f"cannot read object {key!r}: {exc}") from exc
 
+    def _hash(self, key: str) -> tuple[int, str]:
+        """Size and sha256 of an object's bytes, read in chunks of READ_CHUNK_BYTES."""
+        digest, size = hashlib.sha256(), 0
+        try:
+            with self._object_path(key).open("rb") as file:
+                while chunk := file.read(READ_CHUNK_BYTES):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise ObjectNotFoundError(f"no object {key!r}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read object {key!r}: {exc}") from exc
+        return size, digest.hexdigest()
+
     def _stat(self, key: str) -> ObjectStat:
-        data = self._read(key)
-        info = ObjectInfo(key=key, size=len(data), sha256=sha256_hex(data))
+        size, sha256 = self._hash(key)
+        info = ObjectInfo(key=key, size=size, sha256=sha256)
         try:
             sidecar: Any = json.loads(self._sidecar_path(key).read_bytes())
         except (OSError, ValueError):

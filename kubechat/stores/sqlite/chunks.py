@@ -6,6 +6,12 @@ after a write: searches between writes reuse it, the first search after one rebu
 At 100k chunks of 384 dimensions that is 150 MB and one matrix-vector product per query,
 which fits a laptop; a cluster uses Elasticsearch's HNSW.
 
+An index keeps the similarity and analyzer it was created with until a full re-index builds the
+next generation from the spec, as an Elasticsearch index does (`index_drift` says what differs).
+Vectors are checked against the index's similarity by Elasticsearch's rules
+(kubechat.stores.chunks.vector_problem) when written and when queried. `spec.index.type`, HNSW,
+shards and replicas mean nothing here: vectors are float32 and searched exactly.
+
 Scores follow Elasticsearch's kNN conventions (cosine: (1 + cos) / 2, dot product:
 (1 + dot) / 2, l2_norm: 1 / (1 + d²)) so that both stores report comparable numbers.
 """
@@ -21,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from kubechat.core.resources import KnowledgeBase, Similarity
-from kubechat.stores.chunks import ChunkRecord, RankedChunk, Vector
+from kubechat.core.resources import IndexSpec, KnowledgeBase, Similarity
+from kubechat.stores.chunks import ChunkRecord, RankedChunk, SpecDrift, Vector, check_vector
 from kubechat.stores.errors import EmbeddingMismatchError, IndexMissingError, StoreError
 from kubechat.stores.sqlite.database import SQLiteDatabase
 
@@ -66,9 +72,23 @@ _FTS_TABLE = (
 
 # The analyzer of the spec, as close as FTS5 gets: `english` stems (Porter) and drops
 # Lucene's English stop words from queries (FTS5 indexes them, but a query on "the" would
-# score every chunk); anything else splits on Unicode word boundaries, as `standard` does.
-_TOKENIZERS = {"english": "porter unicode61 remove_diacritics 2"}
+# score every chunk); a custom analyzer with a stemming filter stems with Porter too; anything
+# else splits on Unicode word boundaries, as `standard` does.
+_PORTER_TOKENIZER = "porter unicode61 remove_diacritics 2"
 _DEFAULT_TOKENIZER = "unicode61 remove_diacritics 2"
+_STEMMING_FILTERS = frozenset({"porter_stem", "stemmer", "kstem", "snowball"})
+
+
+def fts_tokenizer(index: IndexSpec) -> str:
+    """The FTS5 tokenizer that stands in for the spec's analyzer."""
+    if index.analyzer == "english":
+        return _PORTER_TOKENIZER
+    custom = index.analyzers.get(index.analyzer)
+    if custom is not None and _STEMMING_FILTERS & set(custom.filter):
+        return _PORTER_TOKENIZER
+    return _DEFAULT_TOKENIZER
+
+
 ENGLISH_STOP_WORDS = frozenset([  # Lucene's English stop words, as Elasticsearch's `english`
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
     "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
@@ -167,7 +187,7 @@ class SQLiteChunkStore:
                 kb.spec.embedding.dimensions, kb.spec.index.similarity.value, analyzer,
             ),
         )  # fmt: skip
-        tokenizer = _TOKENIZERS.get(analyzer, _DEFAULT_TOKENIZER)
+        tokenizer = fts_tokenizer(kb.spec.index)
         # Index names are RFC 1123 labels, dots and digits: safe inside the quotes.
         for statement in _FTS_TABLE:
             self._db.execute(statement.format(fts=f"fts_{cursor.lastrowid}", tokenizer=tokenizer, index=name))
@@ -248,12 +268,33 @@ class SQLiteChunkStore:
             raise StoreError(f"index {index} does not exist")
         return int(row[0]), Similarity(row[1])
 
+    async def index_drift(self, kb: KnowledgeBase) -> list[SpecDrift]:
+        """Similarity and analyzer: the settings this store honours (the rest are Elasticsearch's)."""
+
+        def drift() -> list[SpecDrift]:
+            row = self._db.execute(
+                "SELECT similarity, analyzer FROM indices WHERE alias = ? AND active = 1", (kb.index_alias,)
+            ).fetchone()
+            if row is None:
+                return []
+            spec = kb.spec.index
+            found = []
+            for field, built, wanted in (
+                ("index.similarity", row[0], spec.similarity.value),
+                ("index.analyzer", row[1], spec.analyzer),
+            ):
+                if built != wanted:
+                    found.append(SpecDrift(field, str(built), wanted))
+            return found
+
+        return await self._database.run(drift)
+
     # -- writes ---------------------------------------------------------------------------
 
     async def upsert(self, index: str, chunks: Sequence[ChunkRecord], *, visible: bool = True) -> None:
         # A committed SQLite write is visible at once: `visible` changes nothing here.
         def upsert() -> None:
-            dimensions, _ = self._index(index)
+            dimensions, similarity = self._index(index)
             rows = []
             for chunk in chunks:
                 if chunk.vector is None or chunk.vector.shape != (dimensions,):
@@ -262,6 +303,7 @@ class SQLiteChunkStore:
                         f"chunk {chunk.chunk_id} has a vector of shape {shape}; index {index} "
                         f"holds {dimensions} dimensions"
                     )
+                check_vector(chunk.vector, similarity, f"the vector of chunk {chunk.chunk_id}")
                 rows.append(
                     (
                         index, chunk.chunk_id, chunk.document_id, chunk.document_name, chunk.ordinal,
@@ -332,8 +374,10 @@ class SQLiteChunkStore:
                 raise EmbeddingMismatchError(
                     f"query vector has shape {vector.shape}; index {index} holds {dimensions} dimensions"
                 )
+            query = np.asarray(vector, dtype=np.float32)
+            check_vector(query, similarity, "the query vector")
             matrix = self._matrix(index, dimensions)
-            scores = _scores(similarity, matrix, np.asarray(vector, dtype=np.float32))
+            scores = _scores(similarity, matrix, query)
             if document_ids is not None:
                 scores = np.where(np.isin(matrix.documents, list(document_ids)), scores, -np.inf)
             count = min(k, int(np.isfinite(scores).sum()))

@@ -271,7 +271,8 @@ export interface paths {
          *     Files mode: Triton serves every catalog model and the history store answers. Cluster mode:
          *     discovery has listed the namespace's resources and the history store answers; each model's
          *     readiness (its ChatModel's Ready condition) is reported but does not gate, so that one
-         *     unready model does not take every API replica out of its Service.
+         *     unready model does not take every API replica out of its Service. A process that started
+         *     with stores it cannot use (an Elasticsearch of another major) is not ready, and says why.
          */
         get: operations["ready_ready_get"];
         put?: never;
@@ -793,14 +794,14 @@ export interface components {
              * Knowledge Bases
              * @description Counts `ready` and `unavailable` (not gating).
              */
-            knowledge_bases: {
+            knowledge_bases?: {
                 [key: string]: number;
             };
             /**
              * Mcp Servers
              * @description Each MCP server's connection (not gating).
              */
-            mcp_servers: {
+            mcp_servers?: {
                 [key: string]: {
                     [key: string]: unknown;
                 };
