@@ -9,7 +9,7 @@ paid licence; ranks (not raw scores, which are on different scales) are what RRF
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -99,6 +99,12 @@ def reciprocal_rank_fusion(
             scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
     order = sorted(scores, key=lambda key: -scores[key])  # sorted() is stable
     return [(key[0], chunks[key], scores[key]) for key in order]
+
+
+Fusion = Callable[[Sequence[tuple[str, Sequence[RankedChunk]]]], list[tuple[str, ChunkRecord, float]]]
+
+# Every fusion this module implements, by name: benchmarks/retrieval_eval.py scores each.
+FUSIONS: dict[str, Fusion] = {"rrf": reciprocal_rank_fusion}
 
 
 def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
