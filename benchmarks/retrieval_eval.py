@@ -14,6 +14,7 @@ PostgreSQL tuning beside a "postgres" user entry).
 
 Metrics, through the production path (KnowledgeService.search → HybridSearch):
 - document hit@1: the first source is from the question's document;
+- passage@1: the first source holds the marked passage;
 - passage recall@5: one of the sources given to the model (5) holds the marked passage;
 - passage MRR: 1 / rank of the first source holding it (0 if none of the 5);
 - no-answer rate: the share of unanswerable questions that get no sources at all;
@@ -56,7 +57,7 @@ from kubechat.embedded.launcher import TritonPorts, start_triton
 from kubechat.knowledge import parsing, retrieval
 from kubechat.knowledge.chunking import chunk_sections
 from kubechat.knowledge.service import KnowledgeService
-from kubechat.stores.chunks import ChunkRecord, ChunkStore, RankedChunk
+from kubechat.stores.chunks import ChunkRecord, ChunkStore
 from kubechat.stores.open import open_stores
 from kubechat.triton.client import TritonGateway
 from tests.conftest import free_port
@@ -116,6 +117,7 @@ def corpus_records(kb: KnowledgeBase, tokenizer: Tokenizer) -> list[tuple[str, l
 class Scores:
     fusion: str
     document_hit_at_1: float
+    passage_at_1: float
     passage_recall_at_5: float
     passage_mrr: float
     no_answer_rate: float
@@ -128,19 +130,20 @@ def score(
     answered: Sequence[Sequence[retrieval.Citation]],
     unanswered: Sequence[Sequence[retrieval.Citation]],
 ) -> Scores:
-    hits = recall = rr = empty = 0.0
+    hits = first = recall = rr = empty = 0.0
     misses = []
     for question, sources in zip(QUESTIONS, answered, strict=True):
         hits += bool(sources) and sources[0].document_name == question.document
         rank = next((s.n for s in sources if holds(s.text, question.marker)), None)
         recall += rank is not None
+        first += rank == 1
         rr += 1 / rank if rank else 0.0
         empty += not sources
         if rank is None:
             misses.append(question.text)
     count = len(QUESTIONS)
     return Scores(
-        fusion, hits / count, recall / count, rr / count,
+        fusion, hits / count, first / count, recall / count, rr / count,
         sum(not s for s in unanswered) / len(unanswered), empty / count, misses,
     )  # fmt: skip
 
@@ -225,16 +228,16 @@ async def ablation(
 ) -> list[Scores]:
     """Every fusion on the same ranked lists; the best kNN score of each question for the floor."""
 
-    async def lists(question: str) -> list[tuple[str, Sequence[RankedChunk]]]:
+    async def lists(question: str) -> list[retrieval.RankedList]:
         vector = (await gateway.embed(model, [question]))[0]
         knn = await store.knn(kb, vector, CANDIDATES)
         bm25 = await store.text_search(kb, question, CANDIDATES)
-        return [(kb.name, knn), (kb.name, bm25)]
+        return [retrieval.RankedList(kb.name, "knn", knn), retrieval.RankedList(kb.name, "bm25", bm25)]
 
     answerable = [await lists(q.text) for q in QUESTIONS]
     unanswerable = [await lists(q) for q in UNANSWERABLE]
-    floors["answerable"] = [round(ls[0][1][0].score, 4) if ls[0][1] else 0.0 for ls in answerable]
-    floors["unanswerable"] = [round(ls[0][1][0].score, 4) if ls[0][1] else 0.0 for ls in unanswerable]
+    floors["answerable"] = [round(ls[0].hits[0].score, 4) if ls[0].hits else 0.0 for ls in answerable]
+    floors["unanswerable"] = [round(ls[0].hits[0].score, 4) if ls[0].hits else 0.0 for ls in unanswerable]
     scores = []
     for name, fuse in retrieval.FUSIONS.items():
         scores.append(
@@ -247,13 +250,17 @@ async def ablation(
     return scores
 
 
+COLUMNS = ("doc hit@1", "passage@1", "recall@5", "MRR", "no-answer", "false n/a")
+
+
 def print_table(results: Sequence[Scores]) -> None:
-    print(f"{'fusion':<22} {'doc hit@1':>9} {'recall@5':>9} {'MRR':>6} {'no-answer':>10} {'false n/a':>10}")
+    print(f"{'fusion':<22}" + "".join(f"{c:>11}" for c in COLUMNS))
     for r in results:
-        print(
-            f"{r.fusion:<22} {r.document_hit_at_1:>9.3f} {r.passage_recall_at_5:>9.3f} {r.passage_mrr:>6.3f} "
-            f"{r.no_answer_rate:>10.3f} {r.false_no_answer_rate:>10.3f}"
-        )
+        values = (
+            r.document_hit_at_1, r.passage_at_1, r.passage_recall_at_5, r.passage_mrr,
+            r.no_answer_rate, r.false_no_answer_rate,
+        )  # fmt: skip
+        print(f"{r.fusion:<22}" + "".join(f"{v:>11.3f}" for v in values))
     for miss in results[0].misses:
         print(f"  production missed: {miss}")
 

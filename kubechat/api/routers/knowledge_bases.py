@@ -230,7 +230,7 @@ async def reindex_knowledge_base(
 async def search(
     name: str, body: SearchRequest, services: ServicesDep, principal: PrincipalDep
 ) -> SearchResponse:
-    """Hybrid (kNN + BM25, reciprocal-rank fused) search, returning citable sources."""
+    """Hybrid (kNN + BM25, score-fused) search, returning citable sources."""
     sources = await services.knowledge.search(
         principal, [name], body.query, limit=body.k,
         candidates=max(body.k, services.settings.retrieval_candidates), document_ids=body.document_ids,
