@@ -67,6 +67,8 @@ KNOWLEDGE_BASE = yaml.safe_load((ROOT / "examples" / "knowledge-bases" / "docs.y
 PRINCIPAL = "eval"
 CANDIDATES = Settings.model_fields["retrieval_candidates"].default
 SOURCES = Settings.model_fields["retrieval_sources"].default
+MIN_SCORE = Settings.model_fields["retrieval_min_score"].default
+FLOORS = (0.0, 0.6, 0.65, 0.68, 0.7, 0.72, 0.75)  # swept with --ablation
 EMBEDDER = "minilm.yaml"
 
 
@@ -173,7 +175,9 @@ async def evaluate(args: argparse.Namespace) -> dict[str, object]:
                 index,
                 [ChunkRecord(**{**asdict(r), "vector": v}) for r, v in zip(records, vectors, strict=True)],
             )
-        service = KnowledgeService([kb], catalog, stores.documents, stores.objects, stores.chunks, gateway)
+        service = KnowledgeService(
+            [kb], catalog, stores.documents, stores.objects, stores.chunks, gateway, min_score=MIN_SCORE
+        )
         await service.start()
         try:
             answered = [
@@ -217,9 +221,11 @@ async def evaluate(args: argparse.Namespace) -> dict[str, object]:
             "unanswerable_questions": len(UNANSWERABLE),
             "sources": SOURCES,
             "candidates_per_list": CANDIDATES,
+            "relevance_floor": MIN_SCORE,
         },
         "results": [asdict(r) for r in results],
         "best_knn_score": floors,
+        "floor_sweep": floor_sweep(floors) if floors else [],
     }
 
 
@@ -265,7 +271,24 @@ def print_table(results: Sequence[Scores]) -> None:
         print(f"  production missed: {miss}")
 
 
+def floor_sweep(floors: dict[str, list[float]]) -> list[dict[str, float]]:
+    """No-answer and false no-answer rates of each floor in FLOORS, from the best kNN scores."""
+    return [
+        {
+            "floor": floor,
+            "no_answer_rate": sum(s < floor for s in floors["unanswerable"]) / len(floors["unanswerable"]),
+            "false_no_answer_rate": sum(s < floor for s in floors["answerable"]) / len(floors["answerable"]),
+        }
+        for floor in FLOORS
+    ]
+
+
 def print_floors(floors: dict[str, list[float]]) -> None:
+    for row in floor_sweep(floors):
+        print(
+            f"floor {row['floor']:.2f}: no-answer {row['no_answer_rate']:.3f}, "
+            f"false no-answer {row['false_no_answer_rate']:.3f}"
+        )
     for kind, values in floors.items():
         ordered = sorted(values)
         print(

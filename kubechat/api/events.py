@@ -132,6 +132,11 @@ class SourcesEvent(BaseModel):
     type: Literal["sources"] = "sources"
     message_id: str
     sources: list[Citation]
+    nothing_found: bool = Field(
+        default=False,
+        description="No knowledge base held anything on the question above its relevance floor: "
+        "`sources` is empty and the answer says so (the model is not asked).",
+    )
 
 
 class ImagesEvent(BaseModel):
@@ -229,7 +234,9 @@ def turn_frame(message_id: str, event: ChatEvent) -> str:
         case Images():
             frame = ImagesEvent(message_id=message_id, images=event.images)
         case Sources():
-            frame = SourcesEvent(message_id=message_id, sources=event.sources)
+            frame = SourcesEvent(
+                message_id=message_id, sources=event.sources, nothing_found=event.nothing_found
+            )
         case ToolCalled(call=call):
             frame = ToolCallEvent(message_id=message_id, id=call.id, name=call.name, arguments=call.arguments)
         case ToolReturned(result=r):

@@ -71,9 +71,14 @@ class Images:
 
 @dataclass(frozen=True, slots=True)
 class Sources:
-    """The citations given to the model (the question named knowledge bases; possibly none)."""
+    """The citations given to the model (the question named knowledge bases; possibly none).
+
+    `nothing_found`: no knowledge base held anything above its relevance floor; the answer
+    says so instead of asking the model (chat.generation.nothing_found_answer).
+    """
 
     sources: list[Citation]
+    nothing_found: bool = False
 
 
 # Not frozen, unlike the others: one is built per token, and a frozen dataclass's __init__

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -63,6 +63,16 @@ def failure_of(exc: Exception, what: str) -> KubechatError:
     if error is not exc:
         logger.error("%s failed unexpectedly", what, exc_info=exc)
     return error
+
+
+def nothing_found_answer(knowledge_bases: Sequence[str]) -> str:
+    """The answer to a question no named knowledge base holds anything on (above its floor)."""
+    names = ", ".join(knowledge_bases)
+    which = f"knowledge base {names} holds" if len(knowledge_bases) == 1 else f"knowledge bases {names} hold"
+    return (
+        f"The {which} nothing on this question, so I cannot answer it from them. "
+        "Try rephrasing it, or ask without knowledge bases."
+    )
 
 
 @dataclass
@@ -132,7 +142,7 @@ class Generation:
         if grounding.images:
             yield Images(grounding.images)
         if grounding.sources is not None:
-            yield Sources(grounding.sources)
+            yield Sources(grounding.sources, grounding.nothing_found)
         status, error = MessageStatus.COMPLETE, None
         try:
             if grounding.failure is not None:
@@ -142,7 +152,10 @@ class Generation:
             else:
                 if control is not None:
                     control.streaming = True
-                if grounding.plan.tools:
+                if grounding.nothing_found:
+                    # Not the model's to answer: a small one invents what the sources lack.
+                    yield self._token(nothing_found_answer(grounding.plan.knowledge_bases))
+                elif grounding.plan.tools:
                     async with aclosing(self._with_tools()) as events:
                         async for event in events:
                             yield event

@@ -173,14 +173,16 @@ class ChatService:
             except KubechatError as exc:
                 failure, described, images, turns = exc, False, [], list(plan.turns)
         sources = None
+        nothing_found = False
         if plan.knowledge_bases:
             sources, retrieval_failure = await self._retrieve(plan)
             failure = failure or retrieval_failure
+            nothing_found = retrieval_failure is None and not sources
         prompt = plan.prompt
         if sources is not None or plan.describer is not None:
             prompt, turns, cited = cited_prompt(plan.entry, turns, sources or [])
             sources = None if sources is None else cited
-        return Grounding(plan, turns, prompt, images, described, sources, failure)
+        return Grounding(plan, turns, prompt, images, described, sources, failure, nothing_found)
 
     def generate(
         self,

@@ -61,13 +61,15 @@ class KnowledgeService:
         creates_indices: bool = True,
         image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
         vision_model: str = "",
+        min_score: float = 0.0,
     ) -> None:
         """`dynamic`: knowledge bases come and go at run time (cluster discovery), so a document
         of an unknown one is left pending for when it is declared again rather than failed.
         `creates_indices`: False where the operator creates the knowledge bases' indices (a
         cluster with Elasticsearch); this service then only looks them up. Image documents are
         normalized within `image_limits` (bytes: the knowledge base's own limit) and described
-        by `vision_model` (empty: the first model with that capability)."""
+        by `vision_model` (empty: the first model with that capability). `min_score` is the
+        relevance floor of knowledge bases that set none (HybridSearch)."""
         self.documents = documents
         self.objects = objects
         self.chunks = chunks
@@ -79,7 +81,7 @@ class KnowledgeService:
             models, documents, objects, chunks, triton, self.generations, vision_model=vision_model
         )
         self.ingestion = IngestionQueue(documents, self._ingest, workers=workers)
-        self.retrieval = HybridSearch(chunks, triton)
+        self.retrieval = HybridSearch(chunks, triton, min_score=min_score)
         self._started = False
         self._scanning: asyncio.Task[None] | None = None
 
@@ -275,7 +277,8 @@ class KnowledgeService:
         candidates: int,
         document_ids: Sequence[str] | None = None,
     ) -> list[Citation]:
-        """Hybrid search over the named knowledge bases (all must be readable and usable)."""
+        """Hybrid search over the named knowledge bases (all must be readable and usable); [] when
+        none holds anything above its relevance floor."""
         kbs = [self.registry.get(name, principal) for name in dict.fromkeys(kb_names)]
         for kb in kbs:
             await self.registry.require_usable(kb)

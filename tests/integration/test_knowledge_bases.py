@@ -118,15 +118,37 @@ async def test_search_cites_page_and_section(
 ) -> None:
     response = await http.post(f"{HANDBOOK}/search", json={"query": "What is the release codename?", "k": 3})
     assert response.status_code == 200, response.text
+    assert response.json()["nothing_found"] is False
     top = response.json()["sources"][0]
     assert top["n"] == 1 and top["document_name"] == "notes.pdf" and top["page"] == 2
     assert "Blue Heron" in top["text"] and top["chunk_id"].startswith(handbook["notes"]["id"])
     ports = (await http.post(f"{HANDBOOK}/search", json={"query": "which port does triton grpc use"})).json()
     assert ports["sources"][0]["section"] == "Ports"
+    # A question both documents have something on; the filter keeps one. (A word only the other
+    # document holds would find nothing: the runbook would be below the relevance floor.)
+    both = {"query": "When are chat backups taken, and what is the release codename?"}
+    found = (await http.post(f"{HANDBOOK}/search", json=both)).json()["sources"]
+    assert {s["document_name"] for s in found} == {"runbook.md", "notes.pdf"}
     only_runbook = await http.post(
-        f"{HANDBOOK}/search", json={"query": "codename", "document_ids": [handbook["runbook"]["id"]]}
+        f"{HANDBOOK}/search", json={**both, "document_ids": [handbook["runbook"]["id"]]}
     )
     assert {s["document_name"] for s in only_runbook.json()["sources"]} == {"runbook.md"}
+
+
+async def test_a_question_the_documents_do_not_answer_finds_nothing(
+    api: ApiProcess, http: httpx.AsyncClient, handbook: Any
+) -> None:
+    question = "How many moons does Jupiter have?"
+    found = (await http.post(f"{HANDBOOK}/search", json={"query": question})).json()
+    assert (found["sources"], found["nothing_found"]) == ([], True)
+    session = await new_session(http)
+    async with chatting(api, session) as chat:
+        await chat.ask(question, knowledge_bases=["handbook"])
+        turn = await chat.turn()
+    assert turn.sources is not None and turn.sources["nothing_found"] is True
+    assert turn.sources["sources"] == []
+    assert "knowledge base handbook holds nothing on this question" in turn.text
+    assert turn.done is not None and turn.done["status"] == "complete"
 
 
 async def test_chat_answers_from_sources(api: ApiProcess, http: httpx.AsyncClient, handbook: Any) -> None:

@@ -1,21 +1,27 @@
-"""Reciprocal-rank fusion, citations and the sources prompt."""
+"""Fusion, the relevance floor, citations and the sources prompt."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pytest
+from pydantic import ValidationError
 
+from kubechat.core.resources import KnowledgeBase, RetrievalSpec
+from kubechat.knowledge.inference import Embedder
 from kubechat.knowledge.retrieval import (
+    HybridSearch,
     RankedList,
     Retriever,
+    above_floor,
     citations,
     reciprocal_rank_fusion,
     score_fusion,
     snippet,
     sources_prompt,
 )
-from kubechat.stores.chunks import ChunkRecord, RankedChunk
+from kubechat.stores.chunks import ChunkRecord, ChunkStore, RankedChunk
 
 
 def ranked(
@@ -75,6 +81,34 @@ def test_score_fusion_of_equal_scores_or_one_hit_gives_full_credit() -> None:
     )
     assert {chunk.chunk_id: score for _, chunk, score in fused} == {"a:0": 0.5, "b:0": 0.5, "c:0": 0.5}
     assert score_fusion([ranked(), ranked(retriever="bm25")]) == []
+
+
+def test_a_knowledge_base_is_above_its_floor_by_its_best_knn_score() -> None:
+    hits = ranked("a:0", "b:0", scores=[0.70, 0.60]).hits
+    assert above_floor(hits, 0.70) and above_floor(hits, 0.5)
+    assert not above_floor(hits, 0.71)
+    assert not above_floor([], 0.5)  # nothing to compare: nothing found
+    assert above_floor([], 0.0)  # the floor is off: BM25 alone may still answer
+
+
+def test_a_knowledge_base_floor_overrides_the_default() -> None:
+    search = HybridSearch(cast(ChunkStore, None), cast(Embedder, None), min_score=0.68)
+    kb = KnowledgeBase.model_validate(
+        {
+            "apiVersion": "kubechat.io/v1alpha1",
+            "kind": "KnowledgeBase",
+            "metadata": {"name": "kb"},
+            "spec": {"embedding": {"model": "m", "dimensions": 4}, "access": {"owners": ["*"]}},
+        }
+    )
+    assert search.floor(kb) == 0.68
+    own = kb.model_copy(
+        update={"spec": kb.spec.model_copy(update={"retrieval": RetrievalSpec(min_score=0.0)})}
+    )
+    assert search.floor(own) == 0.0
+    assert RetrievalSpec.model_validate({"minScore": 0.5, "reranker": "bge"}).min_score == 0.5
+    with pytest.raises(ValidationError):
+        RetrievalSpec.model_validate({"minScore": 1.5})
 
 
 def test_citations_are_numbered_from_one_and_limited() -> None:

@@ -163,7 +163,8 @@ class ChatCompletionRequest(BaseModel):
     seed: Seed | None = None
     n: Annotated[int, Strict(), Field(ge=1, le=1)] = 1
     # kubechat's extension (extra_body={"knowledge_bases": ["docs"]}): answer from these, with
-    # the sources as a top-level `sources` field of the response (or of the first chunk).
+    # the sources as a top-level `sources` field of the response (or of the first chunk), and
+    # `nothing_found`: true when no knowledge base held anything on the question.
     knowledge_bases: list[str] = Field(default_factory=list, max_length=16)
     # Tools the client runs itself: offered in the model's format, calls returned as tool_calls.
     tools: list[ToolDefinition] | None = Field(default=None, max_length=128)
@@ -282,6 +283,7 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
     """The whole answer as one chat.completion; a failure is an error response."""
     calls: list[dict[str, Any]] = []
     sources: list[Citation] | None = None
+    nothing_found = False
     done: Done | None = None
     async with aclosing(generation.events()) as events:
         async for event in events:
@@ -289,7 +291,7 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
                 case ToolCalled(call=call):
                     calls.append(ToolCallOut.of(call).model_dump())
                 case Sources():
-                    sources = event.sources
+                    sources, nothing_found = event.sources, event.nothing_found
                 case Failure():
                     raise event.error
                 case Done():
@@ -309,6 +311,7 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
     }
     if sources is not None:
         response["sources"] = [s.model_dump() for s in sources]
+        response["nothing_found"] = nothing_found
     return response
 
 
@@ -339,7 +342,8 @@ async def _chunks(
                     yield chunk(opening)
                 case Sources():  # right after Started: the opening chunk carries them (even none)
                     listed = json.dumps([s.model_dump() for s in event.sources], ensure_ascii=False)
-                    yield chunk(opening, extra=f',"sources":{listed}')
+                    found = json.dumps(event.nothing_found)
+                    yield chunk(opening, extra=f',"sources":{listed},"nothing_found":{found}')
                 case ToolCalled(call=call):
                     yield chunk({"tool_calls": [{"index": calls, **ToolCallOut.of(call).model_dump()}]})
                     calls += 1
