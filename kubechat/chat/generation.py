@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kubechat.catalog import ChatTurn
 from kubechat.chat.events import (
@@ -37,6 +37,8 @@ from kubechat.core.errors import (
     ToolRoundsExceededError,
     as_kubechat_error,
 )
+from kubechat.knowledge.attribution import SentenceSources
+from kubechat.knowledge.retrieval import Citation
 from kubechat.stores.errors import StoreError
 from kubechat.stores.history import MessageStatus
 from kubechat.tools.formats import (
@@ -63,6 +65,9 @@ def failure_of(exc: Exception, what: str) -> KubechatError:
     if error is not exc:
         logger.error("%s failed unexpectedly", what, exc_info=exc)
     return error
+
+
+Attributor = Callable[[str, str, list[Citation]], Awaitable[list[SentenceSources]]]
 
 
 def nothing_found_answer(knowledge_bases: Sequence[str]) -> str:
@@ -112,8 +117,10 @@ class Generation:
         tool_timeout_s: float,
         control: TurnControl | None = None,
         user_message_id: str | None = None,
+        attributor: Attributor | None = None,
     ) -> None:
         self.grounding = grounding
+        self.attributor = attributor
         self.message_id = message_id  # also the Triton request id
         self.user_message_id = user_message_id
         self.triton = triton
@@ -177,7 +184,21 @@ class Generation:
                 control.streaming = False  # from here on a stop must not cancel the bookkeeping
         if error is not None:
             yield Failure(error)
-        yield self.done(status)
+        done = self.done(status)
+        if status is MessageStatus.COMPLETE and grounding.sources and self.text.strip():
+            done = replace(done, attribution=await self._attribution(grounding.sources))
+        yield done
+
+    async def _attribution(self, sources: list[Citation]) -> list[SentenceSources]:
+        """The answer's sentences with their supporting sources; none when that fails (the answer
+        stands without them, and its sources were sent already)."""
+        if self.attributor is None:
+            return []
+        try:
+            return await self.attributor(self.grounding.plan.principal, self.text, sources)
+        except Exception as exc:  # a missing embedder must not fail a finished answer
+            logger.warning("answer %s: attributing sentences to sources failed: %s", self.message_id, exc)
+            return []
 
     def done(self, status: MessageStatus) -> Done:
         """How the answer ended: usage, timings (from the request's arrival) and finish reason."""

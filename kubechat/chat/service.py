@@ -32,6 +32,7 @@ from kubechat.images.vision import (
     inline_attachment,
     with_images,
 )
+from kubechat.knowledge.attribution import SentenceSources
 from kubechat.knowledge.retrieval import Citation
 from kubechat.stores.history import HistoryStore, MessageStatus
 from kubechat.tools.formats import assistant_tool_call_text, tool_results_turn
@@ -73,6 +74,12 @@ class Knowledge(Protocol):
     async def search(
         self, principal: str, kb_names: Sequence[str], query: str, *, limit: int, candidates: int
     ) -> list[Citation]: ...
+
+    async def attribute(
+        self, principal: str, answer: str, sources: Sequence[Citation]
+    ) -> list[SentenceSources]:
+        """Each sentence of the answer with the sources that support it."""
+        ...
 
 
 class ChatService:
@@ -194,7 +201,7 @@ class ChatService:
         """The answer to a grounded request; `message_id` names it (and its Triton requests)."""
         return Generation(
             grounding, message_id, self.triton, self.tools, self.config.tool_timeout_s, control,
-            user_message_id,
+            user_message_id, self.knowledge.attribute,
         )  # fmt: skip
 
     async def _attachments(self, principal: str, refs: Sequence[ImageRef]) -> list[Attachment]:
@@ -277,6 +284,9 @@ class ChatService:
                         error = event.error  # sent once the answer is stored, right before done
                     elif isinstance(event, Done):
                         done, status = event, event.status
+                        if event.attribution:
+                            attribution = [a.model_dump() for a in event.attribution]
+                            await self.store.set_attribution(reply.id, attribution)
                     else:
                         if isinstance(event, ToolReturned):
                             await self.store.set_tool_calls(reply.id, _dumped(generation))

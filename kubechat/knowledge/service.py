@@ -28,6 +28,7 @@ from kubechat.catalog import ModelCatalog
 from kubechat.core.errors import InvalidRequestError, StorageUnavailableError
 from kubechat.core.resources import KnowledgeBase
 from kubechat.images.processing import DEFAULT_IMAGE_LIMITS, ImageLimits
+from kubechat.knowledge.attribution import SentenceSources, attribute
 from kubechat.knowledge.generations import IndexGenerations
 from kubechat.knowledge.inference import KnowledgeInference
 from kubechat.knowledge.ingestion import Claim, IngestionQueue
@@ -82,6 +83,7 @@ class KnowledgeService:
         )
         self.ingestion = IngestionQueue(documents, self._ingest, workers=workers)
         self.retrieval = HybridSearch(chunks, triton, min_score=min_score)
+        self.embedder = triton
         self._started = False
         self._scanning: asyncio.Task[None] | None = None
 
@@ -266,6 +268,23 @@ class KnowledgeService:
         return count
 
     # -- retrieval ------------------------------------------------------------------------
+
+    async def attribute(
+        self, principal: str, answer: str, sources: Sequence[Citation]
+    ) -> list[SentenceSources]:
+        """Each sentence of `answer` with the `sources` that support it, compared with the embedder
+        of the sources' knowledge bases (the first one's, when they were embedded by several)."""
+        if not sources:
+            return []
+        models = [
+            self.registry.get(name, principal).spec.embedding.model
+            for name in {s.knowledge_base for s in sources}
+        ]
+        model = models[0]
+        same = [
+            s for s in sources if self.registry.get(s.knowledge_base, principal).spec.embedding.model == model
+        ]
+        return await attribute(self.embedder, model, answer, same)
 
     async def search(
         self,

@@ -8,6 +8,7 @@ from starlette.testclient import WebSocketTestSession
 
 from kubechat.chat.generation import nothing_found_answer
 from kubechat.core.errors import ModelUnavailableError
+from kubechat.knowledge.attribution import SentenceSources
 from tests.api.conftest import InProcessApi
 from tests.scripted import HOLD
 
@@ -90,6 +91,22 @@ def test_sources_follow_start_and_are_stored(api: InProcessApi) -> None:
     assert sources["type"] == "sources" and sources["message_id"] == start["message_id"]
     assert [(s["n"], s["text"]) for s in sources["sources"]] == [(1, "The codename is Heron.")]
     assert api.messages(session)[-1]["sources"] == sources["sources"]
+
+
+def test_done_carries_the_attribution_and_the_history_keeps_it(api: InProcessApi) -> None:
+    api.knowledge.attribution = [SentenceSources(start=0, end=12, sources=[1], cited=[], similarity=0.7)]
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "Codename?", "knowledge_bases": ["handbook"]})
+        *_, done = turn(socket)
+        socket.send_json({"type": "message", "content": "Say hello."})  # no sources: no attribution
+        *_, plain = turn(socket)
+    expected = [{"start": 0, "end": 12, "sources": [1], "cited": [], "similarity": 0.7}]
+    assert done["attribution"] == expected and plain["attribution"] == []
+    assert api.knowledge.attributed == ["Hello there."]  # asked once, with the answer the client got
+    answer = api.messages(session)[1]
+    assert answer["attribution"] == expected
 
 
 def test_nothing_found_is_said_by_the_sources_event_and_the_answer(api: InProcessApi) -> None:

@@ -166,6 +166,15 @@ async def test_chat_answers_from_sources(api: ApiProcess, http: httpx.AsyncClien
     assert messages[0]["content"] == "What is the codename of the autumn release?"
     assert messages[1]["content"] == turn.text
     assert messages[1]["sources"] == turn.sources["sources"]  # citations are part of the history
+    # Every sentence is attributed by the real MiniLM, whether or not the model wrote [n].
+    attribution = turn.done["attribution"]
+    given = {s["n"] for s in turn.sources["sources"]}
+    assert attribution and all(0 <= a["start"] < a["end"] <= len(turn.text) for a in attribution)
+    assert all(set(a["sources"]) <= given and set(a["cited"]) <= given for a in attribution)
+    heron = [a for a in attribution if "heron" in turn.text[a["start"] : a["end"]].lower()]
+    notes = {s["n"] for s in turn.sources["sources"] if s["document_name"] == "notes.pdf"}
+    assert heron and all(set(a["sources"][:1]) <= notes for a in heron) and heron[0]["sources"]
+    assert messages[1]["attribution"] == attribution
 
 
 async def test_openai_endpoint_takes_knowledge_bases(api: ApiProcess, handbook: Any) -> None:
@@ -176,6 +185,10 @@ async def test_openai_endpoint_takes_knowledge_bases(api: ApiProcess, handbook: 
     )
     sources = completion.model_extra["sources"] if completion.model_extra else []
     assert sources[0]["document_name"] == "runbook.md" and sources[0]["section"] == "Backups"
+    assert completion.model_extra is not None and completion.model_extra["nothing_found"] is False
+    attribution = completion.model_extra["attribution"]
+    text = completion.choices[0].message.content or ""
+    assert isinstance(attribution, list) and all(a["end"] <= len(text) for a in attribution)
     stream = await client.chat.completions.create(
         model="smollm2", messages=question, max_tokens=5, stream=True,
         extra_body={"knowledge_bases": ["handbook"]},

@@ -312,6 +312,7 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
     if sources is not None:
         response["sources"] = [s.model_dump() for s in sources]
         response["nothing_found"] = nothing_found
+        response["attribution"] = [a.model_dump() for a in done.attribution]
     return response
 
 
@@ -353,7 +354,11 @@ async def _chunks(
                     yield DONE
                     return
                 case Done():
-                    yield chunk({}, event.finish_reason)
+                    attributed = ""
+                    if cited:
+                        listed = json.dumps([a.model_dump() for a in event.attribution], ensure_ascii=False)
+                        attributed = f',"attribution":{listed}'
+                    yield chunk({}, event.finish_reason, extra=attributed)
                     if include_usage:
                         usage = json.dumps(event.usage.model_dump())
                         yield sse_data(f'{head}"choices":[],"usage":{usage}}}')
