@@ -224,7 +224,7 @@ def test_documents_uploaded_in_the_page_are_indexed_and_cited(
     dialog.get_by_role("button", name="Delete", exact=True).click()
     expect(dialog.locator("tr[data-document='hostile.md']")).to_have_count(0)
     listed = httpx.get(f"{web_api.url}/knowledge-bases/handbook/documents", headers=auth()).json()
-    assert "hostile.md" not in {d["name"] for d in listed["documents"]}
+    assert "hostile.md" not in {d["name"] for d in listed["items"]}
 
 
 def test_an_attached_image_shows_what_the_model_was_told(web_api: ApiProcess, open_page: OpenPage) -> None:

@@ -99,7 +99,7 @@ async def test_invalid_bodies_get_the_error_shape(http: httpx.AsyncClient) -> No
 
 
 async def test_models_lists_the_catalog(http: httpx.AsyncClient) -> None:
-    models = {m["name"]: m for m in (await http.get("/models")).json()}
+    models = {m["name"]: m for m in (await http.get("/models")).json()["items"]}
     assert set(models) == {"smollm2", "minilm", "synthetic", "ocr", "tool-caller"}
     assert models["smollm2"]["default"] and models["smollm2"]["ready"]
     assert models["minilm"]["capabilities"] == ["embeddings"]

@@ -9,8 +9,10 @@ from pydantic import BaseModel, Field
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
 from kubechat.api.errors import error_responses
+from kubechat.api.pages import Cursor, ItemPage, Limit
 from kubechat.api.routing import ApiRoute
 from kubechat.core.errors import UnauthenticatedError
+from kubechat.core.pagination import page_by_name
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=ApiRoute)
 
@@ -29,9 +31,16 @@ class ModelOut(BaseModel):
     default: bool
 
 
+class ModelPage(ItemPage[ModelOut]):
+    """The models, by name."""
+
+
 @router.get("", responses=error_responses(UnauthenticatedError))
-async def list_models(services: ServicesDep, _principal: PrincipalDep) -> list[ModelOut]:
-    entries = list(services.catalog)
+async def list_models(
+    services: ServicesDep, _principal: PrincipalDep, limit: Limit = 50, cursor: Cursor = None
+) -> ModelPage:
+    page = page_by_name(list(services.catalog), limit, cursor, lambda entry: entry.name)
+    entries = page.items
     states = await asyncio.gather(*(services.readiness(entry) for entry in entries))
     default = services.catalog.default_model
     out = []
@@ -50,4 +59,4 @@ async def list_models(services: ServicesDep, _principal: PrincipalDep) -> list[M
                 default=entry.name == default,
             )
         )
-    return out
+    return ModelPage(items=out, next_cursor=page.next_cursor)

@@ -510,11 +510,17 @@ export interface components {
             /** Uploaded By */
             uploaded_by: string;
         };
-        /** DocumentPage */
+        /**
+         * DocumentPage
+         * @description A knowledge base's documents, oldest first (by upload time).
+         */
         DocumentPage: {
-            /** Documents */
-            documents: components["schemas"]["DocumentOut"][];
-            /** Next Cursor */
+            /** Items */
+            items: components["schemas"]["DocumentOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /**
@@ -615,6 +621,19 @@ export interface components {
             /** Width */
             width: number;
         };
+        /**
+         * ImagePage
+         * @description The principal's images, newest first.
+         */
+        ImagePage: {
+            /** Items */
+            items: components["schemas"]["ImageOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** ImageUrl */
         ImageUrl: {
             /**
@@ -665,6 +684,19 @@ export interface components {
             /** Writable */
             writable: boolean;
         };
+        /**
+         * KnowledgeBasePage
+         * @description The knowledge bases the principal may read, by name.
+         */
+        KnowledgeBasePage: {
+            /** Items */
+            items: components["schemas"]["KnowledgeBaseOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** MessageOut */
         MessageOut: {
             /** Completion Tokens */
@@ -703,11 +735,17 @@ export interface components {
              */
             tool_calls?: components["schemas"]["ToolActivity"][];
         };
-        /** MessagePage */
+        /**
+         * MessagePage
+         * @description A session's messages, oldest first.
+         */
         MessagePage: {
             /** Items */
             items: components["schemas"]["MessageOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** ModelCard */
@@ -770,6 +808,19 @@ export interface components {
              * @default
              */
             reason?: string;
+        };
+        /**
+         * ModelPage
+         * @description The models, by name.
+         */
+        ModelPage: {
+            /** Items */
+            items: components["schemas"]["ModelOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
         };
         /**
          * Readiness
@@ -871,11 +922,17 @@ export interface components {
             /** Updated At */
             updated_at: number;
         };
-        /** SessionPage */
+        /**
+         * SessionPage
+         * @description Sessions, newest first.
+         */
         SessionPage: {
             /** Items */
             items: components["schemas"]["SessionOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** SessionRename */
@@ -1080,7 +1137,12 @@ export interface operations {
     };
     list_images_images_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1093,7 +1155,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ImageOut"][];
+                    "application/json": components["schemas"]["ImagePage"];
+                };
+            };
+            /** @description Error codes: invalid_request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1501,7 +1572,12 @@ export interface operations {
     };
     list_knowledge_bases_knowledge_bases_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1514,7 +1590,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["KnowledgeBaseOut"][];
+                    "application/json": components["schemas"]["KnowledgeBasePage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1625,7 +1701,9 @@ export interface operations {
     list_documents_knowledge_bases__name__documents_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
                 status?: components["schemas"]["DocumentStatus"] | null;
             };
@@ -2234,7 +2312,12 @@ export interface operations {
     };
     list_models_models_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2247,7 +2330,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ModelOut"][];
+                    "application/json": components["schemas"]["ModelPage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -2329,7 +2412,9 @@ export interface operations {
     list_sessions_sessions_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
@@ -2669,7 +2754,9 @@ export interface operations {
     list_messages_sessions__session_id__messages_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
