@@ -4,7 +4,8 @@ Cursors are opaque to clients. Three kinds exist, the same in every store so tha
 the same whichever store made it: *after a time and an id* (`<epoch seconds>:<id>`, for
 listings ordered by a timestamp with the id breaking ties) and *after a sequence number* (an
 integer, for a session's messages) and *after a name* (the name itself, for short listings held
-in memory and ordered by name: models, knowledge bases). A cursor that does not parse is an InvalidRequestError.
+in memory and ordered by name: models, knowledge bases). A cursor that does not parse is an
+InvalidRequestError.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from kubechat.api.pages import Cursor, ItemPage, Limit
 from kubechat.api.routing import ApiRoute
 from kubechat.core.errors import UnauthenticatedError
 from kubechat.core.pagination import page_by_name
+from kubechat.core.resources import ModelPurpose
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=ApiRoute)
 
@@ -28,7 +29,11 @@ class ModelOut(BaseModel):
     message: str = Field(default="", description="Cluster mode, when not ready: its message.")
     max_input_tokens: int
     max_output_tokens: int
-    default: bool
+    purpose: ModelPurpose = Field(
+        description="general: for people (a general chat model is one to chat with). development: for "
+        "benchmarks, tests and demos (callable by name, but not one to offer for chatting)."
+    )
+    default: bool = Field(description="The model a message without `model` goes to: the one to offer first.")
 
 
 class ModelPage(ItemPage[ModelOut]):
@@ -56,6 +61,7 @@ async def list_models(
                 message=readiness.message,
                 max_input_tokens=spec.engine.max_input_tokens,
                 max_output_tokens=spec.engine.max_output_tokens,
+                purpose=spec.purpose,
                 default=entry.name == default,
             )
         )

@@ -363,8 +363,8 @@ export interface paths {
         };
         /**
          * List Models
-         * @description The chat models; in cluster mode only those whose ChatModel is Ready (clients pick from
-         *     this list and should not be offered one that would refuse them).
+         * @description The chat models, the default first; in cluster mode only those whose ChatModel is Ready
+         *     (clients pick from this list and should not be offered one that would refuse them).
          */
         get: operations["list_models_v1_models_get"];
         put?: never;
@@ -752,6 +752,11 @@ export interface components {
         ModelCard: {
             /** Created */
             created: number;
+            /**
+             * Default
+             * @description The default chat model (listed first).
+             */
+            default: boolean;
             /** Id */
             id: string;
             /**
@@ -765,6 +770,8 @@ export interface components {
              * @default kubechat
              */
             owned_by?: string;
+            /** @description general: for people to chat with. development: for benchmarks, tests and demos. */
+            purpose: components["schemas"]["ModelPurpose"];
         };
         /** ModelList */
         ModelList: {
@@ -781,7 +788,10 @@ export interface components {
         ModelOut: {
             /** Capabilities */
             capabilities: string[];
-            /** Default */
+            /**
+             * Default
+             * @description The model a message without `model` goes to: the one to offer first.
+             */
             default: boolean;
             /** Display Name */
             display_name: string;
@@ -797,6 +807,8 @@ export interface components {
             message?: string;
             /** Name */
             name: string;
+            /** @description general: for people (a general chat model is one to chat with). development: for benchmarks, tests and demos (callable by name, but not one to offer for chatting). */
+            purpose: components["schemas"]["ModelPurpose"];
             /**
              * Ready
              * @description Files mode: Triton has the model loaded. Cluster mode: the ChatModel's Ready condition.
@@ -822,6 +834,15 @@ export interface components {
              */
             next_cursor: string | null;
         };
+        /**
+         * ModelPurpose
+         * @description Who a model is for. `general`: people, who are offered it for what its capabilities say
+         *     (a general chat model may be the default). `development`: benchmarks, tests and demos (the
+         *     synthetic token model, the scripted tool caller): callable by name like any model, but not
+         *     offered for chatting, and the default only when no general chat model exists.
+         * @enum {string}
+         */
+        ModelPurpose: "general" | "development";
         /**
          * Readiness
          * @description The body of /ready, with 200 (ready) and 503 (not ready) alike.
