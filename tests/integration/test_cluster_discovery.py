@@ -414,7 +414,7 @@ async def test_knowledge_base_lifecycle(cluster: Cluster) -> None:
     handbook = await eventually(listed, "handbook listed", within_s=DEADLINE_S)
     assert handbook["ready"] is False and "minilm" in handbook["reason"]
     private = await http.get("/knowledge-bases", headers=auth(BOB_KEY))
-    assert [kb["name"] for kb in private.json()] == ["handbook"]  # bob reads it
+    assert [kb["name"] for kb in private.json()["items"]] == ["handbook"]  # bob reads it
 
     await operator.create_model("minilm")
     await operator.model_status("minilm", ready_status(cluster.triton.grpc_url))
