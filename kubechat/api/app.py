@@ -14,8 +14,9 @@ from starlette.routing import Route
 
 from kubechat import __version__
 from kubechat.api.dependencies import Services
-from kubechat.api.errors import ErrorBody, error_response
+from kubechat.api.errors import ErrorBody, error_response, record_error
 from kubechat.api.mcp_server import create_mcp_app
+from kubechat.api.observability import MetricsServer, RequestObservation
 from kubechat.api.routers import (
     chat_socket,
     health,
@@ -30,7 +31,9 @@ from kubechat.api.web import serve_chat_page
 from kubechat.catalog import ModelCatalog, load_catalog
 from kubechat.chat.service import ChatConfig, ChatService
 from kubechat.core.errors import KubechatError, StorageUnavailableError
+from kubechat.core.logs import configure_logging, install_redaction
 from kubechat.core.resources import load_knowledge_bases_from_dir
+from kubechat.core.tracing import configure_tracing
 from kubechat.discovery import ClusterDiscovery, load_kubernetes_configuration
 from kubechat.images.service import ImageService
 from kubechat.images.vision import VisionService
@@ -74,6 +77,12 @@ def open_knowledge_service(
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Under a bare `uvicorn --factory` (the chart), uvicorn has configured its own loggers; an
+    # explicit KUBECHAT_LOG_FORMAT/LOG_LEVEL takes logging over. Credentials are masked either way.
+    if {"log_format", "log_level"} & settings.model_fields_set:
+        configure_logging(settings.log_format, settings.log_level)
+    install_redaction()
+    configure_tracing("kubechat-api")
     # Without API keys every request is the local principal: /mcp then accepts only local hosts.
     local_only = settings.api_keys is None
     mcp_app = (
@@ -93,6 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for s in load_mcp_servers(settings.mcp_servers)
         ]
         cluster = settings.discovery is Discovery.KUBERNETES
+        metrics_server = None
+        if settings.metrics_port is not None:
+            metrics_server = MetricsServer(settings.metrics_host, settings.metrics_port)
+            metrics_server.start()
+            app.state.metrics_port = metrics_server.port
         # First: without credentials for the Kubernetes API, cluster mode cannot start at all.
         kubernetes = await load_kubernetes_configuration() if cluster else None
         if cluster:
@@ -152,6 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await knowledge.stop()
             await triton.close()
             await stores.close()
+            if metrics_server is not None:
+                metrics_server.stop()
 
     app = FastAPI(title="kubechat", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
@@ -176,6 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
+        record_error("invalid_request")
         body = ErrorBody(code="invalid_request", message=f"{where}: {first['msg']}")
         return JSONResponse({"error": body.model_dump()}, status_code=422)
 
@@ -194,6 +211,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.router.routes.append(Route("/mcp", endpoint=mcp_app, include_in_schema=False))
     # Last: the page answers only what no API route matches.
     serve_chat_page(app.router, settings.web_dir)
+    # Outermost (added last): request ids and request metrics cover every response, CORS's too.
+    app.add_middleware(RequestObservation, count=settings.metrics_enabled)
     return app
 
 
@@ -205,4 +224,5 @@ def chat_config(settings: Settings) -> ChatConfig:
         retrieval_sources=settings.retrieval_sources,
         retrieval_candidates=settings.retrieval_candidates,
         tool_timeout_s=settings.mcp_tool_timeout_s,
+        metrics=settings.metrics_enabled,
     )

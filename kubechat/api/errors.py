@@ -1,12 +1,17 @@
 """The one mapping of domain errors to the wire: an HTTP status, and the error body that HTTP
-responses (`{"error": ErrorBody}`), WebSocket error events and SSE streams all carry."""
+responses (`{"error": ErrorBody}`), WebSocket error events and SSE streams all carry.
+
+Every error body sent is counted here by route template and stable code (kubechat_errors_total,
+and kubechat_busy_refusals_total for `busy`)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
+from kubechat.api.observability import current_route
 from kubechat.core import errors as e
+from kubechat.core import metrics
 
 
 class ErrorBody(BaseModel):
@@ -56,7 +61,17 @@ def http_status(exc: e.KubechatError) -> int:
     return _mapped(exc)[0]
 
 
+def record_error(code: str) -> None:
+    """Count an error sent to a client, on the route being served."""
+    route = current_route()
+    metrics.ERRORS.labels(route, code).inc()
+    if code == e.BusyError.code:
+        metrics.BUSY_REFUSALS.labels(route).inc()
+
+
 def error_body(exc: e.KubechatError) -> ErrorBody:
+    """The body of an error sent to a client (counted: call it only to send one)."""
+    record_error(exc.code)
     return ErrorBody(code=exc.code, message=exc.message, type=_mapped(exc)[1])
 
 

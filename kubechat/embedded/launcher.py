@@ -95,6 +95,7 @@ def serve(settings: Settings, host: str, port: int, ports: TritonPorts, timeout:
             port=port,
             ws_max_size=4 * settings.max_ws_frame_bytes,
             log_level="info",
+            log_config=None,  # `kubechat serve` configured logging (kubechat.core.logs)
         )
     finally:
         server.stop()
