@@ -350,9 +350,9 @@ class AutoscalingSpec(_Spec):
     )
     metric: str = Field(
         default="kubechat_triton_queued_requests",
-        description="Pods metric (custom metrics API). The default is served by the chart's prometheus-adapter "
-        "rule: requests waiting in the pod's queue of this model alone (TensorRT-LLM's engine queue, else "
-        "Triton's pending count), selected by the metric label `model`.",
+        description="Pods metric (custom metrics API). The default is served by the chart's "
+        "prometheus-adapter rule: requests waiting in the pod's queue of this model alone (TensorRT-LLM's "
+        "engine queue, else Triton's pending count), selected by the metric label `model`.",
     )
     target_average_value: str = Field(
         default="4", pattern=_QUANTITY, description="Per-pod average of the metric the autoscaler aims at."
