@@ -7,8 +7,11 @@ nothing but costs a task per request). For every HTTP request and WebSocket it
   else makes one, and returns it as `X-Request-ID` (the WebSocket's handshake answer carries it
   too: the chat connection adds it when it accepts, and puts it on each `start` event);
 - binds a `RequestContext` (kubechat.core.logs) so every log line of the request carries it;
-- continues the client's trace when the request carries a W3C `traceparent`;
 - counts the request by method, route template and status, and times it.
+
+Server spans (and the client's W3C `traceparent`) are FastAPI's own telemetry, which records
+them whenever a tracer provider is configured (kubechat.core.tracing); kubechat's spans are
+their children.
 
 The metrics are served by prometheus-client's own HTTP server on a separate port
 (KUBECHAT_METRICS_PORT), never by the app: the ingress sends the whole host to the app, and
@@ -27,8 +30,6 @@ from collections.abc import MutableMapping
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
 from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -91,18 +92,12 @@ class RequestObservation:
         scope.setdefault("state", {})["request_id"] = request_id
         bound = bind_request(RequestContext(request_id))
         scoped = _scope.set(scope)
-        attached = None
-        if any(name == b"traceparent" for name, _ in headers):
-            carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
-            attached = otel_context.attach(propagate.extract(carrier))
         try:
             if kind == "websocket":
                 await self._websocket(scope, receive, send)
             else:
                 await self._http(scope, receive, send, request_id.encode("latin-1"))
         finally:
-            if attached is not None:
-                otel_context.detach(attached)
             _scope.reset(scoped)
             unbind_request(bound)
 

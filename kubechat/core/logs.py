@@ -31,15 +31,14 @@ LogFormat = Literal["plain", "json"]
 MASK = "***"
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# `name=value` or `name: value` (query strings, form bodies, JSON, messages): masked when the name
-# says it is a credential. The value runs to the next separator.
+# `name=value` or `name: value` (query strings, form bodies, JSON, messages) whose name says it is
+# a credential: it ends in token, key, secret, password, signature... (`api_key`, `x-api-key`,
+# `KUBECHAT_API_KEYS`, `AWS_SECRET_ACCESS_KEY`), not `max_tokens`. The value runs to the next
+# separator.
 _PARAM = re.compile(
-    r"(?P<name>[A-Za-z0-9_.-]+)(?P<q1>[\"']?)(?P<sep>\s*[=:]\s*)(?P<q2>[\"']?)(?P<value>[^\s&,;\"'}\]]+)"
-)
-_CREDENTIAL_NAME = re.compile(
-    r"(?:^|[_.-])(?:token|key|keys|apikey|secret|secrets|password|passwd|pwd|credential|credentials|"
-    r"signature|sig)$",
-    re.IGNORECASE,
+    r"(?i)(?<![A-Za-z0-9_.-])(?P<name>(?:[A-Za-z0-9]+[_.-])*"
+    r"(?:token|key|keys|apikey|secret|secrets|password|passwd|pwd|credentials?|signature|sig))"
+    r"(?P<q1>[\"']?)(?P<sep>\s*[=:]\s*)(?P<q2>[\"']?)(?P<value>[^\s&,;\"'}\]]+)"
 )
 # An Authorization header's value, however it is written, and a bare bearer or basic credential.
 _AUTHORIZATION = re.compile(r"(?i)(?P<name>\bauthorization\b[\"']?\s*[=:,]\s*[\"']?)(?P<value>[^\r\n\"',}]+)")
@@ -47,8 +46,6 @@ _BEARER = re.compile(r"(?i)\b(?P<scheme>bearer|basic)\s+(?P<value>[A-Za-z0-9._~+
 
 
 def _mask_param(match: re.Match[str]) -> str:
-    if not _CREDENTIAL_NAME.search(match["name"]) or match["value"] == MASK:
-        return match[0]
     return f"{match['name']}{match['q1']}{match['sep']}{match['q2']}{MASK}"
 
 

@@ -79,7 +79,10 @@ export interface components {
              */
             type: "error";
         };
-        /** GenerationOptions */
+        /**
+         * GenerationOptions
+         * @description Sampling options of one request; unset ones take the ChatModel's defaults.
+         */
         GenerationOptions: {
             /**
              * Max Tokens
@@ -251,6 +254,12 @@ export interface components {
             message_id: string;
             /** Model */
             model: string;
+            /**
+             * Request Id
+             * @description The socket's request id (its handshake's X-Request-ID): what the API's log lines about this answer carry.
+             * @default null
+             */
+            request_id: string | null;
             /**
              * Turns Dropped
              * @default 0
