@@ -3,7 +3,13 @@
 For each model and concurrency, the same prompt is streamed N times directly from Triton
 (tritonclient.grpc.aio, the raw ModelStreamInfer call) and through the API's WebSocket.
 Reported: aggregate tokens/s, time to first token (p50/p99) and the API/direct ratios.
-Prints a table and writes benchmarks/results/streaming-<time>.json.
+
+Then the cost of metrics (docs/observability.md): the same WebSocket streams through two API
+processes, one as deployed (metrics recorded and served on their port) and one with
+KUBECHAT_METRICS_ENABLED=false, rounds interleaved in alternating order; reported as the
+metrics-on/metrics-off throughput ratio (target: at least 0.98).
+
+Prints the tables and writes benchmarks/results/streaming-<time>.json.
 
     make bench                        # everything
     python -m benchmarks.streaming --quick
@@ -128,21 +134,29 @@ def summarize(path: str, scenario: Scenario, samples: list[Sample], wall: float)
     )  # fmt: skip
 
 
+async def fresh_sessions(api: ApiProcess, count: int) -> list[str]:
+    # A new session per stream and round: the API then sends the same single-turn
+    # prompt as the direct path, not one that grows with the session's history.
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        return [(await http.post("/sessions", json={"title": "bench"})).json()["id"] for _ in range(count)]
+
+
+async def api_round(api: ApiProcess, scenario: Scenario) -> tuple[list[Sample], float]:
+    """One round of `concurrency` WebSocket streams at once; its samples and wall time."""
+    sessions = await fresh_sessions(api, scenario.concurrency)
+    started = time.perf_counter()
+    samples = await asyncio.gather(
+        *(api_stream(api, s, scenario.model, scenario.max_tokens) for s in sessions)
+    )
+    return list(samples), time.perf_counter() - started
+
+
 async def run_scenario(
     scenario: Scenario, client: InferenceServerClient, api: ApiProcess, prompt: str
 ) -> tuple[Result, Result]:
-    async def fresh_sessions() -> list[str]:
-        # A new session per stream and round: the API then sends the same single-turn
-        # prompt as the direct path, not one that grows with the session's history.
-        async with httpx.AsyncClient(base_url=api.url) as http:
-            return [
-                (await http.post("/sessions", json={"title": "bench"})).json()["id"]
-                for _ in range(scenario.concurrency)
-            ]
-
     # Warm both paths (first-request costs are not what we measure).
     await direct_stream(client, scenario.model, prompt, 4)
-    await api_stream(api, (await fresh_sessions())[0], scenario.model, 4)
+    await api_stream(api, (await fresh_sessions(api, 1))[0], scenario.model, 4)
     direct_samples: list[Sample] = []
     api_samples: list[Sample] = []
     direct_wall = api_wall = 0.0
@@ -156,16 +170,37 @@ async def run_scenario(
             )
         )
         direct_wall += time.perf_counter() - started
-        sessions = await fresh_sessions()
-        started = time.perf_counter()
-        api_samples += await asyncio.gather(
-            *(api_stream(api, s, scenario.model, scenario.max_tokens) for s in sessions)
-        )
-        api_wall += time.perf_counter() - started
+        samples, wall = await api_round(api, scenario)
+        api_samples += samples
+        api_wall += wall
     return (
         summarize("direct", scenario, direct_samples, direct_wall),
         summarize("api-ws", scenario, api_samples, api_wall),
     )
+
+
+async def metrics_overhead(scenario: Scenario, on: ApiProcess, off: ApiProcess) -> tuple[Result, Result]:
+    """The same streams through an API recording metrics and one that does not, rounds interleaved
+    and their order alternated, so drift and the machine's other load hit both alike."""
+    for api in (on, off):
+        await api_round(api, scenario)  # warm: a fresh process is slower on its first rounds
+    collected: dict[str, tuple[list[Sample], float]] = {"on": ([], 0.0), "off": ([], 0.0)}
+    for round_ in range(scenario.rounds):
+        order = (("on", on), ("off", off)) if round_ % 2 == 0 else (("off", off), ("on", on))
+        for name, api in order:
+            samples, wall = await api_round(api, scenario)
+            kept, total = collected[name]
+            collected[name] = (kept + samples, total + wall)
+    return (
+        summarize("api-metrics-on", scenario, *collected["on"]),
+        summarize("api-metrics-off", scenario, *collected["off"]),
+    )
+
+
+def overhead_scenarios(quick: bool) -> list[Scenario]:
+    if quick:
+        return [Scenario("synthetic", 1, 512, 4), Scenario("synthetic", 32, 128, 2)]
+    return [Scenario("synthetic", 1, 2048, 8), Scenario("synthetic", 64, 256, 6)]
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -188,18 +223,19 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     models = ROOT / "examples" / "models"
     ports = TritonPorts(free_port(), free_port(), free_port())
     triton = start_triton(models, state, ports, timeout=300)
-    api = ApiProcess(
-        {
-            "KUBECHAT_TRITON_URL": triton.grpc_url,
-            "KUBECHAT_MODELS_DIR": str(models),
-            "KUBECHAT_STATE_DIR": str(state),
-            "KUBECHAT_DATABASE_URL": str(state / f"bench-{uuid.uuid4().hex}.sqlite3"),
-        },
-        state / "api.log",
-    )
+    env = {
+        "KUBECHAT_TRITON_URL": triton.grpc_url,
+        "KUBECHAT_MODELS_DIR": str(models),
+        "KUBECHAT_STATE_DIR": str(state),
+        "KUBECHAT_DATABASE_URL": str(state / f"bench-{uuid.uuid4().hex}.sqlite3"),
+    }
+    # As deployed: metrics recorded and served on their own port.
+    api = ApiProcess({**env, "KUBECHAT_METRICS_PORT": str(free_port())}, state / "api.log")
+    without_metrics = ApiProcess({**env, "KUBECHAT_METRICS_ENABLED": "false"}, state / "api-no-metrics.log")
     api.start()
     catalog = load_catalog(models, state)
     rows: list[dict[str, object]] = []
+    overhead: list[dict[str, object]] = []
     try:
         client = InferenceServerClient(triton.grpc_url)
         for scenario in scenarios(args.quick):
@@ -216,7 +252,22 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
             )
             print_row(rows[-1])
         await client.close()
+        without_metrics.start()
+        print(f"\n{OVERHEAD_HEADER}", flush=True)
+        for scenario in overhead_scenarios(args.quick):
+            on, off = await metrics_overhead(scenario, api, without_metrics)
+            overhead.append(
+                {
+                    "scenario": asdict(scenario),
+                    "metrics_on": asdict(on),
+                    "metrics_off": asdict(off),
+                    "throughput_ratio": on.tokens_per_s / off.tokens_per_s,
+                    "added_ttft_p50_ms": on.ttft_p50_ms - off.ttft_p50_ms,
+                }
+            )
+            print_overhead(overhead[-1])
     finally:
+        without_metrics.stop()
         api.stop()
         triton.stop()
     return {
@@ -228,6 +279,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
             "platform": platform.platform(),
         },
         "results": rows,
+        "metrics_overhead": overhead,
     }
 
 
@@ -244,6 +296,23 @@ def print_row(row: dict[str, object]) -> None:
         f"{d['model']:<10} {d['concurrency']:>4} {a['tokens']:>7} {d['tokens_per_s']:>12.0f} "
         f"{a['tokens_per_s']:>10.0f} {row['throughput_ratio']:>6.2f} {d['ttft_p50_ms']:>12.1f} ms "
         f"{a['ttft_p50_ms']:>9.1f} ms {row['added_ttft_p50_ms']:>6.1f} ms {a['ttft_p99_ms']:>9.1f} ms",
+        flush=True,
+    )
+
+
+OVERHEAD_HEADER = (
+    f"{'metrics':<10} {'conc':>4} {'tokens':>7} {'on tok/s':>9} {'off tok/s':>9} {'on/off':>6} "
+    f"{'on ttft p50':>11} {'off ttft p50':>12}"
+)
+
+
+def print_overhead(row: dict[str, object]) -> None:
+    on, off = row["metrics_on"], row["metrics_off"]
+    assert isinstance(on, dict) and isinstance(off, dict)
+    print(
+        f"{on['model']:<10} {on['concurrency']:>4} {on['tokens']:>7} {on['tokens_per_s']:>9.0f} "
+        f"{off['tokens_per_s']:>9.0f} {row['throughput_ratio']:>6.3f} {on['ttft_p50_ms']:>8.1f} ms "
+        f"{off['ttft_p50_ms']:>9.1f} ms",
         flush=True,
     )
 

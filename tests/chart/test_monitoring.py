@@ -204,3 +204,27 @@ def adapter_query(namespace: str, pods: list[str], model: str) -> str:
     matchers = f'namespace="{namespace}",pod=~"{"|".join(pods)}",model="{model}"'
     query: str = rule["metricsQuery"].replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "pod")
     return query
+
+
+def test_the_docs_list_every_metric_and_alert_with_its_threshold() -> None:
+    """docs/observability.md is the reference: a metric or an alert missing there fails here."""
+    docs = (ROOT / "docs" / "observability.md").read_text()
+    for family in _families():
+        if family.startswith("kubechat_"):
+            documented = family if f"`{family}`" in docs else f"{family}_total"
+            assert f"`{documented}`" in docs, family
+    thresholds = {
+        "KubechatModelNotReady": "modelNotReadyFor",
+        "KubechatTimeToFirstTokenHigh": "ttftP95Seconds",
+        "KubechatHttpErrorRatioHigh": "httpErrorRatio",
+        "KubechatAnswerFailureRatioHigh": "answerFailureRatio",
+        "KubechatIngestionFailures": "ingestionFailures",
+        "KubechatIngestionQueueStuck": "stuckQueueFor",
+    }
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]["prometheusRule"]
+    for group in _rules(rendered("production"))["groups"]:
+        for rule in group["rules"]:
+            (row,) = [line for line in docs.splitlines() if line.startswith(f"| `{rule['alert']}`")]
+            if rule["alert"] in thresholds:
+                value = thresholds[rule["alert"]]
+                assert f"`{value}` ({defaults[value]})" in row, row
