@@ -134,6 +134,7 @@ class Generation:
         model = grounding.plan.entry.name
         attached = otel_context.attach(self.trace_context)
         streams = metrics.ACTIVE_STREAMS.labels(model) if self.observe else None
+        counted = False  # in kubechat_active_streams
         try:
             if grounding.failure is not None:
                 raise grounding.failure
@@ -144,6 +145,7 @@ class Generation:
                     control.streaming = True
                 if streams is not None:
                     streams.inc()
+                    counted = True
                 if grounding.plan.tools:
                     async with aclosing(self._with_tools()) as events:
                         async for event in events:
@@ -182,7 +184,7 @@ class Generation:
         finally:
             if control is not None:
                 control.streaming = False  # from here on a stop must not cancel the bookkeeping
-            if streams is not None:
+            if streams is not None and counted:
                 streams.dec()
             otel_context.detach(attached)
         done = self.done(status)  # before Failure: a consumer may stop reading there

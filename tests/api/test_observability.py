@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from kubechat.api.app import create_app
 from kubechat.api.settings import Settings
+from kubechat.core.errors import StorageUnavailableError
 from kubechat.core.metrics import REGISTRY
 from tests.api.conftest import InProcessApi
 from tests.api.test_chat_socket import TOOL_CALL, turn
@@ -227,3 +228,17 @@ def test_a_completion_is_a_trace_that_outlives_its_handler(
     assert ancestor.parent is not None and format(ancestor.parent.span_id, "016x") == "b7ad6b7169203331"
     assert attributes(completion)["kubechat.status"] == "complete"
     assert attributes(completion)["kubechat.model"] == "synthetic"
+
+
+def test_an_answer_that_fails_before_streaming_leaves_no_stream_counted(api: InProcessApi) -> None:
+    """Retrieval fails, so the answer fails without ever streaming from Triton."""
+    before = sample("kubechat_answers_total", model="synthetic", status="failed")
+    api.knowledge.failure = StorageUnavailableError("the chunk store is down")
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "Codename?", "knowledge_bases": ["handbook"]})
+        frames = turn(socket)
+    assert frames[-1]["status"] == "failed"
+    assert sample("kubechat_active_streams", model="synthetic") == 0
+    assert sample("kubechat_answers_total", model="synthetic", status="failed") == before + 1
