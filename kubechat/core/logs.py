@@ -38,7 +38,10 @@ PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PARAM = re.compile(
     r"(?i)(?<![A-Za-z0-9_.-])(?P<name>(?:[A-Za-z0-9]+[_.-])*"
     r"(?:token|key|keys|apikey|secret|secrets|password|passwd|pwd|credentials?|signature|sig))"
-    r"(?P<q1>[\"']?)(?P<sep>\s*[=:]\s*)(?P<q2>[\"']?)(?P<value>[^\s&,;\"'}\]]+)"
+    r"(?P<q1>[\"']?)(?P<sep>\s*[=:]\s*)(?P<q2>[\"']?)"
+    # Not a %-placeholder of a log message's template ("token=%s"): its argument is checked apart.
+    r"(?!%(?:\(\w+\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa%])"
+    r"(?P<value>[^\s&,;\"'}\]]+)"
 )
 # An Authorization header's value, however it is written, and a bare bearer or basic credential.
 _AUTHORIZATION = re.compile(r"(?i)(?P<name>\bauthorization\b[\"']?\s*[=:,]\s*[\"']?)(?P<value>[^\r\n\"',}]+)")
@@ -100,12 +103,21 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Template and arguments apart first: uvicorn's access formatter reads the arguments.
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        # A credential split between them ("token=%s", key) shows only once they are joined.
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a broken call; logging reports it as it would have
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
         return True
 
 

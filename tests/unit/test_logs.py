@@ -129,3 +129,17 @@ def test_uvicorns_own_lines_are_masked_whatever_handler_writes_them(caplog: pyte
         )
     assert KEY not in caplog.text
     assert "token=***" in caplog.text and "403" in caplog.text
+
+
+def test_a_credential_split_between_template_and_argument_is_masked() -> None:
+    """`log("token=%s", key)`: the template's placeholder is no credential; the joined line is."""
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "token=%s user=%s", (KEY, "alice"), None)
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == "token=*** user=alice"
+    access = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", f"/ws/chat/x?token={KEY}", "1.1", 101), None,
+    )  # fmt: skip
+    RedactingFilter().filter(access)
+    # uvicorn's access formatter unpacks the arguments: they stay five, the path masked.
+    assert isinstance(access.args, tuple) and access.args[2] == "/ws/chat/x?token=***"
