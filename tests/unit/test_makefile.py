@@ -36,6 +36,7 @@ def test_serve_listens_where_it_is_told() -> None:
     assert (option(words, "--host"), option(words, "--port")) == ("0.0.0.0", "8080")
     ports = [option(words, f"--triton-{kind}-port") for kind in ("grpc", "http", "metrics")]
     assert ports == ["8081", "8082", "8083"]
+    assert option(words, "--metrics-port") == "9544"
 
 
 def test_serve_defaults_to_the_readme_address_and_passes_extra_options() -> None:
@@ -43,6 +44,7 @@ def test_serve_defaults_to_the_readme_address_and_passes_extra_options() -> None
 
     assert (option(words, "--host"), option(words, "--port")) == ("127.0.0.1", "8000")
     assert option(words, "--triton-grpc-port") == "8001"
+    assert option(words, "--metrics-port") == "9464"
     assert option(words, "--state-dir") == "/tmp/elsewhere"
     # The demo MCP server the README calls, unless the environment names other servers.
     assert "KUBECHAT_MCP_SERVERS=examples/mcp/servers.yaml" in words
