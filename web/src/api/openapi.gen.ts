@@ -363,8 +363,8 @@ export interface paths {
         };
         /**
          * List Models
-         * @description The chat models; in cluster mode only those whose ChatModel is Ready (clients pick from
-         *     this list and should not be offered one that would refuse them).
+         * @description The chat models, the default first; in cluster mode only those whose ChatModel is Ready
+         *     (clients pick from this list and should not be offered one that would refuse them).
          */
         get: operations["list_models_v1_models_get"];
         put?: never;
@@ -510,11 +510,17 @@ export interface components {
             /** Uploaded By */
             uploaded_by: string;
         };
-        /** DocumentPage */
+        /**
+         * DocumentPage
+         * @description A knowledge base's documents, oldest first (by upload time).
+         */
         DocumentPage: {
-            /** Documents */
-            documents: components["schemas"]["DocumentOut"][];
-            /** Next Cursor */
+            /** Items */
+            items: components["schemas"]["DocumentOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /**
@@ -615,6 +621,19 @@ export interface components {
             /** Width */
             width: number;
         };
+        /**
+         * ImagePage
+         * @description The principal's images, newest first.
+         */
+        ImagePage: {
+            /** Items */
+            items: components["schemas"]["ImageOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** ImageUrl */
         ImageUrl: {
             /**
@@ -665,6 +684,19 @@ export interface components {
             /** Writable */
             writable: boolean;
         };
+        /**
+         * KnowledgeBasePage
+         * @description The knowledge bases the principal may read, by name.
+         */
+        KnowledgeBasePage: {
+            /** Items */
+            items: components["schemas"]["KnowledgeBaseOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** MessageOut */
         MessageOut: {
             /** Completion Tokens */
@@ -703,17 +735,28 @@ export interface components {
              */
             tool_calls?: components["schemas"]["ToolActivity"][];
         };
-        /** MessagePage */
+        /**
+         * MessagePage
+         * @description A session's messages, oldest first.
+         */
         MessagePage: {
             /** Items */
             items: components["schemas"]["MessageOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** ModelCard */
         ModelCard: {
             /** Created */
             created: number;
+            /**
+             * Default
+             * @description The default chat model (listed first).
+             */
+            default: boolean;
             /** Id */
             id: string;
             /**
@@ -727,6 +770,8 @@ export interface components {
              * @default kubechat
              */
             owned_by?: string;
+            /** @description general: for people to chat with. development: for benchmarks, tests and demos. */
+            purpose: components["schemas"]["ModelPurpose"];
         };
         /** ModelList */
         ModelList: {
@@ -743,7 +788,10 @@ export interface components {
         ModelOut: {
             /** Capabilities */
             capabilities: string[];
-            /** Default */
+            /**
+             * Default
+             * @description The model a message without `model` goes to: the one to offer first.
+             */
             default: boolean;
             /** Display Name */
             display_name: string;
@@ -759,6 +807,8 @@ export interface components {
             message?: string;
             /** Name */
             name: string;
+            /** @description general: for people (a general chat model is one to chat with). development: for benchmarks, tests and demos (callable by name, but not one to offer for chatting). */
+            purpose: components["schemas"]["ModelPurpose"];
             /**
              * Ready
              * @description Files mode: Triton has the model loaded. Cluster mode: the ChatModel's Ready condition.
@@ -771,6 +821,28 @@ export interface components {
              */
             reason?: string;
         };
+        /**
+         * ModelPage
+         * @description The models, by name.
+         */
+        ModelPage: {
+            /** Items */
+            items: components["schemas"]["ModelOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
+        /**
+         * ModelPurpose
+         * @description Who a model is for. `general`: people, who are offered it for what its capabilities say
+         *     (a general chat model may be the default). `development`: benchmarks, tests and demos (the
+         *     synthetic token model, the scripted tool caller): callable by name like any model, but not
+         *     offered for chatting, and the default only when no general chat model exists.
+         * @enum {string}
+         */
+        ModelPurpose: "general" | "development";
         /**
          * Readiness
          * @description The body of /ready, with 200 (ready) and 503 (not ready) alike.
@@ -871,11 +943,17 @@ export interface components {
             /** Updated At */
             updated_at: number;
         };
-        /** SessionPage */
+        /**
+         * SessionPage
+         * @description Sessions, newest first.
+         */
         SessionPage: {
             /** Items */
             items: components["schemas"]["SessionOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** SessionRename */
@@ -1080,7 +1158,12 @@ export interface operations {
     };
     list_images_images_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1093,7 +1176,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ImageOut"][];
+                    "application/json": components["schemas"]["ImagePage"];
+                };
+            };
+            /** @description Error codes: invalid_request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1501,7 +1593,12 @@ export interface operations {
     };
     list_knowledge_bases_knowledge_bases_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1514,7 +1611,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["KnowledgeBaseOut"][];
+                    "application/json": components["schemas"]["KnowledgeBasePage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1625,7 +1722,9 @@ export interface operations {
     list_documents_knowledge_bases__name__documents_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
                 status?: components["schemas"]["DocumentStatus"] | null;
             };
@@ -2234,7 +2333,12 @@ export interface operations {
     };
     list_models_models_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2247,7 +2351,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ModelOut"][];
+                    "application/json": components["schemas"]["ModelPage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -2329,7 +2433,9 @@ export interface operations {
     list_sessions_sessions_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
@@ -2669,7 +2775,9 @@ export interface operations {
     list_messages_sessions__session_id__messages_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
