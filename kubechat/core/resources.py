@@ -145,6 +145,16 @@ class Capability(StrEnum):
     TOOLS = "tools"
 
 
+class ModelPurpose(StrEnum):
+    """Who a model is for. `general`: people, who are offered it for what its capabilities say
+    (a general chat model may be the default). `development`: benchmarks, tests and demos (the
+    synthetic token model, the scripted tool caller): callable by name like any model, but not
+    offered for chatting, and the default only when no general chat model exists."""
+
+    GENERAL = "general"
+    DEVELOPMENT = "development"
+
+
 class ToolCallFormat(StrEnum):
     """How a model is offered tools and writes its calls: the convention its chat template and
     training follow (see kubechat.tools.formats)."""
@@ -341,13 +351,19 @@ class StorageSpec(_Spec):
 
 
 class AutoscalingSpec(_Spec):
-    """A HorizontalPodAutoscaler on a per-pod Triton metric (served by a custom-metrics adapter)."""
+    """A HorizontalPodAutoscaler on a per-pod Triton queue metric, served by prometheus-adapter with
+    the rule the Helm chart ships (docs/operator.md, Autoscaling)."""
 
     min_replicas: Annotated[int, Field(ge=1)] = Field(default=1, description="Fewest replicas.")
     max_replicas: Annotated[int, Field(ge=1)] = Field(
         default=1, description="Most replicas; at least minReplicas."
     )
-    metric: str = Field(default="nv_inference_pending_request_count", description="Pods metric name.")
+    metric: str = Field(
+        default="kubechat_triton_queued_requests",
+        description="Pods metric (custom metrics API). The default is served by the chart's "
+        "prometheus-adapter rule: requests waiting in the pod's queue of this model alone (TensorRT-LLM's "
+        "engine queue, else Triton's pending count), selected by the metric label `model`.",
+    )
     target_average_value: str = Field(
         default="4", pattern=_QUANTITY, description="Per-pod average of the metric the autoscaler aims at."
     )
@@ -403,6 +419,11 @@ class ChatModelSpec(_Spec):
     )
     capabilities: list[Capability] = Field(
         default_factory=lambda: [Capability.CHAT], description="What the model can be asked to do."
+    )
+    purpose: ModelPurpose = Field(
+        default=ModelPurpose.GENERAL,
+        description="general: offered to people. development: for benchmarks, tests and demos (listed "
+        "and callable, never offered for chatting, the default only without a general chat model).",
     )
     chat_template: str = Field(
         default="",

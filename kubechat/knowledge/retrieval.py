@@ -12,19 +12,23 @@ lists find mediocre (docs/design-decisions.md has the evaluation that chose it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubechat.core.errors import InvalidVectorError, KnowledgeBaseUnavailableError, StorageUnavailableError
+from kubechat.core.metrics import RETRIEVAL_DURATION
 from kubechat.core.resources import KnowledgeBase
+from kubechat.core.tracing import tracer
 from kubechat.knowledge.inference import Embedder
 from kubechat.stores import errors as store_errors
 from kubechat.stores.chunks import ChunkRecord, ChunkStore, RankedChunk, Vector
 from kubechat.stores.errors import EmbeddingMismatchError, StoreError
 
+T = TypeVar("T")
 Retriever = Literal["knn", "bm25"]
 KNN_WEIGHT = 0.5
 RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's default rank_constant
@@ -75,18 +79,25 @@ class HybridSearch:
         candidates: int,
         document_ids: Sequence[str] | None = None,
     ) -> list[Citation]:
-        """The `limit` best chunks of the knowledge bases, from `candidates` per ranked list."""
+        """The `limit` best chunks of the knowledge bases, from `candidates` per ranked list.
+
+        Each step is timed (kubechat_retrieval_duration_seconds{step}) and, when traced, a span.
+        """
+        started = time.perf_counter()
         vectors: dict[str, Vector] = {}
         for model in {kb.spec.embedding.model for kb in kbs}:
-            vectors[model] = (await self.embedder.embed(model, [query]))[0]
+            vectors[model] = (await _step("embed", self.embedder.embed(model, [query])))[0]
         try:
             lists = await asyncio.gather(
                 *(
                     search
                     for kb in kbs
                     for search in (
-                        self.chunks.knn(kb, vectors[kb.spec.embedding.model], candidates, document_ids),
-                        self.chunks.text_search(kb, query, candidates, document_ids),
+                        _step(
+                            "knn",
+                            self.chunks.knn(kb, vectors[kb.spec.embedding.model], candidates, document_ids),
+                        ),
+                        _step("bm25", self.chunks.text_search(kb, query, candidates, document_ids)),
                     )
                 )
             )
@@ -102,7 +113,19 @@ class HybridSearch:
             if not above_floor(knn, self.floor(kb)):
                 continue  # nothing in this knowledge base is about the question, whatever BM25 says
             ranked_lists += [RankedList(kb.name, "knn", knn), RankedList(kb.name, "bm25", bm25)]
-        return citations(score_fusion(ranked_lists), limit)
+        found = citations(score_fusion(ranked_lists), limit)
+        RETRIEVAL_DURATION.labels("total").observe(time.perf_counter() - started)
+        return found
+
+
+async def _step(step: str, work: Awaitable[T]) -> T:
+    """One retrieval step, timed and traced (`knowledge.<step>`), failures included."""
+    started = time.perf_counter()
+    with tracer.start_as_current_span(f"knowledge.{step}"):
+        try:
+            return await work
+        finally:
+            RETRIEVAL_DURATION.labels(step).observe(time.perf_counter() - started)
 
 
 def above_floor(knn: Sequence[RankedChunk], floor: float) -> bool:

@@ -52,6 +52,7 @@ from kubechat.core.errors import (
     UnauthenticatedError,
     UnsupportedImageError,
 )
+from kubechat.core.resources import ModelPurpose
 from kubechat.images.vision import IMAGE_URL_PREFIX
 from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.types import ToolCall, ToolSpec
@@ -176,6 +177,11 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "kubechat"
+    # kubechat's extensions (OpenAI clients ignore fields they do not know).
+    purpose: ModelPurpose = Field(
+        description="general: for people to chat with. development: for benchmarks, tests and demos."
+    )
+    default: bool = Field(description="The default chat model (listed first).")
 
 
 class ModelList(BaseModel):
@@ -197,15 +203,15 @@ COMPLETION_ERRORS = error_responses(
 
 @router.get("/models", responses=error_responses(UnauthenticatedError))
 async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelList:
-    """The chat models; in cluster mode only those whose ChatModel is Ready (clients pick from
-    this list and should not be offered one that would refuse them)."""
-    return ModelList(
-        data=[
-            ModelCard(id=e.name, created=_STARTED)
-            for e in services.catalog.chat_models()
-            if (readiness := e.readiness()) is None or readiness.ready
-        ]
-    )
+    """The chat models, the default first; in cluster mode only those whose ChatModel is Ready
+    (clients pick from this list and should not be offered one that would refuse them)."""
+    default = services.catalog.default_model
+    cards = [
+        ModelCard(id=e.name, created=_STARTED, purpose=e.model.spec.purpose, default=e.name == default)
+        for e in services.catalog.chat_models()
+        if (readiness := e.readiness()) is None or readiness.ready
+    ]
+    return ModelList(data=sorted(cards, key=lambda card: not card.default))
 
 
 @router.post(

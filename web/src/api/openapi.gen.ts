@@ -364,8 +364,8 @@ export interface paths {
         };
         /**
          * List Models
-         * @description The chat models; in cluster mode only those whose ChatModel is Ready (clients pick from
-         *     this list and should not be offered one that would refuse them).
+         * @description The chat models, the default first; in cluster mode only those whose ChatModel is Ready
+         *     (clients pick from this list and should not be offered one that would refuse them).
          */
         get: operations["list_models_v1_models_get"];
         put?: never;
@@ -511,11 +511,17 @@ export interface components {
             /** Uploaded By */
             uploaded_by: string;
         };
-        /** DocumentPage */
+        /**
+         * DocumentPage
+         * @description A knowledge base's documents, oldest first (by upload time).
+         */
         DocumentPage: {
-            /** Documents */
-            documents: components["schemas"]["DocumentOut"][];
-            /** Next Cursor */
+            /** Items */
+            items: components["schemas"]["DocumentOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /**
@@ -616,6 +622,19 @@ export interface components {
             /** Width */
             width: number;
         };
+        /**
+         * ImagePage
+         * @description The principal's images, newest first.
+         */
+        ImagePage: {
+            /** Items */
+            items: components["schemas"]["ImageOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** ImageUrl */
         ImageUrl: {
             /**
@@ -666,6 +685,19 @@ export interface components {
             /** Writable */
             writable: boolean;
         };
+        /**
+         * KnowledgeBasePage
+         * @description The knowledge bases the principal may read, by name.
+         */
+        KnowledgeBasePage: {
+            /** Items */
+            items: components["schemas"]["KnowledgeBaseOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** MessageOut */
         MessageOut: {
             /**
@@ -709,17 +741,28 @@ export interface components {
              */
             tool_calls?: components["schemas"]["ToolActivity"][];
         };
-        /** MessagePage */
+        /**
+         * MessagePage
+         * @description A session's messages, oldest first.
+         */
         MessagePage: {
             /** Items */
             items: components["schemas"]["MessageOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** ModelCard */
         ModelCard: {
             /** Created */
             created: number;
+            /**
+             * Default
+             * @description The default chat model (listed first).
+             */
+            default: boolean;
             /** Id */
             id: string;
             /**
@@ -733,6 +776,8 @@ export interface components {
              * @default kubechat
              */
             owned_by?: string;
+            /** @description general: for people to chat with. development: for benchmarks, tests and demos. */
+            purpose: components["schemas"]["ModelPurpose"];
         };
         /** ModelList */
         ModelList: {
@@ -749,7 +794,10 @@ export interface components {
         ModelOut: {
             /** Capabilities */
             capabilities: string[];
-            /** Default */
+            /**
+             * Default
+             * @description The model a message without `model` goes to: the one to offer first.
+             */
             default: boolean;
             /** Display Name */
             display_name: string;
@@ -765,6 +813,8 @@ export interface components {
             message?: string;
             /** Name */
             name: string;
+            /** @description general: for people (a general chat model is one to chat with). development: for benchmarks, tests and demos (callable by name, but not one to offer for chatting). */
+            purpose: components["schemas"]["ModelPurpose"];
             /**
              * Ready
              * @description Files mode: Triton has the model loaded. Cluster mode: the ChatModel's Ready condition.
@@ -777,6 +827,28 @@ export interface components {
              */
             reason?: string;
         };
+        /**
+         * ModelPage
+         * @description The models, by name.
+         */
+        ModelPage: {
+            /** Items */
+            items: components["schemas"]["ModelOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
+        /**
+         * ModelPurpose
+         * @description Who a model is for. `general`: people, who are offered it for what its capabilities say
+         *     (a general chat model may be the default). `development`: benchmarks, tests and demos (the
+         *     synthetic token model, the scripted tool caller): callable by name like any model, but not
+         *     offered for chatting, and the default only when no general chat model exists.
+         * @enum {string}
+         */
+        ModelPurpose: "general" | "development";
         /**
          * Readiness
          * @description The body of /ready, with 200 (ready) and 503 (not ready) alike.
@@ -914,11 +986,17 @@ export interface components {
             /** Updated At */
             updated_at: number;
         };
-        /** SessionPage */
+        /**
+         * SessionPage
+         * @description Sessions, newest first.
+         */
         SessionPage: {
             /** Items */
             items: components["schemas"]["SessionOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** SessionRename */
@@ -1123,7 +1201,12 @@ export interface operations {
     };
     list_images_images_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1136,7 +1219,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ImageOut"][];
+                    "application/json": components["schemas"]["ImagePage"];
+                };
+            };
+            /** @description Error codes: invalid_request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1544,7 +1636,12 @@ export interface operations {
     };
     list_knowledge_bases_knowledge_bases_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1557,7 +1654,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["KnowledgeBaseOut"][];
+                    "application/json": components["schemas"]["KnowledgeBasePage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1668,7 +1765,9 @@ export interface operations {
     list_documents_knowledge_bases__name__documents_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
                 status?: components["schemas"]["DocumentStatus"] | null;
             };
@@ -2277,7 +2376,12 @@ export interface operations {
     };
     list_models_models_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2290,7 +2394,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ModelOut"][];
+                    "application/json": components["schemas"]["ModelPage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -2372,7 +2476,9 @@ export interface operations {
     list_sessions_sessions_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
@@ -2712,7 +2818,9 @@ export interface operations {
     list_messages_sessions__session_id__messages_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
