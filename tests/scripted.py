@@ -100,6 +100,9 @@ class ScriptedTriton:
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         return np.ones((len(texts), 4), dtype=np.float32)
 
+    async def rerank(self, model: str, query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return np.zeros(len(texts), dtype=np.float32)
+
     async def close(self) -> None:
         pass
 

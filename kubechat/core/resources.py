@@ -141,6 +141,7 @@ class Capability(StrEnum):
 
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
+    RERANK = "rerank"  # scores (query, passage) pairs: a KnowledgeBase's spec.retrieval.reranker
     VISION = "vision"
     TOOLS = "tools"
 

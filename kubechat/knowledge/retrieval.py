@@ -19,11 +19,17 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubechat.core.errors import InvalidVectorError, KnowledgeBaseUnavailableError, StorageUnavailableError
+from kubechat.core.errors import (
+    InvalidRequestError,
+    InvalidVectorError,
+    KnowledgeBaseUnavailableError,
+    ModelUnavailableError,
+    StorageUnavailableError,
+)
 from kubechat.core.metrics import RETRIEVAL_DURATION
 from kubechat.core.resources import KnowledgeBase
 from kubechat.core.tracing import tracer
-from kubechat.knowledge.inference import Embedder
+from kubechat.knowledge.inference import Embedder, Reranker
 from kubechat.stores import errors as store_errors
 from kubechat.stores.chunks import ChunkRecord, ChunkStore, RankedChunk, Vector
 from kubechat.stores.errors import EmbeddingMismatchError, StoreError
@@ -61,10 +67,18 @@ class HybridSearch:
     `min_score` is the floor of knowledge bases whose spec.retrieval.minScore is unset.
     """
 
-    def __init__(self, chunks: ChunkStore, embedder: Embedder, *, min_score: float = 0.0) -> None:
+    def __init__(
+        self,
+        chunks: ChunkStore,
+        embedder: Embedder,
+        *,
+        min_score: float = 0.0,
+        reranker: Reranker | None = None,
+    ) -> None:
         self.chunks = chunks
         self.embedder = embedder
         self.min_score = min_score
+        self.reranker = reranker
 
     def floor(self, kb: KnowledgeBase) -> float:
         own = kb.spec.retrieval.min_score
@@ -113,9 +127,28 @@ class HybridSearch:
             if not above_floor(knn, self.floor(kb)):
                 continue  # nothing in this knowledge base is about the question, whatever BM25 says
             ranked_lists += [RankedList(kb.name, "knn", knn), RankedList(kb.name, "bm25", bm25)]
-        found = citations(score_fusion(ranked_lists), limit)
+        fused = score_fusion(ranked_lists)
+        searched = {r.knowledge_base for r in ranked_lists}
+        rerankers = {kb.spec.retrieval.reranker for kb in kbs if kb.name in searched} - {""}
+        if rerankers and fused:
+            fused = await _step("rerank", self._rerank(rerankers, query, fused[:candidates]))
+        found = citations(fused, limit)
         RETRIEVAL_DURATION.labels("total").observe(time.perf_counter() - started)
         return found
+
+    async def _rerank(self, rerankers: set[str], query: str, pool: Fused) -> Fused:
+        """The pool reordered by the reranker's relevance, which becomes each chunk's score."""
+        if len(rerankers) > 1:
+            raise InvalidRequestError(
+                f"the knowledge bases name different rerankers ({', '.join(sorted(rerankers))}); "
+                "search them separately"
+            )
+        if self.reranker is None:
+            raise ModelUnavailableError("no reranker is reachable from this search")
+        (model,) = rerankers
+        scores = await self.reranker.rerank(model, query, [chunk.text for _, chunk, _ in pool])
+        ranked = sorted(zip(pool, scores.tolist(), strict=True), key=lambda pair: -pair[1])
+        return [(kb, chunk, float(score)) for (kb, chunk, _), score in ranked]
 
 
 async def _step(step: str, work: Awaitable[T]) -> T:

@@ -82,7 +82,7 @@ class KnowledgeService:
             models, documents, objects, chunks, triton, self.generations, vision_model=vision_model
         )
         self.ingestion = IngestionQueue(documents, self._ingest, workers=workers)
-        self.retrieval = HybridSearch(chunks, triton, min_score=min_score)
+        self.retrieval = HybridSearch(chunks, triton, min_score=min_score, reranker=triton)
         self.embedder = triton
         self._started = False
         self._scanning: asyncio.Task[None] | None = None

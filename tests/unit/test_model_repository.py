@@ -619,3 +619,24 @@ def test_tensorrtllm_renderer_refuses_other_backends_and_single_files(models: di
     model = _gpu_model(source={"huggingFace": {"repo": "x/y", "file": "model.gguf"}})
     with pytest.raises(RenderError, match="single file"):
         render_tensorrtllm_models(model)
+
+
+def test_a_reranker_scores_query_passage_pairs(models: dict[str, ChatModel]) -> None:
+    """A sentence-transformers ChatModel with the rerank capability: pairs in, one FP32 out."""
+    spec = models["minilm"].spec.model_copy(update={"capabilities": [Capability.RERANK]})
+    reranker = models["minilm"].model_copy(update={"spec": spec})
+    rendered = render_python_model(reranker, ModelArtifacts(checkpoint_dir="/opt/models/reranker"))
+    config = parse_model_config(rendered.config_pbtxt)
+    assert config.HasField("dynamic_batching") and not config.model_transaction_policy.decoupled
+    assert [(t.name, list(t.dims)) for t in config.input] == [
+        (contract.RERANK_QUERY, [1]),
+        (contract.RERANK_TEXT, [1]),
+    ]
+    assert [(o.name, model_config_pb2.DataType.Name(o.data_type)) for o in config.output] == [
+        (contract.RERANK_OUTPUT, "TYPE_FP32")
+    ]
+    assert config.parameters["checkpoint_dir"].string_value == "/opt/models/reranker"
+    assert (
+        rendered.files["1/model.py"].parent.name == "sentence_reranker"
+        and rendered.files["1/model.py"].is_file()
+    )
