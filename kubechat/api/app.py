@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from kubechat import __version__
 from kubechat.api.dependencies import Services, Supervised
-from kubechat.api.errors import error_response, status_error_response
+from kubechat.api.errors import error_response, status_error_response, validation_error_response
 from kubechat.api.mcp_server import create_mcp_app
 from kubechat.api.observability import MetricsServer, RequestObservation
 from kubechat.api.routers import (
@@ -210,15 +210,10 @@ def create_app(
         return error_response(StorageUnavailableError(f"a store failed: {exc}"))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        if first.get("type") == "json_invalid":
-            context = first.get("ctx")
-            reason = context.get("error", first["msg"]) if isinstance(context, dict) else first["msg"]
-            message = f"the body is not valid JSON: {reason}"
-        else:
-            message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-        return status_error_response(422, message)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # OpenAI answers a request that does not validate with 400, and OpenAI clients (and the
+        # frameworks built on them) raise BadRequestError on it; the rest of the API keeps 422.
+        return validation_error_response(exc.errors(), 400 if is_openai_path(request) else 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -268,6 +263,12 @@ def allowed_methods(request: Request, framework: str = "") -> list[str]:
         if _path_pattern(template).fullmatch(path):
             methods |= {m.upper() for m in operations if m in HTTP_METHODS}
     return sorted(methods)
+
+
+def is_openai_path(request: Request) -> bool:
+    """Whether the request is for the OpenAI-compatible API (/v1), whose errors are OpenAI's."""
+    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    return path == "/v1" or path.startswith("/v1/")
 
 
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})

@@ -81,6 +81,7 @@ def test_a_failure_after_the_stream_started_is_reported_in_band(api: InProcessAp
             "code": "model_unavailable",
             "message": "model synthetic failed: gone",
             "type": "server_error",
+            "param": None,
         }
     }
     assert done == "[DONE]"
@@ -143,3 +144,104 @@ def test_calls_of_the_clients_tools_are_handed_back(api: InProcessApi) -> None:
     assert (streamed["index"], streamed["function"]["name"]) == (0, "get_weather")
     assert deltas[-1]["finish_reason"] == "tool_calls"
     assert api.tools.calls == []  # the client runs its own tools
+
+
+# Every field OpenAI defines that kubechat does not do: refused with a 400 naming it.
+UNSUPPORTED: list[tuple[dict[str, Any], str, str]] = [
+    ({"n": 2}, "n", "unsupported_value"),
+    ({"frequency_penalty": 0.5}, "frequency_penalty", "unsupported_parameter"),
+    ({"presence_penalty": -1.0}, "presence_penalty", "unsupported_parameter"),
+    ({"logit_bias": {"42": 5}}, "logit_bias", "unsupported_parameter"),
+    ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice", "unsupported_value"),
+    (
+        {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+        "tool_choice",
+        "unsupported_value",
+    ),
+    ({"tools": [WEATHER], "parallel_tool_calls": False}, "parallel_tool_calls", "unsupported_value"),
+    ({"store": True}, "store", "unsupported_value"),
+    ({"service_tier": "flex"}, "service_tier", "unsupported_value"),
+    ({"modalities": ["text", "audio"]}, "modalities", "unsupported_value"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio", "unsupported_parameter"),
+    ({"reasoning_effort": "low"}, "reasoning_effort", "unsupported_parameter"),
+    ({"prediction": {"type": "content", "content": "x"}}, "prediction", "unsupported_parameter"),
+    ({"functions": [{"name": "f", "parameters": {}}]}, "functions", "unsupported_parameter"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param", "code"), UNSUPPORTED, ids=[u[1] for u in UNSUPPORTED])
+def test_unsupported_fields_are_refused_naming_them(
+    api: InProcessApi, client: openai.OpenAI, fields: dict[str, Any], param: str, code: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="tool-caller", messages=QUESTION, **fields)
+    assert (refused.value.param, refused.value.code) == (param, code)
+    assert refused.value.type == "invalid_request_error"
+    assert param in refused.value.message
+    assert api.triton.requests == []  # refused before any generation
+
+
+def test_defaults_sent_explicitly_are_accepted(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="synthetic", messages=QUESTION, n=1, frequency_penalty=0, presence_penalty=0,
+        logprobs=False, store=False, service_tier="auto", modalities=["text"], logit_bias={},
+        parallel_tool_calls=True, user="u-1", metadata={"k": "v"}, response_format={"type": "text"},
+    )  # fmt: skip
+    assert reply.choices[0].message.content == "Hello there."
+
+
+def test_validation_errors_are_openai_400s_naming_the_field(api: InProcessApi, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as hot:
+        client.chat.completions.create(model="synthetic", messages=QUESTION, temperature=9)
+    assert (hot.value.param, hot.value.code) == ("temperature", "invalid_request")
+    with pytest.raises(openai.BadRequestError) as nested:
+        client.chat.completions.create(model="synthetic", messages=[{"role": "wizard", "content": "hi"}])  # type: ignore[misc,list-item]
+    assert nested.value.param == "messages[0].role"
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.chat.completions.create(model="synthetic", messages=QUESTION, extra_body={"best_of": 3})
+    assert (unknown.value.param, unknown.value.code) == ("best_of", "unknown_parameter")
+    assert unknown.value.body == {
+        "message": "Unrecognized request argument supplied: best_of",
+        "type": "invalid_request_error",
+        "param": "best_of",
+        "code": "unknown_parameter",
+    }
+    # The raw body is exactly OpenAI's error object.
+    raw = api.client.post("/v1/chat/completions", json={"model": "synthetic", "messages": QUESTION, "n": "2"})
+    assert raw.status_code == 400
+    assert raw.json() == {
+        "error": {
+            "message": "n: Input should be a valid integer",
+            "type": "invalid_request_error",
+            "param": "n",
+            "code": "invalid_request",
+        }
+    }
+    # Outside /v1 the API keeps its 422, in the same shape.
+    session = api.client.patch("/sessions/x", json={"title": 5})
+    assert session.status_code == 422 and session.json()["error"]["param"] == "title"
+
+
+def test_models_are_listed_and_retrieved(client: openai.OpenAI) -> None:
+    listed = sorted(m.id for m in client.models.list())
+    assert listed == ["minilm", "smollm2", "synthetic", "tool-caller"]  # chat and embeddings
+    model = client.models.retrieve("smollm2")
+    assert (model.id, model.object, model.owned_by) == ("smollm2", "model", "kubechat")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-9")
+    assert (missing.value.code, missing.value.param) == ("model_not_found", "model")
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("ocr")  # the vision model is reached through chat, not /v1
+
+
+def test_a_path_v1_does_not_serve_is_an_openai_404(api: InProcessApi) -> None:
+    response = api.client.post("/v1/completions", json={"model": "synthetic", "prompt": "hi"})
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "message": "no route /v1/completions",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "not_found",
+        }
+    }
