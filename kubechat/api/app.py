@@ -27,11 +27,13 @@ from kubechat.api.routers import (
     knowledge_bases,
     models,
     openai_compat,
+    openai_embeddings,
     sessions,
 )
 from kubechat.api.settings import Discovery, Settings, get_settings
 from kubechat.api.web import serve_chat_page
 from kubechat.catalog import ModelCatalog, load_catalog
+from kubechat.chat.embeddings import EmbeddingService
 from kubechat.chat.service import ChatConfig, ChatService
 from kubechat.core.errors import KubechatError, StorageUnavailableError, as_kubechat_error
 from kubechat.core.logs import configure_logging, install_redaction
@@ -157,6 +159,7 @@ def create_app(
             store=store,
             triton=triton,
             chat=ChatService(chat_config(settings), catalog, store, triton, knowledge, vision, tools),
+            embeddings=EmbeddingService(catalog, triton),
             knowledge=knowledge,
             images=image_service,
             vision=vision,
@@ -239,6 +242,7 @@ def create_app(
         sessions.router,
         chat_socket.router,
         openai_compat.router,
+        openai_embeddings.router,
         knowledge_bases.router,
         images.router,
     ):

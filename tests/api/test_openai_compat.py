@@ -245,3 +245,37 @@ def test_a_path_v1_does_not_serve_is_an_openai_404(api: InProcessApi) -> None:
             "code": "not_found",
         }
     }
+
+
+def test_embeddings_in_both_encodings(client: openai.OpenAI, api: InProcessApi) -> None:
+    floats = client.embeddings.create(model="minilm", input=["a", "b c"], encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1]
+    assert floats.data[0].embedding == [1.0, 1.0, 1.0, 1.0]  # the scripted embedder's vector
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens > 0
+    # The client's default asks for base64 and decodes it: the same floats come back.
+    decoded = client.embeddings.create(model="minilm", input="a")
+    assert decoded.data[0].embedding == [1.0, 1.0, 1.0, 1.0]
+    raw = api.client.post("/v1/embeddings", json={"model": "minilm", "input": "a", "encoding_format": "base64"})
+    assert raw.json()["data"][0]["embedding"] == "AACAPwAAgD8AAIA/AACAPw=="  # four little-endian 1.0f
+    assert client.embeddings.create(model="minilm", input="a", dimensions=4).data[0].embedding
+
+
+EMBEDDING_REFUSALS: list[tuple[dict[str, Any], type[openai.APIStatusError], str | None, str]] = [
+    ({"dimensions": 3}, openai.BadRequestError, "dimensions", "unsupported_value"),
+    ({"input": [[1, 2, 3]]}, openai.BadRequestError, "input", "unsupported_value"),
+    ({"input": [1, 2, 3]}, openai.BadRequestError, "input", "unsupported_value"),
+    ({"input": ""}, openai.BadRequestError, "input", "invalid_request"),
+    ({"input": []}, openai.BadRequestError, "input", "invalid_request"),
+    ({"input": ["x"] * 2049}, openai.BadRequestError, "input", "invalid_request"),
+    ({"encoding_format": "int8"}, openai.BadRequestError, "encoding_format", "invalid_request"),
+    ({"model": "smollm2"}, openai.NotFoundError, "model", "model_not_found"),
+]
+
+
+@pytest.mark.parametrize(("fields", "error", "param", "code"), EMBEDDING_REFUSALS)
+def test_embedding_requests_kubechat_cannot_honour_are_refused(
+    client: openai.OpenAI, fields: dict[str, Any], error: type[openai.APIStatusError], param: str, code: str
+) -> None:
+    with pytest.raises(error) as refused:
+        client.embeddings.create(**{"model": "minilm", "input": "a", **fields})
+    assert (refused.value.param, refused.value.code) == (param, code)
