@@ -255,7 +255,9 @@ def test_embeddings_in_both_encodings(client: openai.OpenAI, api: InProcessApi) 
     # The client's default asks for base64 and decodes it: the same floats come back.
     decoded = client.embeddings.create(model="minilm", input="a")
     assert decoded.data[0].embedding == [1.0, 1.0, 1.0, 1.0]
-    raw = api.client.post("/v1/embeddings", json={"model": "minilm", "input": "a", "encoding_format": "base64"})
+    raw = api.client.post(
+        "/v1/embeddings", json={"model": "minilm", "input": "a", "encoding_format": "base64"}
+    )
     assert raw.json()["data"][0]["embedding"] == "AACAPwAAgD8AAIA/AACAPw=="  # four little-endian 1.0f
     assert client.embeddings.create(model="minilm", input="a", dimensions=4).data[0].embedding
 
@@ -279,3 +281,84 @@ def test_embedding_requests_kubechat_cannot_honour_are_refused(
     with pytest.raises(error) as refused:
         client.embeddings.create(**{"model": "minilm", "input": "a", **fields})
     assert (refused.value.param, refused.value.code) == (param, code)
+
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def test_response_formats_reach_the_engine_as_guides(api: InProcessApi, client: openai.OpenAI) -> None:
+    client.chat.completions.create(
+        model="smollm2", messages=QUESTION, response_format={"type": "json_object"}
+    )
+    person: Any = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    client.chat.completions.create(model="smollm2", messages=QUESTION, response_format=person)
+    client.chat.completions.create(model="smollm2", messages=QUESTION, response_format={"type": "text"})
+    guides = [r.params.guide for r in api.triton.requests]
+    assert guides[0] is not None and (guides[0].type, json.loads(guides[0].text)) == (
+        "json_schema",
+        {"type": "object"},
+    )
+    assert guides[1] is not None and json.loads(guides[1].text) == PERSON
+    assert guides[2] is None
+
+
+@pytest.mark.parametrize("model", ["synthetic", "tool-caller"])
+def test_a_model_that_cannot_enforce_a_response_format_refuses_it(
+    api: InProcessApi, client: openai.OpenAI, model: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model=model, messages=QUESTION, response_format={"type": "json_object"}
+        )
+    assert (refused.value.param, refused.value.code) == ("response_format", "unsupported_value")
+    assert api.triton.requests == []
+
+
+def test_a_schema_that_is_no_json_schema_is_refused(api: InProcessApi, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="smollm2", messages=QUESTION,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}},
+        )  # fmt: skip
+    assert refused.value.param == "response_format.json_schema.schema"
+    nameless_format: Any = {"type": "json_schema", "json_schema": {"schema": PERSON}}
+    with pytest.raises(openai.BadRequestError) as nameless:
+        client.chat.completions.create(model="smollm2", messages=QUESTION, response_format=nameless_format)
+    assert nameless.value.param == "response_format.json_schema.name"
+    assert api.triton.requests == []
+
+
+def test_logprobs_come_with_the_answer_and_with_each_chunk(api: InProcessApi, client: openai.OpenAI) -> None:
+    plain = client.chat.completions.create(model="smollm2", messages=QUESTION, logprobs=True, top_logprobs=2)
+    assert api.triton.requests[-1].params.logprobs == 2
+    choice = plain.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    assert [e.token for e in choice.logprobs.content] == ["Hello", " there", "."]
+    assert all(e.logprob == -0.5 and len(e.top_logprobs) == 2 for e in choice.logprobs.content)
+
+    stream = client.chat.completions.create(
+        model="smollm2", messages=QUESTION, logprobs=True, top_logprobs=0, stream=True
+    )
+    scored = [(c.choices[0].delta.content, c.choices[0].logprobs) for c in stream if c.choices]
+    assert [(text, [e.token for e in lp.content or []]) for text, lp in scored if lp] == [
+        ("Hello", ["Hello"]), (" there", [" there"]), (".", ["."]),
+    ]  # fmt: skip
+    # Without logprobs the answer carries none.
+    assert client.chat.completions.create(model="smollm2", messages=QUESTION).choices[0].logprobs is None
+
+
+def test_logprobs_are_refused_where_the_model_cannot_give_them(
+    api: InProcessApi, client: openai.OpenAI
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="synthetic", messages=QUESTION, logprobs=True)
+    assert (refused.value.param, refused.value.code) == ("logprobs", "unsupported_parameter")
+    with pytest.raises(openai.BadRequestError) as alone:
+        client.chat.completions.create(model="smollm2", messages=QUESTION, top_logprobs=2)
+    assert alone.value.param == "top_logprobs"
+    assert api.triton.requests == []

@@ -116,3 +116,28 @@ def test_embeddings_of_the_real_embedder(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as long:
         client.embeddings.create(model="minilm", input="word " * 400)  # past its 256-token window
     assert long.value.param == "input" and "256" in long.value.message
+
+
+def test_logprobs_of_the_real_model_streamed_and_not(client: openai.OpenAI) -> None:
+    request: Any = {"model": "smollm2", "messages": QUESTION, "max_tokens": 12, "temperature": 0}
+    plain = client.chat.completions.create(logprobs=True, top_logprobs=3, **request)
+    text = plain.choices[0].message.content
+    scored = plain.choices[0].logprobs
+    assert text and scored is not None and scored.content
+    assert "".join(e.token for e in scored.content) == text
+    for entry in scored.content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        ranked = [t.logprob for t in entry.top_logprobs]
+        assert ranked == sorted(ranked, reverse=True)
+        # Greedy decoding takes the likeliest token: the first alternative is the token itself.
+        assert (entry.top_logprobs[0].token, entry.top_logprobs[0].logprob) == (entry.token, entry.logprob)
+    streamed = [
+        e
+        for chunk in client.chat.completions.create(stream=True, logprobs=True, top_logprobs=3, **request)
+        for choice in chunk.choices
+        if choice.logprobs and choice.logprobs.content
+        for e in choice.logprobs.content
+    ]
+    assert [(e.token, round(e.logprob, 4)) for e in streamed] == [
+        (e.token, round(e.logprob, 4)) for e in scored.content
+    ]

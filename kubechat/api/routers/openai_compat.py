@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.sse import EventSourceResponse
+from jsonschema import Draft202012Validator, SchemaError
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
@@ -59,6 +60,8 @@ from kubechat.core.resources import Capability
 from kubechat.images.vision import IMAGE_URL_PREFIX
 from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.types import ToolCall, ToolSpec
+from kubechat.triton.client import Guide
+from kubechat.triton.contract import GUIDE_JSON_SCHEMA
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=ApiRoute)
 
@@ -149,13 +152,46 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str | None = None
+    # `schema` shadows a BaseModel attribute: the field is `schema_` on the wire as `schema`.
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(BaseModel):
-    """OpenAI's `response_format`: `text`, `json_object` or `json_schema` (with its schema)."""
+    """OpenAI's `response_format`: `text`, `json_object` or `json_schema` (with its schema).
+
+    Enforced by constrained decoding, strict or not: the answer always matches the schema (a
+    `strict: false` schema is followed exactly too, which OpenAI allows itself)."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
+
+    def guide(self) -> Guide | None:
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            # An object, as OpenAI's JSON mode promises, not any JSON value.
+            return Guide(GUIDE_JSON_SCHEMA, json.dumps({"type": "object"}))
+        if self.json_schema is None:
+            raise InvalidRequestError(
+                "response_format json_schema needs json_schema", param="response_format"
+            )
+        schema = self.json_schema.schema_
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise InvalidRequestError(
+                f"response_format.json_schema.schema is not a JSON schema: {exc.message}",
+                param="response_format.json_schema.schema",
+            ) from None
+        return Guide(GUIDE_JSON_SCHEMA, json.dumps(schema))
 
 
 Penalty = Annotated[float, Strict(), Field(ge=-2, le=2)]
@@ -240,16 +276,8 @@ def refuse_unsupported(body: ChatCompletionRequest) -> None:
             )
     if body.logit_bias:
         raise UnsupportedParameterError("logit_bias is not supported", param="logit_bias")
-    if body.logprobs:
-        raise UnsupportedParameterError("logprobs are not supported yet", param="logprobs")
-    if body.top_logprobs is not None:
-        raise UnsupportedParameterError(
-            "top_logprobs needs logprobs, which is not supported yet", param="top_logprobs"
-        )
-    if body.response_format is not None and body.response_format.type != "text":
-        raise UnsupportedValueError(
-            f"response_format {body.response_format.type} is not supported yet", param="response_format"
-        )
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequestError("top_logprobs needs logprobs true", param="top_logprobs")
     if body.tool_choice == "required" or isinstance(body.tool_choice, dict):
         raise UnsupportedValueError(
             'tool_choice may be "auto" or "none"; forcing a tool call is not supported', param="tool_choice"
@@ -368,6 +396,8 @@ def _chat_request(body: ChatCompletionRequest) -> ChatRequest:
     return ChatRequest(
         messages, model=body.model, options=options, knowledge_bases=body.knowledge_bases,
         client_tools=_client_tools(body),
+        guide=body.response_format.guide() if body.response_format is not None else None,
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
     )  # fmt: skip
 
 
@@ -420,6 +450,8 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
         "choices": [{"index": 0, "message": message, "finish_reason": done.finish_reason}],
         "usage": done.usage.model_dump(),
     }
+    if generation.logprobs is not None:
+        response["choices"][0]["logprobs"] = {"content": generation.logprobs, "refusal": None}
     if sources is not None:
         response["sources"] = [s.model_dump() for s in sources]
     return response
@@ -440,6 +472,22 @@ async def _chunks(
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return sse_data(f'{head}"choices":[{json.dumps(choice, ensure_ascii=False)}]{extra}}}')
 
+    # Log probabilities ride on the chunk of the text they produced (OpenAI's choice.logprobs).
+    scored = generation.logprobs
+    reported = 0
+
+    def scored_chunk(text: str, finish: str | None = None) -> bytes:
+        nonlocal reported
+        assert scored is not None
+        entries, reported = scored[reported:], len(scored)
+        choice = {
+            "index": 0,
+            "delta": {"content": text},
+            "logprobs": {"content": entries},
+            "finish_reason": finish,
+        }
+        return sse_data(f'{head}"choices":[{json.dumps(choice, ensure_ascii=False)}]}}')
+
     opening = {"role": "assistant", "content": ""}
     cited = generation.grounding.sources is not None
     calls = 0
@@ -447,7 +495,7 @@ async def _chunks(
         async for event in events:
             match event:
                 case Token():  # the hot path first
-                    yield chunk({"content": event.text})
+                    yield chunk({"content": event.text}) if scored is None else scored_chunk(event.text)
                 case Started() if not cited:
                     yield chunk(opening)
                 case Sources():  # right after Started: the opening chunk carries them (even none)
@@ -462,6 +510,8 @@ async def _chunks(
                     yield DONE
                     return
                 case Done():
+                    if scored is not None and reported < len(scored):  # tokens of no text (held back)
+                        yield scored_chunk("")
                     yield chunk({}, event.finish_reason)
                     if include_usage:
                         usage = json.dumps(event.usage.model_dump())

@@ -354,6 +354,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Embeddings
+         * @description One vector per input, in input order. `encoding_format` base64 sends each vector as the
+         *     base64 of its little-endian float32 bytes (what the official clients ask for by default).
+         */
+        post: operations["create_embeddings_v1_embeddings_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models": {
         parameters: {
             query?: never;
@@ -599,6 +620,63 @@ export interface components {
          * @enum {string}
          */
         DocumentStatus: "queued" | "parsing" | "embedding" | "indexed" | "failed" | "deleting";
+        /** Embedding */
+        Embedding: {
+            /**
+             * Embedding
+             * @description Floats, or base64 of little-endian float32s.
+             */
+            embedding: number[] | string;
+            /** Index */
+            index: number;
+            /**
+             * Object
+             * @default embedding
+             * @constant
+             */
+            object?: "embedding";
+        };
+        /** EmbeddingList */
+        EmbeddingList: {
+            /** Data */
+            data: components["schemas"]["Embedding"][];
+            /** Model */
+            model: string;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object?: "list";
+            usage: components["schemas"]["EmbeddingUsage"];
+        };
+        /**
+         * EmbeddingRequest
+         * @description OpenAI's embeddings request; like the chat request, a field it does not define is refused.
+         */
+        EmbeddingRequest: {
+            /** Dimensions */
+            dimensions?: number | null;
+            /**
+             * Encoding Format
+             * @default float
+             * @enum {string}
+             */
+            encoding_format?: "float" | "base64";
+            /** Input */
+            input: string | string[] | number[] | number[][];
+            /** Model */
+            model: string;
+            /** User */
+            user?: string | null;
+        };
+        /** EmbeddingUsage */
+        EmbeddingUsage: {
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Total Tokens */
+            total_tokens: number;
+        };
         /**
          * ErrorBody
          * @description The one error shape: HTTP bodies are `{"error": ErrorBody}`, WS events carry it too.
@@ -706,6 +784,19 @@ export interface components {
             url: string;
         } & {
             [key: string]: unknown;
+        };
+        /** JsonSchemaFormat */
+        JsonSchemaFormat: {
+            /** Description */
+            description?: string | null;
+            /** Name */
+            name: string;
+            /** Schema */
+            schema?: {
+                [key: string]: unknown;
+            };
+            /** Strict */
+            strict?: boolean | null;
         };
         /** KnowledgeBaseOut */
         KnowledgeBaseOut: {
@@ -920,12 +1011,12 @@ export interface components {
         /**
          * ResponseFormat
          * @description OpenAI's `response_format`: `text`, `json_object` or `json_schema` (with its schema).
+         *
+         *     Enforced by constrained decoding, strict or not: the answer always matches the schema (a
+         *     `strict: false` schema is followed exactly too, which OpenAI allows itself).
          */
         ResponseFormat: {
-            /** Json Schema */
-            json_schema?: {
-                [key: string]: unknown;
-            } | null;
+            json_schema?: components["schemas"]["JsonSchemaFormat"] | null;
             /**
              * Type
              * @enum {string}
@@ -2938,6 +3029,84 @@ export interface operations {
                 };
             };
             /** @description Error codes: model_unavailable, storage_unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Any other error, in the same shape. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    create_embeddings_v1_embeddings_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmbeddingRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmbeddingList"];
+                };
+            };
+            /** @description Error codes: invalid_request, unknown_parameter, unsupported_value. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: unauthenticated. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: model_not_found. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: internal_error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: model_unavailable. */
             503: {
                 headers: {
                     [name: string]: unknown;
