@@ -23,7 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
 from kubechat.core.errors import ModelNotFoundError, ModelUnavailableError
-from kubechat.core.resources import Capability, ChatModel, load_chat_models_from_dir
+from kubechat.core.resources import Capability, ChatModel, ModelPurpose, load_chat_models_from_dir
 from kubechat.triton.artifacts import tokenizer_dir
 
 logger = logging.getLogger(__name__)
@@ -176,10 +176,13 @@ class ModelCatalog:
 
     @property
     def default_model(self) -> str:
-        """KUBECHAT_DEFAULT_MODEL if set, else the first chat model (in file or listing order)."""
+        """KUBECHAT_DEFAULT_MODEL if set, else the first chat model (in file or listing order) whose
+        purpose is general, else the first chat model of any purpose."""
         if self._configured_default:
             return self._configured_default
-        return next((e.name for e in self._entries.values() if e.model.has(Capability.CHAT)), "")
+        chat = [e.model for e in self._entries.values() if e.model.has(Capability.CHAT)]
+        for_people = [m for m in chat if m.spec.purpose is ModelPurpose.GENERAL]
+        return (for_people or chat)[0].name if chat else ""
 
     def __iter__(self) -> Iterator[CatalogEntry]:
         return iter(list(self._entries.values()))

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from kubechat import __version__
 from kubechat.api.dependencies import Services, Supervised
+from kubechat.api.docs import add_api_docs
 from kubechat.api.errors import error_response, status_error_response, validation_error_response
 from kubechat.api.mcp_server import create_mcp_app
 from kubechat.api.observability import MetricsServer, RequestObservation
@@ -193,7 +194,9 @@ def create_app(
             if metrics_server is not None:
                 metrics_server.stop()
 
-    app = FastAPI(title="kubechat", version=__version__, lifespan=lifespan)
+    # FastAPI's /docs and /redoc would load their scripts from a CDN: api/docs.py serves them.
+    app = FastAPI(title="kubechat", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    add_api_docs(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -145,7 +145,7 @@ def test_a_message_cursor_past_any_sequence_number_is_a_400(api: InProcessApi, c
     assert error(response) == (400, "invalid_request")
 
 
-@pytest.mark.parametrize("listing", ["/sessions", "/knowledge-bases/handbook/documents"])
+@pytest.mark.parametrize("listing", ["/sessions", "/knowledge-bases/handbook/documents", "/images"])
 @pytest.mark.parametrize("cursor", ["1e999:x", "nan:x", "-inf:x", "x:y"])
 def test_a_time_cursor_that_is_no_time_is_a_400(api: InProcessApi, listing: str, cursor: str) -> None:
     assert error(api.client.get(listing, params={"cursor": cursor})) == (400, "invalid_request")

@@ -56,7 +56,7 @@ from kubechat.core.errors import (
     UnsupportedParameterError,
     UnsupportedValueError,
 )
-from kubechat.core.resources import Capability
+from kubechat.core.resources import Capability, ModelPurpose
 from kubechat.images.vision import IMAGE_URL_PREFIX
 from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.types import ToolCall, ToolSpec
@@ -300,6 +300,11 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "kubechat"
+    # kubechat's extensions (OpenAI clients ignore fields they do not know).
+    purpose: ModelPurpose = Field(
+        description="general: for people to chat with. development: for benchmarks, tests and demos."
+    )
+    default: bool = Field(description="The default chat model (listed first).")
 
 
 class ModelList(BaseModel):
@@ -333,8 +338,11 @@ def _listed(entry: CatalogEntry) -> bool:
 
 @router.get("/models", responses=error_responses(UnauthenticatedError, validation_status=400))
 async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelList:
-    """The chat and embedding models; in cluster mode only those whose ChatModel is Ready."""
-    return ModelList(data=[ModelCard(id=e.name, created=_STARTED) for e in services.catalog if _listed(e)])
+    """The chat and embedding models, the default chat model first; in cluster mode only those
+    whose ChatModel is Ready."""
+    default = services.catalog.default_model
+    cards = [_card(e, default) for e in services.catalog if _listed(e)]
+    return ModelList(data=sorted(cards, key=lambda card: not card.default))
 
 
 @router.get(
@@ -346,7 +354,13 @@ async def retrieve_model(model_id: str, services: ServicesDep, _principal: Princ
     entry = services.catalog.find(model_id)
     if entry is None or not _listed(entry):
         raise ModelNotFoundError(f"The model '{model_id}' does not exist", param="model")
-    return ModelCard(id=entry.name, created=_STARTED)
+    return _card(entry, services.catalog.default_model)
+
+
+def _card(entry: CatalogEntry, default: str) -> ModelCard:
+    return ModelCard(
+        id=entry.name, created=_STARTED, purpose=entry.model.spec.purpose, default=entry.name == default
+    )
 
 
 @router.post(

@@ -384,7 +384,8 @@ export interface paths {
         };
         /**
          * List Models
-         * @description The chat and embedding models; in cluster mode only those whose ChatModel is Ready.
+         * @description The chat and embedding models, the default chat model first; in cluster mode only those
+         *     whose ChatModel is Ready.
          */
         get: operations["list_models_v1_models_get"];
         put?: never;
@@ -608,11 +609,17 @@ export interface components {
             /** Uploaded By */
             uploaded_by: string;
         };
-        /** DocumentPage */
+        /**
+         * DocumentPage
+         * @description A knowledge base's documents, oldest first (by upload time).
+         */
         DocumentPage: {
-            /** Documents */
-            documents: components["schemas"]["DocumentOut"][];
-            /** Next Cursor */
+            /** Items */
+            items: components["schemas"]["DocumentOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /**
@@ -775,6 +782,19 @@ export interface components {
             /** Width */
             width: number;
         };
+        /**
+         * ImagePage
+         * @description The principal's images, newest first.
+         */
+        ImagePage: {
+            /** Items */
+            items: components["schemas"]["ImageOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** ImageUrl */
         ImageUrl: {
             /**
@@ -838,6 +858,19 @@ export interface components {
             /** Writable */
             writable: boolean;
         };
+        /**
+         * KnowledgeBasePage
+         * @description The knowledge bases the principal may read, by name.
+         */
+        KnowledgeBasePage: {
+            /** Items */
+            items: components["schemas"]["KnowledgeBaseOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** MessageOut */
         MessageOut: {
             /** Completion Tokens */
@@ -876,17 +909,28 @@ export interface components {
              */
             tool_calls?: components["schemas"]["ToolActivity"][];
         };
-        /** MessagePage */
+        /**
+         * MessagePage
+         * @description A session's messages, oldest first.
+         */
         MessagePage: {
             /** Items */
             items: components["schemas"]["MessageOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** ModelCard */
         ModelCard: {
             /** Created */
             created: number;
+            /**
+             * Default
+             * @description The default chat model (listed first).
+             */
+            default: boolean;
             /** Id */
             id: string;
             /**
@@ -900,6 +944,8 @@ export interface components {
              * @default kubechat
              */
             owned_by?: string;
+            /** @description general: for people to chat with. development: for benchmarks, tests and demos. */
+            purpose: components["schemas"]["ModelPurpose"];
         };
         /** ModelList */
         ModelList: {
@@ -916,7 +962,10 @@ export interface components {
         ModelOut: {
             /** Capabilities */
             capabilities: string[];
-            /** Default */
+            /**
+             * Default
+             * @description The model a message without `model` goes to: the one to offer first.
+             */
             default: boolean;
             /** Display Name */
             display_name: string;
@@ -932,6 +981,8 @@ export interface components {
             message?: string;
             /** Name */
             name: string;
+            /** @description general: for people (a general chat model is one to chat with). development: for benchmarks, tests and demos (callable by name, but not one to offer for chatting). */
+            purpose: components["schemas"]["ModelPurpose"];
             /**
              * Ready
              * @description Files mode: Triton has the model loaded. Cluster mode: the ChatModel's Ready condition.
@@ -944,6 +995,28 @@ export interface components {
              */
             reason?: string;
         };
+        /**
+         * ModelPage
+         * @description The models, by name.
+         */
+        ModelPage: {
+            /** Items */
+            items: components["schemas"]["ModelOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
+        /**
+         * ModelPurpose
+         * @description Who a model is for. `general`: people, who are offered it for what its capabilities say
+         *     (a general chat model may be the default). `development`: benchmarks, tests and demos (the
+         *     synthetic token model, the scripted tool caller): callable by name like any model, but not
+         *     offered for chatting, and the default only when no general chat model exists.
+         * @enum {string}
+         */
+        ModelPurpose: "general" | "development";
         /**
          * Readiness
          * @description The body of /ready, with 200 (ready) and 503 (not ready) alike.
@@ -1059,11 +1132,17 @@ export interface components {
             /** Updated At */
             updated_at: number;
         };
-        /** SessionPage */
+        /**
+         * SessionPage
+         * @description Sessions, newest first.
+         */
         SessionPage: {
             /** Items */
             items: components["schemas"]["SessionOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** SessionRename */
@@ -1268,7 +1347,12 @@ export interface operations {
     };
     list_images_images_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1281,7 +1365,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ImageOut"][];
+                    "application/json": components["schemas"]["ImagePage"];
+                };
+            };
+            /** @description Error codes: invalid_request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1689,7 +1782,12 @@ export interface operations {
     };
     list_knowledge_bases_knowledge_bases_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1702,7 +1800,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["KnowledgeBaseOut"][];
+                    "application/json": components["schemas"]["KnowledgeBasePage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1813,7 +1911,9 @@ export interface operations {
     list_documents_knowledge_bases__name__documents_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
                 status?: components["schemas"]["DocumentStatus"] | null;
             };
@@ -2422,7 +2522,12 @@ export interface operations {
     };
     list_models_models_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2435,7 +2540,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ModelOut"][];
+                    "application/json": components["schemas"]["ModelPage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -2517,7 +2622,9 @@ export interface operations {
     list_sessions_sessions_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
@@ -2857,7 +2964,9 @@ export interface operations {
     list_messages_sessions__session_id__messages_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
