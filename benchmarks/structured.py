@@ -47,6 +47,9 @@ ANIMALS = {
                 "properties": {"name": {"type": "string"}, "fact": {"type": "string"}},
                 "required": ["name", "fact"],
             },
+            # More items than max_tokens can hold: the constrained answer runs to max_tokens like
+            # the free one, so both rates are over the same number of tokens.
+            "minItems": 12,
         }
     },
     "required": ["animals"],
