@@ -4,7 +4,8 @@ text, the same model and prompt, through the real tritonserver (target: a ratio 
 Each round streams the prompt twice, free and constrained, in alternating order (so that
 neither always runs on a warmer machine), greedy, to max_tokens. Reported per mode: decode
 tokens/s (first delta to last: the masking cost per token) and end-to-end tokens/s (request to
-last delta: the grammar's compilation included), and the constrained/free ratios.
+last delta: the grammar's compilation included), and the constrained/free ratios; then the
+masking cost per token timed alone, which load on a shared machine cannot blur.
 
 Prints a table and writes benchmarks/results/structured-<time>.json.
 
@@ -63,6 +64,7 @@ class Run:
     tokens: int
     decode_tokens_per_s: float
     end_to_end_tokens_per_s: float
+    text: str
 
 
 async def one(gateway: TritonGateway, tokenizer: Tokenizer, params: SamplingParams, mode: str) -> Run:
@@ -75,7 +77,35 @@ async def one(gateway: TritonGateway, tokenizer: Tokenizer, params: SamplingPara
             first = first or last
             pieces.append(delta)
     tokens = len(tokenizer.encode("".join(pieces), add_special_tokens=False).ids)
-    return Run(mode, tokens, (tokens - 1) / (last - first), tokens / (last - started))
+    text = "".join(pieces)
+    return Run(mode, tokens, (tokens - 1) / (last - first), tokens / (last - started), text)
+
+
+def masking_ms_per_token(tokenizer_dir: Path, answer: str) -> float:
+    """What the grammar adds to each decoding step, timed alone (no other work competes on a
+    shared machine, where tokens/s ratios are noisy): the next-token bitmask and its application
+    to a vocabulary of logits, along the constrained answer's own tokens."""
+    import torch
+    import xgrammar
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    vocab = 49152  # SmolLM2's logits
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab)
+    grammar = xgrammar.GrammarCompiler(info).compile_json_schema(json.dumps(ANIMALS), any_whitespace=False)
+    matcher = xgrammar.GrammarMatcher(grammar)
+    bitmask = xgrammar.allocate_token_bitmask(1, vocab)
+    logits = torch.randn(1, vocab)
+    ids = tokenizer(answer, add_special_tokens=False).input_ids
+    spent = 0.0
+    for token in ids:
+        started = time.perf_counter()
+        matcher.fill_next_token_bitmask(bitmask)
+        xgrammar.apply_token_bitmask_inplace(logits, bitmask, vocab_size=vocab)
+        spent += time.perf_counter() - started
+        if not matcher.accept_token(token):
+            break
+    return 1000 * spent / max(1, len(ids))
 
 
 def summary(runs: list[Run], mode: str) -> dict[str, float]:
@@ -92,7 +122,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     triton = start_triton(
         ROOT / "examples" / "models", state, TritonPorts(free_port(), free_port(), free_port()), 300
     )
-    tokenizer = Tokenizer.from_file(str(next((state / "tokenizers").glob("smollm2-*/tokenizer.json"))))
+    tokenizer_dir = next((state / "tokenizers").glob("smollm2-*"))
+    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     gateway = TritonGateway(triton.grpc_url)
     free = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
     guided = SamplingParams(
@@ -117,6 +148,10 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     for mode, s in (("free", free_s), ("json_schema", guided_s)):
         decode, e2e = s["decode_tokens_per_s"], s["end_to_end_tokens_per_s"]
         print(f"{mode:<12} {s['tokens']:>6.0f} {decode:>13.1f} {e2e:>17.1f}")
+    masking_ms = masking_ms_per_token(tokenizer_dir, next(r.text for r in runs if r.mode == "json_schema"))
+    step_ms = 1000 / free_s["decode_tokens_per_s"]
+    share = 100 * masking_ms / step_ms
+    print(f"masking: {masking_ms:.3f} ms per token, {share:.1f}% of a {step_ms:.1f} ms step")
     met = decode_ratio >= TARGET
     verdict = "met" if met else "NOT met"
     print(f"ratio (json_schema/free): decode {decode_ratio:.3f}, end-to-end {e2e_ratio:.3f}")
@@ -131,8 +166,10 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
         "json_schema": guided_s,
         "decode_ratio": decode_ratio,
         "end_to_end_ratio": e2e_ratio,
+        "masking_ms_per_token": masking_ms,
+        "masking_share_of_step": masking_ms / step_ms,
         "target": {"decode_ratio": TARGET, "met": met},
-        "runs": [asdict(r) for r in runs],
+        "runs": [{k: v for k, v in asdict(r).items() if k != "text"} for r in runs],
     }
 
 
