@@ -214,7 +214,9 @@ class ModelCatalog:
         entry = self._entries.get(name)
         if entry is None or not entry.model.has(capability):
             known = ", ".join(e.name for e in self._entries.values() if e.model.has(capability))
-            raise ModelNotFoundError(f"unknown {capability} model {name!r} (known: {known or 'none'})")
+            raise ModelNotFoundError(
+                f"unknown {capability} model {name!r} (known: {known or 'none'})", param="model"
+            )
         return entry
 
 

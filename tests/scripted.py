@@ -73,6 +73,7 @@ class ScriptedTriton:
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> AsyncGenerator[str, None]:
         self.requests.append(StreamRequest(model, prompt, params, request_id, image))
         reply = self.replies.popleft() if self.replies else self.default
@@ -86,6 +87,17 @@ class ScriptedTriton:
                 elif isinstance(item, BaseException):
                     raise item
                 else:
+                    if logprobs is not None:  # one entry per piece, as a model gives one per token
+                        top = [{"token": "x", "bytes": [120], "logprob": -2.0}] * (params.logprobs or 0)
+                        text = str(item)
+                        logprobs.append(
+                            {
+                                "token": text,
+                                "bytes": list(text.encode()),
+                                "logprob": -0.5,
+                                "top_logprobs": top,
+                            }
+                        )
                     yield str(item)
         finally:
             self.closed_streams += 1

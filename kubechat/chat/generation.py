@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -143,6 +144,11 @@ class Generation:
         self.tool_timeout_s = tool_timeout_s
         self.control = control
         self.pieces: list[str] = []
+        # The tokens' log probabilities (OpenAI's entries), when the request asked for them:
+        # each Token's entries are here before it is yielded.
+        self.logprobs: list[dict[str, Any]] | None = (
+            [] if grounding.plan.params.logprobs is not None else None
+        )
         self.tool_calls: list[ToolActivity] = []
         self.first_token_at: float | None = None
         self.last_token_at = 0.0
@@ -310,7 +316,9 @@ class Generation:
 
     def _stream(self, prompt: str, request_id: str) -> AsyncGenerator[str, None]:
         plan = self.grounding.plan
-        return self.triton.stream_text(plan.entry.name, prompt, plan.params, request_id, image=plan.image)
+        return self.triton.stream_text(
+            plan.entry.name, prompt, plan.params, request_id, image=plan.image, logprobs=self.logprobs
+        )
 
     def _token(self, text: str) -> Token:
         now = time.perf_counter()

@@ -125,7 +125,7 @@ class ChatService:
             self.check_message(message.content)
         entry = self.catalog.get(request.model)
         entry.check_ready()
-        params = sampling_params(entry, request.options)
+        params = sampling_params(entry, request.options, request.guide, request.logprobs)
         tools = self.offered_tools(entry, request)
         for name in request.knowledge_bases:
             self.knowledge.get(name, principal)

@@ -22,5 +22,8 @@ def test_openai_models_list_the_default_first_with_the_purpose(api: InProcessApi
     assert cards[0]["id"] == "synthetic" and cards[0]["default"] is True
     assert [c["id"] for c in cards if c["default"]] == ["synthetic"]
     purposes = {c["id"]: c["purpose"] for c in cards}
-    assert purposes == {"smollm2": "general", "synthetic": "development", "tool-caller": "development"}
+    # The embedders too, for /v1/embeddings (issue 22).
+    assert purposes == {
+        "smollm2": "general", "synthetic": "development", "tool-caller": "development", "minilm": "general",
+    }  # fmt: skip
     assert all(c["object"] == "model" and c["owned_by"] == "kubechat" for c in cards)

@@ -40,6 +40,6 @@ def test_the_engine_decodes_on_its_own_thread_count(generator: CausalLmGenerator
     request = GenerationRequest(
         prompt="<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n", max_tokens=6
     )
-    text = "".join(generator.generate(request, cancelled))
+    text = "".join(d if isinstance(d, str) else d.text for d in generator.generate(request, cancelled))
     assert text.strip() and len(during) >= 2
     assert set(during) == {1}  # every step ran single-threaded

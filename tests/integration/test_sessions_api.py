@@ -21,7 +21,7 @@ async def test_session_lifecycle(http: httpx.AsyncClient) -> None:
     assert missing.status_code == 404
     assert missing.json() == {
         "error": {"code": "session_not_found", "message": f"session {session} not found",
-                  "type": "invalid_request_error"}
+                  "type": "invalid_request_error", "param": None}
     }  # fmt: skip
 
 

@@ -355,6 +355,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Embeddings
+         * @description One vector per input, in input order. `encoding_format` base64 sends each vector as the
+         *     base64 of its little-endian float32 bytes (what the official clients ask for by default).
+         */
+        post: operations["create_embeddings_v1_embeddings_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models": {
         parameters: {
             query?: never;
@@ -364,10 +385,30 @@ export interface paths {
         };
         /**
          * List Models
-         * @description The chat models, the default first; in cluster mode only those whose ChatModel is Ready
-         *     (clients pick from this list and should not be offered one that would refuse them).
+         * @description The chat and embedding models, the default chat model first; in cluster mode only those
+         *     whose ChatModel is Ready.
          */
         get: operations["list_models_v1_models_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/{model_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Retrieve Model
+         * @description One model of the list, as OpenAI's model object; 404 `model_not_found` for any other.
+         */
+        get: operations["retrieve_model_v1_models__model_id__get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -396,45 +437,103 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
-        /** ChatCompletionRequest */
+        /**
+         * ChatCompletionRequest
+         * @description OpenAI's chat completion request. Every field OpenAI defines is declared, and each is
+         *     either honoured or refused with a 400 that names it (`unsupported_parameter`,
+         *     `unsupported_value`; see `refuse_unsupported`); a field OpenAI does not define is refused
+         *     as OpenAI refuses it (`unknown_parameter`). Nothing is silently ignored.
+         */
         ChatCompletionRequest: {
+            /** Audio */
+            audio?: {
+                [key: string]: unknown;
+            } | null;
+            /** Frequency Penalty */
+            frequency_penalty?: number | null;
+            /** Function Call */
+            function_call?: string | {
+                [key: string]: unknown;
+            } | null;
+            /** Functions */
+            functions?: {
+                [key: string]: unknown;
+            }[] | null;
             /** Knowledge Bases */
             knowledge_bases?: string[];
+            /** Logit Bias */
+            logit_bias?: {
+                [key: string]: number;
+            } | null;
+            /** Logprobs */
+            logprobs?: boolean | null;
             /** Max Completion Tokens */
             max_completion_tokens?: number | null;
             /** Max Tokens */
             max_tokens?: number | null;
             /** Messages */
             messages: components["schemas"]["ChatCompletionMessage"][];
+            /** Metadata */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            /** Modalities */
+            modalities?: string[] | null;
             /** Model */
             model: string;
-            /**
-             * N
-             * @default 1
-             */
-            n?: number;
+            /** N */
+            n?: number | null;
+            /** Parallel Tool Calls */
+            parallel_tool_calls?: boolean | null;
+            /** Prediction */
+            prediction?: {
+                [key: string]: unknown;
+            } | null;
+            /** Presence Penalty */
+            presence_penalty?: number | null;
+            /** Prompt Cache Key */
+            prompt_cache_key?: string | null;
+            /** Reasoning Effort */
+            reasoning_effort?: string | null;
             /** Repetition Penalty */
             repetition_penalty?: number | null;
+            response_format?: components["schemas"]["ResponseFormat"] | null;
+            /** Safety Identifier */
+            safety_identifier?: string | null;
             /** Seed */
             seed?: number | null;
+            /** Service Tier */
+            service_tier?: string | null;
             /** Stop */
             stop?: string | string[] | null;
+            /** Store */
+            store?: boolean | null;
             /**
              * Stream
              * @default false
              */
-            stream?: boolean;
+            stream?: boolean | null;
             stream_options?: components["schemas"]["StreamOptions"] | null;
             /** Temperature */
             temperature?: number | null;
             /** Tool Choice */
-            tool_choice?: ("auto" | "none") | {
+            tool_choice?: ("auto" | "none" | "required") | {
                 [key: string]: unknown;
             } | null;
             /** Tools */
             tools?: components["schemas"]["ToolDefinition"][] | null;
+            /** Top Logprobs */
+            top_logprobs?: number | null;
             /** Top P */
             top_p?: number | null;
+            /** User */
+            user?: string | null;
+            /** Verbosity */
+            verbosity?: string | null;
+            /** Web Search Options */
+            web_search_options?: {
+                [key: string]: unknown;
+            } | null;
         };
         /**
          * Citation
@@ -529,15 +628,77 @@ export interface components {
          * @enum {string}
          */
         DocumentStatus: "queued" | "parsing" | "embedding" | "indexed" | "failed" | "deleting";
+        /** Embedding */
+        Embedding: {
+            /**
+             * Embedding
+             * @description Floats, or base64 of little-endian float32s.
+             */
+            embedding: number[] | string;
+            /** Index */
+            index: number;
+            /**
+             * Object
+             * @default embedding
+             * @constant
+             */
+            object?: "embedding";
+        };
+        /** EmbeddingList */
+        EmbeddingList: {
+            /** Data */
+            data: components["schemas"]["Embedding"][];
+            /** Model */
+            model: string;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object?: "list";
+            usage: components["schemas"]["EmbeddingUsage"];
+        };
+        /**
+         * EmbeddingRequest
+         * @description OpenAI's embeddings request; like the chat request, a field it does not define is refused.
+         */
+        EmbeddingRequest: {
+            /** Dimensions */
+            dimensions?: number | null;
+            /**
+             * Encoding Format
+             * @default float
+             * @enum {string}
+             */
+            encoding_format?: "float" | "base64";
+            /** Input */
+            input: string | string[] | number[] | number[][];
+            /** Model */
+            model: string;
+            /** User */
+            user?: string | null;
+        };
+        /** EmbeddingUsage */
+        EmbeddingUsage: {
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Total Tokens */
+            total_tokens: number;
+        };
         /**
          * ErrorBody
          * @description The one error shape: HTTP bodies are `{"error": ErrorBody}`, WS events carry it too.
+         *
+         *     It is OpenAI's error object (`message`, `type`, `param`, `code`), which OpenAI clients parse
+         *     into their exceptions: `code` is kubechat's stable code, `param` the request field at fault.
          */
         ErrorBody: {
             /** Code */
             code: string;
             /** Message */
             message: string;
+            /** Param */
+            param?: string | null;
             /**
              * Type
              * @default invalid_request_error
@@ -644,6 +805,19 @@ export interface components {
             url: string;
         } & {
             [key: string]: unknown;
+        };
+        /** JsonSchemaFormat */
+        JsonSchemaFormat: {
+            /** Description */
+            description?: string | null;
+            /** Name */
+            name: string;
+            /** Schema */
+            schema?: {
+                [key: string]: unknown;
+            };
+            /** Strict */
+            strict?: boolean | null;
         };
         /** KnowledgeBaseOut */
         KnowledgeBaseOut: {
@@ -912,6 +1086,21 @@ export interface components {
             documents_queued: number;
             /** Knowledge Base */
             knowledge_base: string;
+        };
+        /**
+         * ResponseFormat
+         * @description OpenAI's `response_format`: `text`, `json_object` or `json_schema` (with its schema).
+         *
+         *     Enforced by constrained decoding, strict or not: the answer always matches the schema (a
+         *     `strict: false` schema is followed exactly too, which OpenAI allows itself).
+         */
+        ResponseFormat: {
+            json_schema?: components["schemas"]["JsonSchemaFormat"] | null;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "text" | "json_object" | "json_schema";
         };
         /** SearchRequest */
         SearchRequest: {
@@ -2919,7 +3108,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
-            /** @description Error codes: corrupt_image, invalid_request. */
+            /** @description Error codes: corrupt_image, invalid_request, unknown_parameter, unsupported_parameter, unsupported_value. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2973,15 +3162,6 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Error codes: invalid_request. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
             /** @description Error codes: internal_error. */
             500: {
                 headers: {
@@ -3009,6 +3189,93 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Any other error, in the same shape. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    create_embeddings_v1_embeddings_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmbeddingRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmbeddingList"];
+                };
+            };
+            /** @description Error codes: invalid_request, unknown_parameter, unsupported_value. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: unauthenticated. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: model_not_found. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: internal_error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: model_unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Any other error, in the same shape. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     list_models_v1_models_get: {
@@ -3029,6 +3296,15 @@ export interface operations {
                     "application/json": components["schemas"]["ModelList"];
                 };
             };
+            /** @description Error codes: invalid_request, unknown_parameter. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Error codes: unauthenticated. */
             401: {
                 headers: {
@@ -3038,8 +3314,66 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Error codes: invalid_request. */
-            422: {
+            /** @description Error codes: internal_error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Any other error, in the same shape. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    retrieve_model_v1_models__model_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelCard"];
+                };
+            };
+            /** @description Error codes: invalid_request, unknown_parameter. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: unauthenticated. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: model_not_found. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3049,6 +3383,15 @@ export interface operations {
             };
             /** @description Error codes: internal_error. */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Any other error, in the same shape. */
+            default: {
                 headers: {
                     [name: string]: unknown;
                 };
