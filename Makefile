@@ -84,6 +84,7 @@ lint: $(STAMP) $(NODE_STAMP)
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.streaming
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.retrieval_eval --ablation
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.structured
 	$(BIN)/python -m benchmarks.operator
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.browser

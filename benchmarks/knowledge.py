@@ -6,7 +6,7 @@
    from the first upload request until every document is `indexed`. Ratio = ingestion / raw.
    The two alternate, each round on its share of the documents, so drift hits both alike.
 3. Retrieval in the embedded store (SQLiteChunkStore) at each size: query embedding through
-   Triton, kNN and BM25 together, reciprocal-rank fusion (KnowledgeService.search), for up
+   Triton, kNN and BM25 together, score fusion (KnowledgeService.search), for up
    to --queries questions or --seconds per size; then each step alone on a few of them.
 
 Prints a table and writes benchmarks/results/knowledge-<time>.json.
@@ -463,7 +463,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
             f"BM25; their vectors are the {len(base)} real MiniLM embeddings of the corpus chunks, "
             f"reused with Gaussian noise (sigma {VECTOR_NOISE} per dimension) and L2-normalised.",
             "Retrieval latency is KnowledgeService.search: query embedding through Triton, kNN and "
-            f"BM25 ({CANDIDATES} candidates each) on the store's database thread, RRF, top {SOURCES}. "
+            f"BM25 ({CANDIDATES} candidates each) on the store's database thread, fusion, top {SOURCES}. "
             f"The breakdown times each step alone, in sequence, over the first {BREAKDOWN_QUERIES} queries.",
             f"Direct and API ingestion alternate in {ROUNDS} rounds. Direct: {IN_FLIGHT} batches in "
             f"flight; the API runs {Settings.model_fields['ingest_workers'].default} ingestion "

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kubechat.core.errors import KnowledgeBaseNotFoundError, KubechatError
+from kubechat.knowledge.attribution import SentenceSources
 from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.types import ToolResult, ToolSpec
 from kubechat.triton.client import SamplingParams
@@ -111,6 +112,9 @@ class ScriptedTriton:
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         return np.ones((len(texts), 4), dtype=np.float32)
 
+    async def rerank(self, model: str, query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return np.zeros(len(texts), dtype=np.float32)
+
     async def close(self) -> None:
         pass
 
@@ -148,6 +152,8 @@ class FixedKnowledge:
     sources: list[Citation] = field(default_factory=list)
     failure: KubechatError | None = None
     searched: list[str] = field(default_factory=list)
+    attribution: list[SentenceSources] = field(default_factory=list)
+    attributed: list[str] = field(default_factory=list)
 
     def get(self, name: str, principal: str) -> object:
         if name not in self.names:
@@ -161,6 +167,14 @@ class FixedKnowledge:
         if self.failure is not None:
             raise self.failure
         return self.sources[:limit]
+
+    async def attribute(
+        self, principal: str, answer: str, sources: Sequence[Citation]
+    ) -> list[SentenceSources]:
+        """`attribution` for every answer (the real one, with a real embedder, is tested in
+        tests/unit/test_attribution.py and tests/integration)."""
+        self.attributed.append(answer)
+        return list(self.attribution)
 
 
 def citation(n: int, text: str, knowledge_base: str = "handbook") -> Citation:

@@ -78,6 +78,7 @@ def open_knowledge_service(
         creates_indices=not operator_creates_indices,
         image_limits=settings.image_limits(),
         vision_model=settings.vision_model,
+        min_score=settings.retrieval_min_score,
     )
 
 

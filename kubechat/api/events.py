@@ -30,6 +30,7 @@ from kubechat.chat.events import (
 )
 from kubechat.chat.request import ChatMessage, ChatRequest, GenerationOptions
 from kubechat.images.vision import ImageDescription
+from kubechat.knowledge.attribution import SentenceSources
 from kubechat.knowledge.retrieval import Citation
 from kubechat.stores.history import Message, Session
 
@@ -97,6 +98,10 @@ class MessageOut(BaseModel):
     completion_tokens: int
     error_code: str
     sources: list[Citation] = Field(default_factory=list, description="Citations the answer was given.")
+    attribution: list[SentenceSources] = Field(
+        default_factory=list,
+        description="The answer's sentences with their supporting sources, as in its done event.",
+    )
     images: list[ImageDescription] = Field(default_factory=list, description="Attached images.")
     tool_calls: list[ToolActivity] = Field(default_factory=list, description="Tools the answer used.")
 
@@ -107,6 +112,7 @@ class MessageOut(BaseModel):
             created_at=m.created_at, prompt_tokens=m.prompt_tokens,
             completion_tokens=m.completion_tokens, error_code=m.error_code,
             sources=[Citation.model_validate(s) for s in m.sources],
+            attribution=[SentenceSources.model_validate(a) for a in m.attribution],
             images=[ImageDescription.model_validate(i) for i in m.images],
             tool_calls=[ToolActivity.model_validate(t) for t in m.tool_calls],
         )  # fmt: skip
@@ -137,6 +143,11 @@ class SourcesEvent(BaseModel):
     type: Literal["sources"] = "sources"
     message_id: str
     sources: list[Citation]
+    nothing_found: bool = Field(
+        default=False,
+        description="No knowledge base held anything on the question above its relevance floor: "
+        "`sources` is empty and the answer says so (the model is not asked).",
+    )
 
 
 class ImagesEvent(BaseModel):
@@ -186,6 +197,11 @@ class DoneEvent(BaseModel):
     status: str
     usage: Usage
     timings: Timings
+    attribution: list[SentenceSources] = Field(
+        default_factory=list,
+        description="A complete answer from sources, sentence by sentence, with the sources that support "
+        "each (by embedding similarity) and the [n] the model wrote; empty without sources.",
+    )
 
 
 class ErrorEvent(BaseModel):
@@ -234,7 +250,9 @@ def turn_frame(message_id: str, event: ChatEvent, request_id: str | None = None)
         case Images():
             frame = ImagesEvent(message_id=message_id, images=event.images)
         case Sources():
-            frame = SourcesEvent(message_id=message_id, sources=event.sources)
+            frame = SourcesEvent(
+                message_id=message_id, sources=event.sources, nothing_found=event.nothing_found
+            )
         case ToolCalled(call=call):
             frame = ToolCallEvent(message_id=message_id, id=call.id, name=call.name, arguments=call.arguments)
         case ToolReturned(result=r):
@@ -246,6 +264,7 @@ def turn_frame(message_id: str, event: ChatEvent, request_id: str | None = None)
             frame = ErrorEvent(error=error_body(event.error), message_id=message_id)
         case Done():
             frame = DoneEvent(
-                message_id=message_id, status=event.status, usage=event.usage, timings=event.timings
-            )
+                message_id=message_id, status=event.status, usage=event.usage, timings=event.timings,
+                attribution=event.attribution,
+            )  # fmt: skip
     return frame.model_dump_json()

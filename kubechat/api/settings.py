@@ -93,6 +93,14 @@ class Settings(StoreSettings):
     retrieval_candidates: int = Field(
         default=20, ge=1, le=1000, description="Hits per ranked list (kNN, BM25) before fusion."
     )
+    retrieval_min_score: float = Field(
+        default=0.68,
+        ge=0.0,
+        le=1.0,
+        description="Relevance floor of knowledge bases whose spec.retrieval.minScore is unset: below "
+        "this best kNN score a knowledge base gives no sources. 0.68 is cosine 0.36, chosen for "
+        "all-MiniLM-L6-v2 on benchmarks/retrieval_eval.py; 0 turns the floor off.",
+    )
 
     # Images
     max_image_bytes: int = Field(

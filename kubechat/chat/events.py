@@ -10,13 +10,14 @@ Also here: the values an answer stores and reports (`ToolActivity`, `Usage`, `Ti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from kubechat.core.errors import KubechatError
 from kubechat.images.vision import ImageDescription
+from kubechat.knowledge.attribution import SentenceSources
 from kubechat.knowledge.retrieval import Citation
 from kubechat.stores.history import MessageStatus
 from kubechat.tools.types import ToolCall
@@ -71,9 +72,14 @@ class Images:
 
 @dataclass(frozen=True, slots=True)
 class Sources:
-    """The citations given to the model (the question named knowledge bases; possibly none)."""
+    """The citations given to the model (the question named knowledge bases; possibly none).
+
+    `nothing_found`: no knowledge base held anything above its relevance floor; the answer
+    says so instead of asking the model (chat.generation.nothing_found_answer).
+    """
 
     sources: list[Citation]
+    nothing_found: bool = False
 
 
 # Not frozen, unlike the others: one is built per token, and a frozen dataclass's __init__
@@ -114,6 +120,9 @@ class Done:
     usage: Usage
     timings: Timings
     finish_reason: FinishReason
+    # Each sentence of a complete answer from sources with the sources that support it
+    # (kubechat.knowledge.attribution); empty without sources.
+    attribution: list[SentenceSources] = field(default_factory=list)
 
 
 ChatEvent = Started | Images | Sources | Token | ToolCalled | ToolReturned | Failure | Done

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -47,6 +47,8 @@ from kubechat.core.errors import (
     as_kubechat_error,
 )
 from kubechat.core.tracing import tracer
+from kubechat.knowledge.attribution import SentenceSources
+from kubechat.knowledge.retrieval import Citation
 from kubechat.stores.errors import StoreError
 from kubechat.stores.history import MessageStatus
 from kubechat.tools.formats import (
@@ -73,6 +75,19 @@ def failure_of(exc: Exception, what: str) -> KubechatError:
     if error is not exc:
         logger.error("%s failed unexpectedly", what, exc_info=exc)
     return error
+
+
+Attributor = Callable[[str, str, list[Citation]], Awaitable[list[SentenceSources]]]
+
+
+def nothing_found_answer(knowledge_bases: Sequence[str]) -> str:
+    """The answer to a question no named knowledge base holds anything on (above its floor)."""
+    names = ", ".join(knowledge_bases)
+    which = f"knowledge base {names} holds" if len(knowledge_bases) == 1 else f"knowledge bases {names} hold"
+    return (
+        f"The {which} nothing on this question, so I cannot answer it from them. "
+        "Try rephrasing it, or ask without knowledge bases."
+    )
 
 
 @dataclass
@@ -112,6 +127,7 @@ class Generation:
         tool_timeout_s: float,
         control: TurnControl | None = None,
         user_message_id: str | None = None,
+        attributor: Attributor | None = None,
         *,
         observe: bool = True,
         span: trace.Span | None = None,
@@ -120,6 +136,7 @@ class Generation:
         generation ends (a /v1 completion's: its stream outlives the request handler); without
         it the Triton stream and tool calls are children of the span current now."""
         self.grounding = grounding
+        self.attributor = attributor
         self.message_id = message_id  # also the Triton request id
         self.user_message_id = user_message_id
         self.triton = triton
@@ -163,7 +180,7 @@ class Generation:
         if grounding.images:
             yield Images(grounding.images)
         if grounding.sources is not None:
-            yield Sources(grounding.sources)
+            yield Sources(grounding.sources, grounding.nothing_found)
         status, error = MessageStatus.COMPLETE, None
         model = grounding.plan.entry.name
         attached = otel_context.attach(self.trace_context)
@@ -180,7 +197,10 @@ class Generation:
                 if streams is not None:
                     streams.inc()
                     counted = True
-                if grounding.plan.tools:
+                if grounding.nothing_found:
+                    # Not the model's to answer: a small one invents what the sources lack.
+                    yield self._token(nothing_found_answer(grounding.plan.knowledge_bases))
+                elif grounding.plan.tools:
                     async with aclosing(self._with_tools()) as events:
                         async for event in events:
                             yield event
@@ -224,9 +244,22 @@ class Generation:
                 streams.dec()
             otel_context.detach(attached)
         done = self.done(status)  # before Failure: a consumer may stop reading there
+        if status is MessageStatus.COMPLETE and grounding.sources and self.text.strip():
+            done = replace(done, attribution=await self._attribution(grounding.sources))
         if error is not None:
             yield Failure(error)
         yield done
+
+    async def _attribution(self, sources: list[Citation]) -> list[SentenceSources]:
+        """The answer's sentences with their supporting sources; none when that fails (the answer
+        stands without them, and its sources were sent already)."""
+        if self.attributor is None:
+            return []
+        try:
+            return await self.attributor(self.grounding.plan.principal, self.text, sources)
+        except Exception as exc:  # a missing embedder must not fail a finished answer
+            logger.warning("answer %s: attributing sentences to sources failed: %s", self.message_id, exc)
+            return []
 
     def done(self, status: MessageStatus) -> Done:
         """How the answer ended: usage, timings (from the request's arrival) and finish reason."""

@@ -64,3 +64,4 @@ class Grounding:
     described: bool  # `images` carry a vision model's descriptions
     sources: list[Citation] | None  # None when no knowledge base was named
     failure: KubechatError | None
+    nothing_found: bool = False  # knowledge bases were searched and none held anything on the question

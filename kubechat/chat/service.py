@@ -35,6 +35,7 @@ from kubechat.images.vision import (
     inline_attachment,
     with_images,
 )
+from kubechat.knowledge.attribution import SentenceSources
 from kubechat.knowledge.retrieval import Citation
 from kubechat.stores.history import HistoryStore, MessageStatus
 from kubechat.tools.formats import assistant_tool_call_text, tool_results_turn
@@ -77,6 +78,12 @@ class Knowledge(Protocol):
     async def search(
         self, principal: str, kb_names: Sequence[str], query: str, *, limit: int, candidates: int
     ) -> list[Citation]: ...
+
+    async def attribute(
+        self, principal: str, answer: str, sources: Sequence[Citation]
+    ) -> list[SentenceSources]:
+        """Each sentence of the answer with the sources that support it."""
+        ...
 
 
 class ChatService:
@@ -181,14 +188,16 @@ class ChatService:
                     span.set_status(trace.StatusCode.ERROR, exc.code)
                     failure, described, images, turns = exc, False, [], list(plan.turns)
         sources = None
+        nothing_found = False
         if plan.knowledge_bases:
             sources, retrieval_failure = await self._retrieve(plan)
             failure = failure or retrieval_failure
+            nothing_found = retrieval_failure is None and not sources
         prompt = plan.prompt
         if sources is not None or plan.describer is not None:
             prompt, turns, cited = cited_prompt(plan.entry, turns, sources or [])
             sources = None if sources is None else cited
-        return Grounding(plan, turns, prompt, images, described, sources, failure)
+        return Grounding(plan, turns, prompt, images, described, sources, failure, nothing_found)
 
     def generate(
         self,
@@ -202,7 +211,7 @@ class ChatService:
         `span`: the answer's root span, ended by the generation when the answer ends."""
         return Generation(
             grounding, message_id, self.triton, self.tools, self.config.tool_timeout_s, control,
-            user_message_id, observe=self.config.metrics, span=span,
+            user_message_id, self.knowledge.attribute, observe=self.config.metrics, span=span,
         )  # fmt: skip
 
     async def _attachments(self, principal: str, refs: Sequence[ImageRef]) -> list[Attachment]:
@@ -315,6 +324,9 @@ class ChatService:
                         error = event.error  # sent once the answer is stored, right before done
                     elif isinstance(event, Done):
                         done, status = event, event.status
+                        if event.attribution:
+                            attribution = [a.model_dump() for a in event.attribution]
+                            await self.store.set_attribution(reply.id, attribution)
                     else:
                         if isinstance(event, ToolReturned):
                             await self.store.set_tool_calls(reply.id, _dumped(generation))

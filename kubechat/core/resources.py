@@ -141,6 +141,7 @@ class Capability(StrEnum):
 
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
+    RERANK = "rerank"  # scores (query, passage) pairs: a KnowledgeBase's spec.retrieval.reranker
     VISION = "vision"
     TOOLS = "tools"
 
@@ -700,6 +701,23 @@ class ChunkingSpec(_Spec):
         return self
 
 
+class RetrievalSpec(_Spec):
+    """How questions are answered from the knowledge base: the relevance floor, and a reranker."""
+
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        default=None,
+        description="Relevance floor: when the best kNN score of a question in this knowledge base is "
+        "below it, the knowledge base contributes no sources (an answer says it holds nothing on the "
+        "question). On the kNN score's own scale ((1 + cosine) / 2 for cosine; Elasticsearch's "
+        "_score for the index's similarity). Unset: the API's KUBECHAT_RETRIEVAL_MIN_SCORE; 0 turns it off.",
+    )
+    reranker: str = Field(
+        default="",
+        description="A ChatModel with the rerank capability that reorders the fused candidates "
+        "(query and passage in, relevance out). Empty: no reranking.",
+    )
+
+
 MAX_DOCUMENT_BYTES = 1 << 30  # the most spec.maxDocumentBytes may allow
 
 # Lucene's limits on the HNSW graph, which Elasticsearch builds its vector formats on:
@@ -880,6 +898,7 @@ class KnowledgeBaseSpec(_Spec):
     max_document_bytes: Annotated[int, Field(ge=1, le=MAX_DOCUMENT_BYTES)] = Field(
         default=25 * 1024 * 1024, description="Largest document accepted for upload, in bytes."
     )
+    retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     reindex_policy: ReindexPolicy = Field(
         default=ReindexPolicy.MANUAL,

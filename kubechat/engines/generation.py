@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,18 +48,34 @@ class TextGenerator(Protocol):
         ...
 
 
+# torch threads of the CPU chat engine. torch's default is one per core, and every operation is
+# split over them with a barrier at its end: on a CPU shared with anything else (the other
+# Triton models, ingestion, the API, other users) one descheduled thread stalls them all. On the
+# 2-core development machine under load, a 576x1536 matrix-vector product took 0.38 ms on one
+# thread and 13.8 ms on two; decoding ran 6-7 tokens/s on one thread against 1 on two, and a
+# 600-token prefill took 1.6 s against 8 s (docs/design-decisions.md, benchmarks/decoding.py).
+# KUBECHAT_ENGINE_THREADS overrides it for a machine the model has to itself.
+ENGINE_THREADS = int(os.environ.get("KUBECHAT_ENGINE_THREADS", "1"))
+
+
 class CausalLmGenerator:
     """A Hugging Face causal LM decoded token by token with a KV cache (CPU development model)."""
 
     guided_decoding = True  # structured outputs: GrammarConstraints
 
     def __init__(
-        self, checkpoint_dir: str, checkpoint_file: str, tokenizer_dir: str, max_input_tokens: int
+        self,
+        checkpoint_dir: str,
+        checkpoint_file: str,
+        tokenizer_dir: str,
+        max_input_tokens: int,
+        threads: int = ENGINE_THREADS,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
+        self.threads = threads
         # transformers' own annotations are too loose to check against; treat them as Any.
         self.tokenizer: Any = AutoTokenizer.from_pretrained(tokenizer_dir)
         model: Any = AutoModelForCausalLM.from_pretrained(
@@ -90,6 +107,7 @@ class CausalLmGenerator:
         scored: list[dict[str, Any]] | None = [] if request.logprobs is not None else None
         cache = None
         with torch.inference_mode():
+            torch.set_num_threads(self.threads)  # per generation: cheap, and nothing can change it under us
             for _ in range(request.max_tokens):
                 if cancelled():
                     return

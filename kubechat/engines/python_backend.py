@@ -23,6 +23,7 @@ import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
 
 from kubechat.engines.generation import GenerationRequest, ScoredDelta, TextGenerator
+from kubechat.engines.reranking import PassageScorer
 from kubechat.triton import contract
 
 logger = logging.getLogger(__name__)
@@ -246,6 +247,28 @@ class SentenceEmbeddingModel:
             start += count
             responses.append(
                 pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(contract.EMBED_OUTPUT, chunk)])
+            )
+        return responses
+
+
+class SentenceRerankModel:
+    """Batched reranker: each request is (query, passage) pairs; one relevance per pair."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        self.scorer = PassageScorer(model_parameters(args)["checkpoint_dir"])
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        pairs = [(_input(r, contract.RERANK_QUERY), _input(r, contract.RERANK_TEXT)) for r in requests]
+        queries = [q.decode("utf-8") for query, _ in pairs if query is not None for q in query.reshape(-1)]
+        texts = [t.decode("utf-8") for _, text in pairs if text is not None for t in text.reshape(-1)]
+        scores = self.scorer.scores(queries, texts)
+        responses, start = [], 0
+        for query, _ in pairs:
+            count = 0 if query is None else query.shape[0]
+            chunk = np.asarray(scores[start : start + count], dtype=np.float32).reshape(count, 1)
+            start += count
+            responses.append(
+                pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(contract.RERANK_OUTPUT, chunk)])
             )
         return responses
 

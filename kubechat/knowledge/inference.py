@@ -17,5 +17,9 @@ class Embedder(Protocol):
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
 
 
-class KnowledgeInference(Embedder, Protocol):
+class Reranker(Protocol):
+    async def rerank(self, model: str, query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+class KnowledgeInference(Embedder, Reranker, Protocol):
     async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str: ...

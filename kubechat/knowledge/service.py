@@ -28,6 +28,7 @@ from kubechat.catalog import ModelCatalog
 from kubechat.core.errors import InvalidRequestError, StorageUnavailableError
 from kubechat.core.resources import KnowledgeBase
 from kubechat.images.processing import DEFAULT_IMAGE_LIMITS, ImageLimits
+from kubechat.knowledge.attribution import SentenceSources, attribute
 from kubechat.knowledge.generations import IndexGenerations
 from kubechat.knowledge.inference import KnowledgeInference
 from kubechat.knowledge.ingestion import Claim, IngestionQueue
@@ -61,13 +62,15 @@ class KnowledgeService:
         creates_indices: bool = True,
         image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
         vision_model: str = "",
+        min_score: float = 0.0,
     ) -> None:
         """`dynamic`: knowledge bases come and go at run time (cluster discovery), so a document
         of an unknown one is left pending for when it is declared again rather than failed.
         `creates_indices`: False where the operator creates the knowledge bases' indices (a
         cluster with Elasticsearch); this service then only looks them up. Image documents are
         normalized within `image_limits` (bytes: the knowledge base's own limit) and described
-        by `vision_model` (empty: the first model with that capability)."""
+        by `vision_model` (empty: the first model with that capability). `min_score` is the
+        relevance floor of knowledge bases that set none (HybridSearch)."""
         self.documents = documents
         self.objects = objects
         self.chunks = chunks
@@ -79,7 +82,8 @@ class KnowledgeService:
             models, documents, objects, chunks, triton, self.generations, vision_model=vision_model
         )
         self.ingestion = IngestionQueue(documents, self._ingest, workers=workers)
-        self.retrieval = HybridSearch(chunks, triton)
+        self.retrieval = HybridSearch(chunks, triton, min_score=min_score, reranker=triton)
+        self.embedder = triton
         self._started = False
         self._scanning: asyncio.Task[None] | None = None
 
@@ -265,6 +269,23 @@ class KnowledgeService:
 
     # -- retrieval ------------------------------------------------------------------------
 
+    async def attribute(
+        self, principal: str, answer: str, sources: Sequence[Citation]
+    ) -> list[SentenceSources]:
+        """Each sentence of `answer` with the `sources` that support it, compared with the embedder
+        of the sources' knowledge bases (the first one's, when they were embedded by several)."""
+        if not sources:
+            return []
+        models = [
+            self.registry.get(name, principal).spec.embedding.model
+            for name in {s.knowledge_base for s in sources}
+        ]
+        model = models[0]
+        same = [
+            s for s in sources if self.registry.get(s.knowledge_base, principal).spec.embedding.model == model
+        ]
+        return await attribute(self.embedder, model, answer, same)
+
     async def search(
         self,
         principal: str,
@@ -275,7 +296,8 @@ class KnowledgeService:
         candidates: int,
         document_ids: Sequence[str] | None = None,
     ) -> list[Citation]:
-        """Hybrid search over the named knowledge bases (all must be readable and usable)."""
+        """Hybrid search over the named knowledge bases (all must be readable and usable); [] when
+        none holds anything above its relevance floor."""
         kbs = [self.registry.get(name, principal) for name in dict.fromkeys(kb_names)]
         for kb in kbs:
             await self.registry.require_usable(kb)

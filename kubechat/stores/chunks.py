@@ -4,7 +4,7 @@ Embedded: SQLite (FTS5 + vectors); cluster: Elasticsearch, one index per knowled
 generation behind an alias. Both pass one conformance suite (tests/conformance/).
 
 Hybrid retrieval asks the chunk store for two ranked lists (kNN and BM25) and fuses them
-with reciprocal-rank fusion (kubechat.knowledge.retrieval), so both stores rank alike and
+by their normalised scores (kubechat.knowledge.retrieval), so both stores rank alike and
 Elasticsearch's basic licence suffices.
 """
 

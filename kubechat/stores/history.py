@@ -46,6 +46,8 @@ class Message:
     images: list[dict[str, Any]] = field(default_factory=list)
     # An answer's tool calls and their results, as sent in its tool_call/tool_result events.
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # Each sentence of the answer with the sources that support it, as sent in its `done` event.
+    attribution: list[dict[str, Any]] = field(default_factory=list)
 
 
 class HistoryStore(Protocol):
@@ -101,6 +103,10 @@ class HistoryStore(Protocol):
 
     async def set_tool_calls(self, message_id: str, calls: Sequence[Mapping[str, Any]]) -> None:
         """Record the tool calls an answer made so far, with their results."""
+        ...
+
+    async def set_attribution(self, message_id: str, attribution: Sequence[Mapping[str, Any]]) -> None:
+        """Record which sources support each sentence of a finished answer."""
         ...
 
     async def list_messages(

@@ -141,6 +141,8 @@ class TritonInference(Protocol):
 
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
 
+    async def rerank(self, model: str, query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
     async def close(self) -> None: ...
 
 
@@ -246,6 +248,25 @@ class TritonGateway:
     async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str:
         """The whole answer of a vision model about `image` (the bytes of an encoded image file)."""
         return await _collect(self.stream_text(model, prompt, SamplingParams(max_tokens), image=image))
+
+    async def rerank(self, model: str, query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """One relevance per text for `query`, from a ChatModel with the rerank capability."""
+        queries = np.array([[query.encode("utf-8")]] * len(texts), dtype=np.object_)
+        passages = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+        try:
+            result = await self.client.infer(
+                model,
+                [
+                    _tensor(contract.RERANK_QUERY, "BYTES", queries),
+                    _tensor(contract.RERANK_TEXT, "BYTES", passages),
+                ],
+                outputs=[InferRequestedOutput(contract.RERANK_OUTPUT)],
+            )
+        except (InferenceServerException, grpc.RpcError) as exc:
+            raise ModelUnavailableError(f"reranker {model} failed: {exc}") from exc
+        scores = result.as_numpy(contract.RERANK_OUTPUT)
+        assert scores is not None
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
 
     async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
@@ -361,6 +382,14 @@ class TritonRouter:
         gateway = self._acquire(url)
         try:
             return await gateway.embed(model, texts)
+        finally:
+            await self._release(url)
+
+    async def rerank(self, model: str, query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        url = self._route(model)
+        gateway = self._acquire(url)
+        try:
+            return await gateway.rerank(model, query, texts)
         finally:
             await self._release(url)
 

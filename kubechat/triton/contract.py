@@ -49,6 +49,12 @@ IMAGE_BYTES_INPUT: Final = "image_bytes_input"
 EMBED_TEXT: Final = "text"
 EMBED_OUTPUT: Final = "embedding"
 
+# Reranker contract: (query, passage) pairs in, one FP32 relevance per pair out; a batch of
+# pairs is one request (Triton's dynamic batcher may merge several).
+RERANK_QUERY: Final = "query"
+RERANK_TEXT: Final = "text"
+RERANK_OUTPUT: Final = "score"
+
 # The ranges of the numeric tensors' types: requests are bounded to them before a tensor is built
 # (numpy would raise on a value beyond them, or silently wrap a negative one into an unsigned type).
 INT32_MAX: Final = 2**31 - 1
@@ -98,3 +104,10 @@ def embed_inputs() -> tuple[TensorSpec, ...]:
 
 def embed_outputs(dimensions: int) -> tuple[TensorSpec, ...]:
     return (TensorSpec(EMBED_OUTPUT, "TYPE_FP32", (dimensions,)),)
+
+
+RERANK_INPUTS: Final = (
+    TensorSpec(RERANK_QUERY, "TYPE_STRING", (1,)),
+    TensorSpec(RERANK_TEXT, "TYPE_STRING", (1,)),
+)
+RERANK_OUTPUTS: Final = (TensorSpec(RERANK_OUTPUT, "TYPE_FP32", (1,)),)

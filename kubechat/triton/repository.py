@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from kubechat.core.resources import Backend, ChatModel, ModelSource
+from kubechat.core.resources import Backend, Capability, ChatModel, ModelSource
 from kubechat.triton import contract
 
 
@@ -98,7 +98,17 @@ def render_python_model(model: ChatModel, artifacts: ModelArtifacts) -> Rendered
         )
     header = f'name: "{model.name}"\nbackend: "python"\nmax_batch_size: {spec.engine.max_batch_size}\n'
     params = {"max_input_tokens": str(spec.engine.max_input_tokens)}
-    if backend is Backend.SENTENCE_TRANSFORMERS:
+    code_folder = _PYTHON_MODEL_CODE[backend]
+    if backend is Backend.SENTENCE_TRANSFORMERS and Capability.RERANK in spec.capabilities:
+        # A reranker: a cross-encoder checkpoint scores pairs itself, a bi-encoder by cosine.
+        body = (
+            _tensor_block("input", contract.RERANK_INPUTS)
+            + _tensor_block("output", contract.RERANK_OUTPUTS)
+            + "dynamic_batching {\n  max_queue_delay_microseconds: 2000\n}\n"
+        )
+        params["checkpoint_dir"] = artifacts.checkpoint_dir
+        code_folder = "sentence_reranker"
+    elif backend is Backend.SENTENCE_TRANSFORMERS:
         if artifacts.embedding_dimensions <= 0:
             raise RenderError(f"ChatModel {model.name}: embedding dimensions are unknown")
         body = (
@@ -136,7 +146,7 @@ def render_python_model(model: ChatModel, artifacts: ModelArtifacts) -> Rendered
     text = header + body + "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]\n"
     text += _parameters(params)
     parse_model_config(text)
-    code = MODEL_CODE_ROOT / _PYTHON_MODEL_CODE[backend] / "model.py"
+    code = MODEL_CODE_ROOT / code_folder / "model.py"
     return RenderedModel(name=model.name, config_pbtxt=text, files={"1/model.py": code})
 
 

@@ -6,7 +6,9 @@ from typing import Any
 
 from starlette.testclient import WebSocketTestSession
 
+from kubechat.chat.generation import nothing_found_answer
 from kubechat.core.errors import ModelUnavailableError
+from kubechat.knowledge.attribution import SentenceSources
 from tests.api.conftest import InProcessApi
 from tests.scripted import HOLD
 
@@ -95,6 +97,52 @@ def test_sources_follow_start_and_are_stored(api: InProcessApi) -> None:
     assert sources["type"] == "sources" and sources["message_id"] == start["message_id"]
     assert [(s["n"], s["text"]) for s in sources["sources"]] == [(1, "The codename is Heron.")]
     assert api.messages(session)[-1]["sources"] == sources["sources"]
+
+
+def test_done_carries_the_attribution_and_the_history_keeps_it(api: InProcessApi) -> None:
+    api.knowledge.attribution = [SentenceSources(start=0, end=12, sources=[1], cited=[], similarity=0.7)]
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "Codename?", "knowledge_bases": ["handbook"]})
+        *_, done = turn(socket)
+        socket.send_json({"type": "message", "content": "Say hello."})  # no sources: no attribution
+        *_, plain = turn(socket)
+    expected = [{"start": 0, "end": 12, "sources": [1], "cited": [], "similarity": 0.7}]
+    assert done["attribution"] == expected and plain["attribution"] == []
+    assert api.knowledge.attributed == ["Hello there."]  # asked once, with the answer the client got
+    answer = api.messages(session)[1]
+    assert answer["attribution"] == expected
+
+
+def test_nothing_found_is_said_by_the_sources_event_and_the_answer(api: InProcessApi) -> None:
+    api.knowledge.sources = []  # no knowledge base holds anything above its relevance floor
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "Moons of Jupiter?", "knowledge_bases": ["handbook"]})
+        start, sources, token, done = turn(socket)
+    assert sources == {
+        "type": "sources",
+        "message_id": start["message_id"],
+        "sources": [],
+        "nothing_found": True,
+    }
+    assert token["delta"] == nothing_found_answer(["handbook"])
+    assert "handbook holds nothing on this question" in token["delta"]
+    assert done["status"] == "complete"
+    assert api.triton.requests == []  # the model is not asked: it would invent an answer
+    stored = api.messages(session)[-1]
+    assert (stored["content"], stored["sources"]) == (token["delta"], [])
+
+
+def test_found_sources_say_something_was_found(api: InProcessApi) -> None:
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "Codename?", "knowledge_bases": ["handbook"]})
+        _, sources, *_ = turn(socket)
+    assert sources["nothing_found"] is False and len(api.triton.requests) == 1
 
 
 def test_tool_calls_and_results_are_frames_between_the_tokens(api: InProcessApi) -> None:

@@ -80,6 +80,10 @@ class HashedWordModels:
         norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)
         return np.asarray(vectors / norms, dtype=np.float32)
 
+    async def rerank(self, model: str, query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        vectors = await self.embed(model, [query, *texts])
+        return np.asarray(vectors[1:] @ vectors[0], dtype=np.float32)
+
     async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str:
         if self.down:
             raise ModelUnavailableError(f"model {model} is unavailable: Triton is unreachable")

@@ -10,6 +10,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from kubechat.chat.generation import nothing_found_answer
 from kubechat.core.errors import ModelUnavailableError
 from tests.api.conftest import InProcessApi
 from tests.conftest import ALICE_KEY
@@ -127,6 +128,18 @@ def test_sources_come_with_the_response_or_the_first_chunk(api: InProcessApi) ->
     assert first["sources"] == plain["sources"]
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert "[1] (doc1.md)" in api.triton.requests[0].prompt
+    assert plain["nothing_found"] is False and first["nothing_found"] is False
+
+
+def test_nothing_found_is_said_without_asking_the_model(api: InProcessApi) -> None:
+    api.knowledge.sources = []
+    body = {"model": "synthetic", "messages": QUESTION, "knowledge_bases": ["handbook"]}
+    plain = api.client.post("/v1/chat/completions", json=body).json()
+    assert (plain["sources"], plain["nothing_found"]) == ([], True)
+    assert plain["choices"][0]["message"]["content"] == nothing_found_answer(["handbook"])
+    first, *_ = events(api.client.post("/v1/chat/completions", json={**body, "stream": True}).text)
+    assert (first["sources"], first["nothing_found"]) == ([], True)
+    assert api.triton.requests == []
 
 
 def test_calls_of_the_clients_tools_are_handed_back(api: InProcessApi) -> None:

@@ -359,3 +359,12 @@ async def test_an_answer_keeps_its_tool_calls(store: HistoryStore) -> None:
     await store.set_tool_calls(reply.id, calls)
     *_, stored = (await store.list_messages("alice", session.id, 10, None)).items
     assert stored.tool_calls == calls
+
+
+async def test_an_answer_keeps_its_attribution(store: HistoryStore) -> None:
+    session = await store.create_session("alice", "chat")
+    _, reply = await store.start_exchange("alice", session.id, "why", model="m", prompt_tokens=1)
+    attribution = [{"start": 0, "end": 12, "sources": [2, 1], "cited": [1], "similarity": 0.61}]
+    await store.set_attribution(reply.id, attribution)
+    *_, stored = (await store.list_messages("alice", session.id, 10, None)).items
+    assert stored.attribution == attribution

@@ -118,15 +118,37 @@ async def test_search_cites_page_and_section(
 ) -> None:
     response = await http.post(f"{HANDBOOK}/search", json={"query": "What is the release codename?", "k": 3})
     assert response.status_code == 200, response.text
+    assert response.json()["nothing_found"] is False
     top = response.json()["sources"][0]
     assert top["n"] == 1 and top["document_name"] == "notes.pdf" and top["page"] == 2
     assert "Blue Heron" in top["text"] and top["chunk_id"].startswith(handbook["notes"]["id"])
     ports = (await http.post(f"{HANDBOOK}/search", json={"query": "which port does triton grpc use"})).json()
     assert ports["sources"][0]["section"] == "Ports"
+    # A question both documents have something on; the filter keeps one. (A word only the other
+    # document holds would find nothing: the runbook would be below the relevance floor.)
+    both = {"query": "When are chat backups taken, and what is the release codename?"}
+    found = (await http.post(f"{HANDBOOK}/search", json=both)).json()["sources"]
+    assert {s["document_name"] for s in found} == {"runbook.md", "notes.pdf"}
     only_runbook = await http.post(
-        f"{HANDBOOK}/search", json={"query": "codename", "document_ids": [handbook["runbook"]["id"]]}
+        f"{HANDBOOK}/search", json={**both, "document_ids": [handbook["runbook"]["id"]]}
     )
     assert {s["document_name"] for s in only_runbook.json()["sources"]} == {"runbook.md"}
+
+
+async def test_a_question_the_documents_do_not_answer_finds_nothing(
+    api: ApiProcess, http: httpx.AsyncClient, handbook: Any
+) -> None:
+    question = "How many moons does Jupiter have?"
+    found = (await http.post(f"{HANDBOOK}/search", json={"query": question})).json()
+    assert (found["sources"], found["nothing_found"]) == ([], True)
+    session = await new_session(http)
+    async with chatting(api, session) as chat:
+        await chat.ask(question, knowledge_bases=["handbook"])
+        turn = await chat.turn()
+    assert turn.sources is not None and turn.sources["nothing_found"] is True
+    assert turn.sources["sources"] == []
+    assert "knowledge base handbook holds nothing on this question" in turn.text
+    assert turn.done is not None and turn.done["status"] == "complete"
 
 
 async def test_chat_answers_from_sources(api: ApiProcess, http: httpx.AsyncClient, handbook: Any) -> None:
@@ -144,6 +166,15 @@ async def test_chat_answers_from_sources(api: ApiProcess, http: httpx.AsyncClien
     assert messages[0]["content"] == "What is the codename of the autumn release?"
     assert messages[1]["content"] == turn.text
     assert messages[1]["sources"] == turn.sources["sources"]  # citations are part of the history
+    # Every sentence is attributed by the real MiniLM, whether or not the model wrote [n].
+    attribution = turn.done["attribution"]
+    given = {s["n"] for s in turn.sources["sources"]}
+    assert attribution and all(0 <= a["start"] < a["end"] <= len(turn.text) for a in attribution)
+    assert all(set(a["sources"]) <= given and set(a["cited"]) <= given for a in attribution)
+    heron = [a for a in attribution if "heron" in turn.text[a["start"] : a["end"]].lower()]
+    notes = {s["n"] for s in turn.sources["sources"] if s["document_name"] == "notes.pdf"}
+    assert heron and all(set(a["sources"][:1]) <= notes for a in heron) and heron[0]["sources"]
+    assert messages[1]["attribution"] == attribution
 
 
 async def test_openai_endpoint_takes_knowledge_bases(api: ApiProcess, handbook: Any) -> None:
@@ -154,6 +185,10 @@ async def test_openai_endpoint_takes_knowledge_bases(api: ApiProcess, handbook: 
     )
     sources = completion.model_extra["sources"] if completion.model_extra else []
     assert sources[0]["document_name"] == "runbook.md" and sources[0]["section"] == "Backups"
+    assert completion.model_extra is not None and completion.model_extra["nothing_found"] is False
+    attribution = completion.model_extra["attribution"]
+    text = completion.choices[0].message.content or ""
+    assert isinstance(attribution, list) and all(a["end"] <= len(text) for a in attribution)
     stream = await client.chat.completions.create(
         model="smollm2", messages=question, max_tokens=5, stream=True,
         extra_body={"knowledge_bases": ["handbook"]},

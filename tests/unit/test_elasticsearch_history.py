@@ -200,8 +200,13 @@ async def test_an_index_another_replica_just_created_is_used(
         index_uuid="Xq0mJ1bNRpuWz5k1vJ0k2g", index=INDEX,
     )  # fmt: skip
 
+    es.reply("PUT", f"/{INDEX}/_mapping", {"acknowledged": True})
+
     assert await store.ensure_index() is False
     assert store.index == INDEX
+    # An index made before a field was added gets it (its mapping is strict).
+    _, mapping = es.sent
+    assert mapping.body == {"properties": {"attribution": {"type": "object", "enabled": False}}}
 
 
 async def test_ping_asks_once_whether_the_index_exists(

@@ -627,6 +627,27 @@ def test_tensorrtllm_renderer_refuses_other_backends_and_single_files(models: di
         render_tensorrtllm_models(model)
 
 
+def test_a_reranker_scores_query_passage_pairs(models: dict[str, ChatModel]) -> None:
+    """A sentence-transformers ChatModel with the rerank capability: pairs in, one FP32 out."""
+    spec = models["minilm"].spec.model_copy(update={"capabilities": [Capability.RERANK]})
+    reranker = models["minilm"].model_copy(update={"spec": spec})
+    rendered = render_python_model(reranker, ModelArtifacts(checkpoint_dir="/opt/models/reranker"))
+    config = parse_model_config(rendered.config_pbtxt)
+    assert config.HasField("dynamic_batching") and not config.model_transaction_policy.decoupled
+    assert [(t.name, list(t.dims)) for t in config.input] == [
+        (contract.RERANK_QUERY, [1]),
+        (contract.RERANK_TEXT, [1]),
+    ]
+    assert [(o.name, model_config_pb2.DataType.Name(o.data_type)) for o in config.output] == [
+        (contract.RERANK_OUTPUT, "TYPE_FP32")
+    ]
+    assert config.parameters["checkpoint_dir"].string_value == "/opt/models/reranker"
+    assert (
+        rendered.files["1/model.py"].parent.name == "sentence_reranker"
+        and rendered.files["1/model.py"].is_file()
+    )
+
+
 def test_tensorrtllm_enforces_structured_outputs_with_xgrammar() -> None:
     """response_format reaches the engine as TensorRT-LLM's guided decoding inputs, and the engine
     model is configured to enforce them (xgrammar, with the tokenizer info the pod writes)."""

@@ -6,7 +6,7 @@ const session = { id: "s1", title: "t", created_at: 1, updated_at: 2 };
 function stored(id: string, seq: number, role: string, content: string, extra: Partial<MessageOut> = {}): MessageOut {
   return {
     id, seq, role, content, status: "complete", model: "m", created_at: seq, prompt_tokens: 0, completion_tokens: 0,
-    error_code: "", sources: [], images: [], tool_calls: [], ...extra,
+    error_code: "", sources: [], attribution: [], images: [], tool_calls: [], ...extra,
   };
 }
 const run = (state: ChatState, ...events: ServerEvent[]) => chatReducer(state, { type: "events", events });
@@ -36,7 +36,7 @@ describe("chat reducer", () => {
       state,
       { type: "token", message_id: "ans", seq: 1, delta: "Hel" },
       { type: "token", message_id: "ans", seq: 2, delta: "lo" },
-      { type: "done", message_id: "ans", status: "complete", usage, timings },
+      { type: "done", message_id: "ans", status: "complete", usage, timings, attribution: [] },
     );
     const answer = state.messages.at(-1)!;
     expect(answer.content).toBe("Hello");
@@ -67,7 +67,7 @@ describe("chat reducer", () => {
     state = run(
       state,
       { type: "error", message_id: "ans", error: { code: "model_unavailable", message: "down", type: "server_error", param: null } },
-      { type: "done", message_id: "ans", status: "failed", usage, timings },
+      { type: "done", message_id: "ans", status: "failed", usage, timings, attribution: [] },
     );
     const answer = state.messages.at(-1)!;
     expect([answer.status, answer.errorCode, answer.error?.message]).toEqual(["failed", "model_unavailable", "down"]);
@@ -89,7 +89,7 @@ describe("chat reducer", () => {
     state = run(
       state,
       { type: "images", message_id: "ans", images: [{ id: "img", name: "a.png", description: "Text (OCR): 42" }] },
-      { type: "sources", message_id: "ans", sources: [source] },
+      { type: "sources", message_id: "ans", sources: [source], nothing_found: false },
       { type: "tool_call", message_id: "ans", id: "c1", name: "demo__add", arguments: { a: 1 } },
     );
     expect(state.messages.at(-1)!.toolCalls[0]!.ok).toBeNull();

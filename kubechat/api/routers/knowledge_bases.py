@@ -120,6 +120,11 @@ class SearchRequest(BaseModel):
 
 class SearchResponse(BaseModel):
     sources: list[Citation]
+    nothing_found: bool = Field(
+        default=False,
+        description="The knowledge base holds nothing on the query above its relevance floor "
+        "(spec.retrieval.minScore): `sources` is empty.",
+    )
 
 
 async def _describe(services: Services, kb: KnowledgeBase, principal: str) -> KnowledgeBaseOut:
@@ -238,9 +243,10 @@ async def reindex_knowledge_base(
 async def search(
     name: str, body: SearchRequest, services: ServicesDep, principal: PrincipalDep
 ) -> SearchResponse:
-    """Hybrid (kNN + BM25, reciprocal-rank fused) search, returning citable sources."""
+    """Hybrid (kNN + BM25, score-fused) search, returning citable sources; none, with
+    `nothing_found`, when the knowledge base holds nothing above its relevance floor."""
     sources = await services.knowledge.search(
         principal, [name], body.query, limit=body.k,
         candidates=max(body.k, services.settings.retrieval_candidates), document_ids=body.document_ids,
     )  # fmt: skip
-    return SearchResponse(sources=sources)
+    return SearchResponse(sources=sources, nothing_found=not sources)

@@ -221,7 +221,8 @@ class ChatCompletionRequest(BaseModel):
     seed: Seed | None = None
     n: Annotated[int, Strict(), Field(ge=1, le=128)] | None = None
     # kubechat's extension (extra_body={"knowledge_bases": ["docs"]}): answer from these, with
-    # the sources as a top-level `sources` field of the response (or of the first chunk).
+    # the sources as a top-level `sources` field of the response (or of the first chunk), and
+    # `nothing_found`: true when no knowledge base held anything on the question.
     knowledge_bases: list[str] = Field(default_factory=list, max_length=16)
     # Tools the client runs itself: offered in the model's format, calls returned as tool_calls.
     tools: list[ToolDefinition] | None = Field(default=None, max_length=128)
@@ -439,6 +440,7 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
     """The whole answer as one chat.completion; a failure is an error response."""
     calls: list[dict[str, Any]] = []
     sources: list[Citation] | None = None
+    nothing_found = False
     done: Done | None = None
     async with aclosing(generation.events()) as events:
         async for event in events:
@@ -446,7 +448,7 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
                 case ToolCalled(call=call):
                     calls.append(ToolCallOut.of(call).model_dump())
                 case Sources():
-                    sources = event.sources
+                    sources, nothing_found = event.sources, event.nothing_found
                 case Failure():
                     raise event.error
                 case Done():
@@ -468,6 +470,8 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
         response["choices"][0]["logprobs"] = {"content": generation.logprobs, "refusal": None}
     if sources is not None:
         response["sources"] = [s.model_dump() for s in sources]
+        response["nothing_found"] = nothing_found
+        response["attribution"] = [a.model_dump() for a in done.attribution]
     return response
 
 
@@ -514,7 +518,8 @@ async def _chunks(
                     yield chunk(opening)
                 case Sources():  # right after Started: the opening chunk carries them (even none)
                     listed = json.dumps([s.model_dump() for s in event.sources], ensure_ascii=False)
-                    yield chunk(opening, extra=f',"sources":{listed}')
+                    found = json.dumps(event.nothing_found)
+                    yield chunk(opening, extra=f',"sources":{listed},"nothing_found":{found}')
                 case ToolCalled(call=call):
                     yield chunk({"tool_calls": [{"index": calls, **ToolCallOut.of(call).model_dump()}]})
                     calls += 1
@@ -526,7 +531,11 @@ async def _chunks(
                 case Done():
                     if scored is not None and reported < len(scored):  # tokens of no text (held back)
                         yield scored_chunk("")
-                    yield chunk({}, event.finish_reason)
+                    attributed = ""
+                    if cited:
+                        listed = json.dumps([a.model_dump() for a in event.attribution], ensure_ascii=False)
+                        attributed = f',"attribution":{listed}'
+                    yield chunk({}, event.finish_reason, extra=attributed)
                     if include_usage:
                         usage = json.dumps(event.usage.model_dump())
                         yield sse_data(f'{head}"choices":[],"usage":{usage}}}')

@@ -144,9 +144,14 @@ def history_index_body(replicas: int | None = None) -> dict[str, Any]:
                 "sources": _OPAQUE,
                 "images": _OPAQUE,
                 "tool_calls": _OPAQUE,
+                "attribution": _OPAQUE,
             },
         },
     }
+
+
+# Fields added after indices were created with the mapping above (ensure_index adds them).
+ADDED_FIELDS: dict[str, dict[str, Any]] = {"attribution": _OPAQUE}
 
 
 def _session_key(session_id: str) -> str:
@@ -166,13 +171,24 @@ def _session(source: Mapping[str, Any]) -> Session:
 
 def _message_source(message: Message, principal: str) -> dict[str, Any]:
     return {
-        "kind": _MESSAGE, "id": message.id, "session_id": message.session_id, "principal": principal,
-        "seq": message.seq, "role": message.role, "content": message.content,
-        "status": message.status.value, "model": message.model, "created_at": message.created_at,
-        "updated_at": message.created_at, "prompt_tokens": message.prompt_tokens,
-        "completion_tokens": message.completion_tokens, "error_code": message.error_code,
-        "sources": message.sources, "images": message.images, "tool_calls": message.tool_calls,
-    }  # fmt: skip
+        "kind": _MESSAGE,
+        "id": message.id,
+        "session_id": message.session_id,
+        "principal": principal,
+        "seq": message.seq,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status.value,
+        "model": message.model,
+        "created_at": message.created_at,
+        "updated_at": message.created_at,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "error_code": message.error_code,
+        "sources": message.sources,
+        "images": message.images,
+        "tool_calls": message.tool_calls,
+    }  # fmt: skip  (attribution: only once set_attribution writes it)
 
 
 class ElasticsearchHistoryStore(EntryIndex):
@@ -195,8 +211,19 @@ class ElasticsearchHistoryStore(EntryIndex):
         self._clock = clock
 
     async def ensure_index(self, replicas: int | None = None) -> bool:
-        """Create the index if it does not exist; False if it did (another replica may have just made it)."""
-        return await self._ensure_index(history_index_body(replicas), "chat history")
+        """Create the index if it does not exist; False if it did (another replica may have just made it).
+
+        An existing index gets the fields added to the mapping since it was created (its mapping
+        is strict): adding a field is the one mapping change Elasticsearch allows in place.
+        """
+        created = await self._ensure_index(history_index_body(replicas), "chat history")
+        if not created:
+            added = {name: ADDED_FIELDS[name] for name in ADDED_FIELDS}
+            await self._call(
+                f"add fields to index {self._index}",
+                lambda: self._es.indices.put_mapping(index=self._index, properties=added),
+            )
+        return created
 
     async def ping(self) -> None:
         # Once, without back-off: /ready asks often and must answer quickly.
@@ -384,6 +411,10 @@ class ElasticsearchHistoryStore(EntryIndex):
         changes = {"tool_calls": [dict(c) for c in calls]}
         await self._update_message(f"set the tool calls of message {message_id}", message_id, changes)
 
+    async def set_attribution(self, message_id: str, attribution: Sequence[Mapping[str, Any]]) -> None:
+        changes = {"attribution": [dict(a) for a in attribution]}
+        await self._update_message(f"set the attribution of message {message_id}", message_id, changes)
+
     async def _update_message(
         self, what: str, message_id: str, changes: Mapping[str, Any], refresh: str | None = None
     ) -> None:
@@ -433,6 +464,7 @@ class ElasticsearchHistoryStore(EntryIndex):
             prompt_tokens=int(source["prompt_tokens"]), completion_tokens=int(source["completion_tokens"]),
             error_code=str(source["error_code"]), sources=list(source.get("sources") or []),
             images=list(source.get("images") or []), tool_calls=list(source.get("tool_calls") or []),
+            attribution=list(source.get("attribution") or []),
         )  # fmt: skip
 
     # -- plumbing -----------------------------------------------------------------------------

@@ -45,13 +45,14 @@ CREATE TABLE IF NOT EXISTS messages (
     sources TEXT NOT NULL DEFAULT '[]',
     images TEXT NOT NULL DEFAULT '[]',
     tool_calls TEXT NOT NULL DEFAULT '[]',
+    attribution TEXT NOT NULL DEFAULT '[]',
     UNIQUE (session_id, seq)
 );
 """
 
 _MESSAGE_COLUMNS = (
     "id, session_id, seq, role, content, status, model, created_at, "
-    "prompt_tokens, completion_tokens, error_code, sources, images, tool_calls"
+    "prompt_tokens, completion_tokens, error_code, sources, images, tool_calls, attribution"
 )
 
 
@@ -60,7 +61,7 @@ def _message(row: tuple[Any, ...]) -> Message:
         id=row[0], session_id=row[1], seq=row[2], role=row[3], content=row[4],
         status=MessageStatus(row[5]), model=row[6], created_at=row[7],
         prompt_tokens=row[8], completion_tokens=row[9], error_code=row[10], sources=json.loads(row[11]),
-        images=json.loads(row[12]), tool_calls=json.loads(row[13]),
+        images=json.loads(row[12]), tool_calls=json.loads(row[13]), attribution=json.loads(row[14]),
     )  # fmt: skip
 
 
@@ -90,7 +91,7 @@ class SQLiteHistoryStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
         if "sources" not in columns:
             self._db.execute("ALTER TABLE messages ADD COLUMN sources TEXT NOT NULL DEFAULT '[]'")
-        for column in ("images", "tool_calls"):
+        for column in ("images", "tool_calls", "attribution"):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'")
 
@@ -211,7 +212,7 @@ class SQLiteHistoryStore:
         (seq,) = self._db.execute(
             f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, "
             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?), "
-            "?, ?, ?, ?, ?, ?, 0, '', ?, ?, '[]') RETURNING seq",
+            "?, ?, ?, ?, ?, ?, 0, '', ?, ?, '[]', '[]') RETURNING seq",
             (
                 message_id,
                 session_id,
@@ -269,6 +270,13 @@ class SQLiteHistoryStore:
             self._db.execute,
             "UPDATE messages SET tool_calls = ? WHERE id = ?",
             (json.dumps(list(calls), ensure_ascii=False), message_id),
+        )
+
+    async def set_attribution(self, message_id: str, attribution: Sequence[Mapping[str, Any]]) -> None:
+        await self._run(
+            self._db.execute,
+            "UPDATE messages SET attribution = ? WHERE id = ?",
+            (json.dumps(list(attribution), ensure_ascii=False), message_id),
         )
 
     async def list_messages(

@@ -231,7 +231,8 @@ export interface paths {
         put?: never;
         /**
          * Search
-         * @description Hybrid (kNN + BM25, reciprocal-rank fused) search, returning citable sources.
+         * @description Hybrid (kNN + BM25, score-fused) search, returning citable sources; none, with
+         *     `nothing_found`, when the knowledge base holds nothing above its relevance floor.
          */
         post: operations["search_knowledge_bases__name__search_post"];
         delete?: never;
@@ -553,7 +554,7 @@ export interface components {
             page: number | null;
             /**
              * Score
-             * @description Reciprocal-rank-fusion score of kNN and BM25 ranks.
+             * @description Fused relevance, 0 to 1: the mean of the chunk's min-max normalised kNN and BM25 scores among the candidates (or the reranker's score, when the knowledge base names one).
              */
             score: number;
             /** Section */
@@ -873,6 +874,11 @@ export interface components {
         };
         /** MessageOut */
         MessageOut: {
+            /**
+             * Attribution
+             * @description The answer's sentences with their supporting sources, as in its done event.
+             */
+            attribution?: components["schemas"]["SentenceSources"][];
             /** Completion Tokens */
             completion_tokens: number;
             /** Content */
@@ -1110,8 +1116,45 @@ export interface components {
         };
         /** SearchResponse */
         SearchResponse: {
+            /**
+             * Nothing Found
+             * @description The knowledge base holds nothing on the query above its relevance floor (spec.retrieval.minScore): `sources` is empty.
+             * @default false
+             */
+            nothing_found?: boolean;
             /** Sources */
             sources: components["schemas"]["Citation"][];
+        };
+        /**
+         * SentenceSources
+         * @description One sentence of an answer and the sources that support it.
+         */
+        SentenceSources: {
+            /**
+             * Cited
+             * @description `n` the model itself wrote in it as [n].
+             */
+            cited: number[];
+            /**
+             * End
+             * @description Offset just past its last character.
+             */
+            end: number;
+            /**
+             * Similarity
+             * @description Cosine similarity of the sentence to its best source's closest sentence.
+             */
+            similarity: number;
+            /**
+             * Sources
+             * @description `n` of the sources that support it, best first (by similarity).
+             */
+            sources: number[];
+            /**
+             * Start
+             * @description Offset of the sentence's first character in the answer.
+             */
+            start: number;
         };
         /** SessionCreate */
         SessionCreate: {

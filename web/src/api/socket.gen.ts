@@ -23,7 +23,7 @@ export interface components {
             page: number | null;
             /**
              * Score
-             * @description Reciprocal-rank-fusion score of kNN and BM25 ranks.
+             * @description Fused relevance, 0 to 1: the mean of the chunk's min-max normalised kNN and BM25 scores among the candidates (or the reranker's score, when the knowledge base names one).
              */
             score: number;
             /** Section */
@@ -36,6 +36,11 @@ export interface components {
         ClientMessage: components["schemas"]["UserMessage"] | components["schemas"]["StopRequest"] | components["schemas"]["PingRequest"];
         /** DoneEvent */
         DoneEvent: {
+            /**
+             * Attribution
+             * @description A complete answer from sources, sentence by sentence, with the sources that support each (by embedding similarity) and the [n] the model wrote; empty without sources.
+             */
+            attribution: components["schemas"]["SentenceSources"][];
             /** Message Id */
             message_id: string;
             /** Status */
@@ -175,6 +180,11 @@ export interface components {
         };
         /** MessageOut */
         MessageOut: {
+            /**
+             * Attribution
+             * @description The answer's sentences with their supporting sources, as in its done event.
+             */
+            attribution: components["schemas"]["SentenceSources"][];
             /** Completion Tokens */
             completion_tokens: number;
             /** Content */
@@ -228,6 +238,37 @@ export interface components {
              */
             type: "pong";
         };
+        /**
+         * SentenceSources
+         * @description One sentence of an answer and the sources that support it.
+         */
+        SentenceSources: {
+            /**
+             * Cited
+             * @description `n` the model itself wrote in it as [n].
+             */
+            cited: number[];
+            /**
+             * End
+             * @description Offset just past its last character.
+             */
+            end: number;
+            /**
+             * Similarity
+             * @description Cosine similarity of the sentence to its best source's closest sentence.
+             */
+            similarity: number;
+            /**
+             * Sources
+             * @description `n` of the sources that support it, best first (by similarity).
+             */
+            sources: number[];
+            /**
+             * Start
+             * @description Offset of the sentence's first character in the answer.
+             */
+            start: number;
+        };
         ServerEvent: components["schemas"]["HistoryEvent"] | components["schemas"]["StartEvent"] | components["schemas"]["SourcesEvent"] | components["schemas"]["ImagesEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["TokenEvent"] | components["schemas"]["DoneEvent"] | components["schemas"]["ErrorEvent"] | components["schemas"]["PongEvent"];
         /** SessionOut */
         SessionOut: {
@@ -247,6 +288,12 @@ export interface components {
         SourcesEvent: {
             /** Message Id */
             message_id: string;
+            /**
+             * Nothing Found
+             * @description No knowledge base held anything on the question above its relevance floor: `sources` is empty and the answer says so (the model is not asked).
+             * @default false
+             */
+            nothing_found: boolean;
             /** Sources */
             sources: components["schemas"]["Citation"][];
             /**
