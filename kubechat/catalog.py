@@ -66,6 +66,12 @@ class Prompt:
     text: str
     tokens: int
     turns_dropped: int
+    # The turns `text` renders (the system prompt added, the oldest dropped), for an engine that
+    # applies its own chat template: a remote endpoint is sent these as messages.
+    turns: tuple[ChatTurn, ...] = ()
+
+    def messages(self) -> list[tuple[str, str]]:
+        return [(t.role, t.content) for t in self.turns]
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,7 @@ class CatalogEntry:
             text = self.render([*system, *dialogue])
             tokens = self.counter.count(text)
             if tokens <= budget or len(dialogue) <= 1:
-                return Prompt(text=text, tokens=tokens, turns_dropped=dropped)
+                return Prompt(text=text, tokens=tokens, turns_dropped=dropped, turns=(*system, *dialogue))
             # Drop a whole exchange so the dialogue still starts with a user turn.
             cut = 2 if len(dialogue) > 2 and dialogue[1].role == "assistant" else 1
             dialogue = dialogue[cut:]

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from kubechat.core.errors import KnowledgeBaseNotFoundError, KubechatError
 from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.types import ToolResult, ToolSpec
-from kubechat.triton.client import SamplingParams
+from kubechat.triton.client import ReportedUsage, SamplingParams
 
 # In a scripted reply: wait here until the test sets `ScriptedTriton.release`.
 HOLD = object()
@@ -72,6 +72,9 @@ class ScriptedTriton:
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
+        *,
+        turns: Sequence[tuple[str, str]] | None = None,
+        usage: ReportedUsage | None = None,
     ) -> AsyncGenerator[str, None]:
         self.requests.append(StreamRequest(model, prompt, params, request_id, image))
         reply = self.replies.popleft() if self.replies else self.default

@@ -19,8 +19,8 @@ from kubechat.images.service import ImageService
 from kubechat.images.vision import VisionService
 from kubechat.knowledge.service import KnowledgeService
 from kubechat.mcp.toolbox import McpToolbox
+from kubechat.remote.router import ModelRouter
 from kubechat.stores.history import HistoryStore
-from kubechat.triton.client import TritonRouter
 
 
 class Supervised(Protocol):
@@ -35,7 +35,7 @@ class Services:
     settings: Settings
     catalog: ModelCatalog
     store: HistoryStore
-    triton: TritonRouter
+    triton: ModelRouter  # Triton models and remote (OpenAI-compatible) ones alike
     chat: ChatService
     knowledge: KnowledgeService
     images: ImageService

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from kubechat.catalog import ChatTurn
+from kubechat.catalog import ChatTurn, Prompt
 from kubechat.chat.events import (
     ChatEvent,
     Done,
@@ -47,7 +47,7 @@ from kubechat.tools.formats import (
     tool_results_turn,
 )
 from kubechat.tools.types import MalformedToolCall, Toolbox, ToolCall, ToolResult
-from kubechat.triton.client import TritonInference
+from kubechat.triton.client import ReportedUsage, TritonInference
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ class Generation:
         self.tool_calls: list[ToolActivity] = []
         self.first_token_at: float | None = None
         self.handed_back = False  # calls of the client's tools ended the answer
+        # What the engine counted, round by round (a remote endpoint's usage; Triton's is empty).
+        self.reported: list[ReportedUsage] = []
 
     @property
     def text(self) -> str:
@@ -149,7 +151,7 @@ class Generation:
                 else:
                     # The hot path: one event per token, nothing in between (_token, inlined).
                     pieces = self.pieces
-                    async with aclosing(self._stream(prompt.text, self.message_id)) as deltas:
+                    async with aclosing(self._stream(prompt, self.message_id)) as deltas:
                         async for delta in deltas:
                             if self.first_token_at is None:
                                 self.first_token_at = time.perf_counter()
@@ -172,6 +174,14 @@ class Generation:
         plan = self.grounding.plan
         prompt_tokens = self.grounding.prompt.tokens
         completion_tokens = plan.entry.counter.count(self.text)
+        reported = self.reported
+        if reported and all(
+            r.prompt_tokens is not None and r.completion_tokens is not None for r in reported
+        ):
+            # The engine's own counts (a remote endpoint's usage): the first round's prompt, and
+            # what every round generated.
+            prompt_tokens = reported[0].prompt_tokens or 0
+            completion_tokens = sum(r.completion_tokens or 0 for r in reported)
         first = self.first_token_at
         generating = now - first if first is not None else 0.0
         reason: FinishReason = "tool_calls" if self.handed_back else "stop"
@@ -192,9 +202,14 @@ class Generation:
             finish_reason=reason,
         )
 
-    def _stream(self, prompt: str, request_id: str) -> AsyncGenerator[str, None]:
+    def _stream(self, prompt: Prompt, request_id: str) -> AsyncGenerator[str, None]:
         plan = self.grounding.plan
-        return self.triton.stream_text(plan.entry.name, prompt, plan.params, request_id, image=plan.image)
+        usage = ReportedUsage()
+        self.reported.append(usage)
+        return self.triton.stream_text(
+            plan.entry.name, prompt.text, plan.params, request_id, image=plan.image,
+            turns=prompt.messages(), usage=usage,
+        )  # fmt: skip
 
     def _token(self, text: str) -> Token:
         if self.first_token_at is None:
@@ -202,7 +217,7 @@ class Generation:
         self.pieces.append(text)
         return Token(len(self.pieces), text)
 
-    async def _parsed(self, prompt: str, request_id: str) -> AsyncGenerator[ParsedOutput, None]:
+    async def _parsed(self, prompt: Prompt, request_id: str) -> AsyncGenerator[ParsedOutput, None]:
         """The model's output split into text and tool calls, in order: the one place it is parsed."""
         parser = ToolCallParser(self.grounding.plan.entry.model.spec.tools.format)
         async with aclosing(self._stream(prompt, request_id)) as deltas:
@@ -226,7 +241,7 @@ class Generation:
             calls: list[ToolCall] = []
             malformed: list[MalformedToolCall] = []
             request_id = f"{self.message_id}-{round_}" if round_ else self.message_id
-            async with aclosing(self._parsed(prompt.text, request_id)) as output:
+            async with aclosing(self._parsed(prompt, request_id)) as output:
                 async for item in output:
                     if isinstance(item, str):
                         if item:

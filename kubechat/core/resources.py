@@ -116,6 +116,9 @@ class Backend(StrEnum):
     images (Tesseract OCR plus measured facts) for the `vision` capability. `tool-caller` is a
     deterministic test model that makes tool calls in spec.tools.format when a message asks it
     to (`call <tool> {json}`), so the tool loop runs through a real Triton in tests.
+    `openai` is not a Triton backend at all: the model is served elsewhere, by any
+    OpenAI-compatible endpoint (spec.endpoint: vLLM, NIM, llama.cpp's server, a hosted API), and
+    kubechat renders nothing for it.
     """
 
     TENSORRTLLM = "tensorrtllm"
@@ -124,16 +127,22 @@ class Backend(StrEnum):
     SYNTHETIC = "synthetic"
     TESSERACT = "tesseract"
     TOOL_CALLER = "tool-caller"
+    OPENAI = "openai"
 
     @property
     def loads_weights(self) -> bool:
         """Whether the model needs files from spec.source (the others bring what they run)."""
         return self not in _WEIGHTLESS_BACKENDS
 
+    @property
+    def is_remote(self) -> bool:
+        """Served by an endpoint elsewhere (spec.endpoint), not by a Triton kubechat renders."""
+        return self is Backend.OPENAI
+
 
 # The synthetic and tool-caller models compute their answers; tesseract's trained data comes
-# with its Debian package.
-_WEIGHTLESS_BACKENDS = frozenset({Backend.SYNTHETIC, Backend.TESSERACT, Backend.TOOL_CALLER})
+# with its Debian package; a remote endpoint's weights are its own business.
+_WEIGHTLESS_BACKENDS = frozenset({Backend.SYNTHETIC, Backend.TESSERACT, Backend.TOOL_CALLER, Backend.OPENAI})
 
 
 class Capability(StrEnum):
@@ -177,6 +186,51 @@ class ToolsSpec(_Spec):
         description="A tool result is cut to this many characters before it is fed back to the model, "
         "and shown to clients cut the same way.",
     )
+
+
+class SecretKeyRef(_Spec):
+    """One key of a Secret in the resource's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the Secret.")
+    key: str = Field(default="api-key", min_length=1, description="Key inside the Secret.")
+
+
+class RemoteEndpointSpec(_Spec):
+    """An OpenAI-compatible endpoint that serves the model (backend openai): vLLM, NIM,
+    trtllm-serve, llama.cpp's server, TEI (embeddings) or a hosted API."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="Base URL of the API, the part before /chat/completions, e.g. "
+        "http://vllm.models.svc:8000/v1.",
+    )
+    model: str = Field(
+        default="",
+        description="The model name the endpoint knows (its /models ids); empty: the resource name.",
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Cluster: the Secret key holding the API key, sent as Authorization: Bearer. "
+        "None: no key (an in-cluster server without auth).",
+    )
+    api_key_env: str = Field(
+        default="",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="Embedded (kubechat serve): the environment variable holding the API key.",
+    )
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0,
+        description="Longest wait for the endpoint: to connect, for the first token, between two tokens.",
+    )
+    max_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=2,
+        description="Retries of a request that failed before its first token (connection refused, "
+        "HTTP 429/5xx); never once the answer has started.",
+    )
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model
 
 
 class PackageSource(_Spec):
@@ -378,6 +432,9 @@ _SOURCE_REQUIRED = (
 )
 
 
+_ENDPOINT_RULE = "spec.endpoint is required with backend openai, and only there"
+
+
 class ChatModelSpec(_Spec):
     """A model served by Triton: where its weights come from, how it is served, and on what."""
 
@@ -388,6 +445,11 @@ class ChatModelSpec(_Spec):
         "tesseract or tool-caller.",
     )
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    endpoint: RemoteEndpointSpec | None = Field(
+        default=None,
+        description="Backend openai only (and required there): the OpenAI-compatible endpoint that serves "
+        "the model.",
+    )
     resources: GpuResources = Field(default_factory=GpuResources)
     replicas: Annotated[int, Field(ge=0)] = Field(
         default=1,
@@ -438,6 +500,11 @@ class ChatModelSpec(_Spec):
                 ".source",
             ),
             CelRule(
+                f'({backend} == "{Backend.OPENAI}") == has(self.endpoint)',
+                _ENDPOINT_RULE,
+                field_path=".endpoint",
+            ),
+            CelRule(
                 f"{max_tokens} <= {max_output_tokens}",
                 "defaults.maxTokens must not exceed engine.maxOutputTokens",
                 field_path=".defaults.maxTokens",
@@ -478,6 +545,8 @@ class ChatModelSpec(_Spec):
     def _consistent(self) -> ChatModelSpec:
         if self.engine.backend.loads_weights and self.source == ModelSource():
             raise ValueError(_SOURCE_REQUIRED)
+        if self.engine.backend.is_remote != (self.endpoint is not None):
+            raise ValueError(_ENDPOINT_RULE)
         if self.defaults.max_tokens > self.engine.max_output_tokens:
             raise ValueError("defaults.maxTokens must not exceed engine.maxOutputTokens")
         if self.engine.tensor_parallel_size > max(self.resources.gpus, 1):
