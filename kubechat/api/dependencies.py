@@ -46,10 +46,16 @@ class Services:
     supervised: Mapping[str, Supervised] = field(default_factory=dict)  # kubechat serve: tritonserver
 
     async def readiness(self, entry: CatalogEntry) -> Readiness:
-        """Cluster mode: the ChatModel's Ready condition. Files mode: whether Triton has it loaded."""
+        """Cluster mode: the ChatModel's Ready condition. Files mode: whether Triton has it loaded,
+        or for a remote model, whether its endpoint answers and lists it."""
         readiness = entry.readiness()
         if readiness is not None:
             return readiness
+        probe = await self.triton.probe(entry.name)
+        if probe is not None:
+            return Readiness(
+                probe.ready, "" if probe.ready else probe.reason, "" if probe.ready else probe.message
+            )
         return Readiness(await self.triton.model_ready(entry.name))
 
 
