@@ -54,6 +54,7 @@ SAMPLE_DIRECTORIES = [
     "examples/models",
     "examples/knowledge-bases",
     "examples/cluster",
+    "examples/remote",
     "tests/data/knowledge-bases",
 ]
 REASONS = {"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"}
