@@ -145,6 +145,9 @@ class FixedKnowledge:
             raise KnowledgeBaseNotFoundError(f"unknown knowledge base {name!r}")
         return name
 
+    def names_readable(self, principal: str) -> list[str]:
+        return sorted(self.names)
+
     async def search(
         self, principal: str, kb_names: Sequence[str], query: str, *, limit: int, candidates: int
     ) -> list[Citation]:

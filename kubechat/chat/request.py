@@ -82,3 +82,6 @@ class ChatRequest:
     mcp_tools: bool = False
     client_tools: Sequence[ToolSpec] = ()
     history: Sequence[ChatTurn] = ()
+    # Set by kubechat only, for a specialist's answer: how many more levels may use tools
+    # (None: a request from a client, bounded by its model's spec.tools.maxDepth).
+    delegation_left: int | None = None

@@ -162,6 +162,28 @@ class ToolCallFormat(StrEnum):
     LLAMA3_JSON = "llama3-json"  # Llama 3.1/3.2 JSON tool calling: {"name": ..., "parameters": ...}
 
 
+class SpecialistTool(_Spec):
+    """Another ChatModel offered to this one as a tool (agents as tools): a call runs it on the
+    call's `prompt` and its answer is the tool's result."""
+
+    name: str = Field(
+        pattern=_DNS_LABEL.pattern, description="The ChatModel to call; also the tool's name the model sees."
+    )
+    description: str = Field(
+        min_length=1, description="What the specialist is good at: the model decides on it when to call."
+    )
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=300.0, description="Longest a call may take (the specialist's whole answer)."
+    )
+
+
+class BuiltinTool(StrEnum):
+    """kubechat's own capabilities offered as tools, run in process (no MCP round trip)."""
+
+    SEARCH_KNOWLEDGE_BASE = "search_knowledge_base"
+    DESCRIBE_IMAGE = "describe_image"
+
+
 class ToolsSpec(_Spec):
     """How the model calls tools (the `tools` capability): the format it was trained on, which
     of the offered MCP tools it may see, and the limits of one answer's tool loop."""
@@ -180,6 +202,21 @@ class ToolsSpec(_Spec):
         default=4,
         description="Rounds of model, tool calls, model again that one answer may take; a model still "
         "calling tools after them ends the answer with an error.",
+    )
+    models: list[SpecialistTool] = Field(
+        default_factory=list,
+        description="Other ChatModels this model may call as tools (a supervisor and its specialists); "
+        "offered whenever tools are on, each call counts as a tool call of the round.",
+    )
+    max_depth: Annotated[int, Field(ge=1, le=4)] = Field(
+        default=1,
+        description="How deep delegation may go: 1, a specialist answers without tools of its own; 2, a "
+        "specialist may use its tools (and specialists) but theirs may not; and so on.",
+    )
+    builtin: list[BuiltinTool] = Field(
+        default_factory=list,
+        description="kubechat's own tools to offer: search_knowledge_base (the knowledge bases the user may "
+        "read), describe_image (the user's uploaded images).",
     )
     max_result_chars: Annotated[int, Field(ge=100, le=1_000_000)] = Field(
         default=4000,
