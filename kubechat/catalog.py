@@ -21,6 +21,8 @@ from typing import Protocol
 from jinja2 import Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
 
 from kubechat.core.errors import ModelNotFoundError, ModelUnavailableError
 from kubechat.core.resources import Capability, ChatModel, load_chat_models_from_dir
@@ -262,10 +264,23 @@ def _entry(model: ChatModel, folder: Path | None, *, cluster: bool = False) -> C
         counter = TokenizerCounter(tokenizer)
         template = template or _tokenizer_template(folder)
         special = _special_tokens(folder)
+    elif model.spec.engine.backend.is_remote:
+        # A remote endpoint's tokenizer is its own: chunk (embedders) and count words and
+        # punctuation instead; the endpoint's usage gives exact counts where it reports them.
+        tokenizer = word_tokenizer()
+        counter = TokenizerCounter(tokenizer)
     return CatalogEntry(
         model, template or DEFAULT_CHAT_TEMPLATE, counter or WhitespaceCounter(), special, tokenizer,
         cluster=cluster,
     )  # fmt: skip
+
+
+def word_tokenizer() -> Tokenizer:
+    """A tokenizer whose tokens are words and punctuation marks (with character offsets, as the
+    chunker needs), for models kubechat has no tokenizer of."""
+    tokenizer = Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    return tokenizer
 
 
 def _tokenizer_template(folder: Path) -> str:
