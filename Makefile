@@ -77,6 +77,7 @@ lint: $(STAMP) $(NODE_STAMP)
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.streaming
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.remote
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
 	$(BIN)/python -m benchmarks.operator
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.browser
