@@ -9,11 +9,15 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := web/node_modules/.package-lock.json
 # llama.cpp's OpenAI-compatible server, the real remote endpoint of the remote-model tests and
 # benchmarks (docs/providers.md). Its own venv: its pins (fastapi, uvicorn…) are not kubechat's.
-# pip compiles the sdist once per machine (about 9 minutes on 2 cores) and keeps the wheel in
+# pip compiles the sdist once per machine (17 minutes measured on 2 busy cores) and keeps the wheel in
 # its cache, so a fresh clone on the same machine installs it in seconds.
 LLAMA_VENV := .cache/llama-server
 LLAMA_STAMP := $(LLAMA_VENV)/.installed
 LLAMA_CPP_PYTHON := llama-cpp-python[server]==0.3.36
+# A portable AVX2 build: -march=native (the default) segfaulted in llama_decode on this project's
+# AVX-512/AMX machines, and a cached wheel must run on whichever machine reuses the cache.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 WEB_STAMP := kubechat/api/static/index.html
 WEB_SOURCES := $(shell find web -path web/node_modules -prune -o -type f -print 2>/dev/null)
 
@@ -41,7 +45,8 @@ $(WEB_STAMP): $(NODE_STAMP) $(WEB_SOURCES)
 $(LLAMA_STAMP):
 	$(PYTHON) -m venv $(LLAMA_VENV)
 	$(LLAMA_VENV)/bin/pip install --quiet --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(LLAMA_VENV)/bin/pip install --quiet "$(LLAMA_CPP_PYTHON)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(LLAMA_VENV)/bin/pip install --quiet "$(LLAMA_CPP_PYTHON)"
 	touch $(LLAMA_STAMP)
 
 llama-server: $(LLAMA_STAMP)
