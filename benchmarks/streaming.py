@@ -3,7 +3,13 @@
 For each model and concurrency, the same prompt is streamed N times directly from Triton
 (tritonclient.grpc.aio, the raw ModelStreamInfer call) and through the API's WebSocket.
 Reported: aggregate tokens/s, time to first token (p50/p99) and the API/direct ratios.
-Prints a table and writes benchmarks/results/streaming-<time>.json.
+
+Then the cost of metrics (docs/observability.md): the same WebSocket streams through two API
+processes, one as deployed (metrics recorded and served on their port) and one with
+KUBECHAT_METRICS_ENABLED=false, rounds interleaved in alternating order; reported as the
+metrics-on/metrics-off throughput ratio (target: at least 0.98).
+
+Prints the tables and writes benchmarks/results/streaming-<time>.json.
 
     make bench                        # everything
     python -m benchmarks.streaming --quick
@@ -21,18 +27,23 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import httpx
+import psutil
 from tritonclient.grpc import InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from websockets.asyncio.client import connect
 
 from kubechat.catalog import ChatTurn, load_catalog
+from kubechat.chat.generation import Generation
+from kubechat.chat.plan import Grounding, Plan
 from kubechat.embedded.launcher import TritonPorts, start_triton
 from kubechat.triton import contract
-from kubechat.triton.client import SamplingParams, chat_inputs
+from kubechat.triton.client import SamplingParams, TritonInference, chat_inputs
 from tests.conftest import ApiProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,21 +139,29 @@ def summarize(path: str, scenario: Scenario, samples: list[Sample], wall: float)
     )  # fmt: skip
 
 
+async def fresh_sessions(api: ApiProcess, count: int) -> list[str]:
+    # A new session per stream and round: the API then sends the same single-turn
+    # prompt as the direct path, not one that grows with the session's history.
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        return [(await http.post("/sessions", json={"title": "bench"})).json()["id"] for _ in range(count)]
+
+
+async def api_round(api: ApiProcess, scenario: Scenario) -> tuple[list[Sample], float]:
+    """One round of `concurrency` WebSocket streams at once; its samples and wall time."""
+    sessions = await fresh_sessions(api, scenario.concurrency)
+    started = time.perf_counter()
+    samples = await asyncio.gather(
+        *(api_stream(api, s, scenario.model, scenario.max_tokens) for s in sessions)
+    )
+    return list(samples), time.perf_counter() - started
+
+
 async def run_scenario(
     scenario: Scenario, client: InferenceServerClient, api: ApiProcess, prompt: str
 ) -> tuple[Result, Result]:
-    async def fresh_sessions() -> list[str]:
-        # A new session per stream and round: the API then sends the same single-turn
-        # prompt as the direct path, not one that grows with the session's history.
-        async with httpx.AsyncClient(base_url=api.url) as http:
-            return [
-                (await http.post("/sessions", json={"title": "bench"})).json()["id"]
-                for _ in range(scenario.concurrency)
-            ]
-
     # Warm both paths (first-request costs are not what we measure).
     await direct_stream(client, scenario.model, prompt, 4)
-    await api_stream(api, (await fresh_sessions())[0], scenario.model, 4)
+    await api_stream(api, (await fresh_sessions(api, 1))[0], scenario.model, 4)
     direct_samples: list[Sample] = []
     api_samples: list[Sample] = []
     direct_wall = api_wall = 0.0
@@ -156,16 +175,99 @@ async def run_scenario(
             )
         )
         direct_wall += time.perf_counter() - started
-        sessions = await fresh_sessions()
-        started = time.perf_counter()
-        api_samples += await asyncio.gather(
-            *(api_stream(api, s, scenario.model, scenario.max_tokens) for s in sessions)
-        )
-        api_wall += time.perf_counter() - started
+        samples, wall = await api_round(api, scenario)
+        api_samples += samples
+        api_wall += wall
     return (
         summarize("direct", scenario, direct_samples, direct_wall),
         summarize("api-ws", scenario, api_samples, api_wall),
     )
+
+
+def cpu_seconds(api: ApiProcess) -> float:
+    """CPU time (user + system) the API process has used so far."""
+    assert api.process is not None
+    times = psutil.Process(api.process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def metrics_overhead(
+    scenario: Scenario, on: ApiProcess, off: ApiProcess
+) -> tuple[Result, Result, dict[str, float]]:
+    """The same streams through an API recording metrics and one that does not, rounds interleaved
+    and their order alternated, so drift and the machine's other load hit both alike. Besides
+    throughput (wall clock, at the mercy of whatever else runs on the machine), the CPU time
+    each API process spent per token."""
+    for api in (on, off):
+        await api_round(api, scenario)  # warm: a fresh process is slower on its first rounds
+    collected: dict[str, tuple[list[Sample], float]] = {"on": ([], 0.0), "off": ([], 0.0)}
+    cpu = {"on": 0.0, "off": 0.0}
+    for round_ in range(scenario.rounds):
+        order = (("on", on), ("off", off)) if round_ % 2 == 0 else (("off", off), ("on", on))
+        for name, api in order:
+            before = cpu_seconds(api)
+            samples, wall = await api_round(api, scenario)
+            cpu[name] += cpu_seconds(api) - before
+            kept, total = collected[name]
+            collected[name] = (kept + samples, total + wall)
+    tokens = {name: sum(s.tokens for s in samples) for name, (samples, _) in collected.items()}
+    cpu_us = {f"{name}_api_cpu_us_per_token": cpu[name] / tokens[name] * 1e6 for name in cpu}
+    return (
+        summarize("api-metrics-on", scenario, *collected["on"]),
+        summarize("api-metrics-off", scenario, *collected["off"]),
+        cpu_us,
+    )
+
+
+class _InstantTriton:
+    """Deltas as fast as a generator yields them: what is left to time is the generation loop."""
+
+    async def stream_text(
+        self,
+        model: str,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str = "",
+        image: bytes | None = None,
+    ) -> AsyncIterator[str]:
+        for _ in range(params.max_tokens):
+            yield "tok "
+
+
+async def generation_loop_cost(tokens: int, repeats: int = 5) -> dict[str, float]:
+    """CPU cost per token of the generation loop (kubechat.chat.generation), observed and not, in
+    this process: the one place metrics add work per token. The best of `repeats` runs each."""
+    state = ROOT / ".kubechat" / "bench"
+    entry = load_catalog(ROOT / "examples" / "models", state).get("synthetic")
+    turns = [ChatTurn("user", PROMPT)]
+
+    async def run(observe: bool) -> float:
+        plan = Plan(
+            principal="bench", entry=entry, params=SamplingParams(max_tokens=tokens), tools=[],
+            runs_tools=False, turns=turns, attachments={}, describer=None, knowledge_bases=[],
+            question=PROMPT, received=time.perf_counter(),
+        )  # fmt: skip
+        grounding = Grounding(plan, turns, plan.prompt, [], False, None, None)
+        generation = Generation(
+            grounding, "bench", cast(TritonInference, _InstantTriton()), None, 1.0, observe=observe
+        )
+        started = time.process_time()
+        async with aclosing(generation.events()) as events:
+            async for _ in events:
+                pass
+        return time.process_time() - started
+
+    await run(True)
+    await run(False)
+    off = min([await run(False) for _ in range(repeats)])
+    on = min([await run(True) for _ in range(repeats)])
+    return {"off_us_per_token": off / tokens * 1e6, "on_us_per_token": on / tokens * 1e6}
+
+
+def overhead_scenarios(quick: bool) -> list[Scenario]:
+    if quick:
+        return [Scenario("synthetic", 1, 512, 4), Scenario("synthetic", 32, 128, 2)]
+    return [Scenario("synthetic", 1, 2048, 8), Scenario("synthetic", 64, 256, 6)]
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -188,36 +290,77 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     models = ROOT / "examples" / "models"
     ports = TritonPorts(free_port(), free_port(), free_port())
     triton = start_triton(models, state, ports, timeout=300)
-    api = ApiProcess(
-        {
-            "KUBECHAT_TRITON_URL": triton.grpc_url,
-            "KUBECHAT_MODELS_DIR": str(models),
-            "KUBECHAT_STATE_DIR": str(state),
-            "KUBECHAT_DATABASE_URL": str(state / f"bench-{uuid.uuid4().hex}.sqlite3"),
-        },
-        state / "api.log",
-    )
-    api.start()
+    env = {
+        "KUBECHAT_TRITON_URL": triton.grpc_url,
+        "KUBECHAT_MODELS_DIR": str(models),
+        "KUBECHAT_STATE_DIR": str(state),
+    }
+
+    def api_process(name: str, **extra: str) -> ApiProcess:
+        # A history database of its own: processes compared must not inherit each other's rows.
+        database = {"KUBECHAT_DATABASE_URL": str(state / f"bench-{name}-{uuid.uuid4().hex}.sqlite3")}
+        return ApiProcess({**env, **database, **extra}, state / f"{name}.log")
+
     catalog = load_catalog(models, state)
     rows: list[dict[str, object]] = []
+    overhead: list[dict[str, object]] = []
+    loop: dict[str, float] = {}
+    started: list[ApiProcess] = []
     try:
-        client = InferenceServerClient(triton.grpc_url)
-        for scenario in scenarios(args.quick):
-            prompt = catalog.get(scenario.model).build_prompt([ChatTurn("user", PROMPT)]).text
-            direct, via_api = await run_scenario(scenario, client, api, prompt)
-            rows.append(
-                {
-                    "scenario": asdict(scenario),
-                    "direct": asdict(direct),
-                    "api": asdict(via_api),
-                    "throughput_ratio": via_api.tokens_per_s / direct.tokens_per_s,
-                    "added_ttft_p50_ms": via_api.ttft_p50_ms - direct.ttft_p50_ms,
-                }
+        if args.part in ("all", "paths"):
+            # As deployed: metrics recorded and served on their own port.
+            api = api_process("api", KUBECHAT_METRICS_PORT=str(free_port()))
+            started.append(api)
+            api.start()
+            client = InferenceServerClient(triton.grpc_url)
+            for scenario in scenarios(args.quick):
+                prompt = catalog.get(scenario.model).build_prompt([ChatTurn("user", PROMPT)]).text
+                direct, via_api = await run_scenario(scenario, client, api, prompt)
+                rows.append(
+                    {
+                        "scenario": asdict(scenario),
+                        "direct": asdict(direct),
+                        "api": asdict(via_api),
+                        "throughput_ratio": via_api.tokens_per_s / direct.tokens_per_s,
+                        "added_ttft_p50_ms": via_api.ttft_p50_ms - direct.ttft_p50_ms,
+                    }
+                )
+                print_row(rows[-1])
+            await client.close()
+            api.stop()
+        if args.part in ("all", "metrics"):
+            # Two fresh processes, alike but for the metrics.
+            with_metrics = api_process("api-metrics-on", KUBECHAT_METRICS_PORT=str(free_port()))
+            without_metrics = api_process("api-metrics-off", KUBECHAT_METRICS_ENABLED="false")
+            for process in (with_metrics, without_metrics):
+                started.append(process)
+                process.start()
+            loop = await generation_loop_cost(20_000 if args.quick else 200_000)
+            print(
+                f"\ngeneration loop, CPU per token: {loop['off_us_per_token']:.3f} us unobserved, "
+                f"{loop['on_us_per_token']:.3f} us observed",
+                flush=True,
             )
-            print_row(rows[-1])
-        await client.close()
+            print(f"\n{OVERHEAD_HEADER}", flush=True)
+            for scenario in overhead_scenarios(args.quick):
+                on, off, cpu = await metrics_overhead(scenario, with_metrics, without_metrics)
+                overhead.append(
+                    {
+                        "scenario": asdict(scenario),
+                        "metrics_on": asdict(on),
+                        "metrics_off": asdict(off),
+                        "throughput_ratio": on.tokens_per_s / off.tokens_per_s,
+                        **cpu,
+                        # Tokens per CPU second of the API, on against off: the cost on an idle machine.
+                        "cpu_efficiency_ratio": cpu["off_api_cpu_us_per_token"]
+                        / cpu["on_api_cpu_us_per_token"],
+                        "added_ttft_p50_ms": on.ttft_p50_ms - off.ttft_p50_ms,
+                    }
+                )
+                print_overhead(overhead[-1])
     finally:
-        api.stop()
+        for process in started:
+            process.stop()
         triton.stop()
     return {
         "benchmark": "streaming",
@@ -228,6 +371,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
             "platform": platform.platform(),
         },
         "results": rows,
+        "metrics_overhead": overhead,
+        "generation_loop_cost": loop if args.part != "paths" else None,
     }
 
 
@@ -248,15 +393,41 @@ def print_row(row: dict[str, object]) -> None:
     )
 
 
+OVERHEAD_HEADER = (
+    f"{'metrics':<10} {'conc':>4} {'tokens':>7} {'on tok/s':>9} {'off tok/s':>9} {'on/off':>6} "
+    f"{'on cpu us/tok':>13} {'off cpu us/tok':>14} {'cpu off/on':>10} "
+    f"{'on ttft p50':>11} {'off ttft p50':>12}"
+)
+
+
+def print_overhead(row: dict[str, object]) -> None:
+    on, off = row["metrics_on"], row["metrics_off"]
+    assert isinstance(on, dict) and isinstance(off, dict)
+    print(
+        f"{on['model']:<10} {on['concurrency']:>4} {on['tokens']:>7} {on['tokens_per_s']:>9.0f} "
+        f"{off['tokens_per_s']:>9.0f} {row['throughput_ratio']:>6.3f} "
+        f"{row['on_api_cpu_us_per_token']:>13.1f} {row['off_api_cpu_us_per_token']:>14.1f} "
+        f"{row['cpu_efficiency_ratio']:>10.3f} {on['ttft_p50_ms']:>8.1f} ms {off['ttft_p50_ms']:>9.1f} ms",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="fewer, shorter scenarios")
+    parser.add_argument(
+        "--part",
+        choices=("all", "paths", "metrics"),
+        default="all",
+        help="paths: API against direct Triton; metrics: metrics on against off",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(HEADER, flush=True)
+    if args.part != "metrics":
+        print(HEADER, flush=True)
     write_report(args.out, "streaming", asyncio.run(benchmark(args)))
 
 

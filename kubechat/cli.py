@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
 from kubechat.api.settings import Settings
+from kubechat.core.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--triton-grpc-port", type=int, default=8001)
     serve.add_argument("--triton-http-port", type=int, default=8002)
     serve.add_argument("--triton-metrics-port", type=int, default=8003)
+    serve.add_argument(
+        "--metrics-port", type=int, default=9464, help="the API's Prometheus metrics (0: a free port)"
+    )
     serve.add_argument("--ready-timeout", type=float, default=300.0)
     serve.add_argument("--knowledge-bases", type=Path, help="folder of KnowledgeBase YAML files")
     render = commands.add_parser("render", help="only render the local Triton model repository")
@@ -36,16 +39,18 @@ def main(argv: list[str] | None = None) -> None:
 
         run_operator(args.liveness)
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    overrides = {}
+    overrides: dict[str, object] = {}
     if args.models:
         overrides["models_dir"] = args.models
     if args.state_dir:
         overrides["state_dir"] = args.state_dir
     if getattr(args, "knowledge_bases", None):
         overrides["knowledge_bases_dir"] = args.knowledge_bases
-    settings = Settings(**overrides)
+    if args.command == "serve":
+        # Beside the API on the same address (loopback unless API keys are set), on its own port.
+        overrides.update(metrics_port=args.metrics_port, metrics_host=args.host)
+    settings = Settings(**overrides)  # type: ignore[arg-type]  # checked by pydantic
+    configure_logging(settings.log_format, settings.log_level)
 
     from kubechat.embedded import launcher
 

@@ -49,6 +49,7 @@ class ApiProcess:
     env: dict[str, str]
     log: Path
     port: int = field(default_factory=free_port)
+    log_level: str = "warning"  # uvicorn's; "info" logs every request (the access log)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +63,7 @@ class ApiProcess:
     def start(self) -> None:
         command = [
             sys.executable, "-m", "uvicorn", "--factory", "kubechat.api.app:create_app",
-            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level,
         ]  # fmt: skip
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

@@ -19,6 +19,7 @@ from kubechat import __version__
 from kubechat.api.dependencies import Services, Supervised
 from kubechat.api.errors import error_response, status_error_response
 from kubechat.api.mcp_server import create_mcp_app
+from kubechat.api.observability import MetricsServer, RequestObservation
 from kubechat.api.routers import (
     chat_socket,
     health,
@@ -33,7 +34,9 @@ from kubechat.api.web import serve_chat_page
 from kubechat.catalog import ModelCatalog, load_catalog
 from kubechat.chat.service import ChatConfig, ChatService
 from kubechat.core.errors import KubechatError, StorageUnavailableError, as_kubechat_error
+from kubechat.core.logs import configure_logging, install_redaction
 from kubechat.core.resources import load_knowledge_bases_from_dir
+from kubechat.core.tracing import configure_tracing
 from kubechat.discovery import ClusterDiscovery, load_kubernetes_configuration
 from kubechat.images.service import ImageService
 from kubechat.images.vision import VisionService
@@ -82,6 +85,12 @@ def create_app(
     """The API. `supervised` names the processes its runtime keeps up beside it, which /ready
     reports (`kubechat serve` passes its tritonserver's supervisor)."""
     settings = settings or get_settings()
+    # Under a bare `uvicorn --factory` (the chart), uvicorn has configured its own loggers; an
+    # explicit KUBECHAT_LOG_FORMAT/LOG_LEVEL takes logging over. Credentials are masked either way.
+    if {"log_format", "log_level"} & settings.model_fields_set:
+        configure_logging(settings.log_format, settings.log_level)
+    install_redaction()
+    configure_tracing("kubechat-api")
     # Without API keys every request is the local principal: /mcp then accepts only local hosts.
     local_only = settings.api_keys is None
     mcp_app = (
@@ -101,6 +110,11 @@ def create_app(
             for s in load_mcp_servers(settings.mcp_servers)
         ]
         cluster = settings.discovery is Discovery.KUBERNETES
+        metrics_server = None
+        if settings.metrics_port is not None:
+            metrics_server = MetricsServer(settings.metrics_host, settings.metrics_port)
+            metrics_server.start()
+            app.state.metrics_port = metrics_server.port
         # First: without credentials for the Kubernetes API, cluster mode cannot start at all.
         kubernetes = await load_kubernetes_configuration() if cluster else None
         if cluster:
@@ -177,6 +191,8 @@ def create_app(
             await knowledge.stop()
             await triton.close()
             await stores.close()
+            if metrics_server is not None:
+                metrics_server.stop()
 
     app = FastAPI(title="kubechat", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
@@ -241,6 +257,8 @@ def create_app(
         app.router.routes.append(Route("/mcp", endpoint=mcp_app, include_in_schema=False))
     # Last: the page answers only what no API route matches.
     serve_chat_page(app.router, settings.web_dir)
+    # Outermost (added last): request ids and request metrics cover every response, CORS's too.
+    app.add_middleware(RequestObservation, count=settings.metrics_enabled)
     return app
 
 
@@ -274,4 +292,5 @@ def chat_config(settings: Settings) -> ChatConfig:
         retrieval_sources=settings.retrieval_sources,
         retrieval_candidates=settings.retrieval_candidates,
         tool_timeout_s=settings.mcp_tool_timeout_s,
+        metrics=settings.metrics_enabled,
     )

@@ -14,6 +14,7 @@ from kubechat.api.settings import Settings
 from kubechat.catalog import CatalogEntry, ModelCatalog, Readiness
 from kubechat.chat.service import ChatService
 from kubechat.core.errors import StorageUnavailableError, UnauthenticatedError
+from kubechat.core.logs import current_request, principal_hash
 from kubechat.discovery import ClusterDiscovery
 from kubechat.images.service import ImageService
 from kubechat.images.vision import VisionService
@@ -76,6 +77,14 @@ def authenticate(connection: HTTPConnection, services: ServicesDep) -> str:
 
     Browsers cannot set headers on a WebSocket, so `?token=` is accepted there too.
     """
+    principal = _principal(connection, services)
+    context = current_request()
+    if context is not None:
+        context.principal_hash = principal_hash(principal)  # logs say who by a hash, never the name
+    return principal
+
+
+def _principal(connection: HTTPConnection, services: Services) -> str:
     keys = services.principals_by_key
     if not keys:
         return services.settings.local_principal

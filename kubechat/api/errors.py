@@ -5,6 +5,9 @@ Domain errors (kubechat.core.errors) map by class. The errors the HTTP layer ans
 before or around a route (an unknown path, a method a path does not have, a body that is not
 JSON, an unexpected exception) map by status (`status_error_response`). `error_responses`
 documents both in the OpenAPI schema, so that generated clients know every error's shape.
+
+Every error body sent is counted here by route template and stable code (kubechat_errors_total,
+and kubechat_busy_refusals_total for `busy`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
+from kubechat.api.observability import current_route
 from kubechat.core import errors as e
+from kubechat.core import metrics
 
 
 class ErrorBody(BaseModel):
@@ -92,7 +97,17 @@ def http_status(exc: e.KubechatError) -> int:
     return _mapped(type(exc))[0]
 
 
+def record_error(code: str) -> None:
+    """Count an error sent to a client, on the route being served."""
+    route = current_route()
+    metrics.ERRORS.labels(route, code).inc()
+    if code == e.BusyError.code:
+        metrics.BUSY_REFUSALS.labels(route).inc()
+
+
 def error_body(exc: e.KubechatError) -> ErrorBody:
+    """The body of an error sent to a client (counted: call it only to send one)."""
+    record_error(exc.code)
     return ErrorBody(code=exc.code, message=exc.message, type=_mapped(type(exc))[1])
 
 
@@ -108,6 +123,7 @@ def status_error_response(
 ) -> JSONResponse:
     """The response of an error the HTTP layer answers by status (see HTTP_CODES)."""
     code = HTTP_CODES.get(status, "invalid_request" if status < 500 else "internal_error")
+    record_error(code)
     body = ErrorBody(
         code=code, message=message, type="invalid_request_error" if status < 500 else "server_error"
     )

@@ -124,6 +124,11 @@ class StartEvent(BaseModel):
     user_message_id: str
     model: str
     turns_dropped: int = 0
+    request_id: str | None = Field(
+        default=None,
+        description="The socket's request id (its handshake's X-Request-ID): what the API's log lines "
+        "about this answer carry.",
+    )
 
 
 class SourcesEvent(BaseModel):
@@ -215,8 +220,8 @@ def token_frame(message_id: str, seq: int, delta: str) -> str:
     )
 
 
-def turn_frame(message_id: str, event: ChatEvent) -> str:
-    """The frame of one event of the answer `message_id`."""
+def turn_frame(message_id: str, event: ChatEvent, request_id: str | None = None) -> str:
+    """The frame of one event of the answer `message_id` (`request_id`: the socket's, for `start`)."""
     frame: ServerEvent
     match event:
         case Token():  # the hot path first
@@ -224,7 +229,7 @@ def turn_frame(message_id: str, event: ChatEvent) -> str:
         case Started():
             frame = StartEvent(
                 message_id=message_id, user_message_id=event.user_message_id or "", model=event.model,
-                turns_dropped=event.turns_dropped,
+                turns_dropped=event.turns_dropped, request_id=request_id,
             )  # fmt: skip
         case Images():
             frame = ImagesEvent(message_id=message_id, images=event.images)

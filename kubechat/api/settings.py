@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -133,6 +133,26 @@ class Settings(StoreSettings):
         default=True,
         description="Serve kubechat's own MCP server (knowledge-base search, image description) at /mcp.",
     )
+
+    # Observability (docs/observability.md)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus metrics endpoint (/metrics), served apart from the API so "
+        "the ingress never exposes it; unset: not served (`kubechat serve` and the chart set 9464).",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint listens on.")
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Record request and answer metrics; off only to measure their cost (make bench).",
+    )
+    log_format: Literal["plain", "json"] = Field(
+        default="plain",
+        description="`json`: one JSON object per log line, with the request id, session id and a hash "
+        "of the principal. Setting it also makes the API configure logging under a bare uvicorn.",
+    )
+    log_level: str = Field(default="INFO", description="Level of the root logger.")
 
     def image_limits(self) -> ImageLimits:
         # Imported here: the operator reads these settings too and has no use for Pillow.

@@ -3,6 +3,10 @@
 Tool calls are parsed here and only here. MCP tools (`Plan.runs_tools`) run in rounds, model,
 tools, model…, until the model answers without calling or spec.tools.maxRounds is spent; a
 client's tools (/v1) are handed back as `ToolCalled` events after one round.
+
+Observed here, once for both transports (kubechat.core.metrics): the time to first token, the
+gaps between tokens, the streams in flight, and each answer's tokens and status. Each tool call
+is a span (`tool.call`) of the turn's trace.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from kubechat.catalog import ChatTurn, Prompt
 from kubechat.chat.events import (
@@ -31,12 +38,14 @@ from kubechat.chat.events import (
     Usage,
 )
 from kubechat.chat.plan import Grounding
+from kubechat.core import metrics
 from kubechat.core.errors import (
     KubechatError,
     StorageUnavailableError,
     ToolRoundsExceededError,
     as_kubechat_error,
 )
+from kubechat.core.tracing import tracer
 from kubechat.stores.errors import StoreError
 from kubechat.stores.history import MessageStatus
 from kubechat.tools.formats import (
@@ -102,7 +111,13 @@ class Generation:
         tool_timeout_s: float,
         control: TurnControl | None = None,
         user_message_id: str | None = None,
+        *,
+        observe: bool = True,
+        span: trace.Span | None = None,
     ) -> None:
+        """`observe`: record the answer's metrics. `span`: the answer's root span, which the
+        generation ends (a /v1 completion's: its stream outlives the request handler); without
+        it the Triton stream and tool calls are children of the span current now."""
         self.grounding = grounding
         self.message_id = message_id  # also the Triton request id
         self.user_message_id = user_message_id
@@ -113,9 +128,19 @@ class Generation:
         self.pieces: list[str] = []
         self.tool_calls: list[ToolActivity] = []
         self.first_token_at: float | None = None
+        self.last_token_at = 0.0
         self.handed_back = False  # calls of the client's tools ended the answer
         # What the engine counted, round by round (a remote endpoint's usage; Triton's is empty).
         self.reported: list[ReportedUsage] = []
+        self.observe = observe
+        self.span = span
+        # The spans of the Triton stream and the tool calls hang under the turn's span, whatever
+        # task iterates the events (a /v1 stream is iterated by the response's own task).
+        self.trace_context = (
+            trace.set_span_in_context(span) if span is not None else otel_context.get_current()
+        )
+        self._gaps = metrics.INTER_TOKEN_LATENCY.new_counts() if observe else []
+        self._recorded = False
 
     @property
     def text(self) -> str:
@@ -136,6 +161,10 @@ class Generation:
         if grounding.sources is not None:
             yield Sources(grounding.sources)
         status, error = MessageStatus.COMPLETE, None
+        model = grounding.plan.entry.name
+        attached = otel_context.attach(self.trace_context)
+        streams = metrics.ACTIVE_STREAMS.labels(model) if self.observe else None
+        counted = False  # in kubechat_active_streams
         try:
             if grounding.failure is not None:
                 raise grounding.failure
@@ -144,11 +173,14 @@ class Generation:
             else:
                 if control is not None:
                     control.streaming = True
+                if streams is not None:
+                    streams.inc()
+                    counted = True
                 if grounding.plan.tools:
                     async with aclosing(self._with_tools()) as events:
                         async for event in events:
                             yield event
-                else:
+                elif streams is None:
                     # The hot path: one event per token, nothing in between (_token, inlined).
                     pieces = self.pieces
                     async with aclosing(self._stream(prompt, self.message_id)) as deltas:
@@ -157,16 +189,40 @@ class Generation:
                                 self.first_token_at = time.perf_counter()
                             pieces.append(delta)
                             yield Token(len(pieces), delta)
+                else:
+                    # The same, observed: a clock read and a bisect per token (see TokenGapHistogram).
+                    pieces, gaps, bucket = self.pieces, self._gaps, metrics.INTER_TOKEN_LATENCY.bucket
+                    last = 0.0
+                    async with aclosing(self._stream(prompt, self.message_id)) as deltas:
+                        async for delta in deltas:
+                            now = time.perf_counter()
+                            if self.first_token_at is None:
+                                self._first_token(now)
+                            else:
+                                gaps[bucket(now - last)] += 1
+                            last = self.last_token_at = now
+                            pieces.append(delta)
+                            yield Token(len(pieces), delta)
         except Exception as exc:
             # The one guard of an answer: whatever fails (the model, a tool round, a bug) ends it
             # with a Failure and Done, never with an exception its transport might not report.
             status, error = MessageStatus.FAILED, failure_of(exc, f"answer {self.message_id}")
+        except BaseException:
+            # Cut short (cancelled, or closed by its consumer): a stored turn ends the answer with
+            # done(status) itself; a stateless completion has nobody else to.
+            if control is None:
+                self.done(MessageStatus.INTERRUPTED)
+            raise
         finally:
             if control is not None:
                 control.streaming = False  # from here on a stop must not cancel the bookkeeping
+            if streams is not None and counted:
+                streams.dec()
+            otel_context.detach(attached)
+        done = self.done(status)  # before Failure: a consumer may stop reading there
         if error is not None:
             yield Failure(error)
-        yield self.done(status)
+        yield done
 
     def done(self, status: MessageStatus) -> Done:
         """How the answer ended: usage, timings (from the request's arrival) and finish reason."""
@@ -187,6 +243,9 @@ class Generation:
         reason: FinishReason = "tool_calls" if self.handed_back else "stop"
         if not self.handed_back and completion_tokens >= plan.params.max_tokens:
             reason = "length"
+        if not self._recorded:
+            self._recorded = True
+            self._record(status, prompt_tokens, completion_tokens)
         return Done(
             status=status,
             usage=Usage(
@@ -202,6 +261,30 @@ class Generation:
             finish_reason=reason,
         )
 
+    def _first_token(self, now: float) -> None:
+        self.first_token_at = now
+        if self.observe:
+            ttft = now - self.grounding.plan.received
+            metrics.TIME_TO_FIRST_TOKEN.labels(self.grounding.plan.entry.name).observe(ttft)
+
+    def _record(self, status: MessageStatus, prompt_tokens: int, completion_tokens: int) -> None:
+        """The answer's metrics, once, when it ends; and the end of its root span, if it owns one."""
+        if self.observe:
+            model = self.grounding.plan.entry.name
+            metrics.ANSWERS.labels(model, status).inc()
+            metrics.PROMPT_TOKENS.labels(model).inc(prompt_tokens)
+            if completion_tokens:
+                metrics.GENERATED_TOKENS.labels(model).inc(completion_tokens)
+            if self.first_token_at is not None:
+                spread = self.last_token_at - self.first_token_at if self.last_token_at else 0.0
+                metrics.INTER_TOKEN_LATENCY.merge(model, self._gaps, spread)
+        if self.span is not None:
+            self.span.set_attribute("kubechat.status", str(status))
+            self.span.set_attribute("kubechat.completion_tokens", completion_tokens)
+            if status is MessageStatus.FAILED:
+                self.span.set_status(trace.StatusCode.ERROR)
+            self.span.end()
+
     def _stream(self, prompt: Prompt, request_id: str) -> AsyncGenerator[str, None]:
         plan = self.grounding.plan
         usage = ReportedUsage()
@@ -212,8 +295,12 @@ class Generation:
         )  # fmt: skip
 
     def _token(self, text: str) -> Token:
+        now = time.perf_counter()
         if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
+            self._first_token(now)
+        elif self.observe:
+            self._gaps[metrics.INTER_TOKEN_LATENCY.bucket(now - self.last_token_at)] += 1
+        self.last_token_at = now
         self.pieces.append(text)
         return Token(len(self.pieces), text)
 
@@ -285,9 +372,15 @@ class Generation:
         max_chars = plan.entry.model.spec.tools.max_result_chars
 
         async def run(call: ToolCall) -> ToolResult:
-            if call.name not in offered:
-                return ToolResult(False, f"tool {call.name} is not available", "unknown_tool")
-            return await toolbox.call(call.name, call.arguments, timeout_s=timeout)
+            with tracer.start_as_current_span("tool.call", attributes={"kubechat.tool": call.name}) as span:
+                if call.name not in offered:
+                    result = ToolResult(False, f"tool {call.name} is not available", "unknown_tool")
+                else:
+                    result = await toolbox.call(call.name, call.arguments, timeout_s=timeout)
+                span.set_attribute("kubechat.tool.outcome", "ok" if result.ok else result.error_code)
+                if not result.ok:
+                    span.set_status(trace.StatusCode.ERROR, result.error_code)
+                return result
 
         outcomes = list(await asyncio.gather(*(run(c) for c in calls)))
         for bad in malformed:

@@ -18,6 +18,8 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from opentelemetry import trace
+
 from kubechat.catalog import CatalogEntry, ChatTurn, ModelCatalog
 from kubechat.chat.agents import (
     DESCRIBE_SCHEMA,
@@ -34,6 +36,7 @@ from kubechat.chat.prompts import cited_prompt, sampling_params, tool_system_tur
 from kubechat.chat.request import ChatMessage, ChatRequest, ImageRef, InlineImage
 from kubechat.core.errors import InvalidRequestError, KubechatError, MessageTooLargeError
 from kubechat.core.resources import BuiltinTool, Capability
+from kubechat.core.tracing import tracer
 from kubechat.images.vision import (
     TRANSCRIBE_PROMPT,
     Attachment,
@@ -72,6 +75,7 @@ class ChatConfig:
     retrieval_sources: int  # sources given to the model
     retrieval_candidates: int  # candidates each retriever ranks before fusion
     tool_timeout_s: float  # an MCP tool call's default limit
+    metrics: bool = True  # observe answers (time to first token, tokens…); off only to measure its cost
 
 
 class Knowledge(Protocol):
@@ -281,15 +285,19 @@ class ChatService:
         question_index = len(turns) - 1
         images = [ImageDescription(id=a.record.id, name=a.record.name) for a in plan.question_attachments]
         if plan.describer is not None:
-            try:
-                for index, attachments in plan.attachments.items():
-                    turn = turns[index]
-                    descriptions = await self.vision.describe(plan.describer, attachments, turn.content)
-                    turns[index] = ChatTurn(turn.role, with_images(turn.content, descriptions))
-                    if index == question_index:
-                        images = descriptions
-            except KubechatError as exc:
-                failure, described, images, turns = exc, False, [], list(plan.turns)
+            with tracer.start_as_current_span(
+                "chat.describe_images", attributes={"kubechat.model": plan.describer.name}
+            ) as span:
+                try:
+                    for index, attachments in plan.attachments.items():
+                        turn = turns[index]
+                        descriptions = await self.vision.describe(plan.describer, attachments, turn.content)
+                        turns[index] = ChatTurn(turn.role, with_images(turn.content, descriptions))
+                        if index == question_index:
+                            images = descriptions
+                except KubechatError as exc:
+                    span.set_status(trace.StatusCode.ERROR, exc.code)
+                    failure, described, images, turns = exc, False, [], list(plan.turns)
         sources = None
         if plan.knowledge_bases:
             sources, retrieval_failure = await self._retrieve(plan)
@@ -306,12 +314,14 @@ class ChatService:
         message_id: str,
         control: TurnControl | None = None,
         user_message_id: str | None = None,
+        span: trace.Span | None = None,
     ) -> Generation:
-        """The answer to a grounded request; `message_id` names it (and its Triton requests)."""
+        """The answer to a grounded request; `message_id` names it (and its Triton requests).
+        `span`: the answer's root span, ended by the generation when the answer ends."""
         toolbox = grounding.plan.toolbox or self.tools
         return Generation(
             grounding, message_id, self.triton, toolbox, self.config.tool_timeout_s, control,
-            user_message_id,
+            user_message_id, observe=self.config.metrics, span=span,
         )  # fmt: skip
 
     async def _attachments(self, principal: str, refs: Sequence[ImageRef]) -> list[Attachment]:
@@ -326,24 +336,39 @@ class ChatService:
         return loaded
 
     async def _retrieve(self, plan: Plan) -> tuple[list[Citation], KubechatError | None]:
-        try:
-            sources = await self.knowledge.search(
-                plan.principal, plan.knowledge_bases, plan.question,
-                limit=self.config.retrieval_sources, candidates=self.config.retrieval_candidates,
-            )  # fmt: skip
-        except KubechatError as exc:
-            return [], exc
-        return sources, None
+        with tracer.start_as_current_span("knowledge.retrieve") as span:
+            span.set_attribute("kubechat.knowledge_bases", plan.knowledge_bases)
+            try:
+                sources = await self.knowledge.search(
+                    plan.principal, plan.knowledge_bases, plan.question,
+                    limit=self.config.retrieval_sources, candidates=self.config.retrieval_candidates,
+                )  # fmt: skip
+            except KubechatError as exc:
+                span.set_status(trace.StatusCode.ERROR, exc.code)
+                return [], exc
+            span.set_attribute("kubechat.sources", len(sources))
+            return sources, None
 
     # -- the two users ----------------------------------------------------------------------
 
     async def complete(self, principal: str, request: ChatRequest, completion_id: str) -> Generation:
         """A stateless completion (OpenAI's): nothing is stored, and whatever can fail before
         the model is asked (describing, retrieval included) raises here, before it starts."""
-        grounding = await self.ground(await self.prepare(principal, request))
-        if grounding.failure is not None:
-            raise grounding.failure
-        return self.generate(grounding, completion_id)
+        # The span outlives this call: a streamed answer is read by the response's own task, and
+        # the generation ends the span when the answer ends.
+        span = tracer.start_span("chat.completion", attributes={"kubechat.request_id": completion_id})
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False):
+                plan = await self.prepare(principal, request)
+                span.set_attribute("kubechat.model", plan.entry.name)
+                grounding = await self.ground(plan)
+            if grounding.failure is not None:
+                raise grounding.failure
+        except BaseException as exc:
+            span.set_status(trace.StatusCode.ERROR, getattr(exc, "code", type(exc).__name__))
+            span.end()
+            raise
+        return self.generate(grounding, completion_id, span=span)
 
     async def run_turn(
         self,
@@ -358,6 +383,20 @@ class ChatService:
         stored, every failure ends the answer with a Failure then Done (status failed), after a
         Started if the failure came before it. Only a client that is gone (`ClientGone` from the
         sink) or cancelled ends the turn without its Done."""
+        with tracer.start_as_current_span(
+            "chat.turn", attributes={"kubechat.session_id": session_id}
+        ) as span:
+            await self._run_turn(principal, session_id, request, sink, control, span)
+
+    async def _run_turn(
+        self,
+        principal: str,
+        session_id: str,
+        request: ChatRequest,
+        sink: TurnSink,
+        control: TurnControl,
+        span: trace.Span,
+    ) -> None:
         history = await self.store.recent_messages(principal, session_id, self.config.history_turns)
         past = [ChatTurn(m.role, with_images(m.content, m.images)) for m in history if m.content]
         plan = await self.prepare(principal, replace(request, history=past))
@@ -366,6 +405,7 @@ class ChatService:
             principal, session_id, plan.question, model=plan.entry.name, prompt_tokens=plan.prompt.tokens,
             images=image_refs(plan.question_attachments),
         )  # fmt: skip
+        span.set_attributes({"kubechat.model": plan.entry.name, "kubechat.message_id": reply.id})
         generation: Generation | None = None
         started = False  # the sink has the answer's Started event
         sent = 0  # tokens the sink has taken
@@ -434,6 +474,9 @@ class ChatService:
                 "turn %s %s: %d tokens in %.0f ms", reply.id, status, completion_tokens,
                 (time.perf_counter() - plan.received) * 1000,
             )  # fmt: skip
+            span.set_attribute("kubechat.status", str(status))
+            if error is not None or status is MessageStatus.FAILED:
+                span.set_status(trace.StatusCode.ERROR, error.code if error else "failed")
         if not started:
             prompt = plan.prompt
             await sink(reply.id, Started(plan.entry.name, prompt.tokens, prompt.turns_dropped, user.id))

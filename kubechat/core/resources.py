@@ -432,13 +432,19 @@ class StorageSpec(_Spec):
 
 
 class AutoscalingSpec(_Spec):
-    """A HorizontalPodAutoscaler on a per-pod Triton metric (served by a custom-metrics adapter)."""
+    """A HorizontalPodAutoscaler on a per-pod Triton queue metric, served by prometheus-adapter with
+    the rule the Helm chart ships (docs/operator.md, Autoscaling)."""
 
     min_replicas: Annotated[int, Field(ge=1)] = Field(default=1, description="Fewest replicas.")
     max_replicas: Annotated[int, Field(ge=1)] = Field(
         default=1, description="Most replicas; at least minReplicas."
     )
-    metric: str = Field(default="nv_inference_pending_request_count", description="Pods metric name.")
+    metric: str = Field(
+        default="kubechat_triton_queued_requests",
+        description="Pods metric (custom metrics API). The default is served by the chart's "
+        "prometheus-adapter rule: requests waiting in the pod's queue of this model alone (TensorRT-LLM's "
+        "engine queue, else Triton's pending count), selected by the metric label `model`.",
+    )
     target_average_value: str = Field(
         default="4", pattern=_QUANTITY, description="Per-pod average of the metric the autoscaler aims at."
     )

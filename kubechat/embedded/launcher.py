@@ -103,6 +103,7 @@ def serve(settings: Settings, host: str, port: int, ports: TritonPorts, timeout:
             host=host,
             port=port,
             log_level="info",
+            log_config=None,  # `kubechat serve` configured logging (kubechat.core.logs)
         )
     finally:
         supervisor.stop()

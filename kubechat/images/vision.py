@@ -16,13 +16,15 @@ import binascii
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from kubechat.catalog import CatalogEntry, ModelCatalog
 from kubechat.core.errors import ImageTooLargeError, InvalidRequestError, ModelNotFoundError
+from kubechat.core.metrics import IMAGE_DESCRIPTION_DURATION
 from kubechat.core.resources import Capability
+from kubechat.core.tracing import tracer
 from kubechat.images.processing import ImageLimits, prepare_image
 from kubechat.images.service import ImageRecord, ImageService
 from kubechat.triton.client import TritonInference
@@ -101,10 +103,9 @@ class VisionService:
         self, describer: CatalogEntry, attachments: Sequence[Attachment], question: str
     ) -> list[ImageDescription]:
         """Each image described by `describer`, asked the user's question."""
-        max_tokens = describer.model.spec.defaults.max_tokens
         described = []
         for a in attachments:
-            text = await self.triton.describe_image(describer.name, a.png, question, max_tokens)
+            text = await describe_timed(self.triton, describer, a.png, question, purpose="chat")
             if len(text) > MAX_DESCRIPTION_CHARS:
                 text = text[:MAX_DESCRIPTION_CHARS] + " [description cut]"
             described.append(ImageDescription(id=a.record.id, name=a.record.name, description=text))
@@ -129,6 +130,36 @@ async def inline_attachment(url: str, limits: ImageLimits) -> Attachment:
         created_at=time.time(),
     )  # fmt: skip
     return Attachment(record, image.png)
+
+
+class ImageDescriber(Protocol):
+    async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str: ...
+
+
+async def describe_timed(
+    models: ImageDescriber,
+    describer: CatalogEntry,
+    png: bytes,
+    prompt: str,
+    *,
+    purpose: Literal["chat", "ingestion"],
+) -> str:
+    """One image described by `describer`, timed (kubechat_image_description_duration_seconds) and
+    traced (`vision.describe`)."""
+    started, outcome = time.perf_counter(), "error"
+    with tracer.start_as_current_span(
+        "vision.describe", attributes={"kubechat.model": describer.name, "kubechat.purpose": purpose}
+    ):
+        try:
+            text = await models.describe_image(
+                describer.name, png, prompt, describer.model.spec.defaults.max_tokens
+            )
+            outcome = "ok"
+            return text
+        finally:
+            IMAGE_DESCRIPTION_DURATION.labels(describer.name, purpose, outcome).observe(
+                time.perf_counter() - started
+            )
 
 
 def find_vision_model(catalog: ModelCatalog, name: str = "") -> CatalogEntry:

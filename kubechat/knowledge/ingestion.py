@@ -17,14 +17,21 @@ takes (an acknowledged upload is never dropped), and another replica's scan may 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
+import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from opentelemetry import trace
+
+from kubechat.core import metrics
 from kubechat.core.backoff import Backoff
+from kubechat.core.tracing import tracer
 from kubechat.stores.documents import PENDING, Document, DocumentCatalog, DocumentStatus
 from kubechat.stores.errors import StoreError
 
@@ -47,13 +54,14 @@ class Superseded(Exception):
     """The document was deleted or queued again while this ingestion ran: it must not write."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Claim:
     """A document this worker holds the lease on, as it was when claimed."""
 
     document: Document
     worker_id: str
     documents: DocumentCatalog
+    failed: bool = field(default=False, init=False)  # ended `failed` by this run
 
     async def still_ours(self) -> bool:
         """Fencing: the row is still pending, in the epoch we claimed, under our lease."""
@@ -77,11 +85,29 @@ class Claim:
         await self.documents.update(
             self.document.id, DocumentStatus.FAILED, error_code=code, error_message=message
         )
+        self.failed = True
 
 
 # Ingests one claimed document: returns when it is done (indexed, failed or given up), raises
 # Transient for a retry later, Superseded when the claim no longer holds.
 Ingest = Callable[[Claim], Awaitable[None]]
+
+
+# Every queue of the process, for kubechat_ingestion_queue_depth (tests run several at once).
+_QUEUES: weakref.WeakSet[IngestionQueue] = weakref.WeakSet()
+
+
+def _depth(state: str) -> float:
+    queues = list(_QUEUES)
+    if state == "queued":
+        return float(sum(len(q._queued) for q in queues))
+    if state == "running":
+        return float(sum(len(q._running) for q in queues))
+    return float(sum(len(q._waiting) for q in queues))
+
+
+for _state in ("queued", "running", "retrying"):
+    metrics.INGESTION_QUEUE_DEPTH.labels(_state).set_function(functools.partial(_depth, _state))
 
 
 class IngestionQueue:
@@ -100,6 +126,7 @@ class IngestionQueue:
         self._backoffs: dict[str, Backoff] = {}  # documents that met a transient failure
         self._retries: set[asyncio.TimerHandle] = set()
         self._waiting: set[str] = set()  # in back-off here: the scan leaves them to their timer
+        _QUEUES.add(self)
 
     @property
     def running(self) -> frozenset[str]:
@@ -181,15 +208,40 @@ class IngestionQueue:
         assert ingesting is not None
         renewing = asyncio.create_task(self._renew_lease(document_id, ingesting))
         self._ingesting[document_id] = document.knowledge_base
+        started, outcome = time.perf_counter(), "indexed"
+        # A trace of its own per document: ingestion is background work, no request's child.
+        span = tracer.start_span(
+            "ingestion.document",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            attributes={
+                "kubechat.document_id": document_id,
+                "kubechat.knowledge_base": document.knowledge_base,
+            },
+        )
         try:
-            await self._ingest(claim)
+            with trace.use_span(span, end_on_exit=False):
+                await self._ingest(claim)
             self._backoffs.pop(document_id, None)
+            outcome = "failed" if claim.failed else "indexed"
         except Transient as exc:
+            outcome = "retrying"
             if await claim.still_ours():
                 await self._retry_later(document, str(exc))
         except Superseded:
+            outcome = "superseded"
             logger.info("document %s changed while being ingested; this run stops", document_id)
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the service stopped, or a delete or re-index took the document
+            raise
+        except Exception:
+            outcome = "error"  # a crash, logged by the worker; the document is scanned again later
+            raise
         finally:
+            metrics.INGESTION_DOCUMENT_DURATION.labels(outcome).observe(time.perf_counter() - started)
+            span.set_attribute("kubechat.outcome", outcome)
+            if outcome in ("failed", "error"):
+                span.set_status(trace.StatusCode.ERROR, outcome)
+            span.end()
             self._ingesting.pop(document_id, None)
             renewing.cancel()
             await asyncio.shield(self.documents.release(document_id, self.worker_id))

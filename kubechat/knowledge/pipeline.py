@@ -20,7 +20,8 @@ from tokenizers import Tokenizer
 from kubechat.catalog import ModelCatalog
 from kubechat.core.errors import KubechatError, ModelUnavailableError
 from kubechat.core.resources import MAX_DOCUMENT_BYTES, Capability, KnowledgeBase
-from kubechat.images.vision import TRANSCRIBE_PROMPT, find_vision_model
+from kubechat.core.tracing import tracer
+from kubechat.images.vision import TRANSCRIBE_PROMPT, describe_timed, find_vision_model
 from kubechat.knowledge import parsing
 from kubechat.knowledge.chunking import TextChunk, chunk_sections
 from kubechat.knowledge.generations import IndexGenerations
@@ -88,7 +89,8 @@ class IngestionPipeline:
         try:
             # Bounded by the largest document any KnowledgeBase accepts: a stray object larger than
             # that (not uploaded through kubechat) is refused before it is read into memory.
-            data = await self.objects.get(document.object_key, max_bytes=MAX_DOCUMENT_BYTES)
+            with tracer.start_as_current_span("ingestion.fetch"):
+                data = await self.objects.get(document.object_key, max_bytes=MAX_DOCUMENT_BYTES)
         except ObjectNotFoundError:
             await claim.fail("object_missing", f"{document.object_key} is not in the object store")
             return
@@ -106,9 +108,12 @@ class IngestionPipeline:
         document_format = parsing.DocumentFormat(document.format)
         try:
             sections = await self._describe(data) if document_format is parsing.DocumentFormat.IMAGE else None
-            pieces = await asyncio.to_thread(
-                parse_and_chunk, data, document_format, embedder.tokenizer, kb, sections
-            )
+            with tracer.start_as_current_span(
+                "ingestion.parse", attributes={"kubechat.format": document.format}
+            ):
+                pieces = await asyncio.to_thread(
+                    parse_and_chunk, data, document_format, embedder.tokenizer, kb, sections
+                )
         except parsing.DocumentError as exc:
             await claim.fail(exc.code, str(exc))
             return
@@ -123,8 +128,13 @@ class IngestionPipeline:
             document.id, DocumentStatus.EMBEDDING, chunks=len(pieces), chunks_indexed=0, pages=pages
         )
         try:
-            await self.chunks.delete_document(index, document.id)  # a retry starts clean
-            await self._embed_and_index(kb, claim, index, embedder.name, pieces, batch=embedder.batch_size)
+            with tracer.start_as_current_span(
+                "ingestion.embed_and_index", attributes={"kubechat.chunks": len(pieces)}
+            ):
+                await self.chunks.delete_document(index, document.id)  # a retry starts clean
+                await self._embed_and_index(
+                    kb, claim, index, embedder.name, pieces, batch=embedder.batch_size
+                )
         except EmbeddingMismatchError as exc:
             await claim.fail("embedding_mismatch", str(exc))
             return
@@ -149,8 +159,8 @@ class IngestionPipeline:
         one that is down, is transient: the document waits for one."""
         try:
             describer = find_vision_model(self.models, self.vision_model)
-            text = await self.inference.describe_image(
-                describer.name, png, TRANSCRIBE_PROMPT, describer.model.spec.defaults.max_tokens
+            text = await describe_timed(
+                self.inference, describer, png, TRANSCRIBE_PROMPT, purpose="ingestion"
             )
         except KubechatError as exc:
             raise Transient(f"describing the image: {exc.message}") from exc

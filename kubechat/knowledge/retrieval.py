@@ -9,16 +9,22 @@ paid licence; ranks (not raw scores, which are on different scales) are what RRF
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubechat.core.errors import InvalidVectorError, KnowledgeBaseUnavailableError, StorageUnavailableError
+from kubechat.core.metrics import RETRIEVAL_DURATION
 from kubechat.core.resources import KnowledgeBase
+from kubechat.core.tracing import tracer
 from kubechat.knowledge.inference import Embedder
 from kubechat.stores import errors as store_errors
 from kubechat.stores.chunks import ChunkRecord, ChunkStore, RankedChunk, Vector
 from kubechat.stores.errors import EmbeddingMismatchError, StoreError
+
+T = TypeVar("T")
 
 RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's default rank_constant
 SNIPPET_CHARS = 240
@@ -55,18 +61,25 @@ class HybridSearch:
         candidates: int,
         document_ids: Sequence[str] | None = None,
     ) -> list[Citation]:
-        """The `limit` best chunks of the knowledge bases, from `candidates` per ranked list."""
+        """The `limit` best chunks of the knowledge bases, from `candidates` per ranked list.
+
+        Each step is timed (kubechat_retrieval_duration_seconds{step}) and, when traced, a span.
+        """
+        started = time.perf_counter()
         vectors: dict[str, Vector] = {}
         for model in {kb.spec.embedding.model for kb in kbs}:
-            vectors[model] = (await self.embedder.embed(model, [query]))[0]
+            vectors[model] = (await _step("embed", self.embedder.embed(model, [query])))[0]
         try:
             lists = await asyncio.gather(
                 *(
                     search
                     for kb in kbs
                     for search in (
-                        self.chunks.knn(kb, vectors[kb.spec.embedding.model], candidates, document_ids),
-                        self.chunks.text_search(kb, query, candidates, document_ids),
+                        _step(
+                            "knn",
+                            self.chunks.knn(kb, vectors[kb.spec.embedding.model], candidates, document_ids),
+                        ),
+                        _step("bm25", self.chunks.text_search(kb, query, candidates, document_ids)),
                     )
                 )
             )
@@ -79,7 +92,19 @@ class HybridSearch:
         tagged: list[tuple[str, Sequence[RankedChunk]]] = [
             (kb.name, ranked) for kb, ranked in zip([kb for kb in kbs for _ in (0, 1)], lists, strict=True)
         ]
-        return citations(reciprocal_rank_fusion(tagged), limit)
+        found = citations(reciprocal_rank_fusion(tagged), limit)
+        RETRIEVAL_DURATION.labels("total").observe(time.perf_counter() - started)
+        return found
+
+
+async def _step(step: str, work: Awaitable[T]) -> T:
+    """One retrieval step, timed and traced (`knowledge.<step>`), failures included."""
+    started = time.perf_counter()
+    with tracer.start_as_current_span(f"knowledge.{step}"):
+        try:
+            return await work
+        finally:
+            RETRIEVAL_DURATION.labels(step).observe(time.perf_counter() - started)
 
 
 def reciprocal_rank_fusion(

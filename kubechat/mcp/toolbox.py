@@ -23,6 +23,7 @@ import binascii
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from mcp.shared.message import SessionMessage
 
 from kubechat import __version__
 from kubechat.core.backoff import Backoff
+from kubechat.core.metrics import TOOL_CALL_DURATION
 from kubechat.mcp import processes
 from kubechat.mcp.config import McpServerConfig
 from kubechat.tools.types import ToolResult, ToolSpec
@@ -393,9 +395,26 @@ class McpToolbox:
         self, name: str, arguments: dict[str, Any], *, timeout_s: float | None = None
     ) -> ToolResult:
         """Run one tool. Problems are results, never exceptions: `unknown_tool`,
-        `tool_unavailable`, `invalid_arguments`, `tool_timeout`, `tool_error`."""
+        `tool_unavailable`, `invalid_arguments`, `tool_timeout`, `tool_error`.
+
+        Timed by server, tool and outcome (kubechat_tool_call_duration_seconds). Only tools a
+        configured server declared name their series; any other name a model made up counts as
+        `unknown`, so the labels stay bounded.
+        """
+        started = time.perf_counter()
         server, separator, _ = name.partition(SEPARATOR)
         supervisor = self._servers.get(server) if separator else None
+        result = await self._call(supervisor, name, arguments, timeout_s)
+        declared = supervisor.tools.get(name) if supervisor is not None else None
+        TOOL_CALL_DURATION.labels(
+            server if declared else "unknown", declared.server_tool if declared else "unknown",
+            "ok" if result.ok else result.error_code or "tool_error",
+        ).observe(time.perf_counter() - started)  # fmt: skip
+        return result
+
+    async def _call(
+        self, supervisor: _Supervisor | None, name: str, arguments: dict[str, Any], timeout_s: float | None
+    ) -> ToolResult:
         if supervisor is None:
             return ToolResult(False, f"unknown tool {name!r}", "unknown_tool")
         if not supervisor.connected:

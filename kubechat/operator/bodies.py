@@ -8,7 +8,8 @@ from typing import Any
 import kopf
 
 from kubechat.core.resources import Condition, Phase, R, parse_resource
-from kubechat.operator.status import merge_conditions
+from kubechat.operator.metrics import RESOURCE_STATES
+from kubechat.operator.status import READY, merge_conditions
 
 
 def generation(meta: kopf.Meta) -> int | None:
@@ -34,10 +35,15 @@ def write_status(
     conditions: list[Condition],
     extra: dict[str, Any],
 ) -> None:
-    """Put phase, conditions (merged with the live ones) and the set `extra` fields in `patch`."""
+    """Put phase, conditions (merged with the live ones) and the set `extra` fields in `patch`;
+    the phase and readiness also go to the operator's gauges."""
     current = body.get("status", {}).get("conditions") or []
     patch.status["phase"] = str(phase)
-    patch.status["conditions"] = merge_conditions(current, conditions)
+    merged = merge_conditions(current, conditions)
+    patch.status["conditions"] = merged
+    ready = any(c.get("type") == READY and c.get("status") == "True" for c in merged)
+    meta = body.metadata
+    RESOURCE_STATES.set(str(body.get("kind")), str(meta.namespace), str(meta.name), str(phase), ready)
     for key, value in extra.items():
         if value is not None:
             patch.status[key] = value

@@ -31,6 +31,7 @@ from kubechat.operator.manifests import (
     selector,
     spec_hash,
 )
+from kubechat.operator.metrics import DRIFT_CORRECTED
 from kubechat.operator.settings import OperatorSettings
 from kubechat.remote.openai import OpenAIEndpoint, Probe
 from kubechat.remote.router import remote_model
@@ -181,7 +182,13 @@ class ChatModelReconciler:
         patch = kopf.Patch()
         try:
             if reapply or parse_body(ChatModel, wrapped).spec.engine.backend.is_remote:
-                await self.reconcile(wrapped, patch)
+                applied = await self.reconcile(wrapped, patch)
+                # Outside kopf's spec handler nothing asked for a change: what had to be created
+                # or patched had drifted (deleted or edited by hand).
+                for child, outcome in applied.items():
+                    if outcome is not Applied.UNCHANGED:
+                        action = "recreated" if outcome is Applied.CREATED else "patched"
+                        DRIFT_CORRECTED.labels(child.partition("/")[0], action).inc()
             else:
                 model, children = self.desired(wrapped)
                 deployment = await self.kube.read(children.deployment)

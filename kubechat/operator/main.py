@@ -27,6 +27,7 @@ from kubechat.operator.crds import PLURALS
 from kubechat.operator.knowledge_bases import KnowledgeBaseReconciler
 from kubechat.operator.kube import CHILD_RESOURCES
 from kubechat.operator.manifests import CHAT_MODEL_LABEL, MANAGED_BY
+from kubechat.operator.metrics import RESOURCE_STATES, observe_reconcile
 
 # Only KnowledgeBases end up holding it: ChatModels have neither a delete handler nor a timer.
 FINALIZER = f"{GROUP}/finalizer"
@@ -71,7 +72,12 @@ def register(
 
     @_on_spec(chat, registry)
     async def chat_model(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await chat_models.reconcile(body, patch)
+        await observe_reconcile("ChatModel", chat_models.reconcile(body, patch))
+
+    # Optional: no finalizer (ChatModels never wait for the operator); only the gauges forget it.
+    @kopf.on.delete(*chat, registry=registry, optional=True)
+    async def chat_model_deleted(name: str, namespace: str | None, **_: Any) -> None:
+        RESOURCE_STATES.forget("ChatModel", str(namespace), name)
 
     for group, version, plural in CHILD_RESOURCES:
 
@@ -91,16 +97,17 @@ def register(
 
     @_on_spec(kbs, registry)
     async def knowledge_base(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await knowledge_bases.reconcile(body, patch)
+        await observe_reconcile("KnowledgeBase", knowledge_bases.reconcile(body, patch))
 
     @kopf.timer(*kbs, registry=registry, interval=count_interval_s, initial_delay=count_interval_s)
     async def knowledge_base_counts(body: kopf.Body, patch: kopf.Patch, meta: kopf.Meta, **_: Any) -> None:
         if not meta.get("deletionTimestamp"):
-            await knowledge_bases.count(body, patch)
+            await observe_reconcile("KnowledgeBase", knowledge_bases.count(body, patch))
 
     @kopf.on.delete(*kbs, registry=registry)
     async def knowledge_base_deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await knowledge_bases.delete(body, patch)
+        await observe_reconcile("KnowledgeBase", knowledge_bases.delete(body, patch))
+        RESOURCE_STATES.forget("KnowledgeBase", str(body.metadata.namespace), str(body.metadata.name))
 
 
 def register_login(registry: kopf.OperatorRegistry, server: str | None) -> None:

@@ -630,7 +630,21 @@ def render_pdb(model: ChatModel) -> Manifest | None:
     }
 
 
+def queue_model(model: ChatModel) -> str:
+    """The Triton model whose queue says how loaded a ChatModel's pod is.
+
+    A TensorRT-LLM ChatModel is an ensemble of four Triton models in each pod: its requests wait
+    in the engine's own queue (`<name>-trtllm`), and per-pod sums over the ensemble count one
+    request up to four times. Every other backend is one Triton model named after the ChatModel.
+    """
+    return tensorrtllm_names(model).trtllm if _is_gpu(model) else model.name
+
+
 def render_hpa(model: ChatModel) -> Manifest | None:
+    """An autoscaling/v2 HPA on a Pods metric, by default `kubechat_triton_queued_requests`: the
+    custom metric the chart's prometheus-adapter rule serves (charts/kubechat/files/
+    prometheus-adapter-rules.yaml), read for one Triton model through the metric selector
+    `model` (queue_model). See docs/operator.md, Autoscaling."""
     autoscaling = model.spec.autoscaling
     if autoscaling is None:
         return None
@@ -646,7 +660,10 @@ def render_hpa(model: ChatModel) -> Manifest | None:
                 {
                     "type": "Pods",
                     "pods": {
-                        "metric": {"name": autoscaling.metric},
+                        "metric": {
+                            "name": autoscaling.metric,
+                            "selector": {"matchLabels": {"model": queue_model(model)}},
+                        },
                         "target": {"type": "AverageValue", "averageValue": autoscaling.target_average_value},
                     },
                 }

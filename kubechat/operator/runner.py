@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 import kopf
 from kubernetes_asyncio import client, config
+from prometheus_client import start_http_server
 
+from kubechat.core.logs import configure_logging
 from kubechat.core.settings import StoreSettings
+from kubechat.core.tracing import configure_tracing
+from kubechat.operator import metrics
 from kubechat.operator.chat_models import ChatModelReconciler
 from kubechat.operator.knowledge_bases import KnowledgeBaseReconciler, KnowledgeStores
 from kubechat.operator.kube import Kube
@@ -114,5 +118,10 @@ async def run(
 
 
 def main(liveness_endpoint: str = "http://0.0.0.0:8080/healthz") -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(OperatorSettings(), liveness_endpoint=liveness_endpoint))
+    settings = OperatorSettings()
+    configure_logging(settings.log_format, settings.log_level)
+    configure_tracing("kubechat-operator")
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, "0.0.0.0", registry=metrics.REGISTRY)
+        logger.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)
+    asyncio.run(run(settings, liveness_endpoint=liveness_endpoint))

@@ -7,7 +7,9 @@ so one Secret configures both.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,3 +45,18 @@ class OperatorSettings(BaseSettings):
     namespace: str = Field(default="", description="Watch one namespace; empty watches all.")
     resync_interval_s: float = Field(default=60.0, gt=0, description="Drift correction of children.")
     count_interval_s: float = Field(default=60.0, gt=0, description="Knowledge-base document counts.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the operator's Prometheus metrics (/metrics); unset: not served (the chart "
+        "sets 9464).",
+    )
+    log_format: Literal["plain", "json"] = Field(
+        default="plain",
+        validation_alias=AliasChoices("KUBECHAT_OPERATOR_LOG_FORMAT", "KUBECHAT_LOG_FORMAT"),
+        description="`json`: one JSON object per log line.",
+    )
+    log_level: str = Field(
+        default="INFO", validation_alias=AliasChoices("KUBECHAT_OPERATOR_LOG_LEVEL", "KUBECHAT_LOG_LEVEL")
+    )

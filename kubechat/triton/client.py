@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -19,11 +20,13 @@ from typing import Any, Protocol
 import grpc
 import numpy as np
 import numpy.typing as npt
+from opentelemetry import trace
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from kubechat.core.errors import ModelUnavailableError
+from kubechat.core.tracing import trace_headers, tracer
 from kubechat.triton import contract
 
 logger = logging.getLogger(__name__)
@@ -171,20 +174,33 @@ class TritonGateway:
 
         Leaving the iteration early (the client stopped or left) cancels the gRPC call, which
         Triton turns into a cancelled request that the model stops generating.
+
+        Traced as `triton.stream` (a child of the current span; never made current, as this is a
+        generator): its time to first token is an attribute and an event, and its context goes
+        to Triton as `traceparent` metadata.
         """
         finished = asyncio.Event()
+        request_id = request_id or uuid.uuid4().hex
         request: dict[str, object] = {
             "model_name": model,
             "inputs": chat_inputs(prompt, params, image=image),
             "outputs": [InferRequestedOutput(contract.TEXT_OUTPUT)],
-            "request_id": request_id or uuid.uuid4().hex,
+            "request_id": request_id,
         }
 
         async def requests() -> AsyncIterator[dict[str, object]]:
             yield request
             await finished.wait()  # half-closing early would end the stream before the answer
 
-        responses = self.client.stream_infer(requests(), stream_timeout=self.timeout_s)
+        span = tracer.start_span(
+            "triton.stream",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"kubechat.model": model, "kubechat.triton.request_id": request_id},
+        )
+        recording = span.is_recording()
+        headers = trace_headers(trace.set_span_in_context(span)) if recording else None
+        started = time.perf_counter()
+        responses = self.client.stream_infer(requests(), stream_timeout=self.timeout_s, headers=headers)
         try:
             async for result, error in responses:
                 if error is not None:
@@ -192,18 +208,29 @@ class TritonGateway:
                 response = result.get_response()
                 delta = _text_output(response)
                 if delta:
+                    if recording:
+                        recording = False  # only the first delta is timed
+                        ttft_ms = (time.perf_counter() - started) * 1000
+                        span.add_event("first_token")
+                        span.set_attribute("kubechat.time_to_first_token_ms", ttft_ms)
                     yield delta
                 final = response.parameters.get(contract.FINAL_RESPONSE_PARAM)
                 if final is not None and final.bool_param:
                     return
             raise ModelUnavailableError(f"model {model} closed the stream before finishing")
         except grpc.RpcError as exc:
+            span.set_status(trace.StatusCode.ERROR, "Triton unavailable")
             raise ModelUnavailableError(f"Triton is unavailable: {_rpc_message(exc)}") from exc
         except InferenceServerException as exc:
+            span.set_status(trace.StatusCode.ERROR, "Triton unavailable")
             raise ModelUnavailableError(f"Triton is unavailable: {exc.message()}") from exc
+        except ModelUnavailableError as exc:
+            span.set_status(trace.StatusCode.ERROR, exc.message)
+            raise
         finally:
             finished.set()
             responses.cancel()
+            span.end()
 
     async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str:
         """The whole answer of a vision model about `image` (the bytes of an encoded image file)."""
@@ -216,6 +243,7 @@ class TritonGateway:
                 model,
                 [_tensor(contract.EMBED_TEXT, "BYTES", data)],
                 outputs=[InferRequestedOutput(contract.EMBED_OUTPUT)],
+                headers=trace_headers() or None,
             )
         except (InferenceServerException, grpc.RpcError) as exc:
             raise ModelUnavailableError(f"embedder {model} failed: {exc}") from exc

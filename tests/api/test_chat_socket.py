@@ -25,7 +25,8 @@ def turn(socket: WebSocketTestSession) -> list[dict[str, Any]]:
 
 def test_a_turn_is_start_tokens_done_and_is_stored(api: InProcessApi) -> None:
     session = api.session()
-    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+    # The socket keeps the client's request id, which the start event names.
+    with api.client.websocket_connect(f"/ws/chat/{session}", headers={"X-Request-ID": "req-42"}) as socket:
         history = socket.receive_json()
         assert (history["type"], history["messages"]) == ("history", [])
         socket.send_json({"type": "message", "content": "Say hello."})
@@ -35,7 +36,7 @@ def test_a_turn_is_start_tokens_done_and_is_stored(api: InProcessApi) -> None:
     stored = api.messages(session)
     assert start == {
         "type": "start", "message_id": stored[1]["id"], "user_message_id": stored[0]["id"],
-        "model": "synthetic", "turns_dropped": 0,
+        "model": "synthetic", "turns_dropped": 0, "request_id": "req-42",
     }  # fmt: skip
     assert tokens == [
         {"type": "token", "message_id": start["message_id"], "seq": n, "delta": delta}

@@ -111,10 +111,12 @@ def test_inconsistent_stores_are_refused(values: dict[str, Any], complaint: str)
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_every_object_is_valid_kubernetes(name: str, version: str) -> None:
+    """prometheus-operator's kinds have no official schema: tests/chart/test_monitoring.py checks them."""
     objects = rendered(name).objects
     assert len(objects) > 15
     for obj in objects:
-        kubernetes_validate.validate(obj, version, strict=True)
+        if not obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            kubernetes_validate.validate(obj, version, strict=True)
 
 
 def test_schema_validation_is_strict() -> None:
@@ -450,6 +452,18 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return selector.items() <= labels.items()
 
 
+# networkPolicy.metricsFrom's default: Prometheus pods, in any namespace.
+DEFAULT_SCRAPERS = [
+    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+]
+
+
+def _port(deployment: Manifest, name: str) -> int:
+    ports = [p for c in deployment["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])]
+    (port,) = [p["containerPort"] for p in ports if p["name"] == name]
+    return int(port)
+
+
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_network_policies_fit_the_pods_they_guard(name: str) -> None:
     values = rendered(name)
@@ -464,7 +478,12 @@ def test_network_policies_fit_the_pods_they_guard(name: str) -> None:
         "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}
     }
     assert _selects(policies[OPERATOR]["podSelector"]["matchLabels"], operator_labels)
-    assert policies[OPERATOR]["ingress"] == []
+    # Only Prometheus reaches the operator, on its metrics port; the API's metrics port likewise.
+    scrapers = values_of(name).get("networkPolicy", {}).get("metricsFrom", DEFAULT_SCRAPERS)
+    metrics_port = [{"port": _port(values.get("Deployment", OPERATOR), "metrics"), "protocol": "TCP"}]
+    assert policies[OPERATOR]["ingress"] == [{"from": scrapers, "ports": metrics_port}]
+    assert api["ingress"][1] == {"from": scrapers, "ports": metrics_port}
+    assert metrics_port[0]["port"] == _port(values.get("Deployment", API), "metrics")
 
     # The model pods the operator creates: every example model's pod labels are selected, and
     # only the API reaches their gRPC port, the one the API egresses to.
@@ -473,6 +492,11 @@ def test_network_policies_fit_the_pods_they_guard(name: str) -> None:
         assert _selects(models["podSelector"]["matchLabels"], manifests.pod_labels(model))
     grpc = models["ingress"][0]
     assert grpc["ports"] == [{"port": manifests.GRPC_PORT, "protocol": "TCP"}]
+    # Prometheus scrapes Triton's metrics (8002), which the ChatModel autoscalers read: by default.
+    assert models["ingress"][1] == {
+        "from": scrapers,
+        "ports": [{"port": manifests.METRICS_PORT, "protocol": "TCP"}],
+    }
     assert _selects(grpc["from"][0]["podSelector"]["matchLabels"], api_labels)
     model_egress = [
         r for r in api["egress"] if r.get("to", [{}])[0].get("podSelector") == models["podSelector"]
@@ -500,6 +524,17 @@ def test_production_egress_is_narrowed_to_the_given_peers() -> None:
     assert [{"ipBlock": {"cidr": "10.0.0.1/32"}}, {"ipBlock": {"cidr": "172.20.0.10/32"}}] in peers
     models = rendered("production").get("NetworkPolicy", f"{RELEASE}-models")["spec"]
     assert models["ingress"][1]["ports"] == [{"port": manifests.METRICS_PORT, "protocol": "TCP"}]
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert models["ingress"][1]["from"] == [monitoring]
+
+
+def test_the_legacy_model_metrics_value_still_narrows_the_triton_pods() -> None:
+    """networkPolicy.modelMetricsFrom (older than metricsFrom) still rules Triton pods; [] shuts them."""
+    shut = render_values({"networkPolicy": {"modelMetricsFrom": []}})
+    models = shut.get("NetworkPolicy", f"{RELEASE}-models")["spec"]
+    assert [rule["ports"][0]["port"] for rule in models["ingress"]] == [manifests.GRPC_PORT]
+    api = shut.get("NetworkPolicy", API)["spec"]
+    assert api["ingress"][1]["from"] == DEFAULT_SCRAPERS
 
 
 def test_network_policies_can_be_turned_off() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from kubechat.operator.kube import Kube
+from kubechat.operator.metrics import REGISTRY
 from tests.operator.conftest import NAMESPACE, Cluster
 from tests.polling import eventually
 
@@ -116,6 +117,13 @@ async def test_status_follows_the_deployment(cluster: Cluster) -> None:
     status = await cluster.status("ChatModel", NAME)
     assert status["phase"] == "Ready"
     assert status["readyReplicas"] == 1
+    # The operator's gauges follow: the phase, and readiness.
+    labels = {"kind": "ChatModel", "namespace": NAMESPACE, "name": NAME}
+    assert REGISTRY.get_sample_value("kubechat_operator_resource_ready", labels) == 1.0
+    assert REGISTRY.get_sample_value("kubechat_operator_resource_phase", {**labels, "phase": "Ready"}) == 1.0
+    assert (
+        REGISTRY.get_sample_value("kubechat_operator_resource_phase", {**labels, "phase": "Pending"}) == 0.0
+    )
 
     # A crash-looping replica: the Deployment reports a failure, the ChatModel says Degraded.
     await set_deployment_status(
@@ -129,6 +137,11 @@ async def test_status_follows_the_deployment(cluster: Cluster) -> None:
     )
     await condition(cluster, "Degraded", "True", "ReplicaFailure")
     await condition(cluster, "Ready", "False", "NoReplicaReady")
+    assert REGISTRY.get_sample_value("kubechat_operator_resource_ready", labels) == 0.0
+    assert (
+        REGISTRY.get_sample_value("kubechat_operator_reconcile_duration_seconds_count", {"kind": "ChatModel"})
+        or 0
+    ) > 0
 
 
 async def test_a_spec_change_patches_the_children(cluster: Cluster) -> None:

@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kubechat.core.resources import ChatModel, load_chat_models, parse_chat_model
+from kubechat.core.resources import AutoscalingSpec, ChatModel, load_chat_models, parse_chat_model
 from kubechat.operator.manifests import (
     BUILD_SCRIPT_KEY,
     CHAT_MODEL_KEY,
@@ -34,6 +34,7 @@ from kubechat.operator.manifests import (
     http_endpoint,
     pod_spec_hash,
     render_children,
+    render_hpa,
     selector,
     selector_labels,
     service_name,
@@ -430,11 +431,15 @@ def test_replicas_pdb_and_hpa(children: dict[str, Children]) -> None:
         "name": "hf-autoscaled-triton",
     }
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
+    # The engine's queue alone, not a sum over the ensemble's four Triton models.
     assert hpa["metrics"] == [
         {
             "type": "Pods",
             "pods": {
-                "metric": {"name": "nv_inference_pending_request_count"},
+                "metric": {
+                    "name": "kubechat_triton_queued_requests",
+                    "selector": {"matchLabels": {"model": "hf-autoscaled-trtllm"}},
+                },
                 "target": {"type": "AverageValue", "averageValue": "2"},
             },
         }
@@ -457,6 +462,16 @@ def test_replicas_pdb_and_hpa(children: dict[str, Children]) -> None:
         "Deployment",
         "HorizontalPodAutoscaler",
     ]
+
+
+def test_a_cpu_model_scales_on_its_own_triton_model() -> None:
+    (minilm,) = load_chat_models([ROOT / "examples" / "models" / "minilm.yaml"])
+    model = minilm.model_copy(
+        update={"spec": minilm.spec.model_copy(update={"autoscaling": AutoscalingSpec(max_replicas=3)})}
+    )
+    hpa = render_hpa(model)
+    assert hpa is not None
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["selector"] == {"matchLabels": {"model": "minilm"}}
 
 
 def test_spec_hash_follows_the_spec_not_the_metadata() -> None:

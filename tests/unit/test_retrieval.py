@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
-from kubechat.knowledge.retrieval import citations, reciprocal_rank_fusion, snippet, sources_prompt
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from kubechat.core.metrics import REGISTRY
+from kubechat.knowledge.retrieval import (
+    HybridSearch,
+    citations,
+    reciprocal_rank_fusion,
+    snippet,
+    sources_prompt,
+)
 from kubechat.stores.chunks import ChunkRecord, RankedChunk
+from kubechat.stores.sqlite.chunks import SQLiteChunkStore
+from tests.conformance.test_chunk_store import filled, knowledge_base
+from tests.tracing import spans
+
+__all__ = ["spans"]  # the fixture
 
 
 def ranked(*ids: str) -> list[RankedChunk]:
@@ -51,3 +70,43 @@ def test_sources_prompt_numbers_sources_and_keeps_the_question_last() -> None:
     assert prompt.index("[1] (a.pdf, page 1)") < prompt.index("[2] (b.pdf, page 2)")
     assert prompt.endswith("Question: What now?") and "[n]" in prompt
     assert sources_prompt([], "What now?") == "What now?"
+
+
+def _step_counts() -> dict[str, float]:
+    name = "kubechat_retrieval_duration_seconds_count"
+    return {s: REGISTRY.get_sample_value(name, {"step": s}) or 0.0 for s in ("embed", "knn", "bm25", "total")}
+
+
+class _Embedder:
+    async def embed(self, model: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return np.array([[1, 0, 0, 0]] * len(texts), dtype=np.float32)
+
+
+async def test_each_retrieval_step_is_timed_and_traced(tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    """embed once, kNN and BM25 per knowledge base (concurrently), fusion in the total."""
+    store = await SQLiteChunkStore.open(tmp_path / "chunks.sqlite3")
+    try:
+        kbs = [knowledge_base("handbook"), knowledge_base("runbooks")]
+        for kb in kbs:
+            await filled(store, kb)
+        steps = ("embed", "knn", "bm25", "total")
+        counts = {
+            s: REGISTRY.get_sample_value("kubechat_retrieval_duration_seconds_count", {"step": s}) or 0
+            for s in steps
+        }
+        found = await HybridSearch(store, _Embedder()).search(kbs, "pods on nodes", limit=3, candidates=10)
+    finally:
+        await store.close()
+    assert found and found[0].document_id == "d1"
+    after = {
+        s: REGISTRY.get_sample_value("kubechat_retrieval_duration_seconds_count", {"step": s}) for s in steps
+    }
+    assert after == {
+        "embed": counts["embed"] + 1,
+        "knn": counts["knn"] + 2,
+        "bm25": counts["bm25"] + 2,
+        "total": counts["total"] + 1,
+    }
+    assert sorted(s.name for s in spans.get_finished_spans()) == [
+        "knowledge.bm25", "knowledge.bm25", "knowledge.embed", "knowledge.knn", "knowledge.knn",
+    ]  # fmt: skip

@@ -29,7 +29,7 @@ describe("chat reducer", () => {
   it("a turn: start names the question, tokens append, done closes it", () => {
     let state = asked();
     expect(state.sending).toBe(true);
-    state = run(state, { type: "start", message_id: "ans", user_message_id: "q1", model: "m", turns_dropped: 0 });
+    state = run(state, { type: "start", message_id: "ans", user_message_id: "q1", model: "m", turns_dropped: 0, request_id: null });
     expect(state.messages.map((m) => [m.id, m.status])).toEqual([["q1", "complete"], ["ans", "streaming"]]);
     expect(state.streamingId).toBe("ans");
     state = run(
@@ -48,7 +48,7 @@ describe("chat reducer", () => {
 
   it("a token changes only the streamed answer: every other message keeps its identity", () => {
     let state = run(initialChatState, history(stored("a", 1, "user", "q"), stored("b", 2, "assistant", "x")));
-    state = run(asked(state), { type: "start", message_id: "ans", user_message_id: "q2", model: "m", turns_dropped: 0 });
+    state = run(asked(state), { type: "start", message_id: "ans", user_message_id: "q2", model: "m", turns_dropped: 0, request_id: null });
     const before = state.messages;
     const after = run(state, { type: "token", message_id: "ans", seq: 1, delta: "a" }).messages;
     expect(after).not.toBe(before);
@@ -57,13 +57,13 @@ describe("chat reducer", () => {
   });
 
   it("a repeated token sequence number is ignored", () => {
-    let state = run(asked(), { type: "start", message_id: "ans", user_message_id: "q", model: "m", turns_dropped: 0 });
+    let state = run(asked(), { type: "start", message_id: "ans", user_message_id: "q", model: "m", turns_dropped: 0, request_id: null });
     state = run(state, { type: "token", message_id: "ans", seq: 1, delta: "a" }, { type: "token", message_id: "ans", seq: 1, delta: "a" });
     expect(state.messages.at(-1)!.content).toBe("a");
   });
 
   it("stopped and failed answers keep their status and error code", () => {
-    let state = run(asked(), { type: "start", message_id: "ans", user_message_id: "q", model: "m", turns_dropped: 0 });
+    let state = run(asked(), { type: "start", message_id: "ans", user_message_id: "q", model: "m", turns_dropped: 0, request_id: null });
     state = run(
       state,
       { type: "error", message_id: "ans", error: { code: "model_unavailable", message: "down", type: "server_error" } },
@@ -84,7 +84,7 @@ describe("chat reducer", () => {
   });
 
   it("images describe the question, sources and tools belong to the answer", () => {
-    let state = run(asked(), { type: "start", message_id: "ans", user_message_id: "q", model: "m", turns_dropped: 1 });
+    let state = run(asked(), { type: "start", message_id: "ans", user_message_id: "q", model: "m", turns_dropped: 1, request_id: null });
     const source = { n: 1, knowledge_base: "kb", document_id: "d", document_name: "doc.md", chunk_id: "c", page: 2, section: "S", score: 0.1, snippet: "s", text: "t" };
     state = run(
       state,
@@ -102,7 +102,7 @@ describe("chat reducer", () => {
   });
 
   it("a reconnect's history replaces a half-streamed answer with the stored one", () => {
-    let state = run(asked(), { type: "start", message_id: "ans", user_message_id: "q", model: "m", turns_dropped: 0 });
+    let state = run(asked(), { type: "start", message_id: "ans", user_message_id: "q", model: "m", turns_dropped: 0, request_id: null });
     state = run(state, { type: "token", message_id: "ans", seq: 1, delta: "par" });
     state = run(state, history(stored("q", 1, "user", "hi"), stored("ans", 2, "assistant", "par", { status: "interrupted" })));
     expect(state.streamingId).toBeNull();

@@ -269,3 +269,20 @@ key renders differently each time it is not looked up (helm template), and must 
   {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* Logging and tracing settings of the API and the operator: ctx, service (OTEL_SERVICE_NAME). */}}
+{{- define "kubechat.observabilityEnv" -}}
+{{- $v := .ctx.Values }}
+- name: KUBECHAT_LOG_FORMAT
+  value: {{ $v.logging.format | quote }}
+- name: KUBECHAT_LOG_LEVEL
+  value: {{ $v.logging.level | quote }}
+{{- with $v.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $v.tracing.protocol | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $.service | quote }}
+{{- end }}
+{{- end -}}

@@ -24,16 +24,14 @@ from kubechat.api.events import (
     UserMessage,
     turn_frame,
 )
+from kubechat.api.observability import current_request_id
 from kubechat.api.routing import ApiRoute
-from kubechat.chat.events import ChatEvent
+from kubechat.chat.events import ChatEvent, Started
 from kubechat.chat.generation import TurnControl, failure_of
 from kubechat.chat.service import ClientGone
-from kubechat.core.errors import (
-    BusyError,
-    InvalidRequestError,
-    KubechatError,
-    MessageTooLargeError,
-)
+from kubechat.core import metrics
+from kubechat.core.errors import BusyError, InvalidRequestError, KubechatError, MessageTooLargeError
+from kubechat.core.logs import current_request
 from kubechat.stores.history import MessageStatus
 
 logger = logging.getLogger(__name__)
@@ -66,9 +64,19 @@ class ChatConnection:
         self.turn: asyncio.Task[None] | None = None
         self.control = TurnControl()
         self._send_lock = asyncio.Lock()
+        self.request_id = current_request_id() or None
 
     async def serve(self) -> None:
-        await self.ws.accept()
+        # The handshake's answer carries the request id, as every HTTP response does.
+        headers = [(b"x-request-id", self.request_id.encode())] if self.request_id else None
+        await self.ws.accept(headers=headers)
+        metrics.OPEN_WEBSOCKETS.inc()
+        try:
+            await self._serve()
+        finally:
+            metrics.OPEN_WEBSOCKETS.dec()
+
+    async def _serve(self) -> None:
         try:
             self.principal = authenticate(self.ws, self.services)
             session = await self.services.store.get_session(self.principal, self.session_id)
@@ -77,6 +85,9 @@ class ChatConnection:
             code = CLOSE_UNAUTHENTICATED if http_status(exc) == 401 else CLOSE_NOT_FOUND
             await self.ws.close(code=code, reason=exc.code)
             return
+        context = current_request()
+        if context is not None:
+            context.session_id = self.session_id  # on every log line of this socket and its turns
         recent = await self.services.store.recent_messages(
             self.principal, self.session_id, self.services.settings.history_turns
         )
@@ -157,7 +168,7 @@ class ChatConnection:
 
     async def send_event(self, message_id: str, event: ChatEvent) -> None:
         """The turn's sink (kubechat.chat.service.TurnSink): a socket that is gone is ClientGone."""
-        frame = turn_frame(message_id, event)
+        frame = turn_frame(message_id, event, self.request_id if type(event) is Started else None)
         async with self._send_lock:  # not through send(): one await less on the token path
             try:
                 await self.ws.send_text(frame)

@@ -255,6 +255,12 @@ export interface components {
             /** Model */
             model: string;
             /**
+             * Request Id
+             * @description The socket's request id (its handshake's X-Request-ID): what the API's log lines about this answer carry.
+             * @default null
+             */
+            request_id: string | null;
+            /**
              * Turns Dropped
              * @default 0
              */
