@@ -3,7 +3,6 @@ serving the SmolLM2 GGUF, and a first kubechat API's /v1 as a peer (tests/confte
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
@@ -92,16 +91,18 @@ async def test_history_reaches_the_remote_model(remote_api: ApiProcess, http: ht
 async def test_v1_streams_a_remote_model_with_stop_sequences(
     remote_api: ApiProcess, llama_server: LlamaServer
 ) -> None:
-    messages: Any = [{"role": "user", "content": "Count from one to ten in words, separated by commas."}]
-    direct = await direct_llama(llama_server).chat.completions.create(
-        model=UPSTREAM_MODEL, messages=messages, max_tokens=48, stop=["five"], **DEFAULTS
-    )
-    expected = direct.choices[0].message.content
-    assert expected and "five" not in expected and "four" in expected
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    llama = direct_llama(llama_server)
+    asked: dict[str, Any] = {"model": UPSTREAM_MODEL, "messages": messages, "max_tokens": 48, **DEFAULTS}
+    whole = await llama.chat.completions.create(**asked)
+    direct = await llama.chat.completions.create(**asked, stop=["Paris"])
+    unstopped, expected = whole.choices[0].message.content, direct.choices[0].message.content
+    assert unstopped and "Paris" in unstopped
+    assert expected is not None and "Paris" not in expected and unstopped.startswith(expected)
 
     client = openai.AsyncOpenAI(base_url=f"{remote_api.url}/v1", api_key=auth()["Authorization"][7:])
     stream = await client.chat.completions.create(
-        model="llama", messages=messages, max_tokens=48, stop=["five"], stream=True,
+        model="llama", messages=messages, max_tokens=48, stop=["Paris"], stream=True,
         stream_options={"include_usage": True}, temperature=0,
     )  # fmt: skip
     pieces, usage, finish = [], None, None
@@ -151,7 +152,7 @@ async def test_upstream_failures_have_stable_codes(
     async with chatting(remote_api, session) as chat:
         await chat.ask("hello", model=model)
         turn = await chat.turn()
-    assert [e["code"] for e in turn.errors] == [code]
+    assert [e["error"]["code"] for e in turn.errors] == [code]
     assert turn.done is not None and turn.done["status"] == "failed"
     stored = (await http.get(f"/sessions/{session}/messages")).json()["items"]
     assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "failed")]
@@ -163,27 +164,23 @@ async def test_upstream_failures_have_stable_codes(
     assert reply.json()["error"]["code"] == code
 
 
-def _generated_runs(log: str) -> list[int]:
-    """Tokens llama.cpp generated per request, from its own performance report in the log."""
-    return [int(n) for n in re.findall(r"eval time =.*?/\s+(\d+) runs", log) if "prompt" not in n]
+def _disconnects(server: LlamaServer) -> int:
+    """Streams llama.cpp's server saw its client close (sse-starlette's report, after which the
+    server's generator is cancelled and stops generating)."""
+    return server.log.read_text(errors="replace").count("Disconnected from client")
 
 
 async def test_stop_closes_the_upstream_stream(
     remote_api: ApiProcess, http: httpx.AsyncClient, llama_server: LlamaServer
 ) -> None:
-    before = len(_generated_runs(llama_server.log.read_text(errors="replace")))
+    before = _disconnects(llama_server)
     session = await new_session(http)
     async with chatting(remote_api, session) as chat:
         await chat.ask("Write a very long story about a dragon.", model="llama", options={"max_tokens": 250})
         turn = await chat.turn(stop_after=3)
     assert turn.done is not None and turn.done["status"] == "stopped"
+    assert 3 <= len(turn.tokens) < 250
     stored = (await http.get(f"/sessions/{session}/messages")).json()["items"][-1]
     assert stored["status"] == "stopped" and stored["content"] == turn.text
-
-    def report() -> list[int] | None:
-        runs = _generated_runs(llama_server.log.read_text(errors="replace"))
-        return runs[before:] or None
-
-    runs = await eventually(report, "llama.cpp's report of the stopped request", within_s=60)
-    # The server stopped when kubechat closed the stream, far before the 250 tokens asked for.
-    assert runs[0] < 100, runs
+    # kubechat closed the HTTP stream: the server saw its client go.
+    await eventually(lambda: _disconnects(llama_server) == before + 1, "the server to see the stream closed")
