@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from kubechat.embedded.launcher import TritonPorts, start_triton
 from kubechat.embedded.tritonserver import TritonServer
@@ -146,8 +147,6 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
 
 def remote_model_document(name: str, url: str, model: str = UPSTREAM_MODEL, **endpoint: object) -> str:
     """A ChatModel YAML of backend openai, as a user would write it for `kubechat serve`."""
-    import yaml
-
     document = {
         "apiVersion": "kubechat.io/v1alpha1",
         "kind": "ChatModel",
@@ -161,6 +160,34 @@ def remote_model_document(name: str, url: str, model: str = UPSTREAM_MODEL, **en
         },
     }
     return yaml.safe_dump(document, sort_keys=False)
+
+
+def remote_embedder_document(name: str, url: str, model: str) -> str:
+    """A remote embedder (capability embeddings) reached with the peer API's key."""
+    document = yaml.safe_load(
+        remote_model_document(name, url, model=model, apiKeyEnv="KUBECHAT_TEST_PEER_KEY")
+    )
+    document["spec"]["capabilities"] = ["embeddings"]
+    document["spec"]["engine"]["maxBatchSize"] = 32
+    return str(yaml.safe_dump(document, sort_keys=False))
+
+
+REMOTE_KNOWLEDGE_BASES = """
+apiVersion: kubechat.io/v1alpha1
+kind: KnowledgeBase
+metadata: {name: remote-handbook}
+spec:
+  embedding: {model: remote-minilm, dimensions: 384}
+  chunking: {size: 64, overlap: 16}
+  access: {owners: [alice]}
+---
+apiVersion: kubechat.io/v1alpha1
+kind: KnowledgeBase
+metadata: {name: remote-misdeclared}
+spec:
+  embedding: {model: remote-minilm, dimensions: 512}
+  access: {owners: [alice]}
+"""
 
 
 @pytest.fixture(scope="session")
@@ -184,6 +211,7 @@ def remote_models_dir(
         "peer": remote_model_document(
             "peer", f"{api.url}/v1", model="smollm2", apiKeyEnv="KUBECHAT_TEST_PEER_KEY"
         ),
+        "remote-minilm": remote_embedder_document("remote-minilm", f"{api.url}/v1", "minilm"),
         "nowhere": remote_model_document(
             "nowhere", f"http://127.0.0.1:{free_port()}/v1", maxRetries=0, timeoutSeconds=5
         ),
@@ -199,8 +227,12 @@ def remote_api(
 ) -> Iterator[ApiProcess]:
     """A second API process whose catalog has the remote models beside the Triton ones."""
     state = tmp_path_factory.mktemp("remote-state")
+    knowledge_bases = tmp_path_factory.mktemp("remote-knowledge-bases")
+    (knowledge_bases / "test.yaml").write_text((TEST_KNOWLEDGE_BASES / "test.yaml").read_text())
+    (knowledge_bases / "remote.yaml").write_text(REMOTE_KNOWLEDGE_BASES)
     env = {
         **api_env(triton, remote_models_dir, state),
+        "KUBECHAT_KNOWLEDGE_BASES_DIR": str(knowledge_bases),
         "KUBECHAT_DEFAULT_MODEL": "llama",
         "KUBECHAT_TEST_LLAMA_KEY": LLAMA_KEY,
         "KUBECHAT_TEST_WRONG_KEY": "not-the-key",

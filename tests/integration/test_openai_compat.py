@@ -25,7 +25,26 @@ def client(api: ApiProcess) -> openai.OpenAI:
 
 
 def test_models(client: openai.OpenAI) -> None:
-    assert sorted(m.id for m in client.models.list()) == ["smollm2", "synthetic", "tool-caller"]
+    # Chat and embedding models (OpenAI lists both); the OCR describer is neither.
+    assert sorted(m.id for m in client.models.list()) == ["minilm", "smollm2", "synthetic", "tool-caller"]
+
+
+def test_embeddings_in_both_encodings(client: openai.OpenAI) -> None:
+    texts = ["The frobnicator restarts in nine seconds.", "Paris is the capital of France."]
+    # The official client asks for base64 unless told otherwise, and decodes it.
+    packed = client.embeddings.create(model="minilm", input=texts)
+    plain = client.embeddings.create(model="minilm", input=texts, encoding_format="float")
+    assert [d.index for d in plain.data] == [0, 1] and plain.model == "minilm"
+    assert all(len(d.embedding) == 384 for d in plain.data)
+    for a, b in zip(packed.data, plain.data, strict=True):
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-6)
+    # Different texts, different vectors; all-MiniLM's are unit length.
+    assert plain.data[0].embedding != plain.data[1].embedding
+    assert sum(x * x for x in plain.data[0].embedding) == pytest.approx(1.0, abs=1e-3)
+    assert plain.usage.prompt_tokens > 0
+    with pytest.raises(openai.NotFoundError) as chat_model:
+        client.embeddings.create(model="smollm2", input="x")
+    assert chat_model.value.code == "model_not_found"
 
 
 def test_streaming_and_plain_completions_agree(client: openai.OpenAI) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import ApiProcess, auth
 from tests.integration.conftest import chatting, new_session
+from tests.integration.test_knowledge_bases import indexed, settled
 from tests.llama_server import API_KEY as LLAMA_KEY
 from tests.llama_server import UPSTREAM_MODEL, LlamaServer
 from tests.polling import eventually
@@ -184,3 +185,37 @@ async def test_stop_closes_the_upstream_stream(
     assert stored["status"] == "stopped" and stored["content"] == turn.text
     # kubechat closed the HTTP stream: the server saw its client go.
     await eventually(lambda: _disconnects(llama_server) == before + 1, "the server to see the stream closed")
+
+
+async def test_a_remote_embedder_indexes_and_answers_with_citations(
+    remote_api: ApiProcess, http: httpx.AsyncClient
+) -> None:
+    """remote-handbook embeds with remote-minilm: MiniLM served by the peer's /v1/embeddings."""
+    runbook = b"# Runbook\n\nTo restart the frobnicator, hold the blue button for nine seconds.\n"
+    await indexed(http, "remote-handbook", ("frobnicator.md", runbook))
+    found = await http.post(
+        "/knowledge-bases/remote-handbook/search", json={"query": "how do I restart the frobnicator?", "k": 3}
+    )
+    assert found.status_code == 200, found.text
+    top = found.json()["sources"][0]
+    assert top["document_name"] == "frobnicator.md" and "blue button" in top["text"]
+
+    session = await new_session(http)
+    async with chatting(remote_api, session) as chat:
+        await chat.ask(
+            "How do I restart the frobnicator?", model="llama", knowledge_bases=["remote-handbook"]
+        )
+        turn = await chat.turn()
+    assert turn.sources is not None and turn.sources["sources"][0]["document_name"] == "frobnicator.md"
+    assert turn.done is not None and turn.done["status"] == "complete"
+
+
+async def test_a_remote_embedder_of_another_size_fails_the_document(http: httpx.AsyncClient) -> None:
+    """The dimension check is the same as for a Triton embedder: 384 is not the declared 512."""
+    response = await http.post(
+        "/knowledge-bases/remote-misdeclared/documents", files=[("files", ("a.md", b"# A\n\nSome text.\n"))]
+    )
+    assert response.status_code == 202, response.text
+    document = await settled(http, "remote-misdeclared", response.json()["documents"][0]["id"])
+    assert document["status"] == "failed" and document["error_code"] == "embedding_mismatch"
+    assert "384" in document["error_message"] and "512" in document["error_message"]

@@ -1,10 +1,12 @@
-"""OpenAI-compatible /v1/models and /v1/chat/completions, so existing clients work unchanged.
+"""OpenAI-compatible /v1/models, /v1/chat/completions and /v1/embeddings, so existing clients
+work unchanged.
 
 Stateless like OpenAI's API: the client sends the whole conversation and nothing is stored.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -52,11 +54,15 @@ from kubechat.core.errors import (
     UnauthenticatedError,
     UnsupportedImageError,
 )
+from kubechat.core.resources import Capability
 from kubechat.images.vision import IMAGE_URL_PREFIX
 from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.types import ToolCall, ToolSpec
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=ApiRoute)
+
+# Texts in one /v1/embeddings request (OpenAI's own limit is 2048).
+MAX_EMBEDDING_INPUTS = 256
 
 
 class ImageUrl(BaseModel):
@@ -196,14 +202,84 @@ COMPLETION_ERRORS = error_responses(
 
 @router.get("/models", responses=error_responses(UnauthenticatedError))
 async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelList:
-    """The chat models; in cluster mode only those whose ChatModel is Ready (clients pick from
-    this list and should not be offered one that would refuse them)."""
+    """The chat and embedding models; in cluster mode only those whose ChatModel is Ready
+    (clients pick from this list and should not be offered one that would refuse them)."""
     return ModelList(
         data=[
             ModelCard(id=e.name, created=_STARTED)
-            for e in services.catalog.chat_models()
-            if (readiness := e.readiness()) is None or readiness.ready
+            for e in services.catalog
+            if (e.model.has(Capability.CHAT) or e.model.has(Capability.EMBEDDINGS))
+            and ((readiness := e.readiness()) is None or readiness.ready)
         ]
+    )
+
+
+EMBEDDING_ERRORS = error_responses(
+    UnauthenticatedError, InvalidRequestError, MessageTooLargeError, ModelNotFoundError, ModelUnavailableError
+)
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI's embeddings request: one text or a list of texts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+@router.post(
+    "/embeddings",
+    responses=error_responses(
+        UnauthenticatedError,
+        InvalidRequestError,
+        MessageTooLargeError,
+        ModelNotFoundError,
+        ModelUnavailableError,
+    ),
+)
+async def embeddings(
+    body: EmbeddingRequest, services: ServicesDep, _principal: PrincipalDep
+) -> EmbeddingList:
+    """Vectors of the texts from an embedding model (capability `embeddings`), in the batches
+    its engine takes: what a remote embedder of another kubechat, or any OpenAI client, asks."""
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    for text in texts:
+        services.chat.check_message(text)
+    entry = services.catalog.get(body.model, Capability.EMBEDDINGS)
+    entry.check_ready()
+    rows: list[Embedding] = []
+    for start in range(0, len(texts), entry.batch_size):
+        vectors = await services.triton.embed(entry.name, texts[start : start + entry.batch_size])
+        for offset, vector in enumerate(vectors):
+            value: list[float] | str = (
+                base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+                if body.encoding_format == "base64"
+                else [float(x) for x in vector]
+            )
+            rows.append(Embedding(index=start + offset, embedding=value))
+    tokens = sum(entry.counter.count(t) for t in texts)
+    return EmbeddingList(
+        data=rows, model=entry.name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
     )
 
 
