@@ -83,6 +83,8 @@ async def openai_stream(client: openai.AsyncOpenAI, model: str, max_tokens: int)
 
 def summarize(path: str, concurrency: int, samples: list[Sample], wall: float) -> Result:
     tokens = sum(s.tokens for s in samples)
+    if any(s.tokens == 0 for s in samples):
+        raise RuntimeError(f"{path}: {sum(s.tokens == 0 for s in samples)} streams sent no text")
     ttfts = [s.ttft_s * 1000 for s in samples]
     return Result(
         path=path, concurrency=concurrency, streams=len(samples), tokens=tokens, wall_s=wall,
@@ -139,7 +141,7 @@ async def run_scenario(
 
 def scenarios(quick: bool) -> list[Scenario]:
     if quick:
-        return [Scenario(1, 32, 2), Scenario(16, 8, 1)]
+        return [Scenario(1, 32, 2), Scenario(16, 16, 1)]
     return [Scenario(1, 64, 5), Scenario(16, 32, 2)]
 
 

@@ -57,6 +57,9 @@ class LlamaServer:
             "--model", str(smollm2_gguf()), "--model_alias", UPSTREAM_MODEL,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", "2048", "--n_threads", str(self.threads), "--verbose", "false",
+            # Its default lets a new request interrupt the one streaming: queue them instead, as
+            # a server with one slot should (concurrent streams in benchmarks/remote.py).
+            "--interrupt_requests", "false",
         ]  # fmt: skip
         if self.api_key:
             command += ["--api_key", self.api_key]
