@@ -63,8 +63,26 @@ web-types: $(STAMP) $(NODE_STAMP)
 screenshot: install
 	KUBECHAT_SCREENSHOT=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/browser/test_page_quality.py::test_the_screenshot
 
+# `make serve PORT=8080` (or HOST=0.0.0.0, which needs KUBECHAT_API_KEYS): the API on HOST:PORT,
+# the local tritonserver on the three ports after it (gRPC, HTTP, metrics) and the API's metrics
+# on PORT+1464, so a second checkout serves beside the first. SERVE_ARGS reaches `kubechat serve` as it is (--models, --state-dir...).
+# The models come from the installed packages, never a hub: HF_HUB_OFFLINE=1.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TRITON_GRPC_PORT ?= $(shell echo $$(($(PORT) + 1)))
+TRITON_HTTP_PORT ?= $(shell echo $$(($(PORT) + 2)))
+TRITON_METRICS_PORT ?= $(shell echo $$(($(PORT) + 3)))
+# The API's Prometheus metrics: 9464 beside 8000, and as far from any other PORT.
+METRICS_PORT ?= $(shell echo $$(($(PORT) + 1464)))
+SERVE_ARGS ?=
+# The MCP servers it connects to: the `demo` one (kubechat/mcp/demo.py) unless you set your own.
+KUBECHAT_MCP_SERVERS ?= examples/mcp/servers.yaml
+
 serve: install
-	HF_HUB_OFFLINE=1 $(BIN)/kubechat serve
+	PATH="$(abspath $(BIN)):$$PATH" HF_HUB_OFFLINE=1 KUBECHAT_MCP_SERVERS='$(KUBECHAT_MCP_SERVERS)' \
+		$(BIN)/kubechat serve --host $(HOST) --port $(PORT) \
+		--triton-grpc-port $(TRITON_GRPC_PORT) --triton-http-port $(TRITON_HTTP_PORT) \
+		--triton-metrics-port $(TRITON_METRICS_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 # The page's Vitest unit tests run inside pytest (tests/web), so one summary line ends the run.
 test: install
@@ -84,6 +102,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.streaming
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.remote
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.structured
 	$(BIN)/python -m benchmarks.operator
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.browser
 

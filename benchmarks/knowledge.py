@@ -249,7 +249,7 @@ async def ingest_via_api(http: httpx.AsyncClient, kb: str, uploads: Sequence[Upl
         ids |= {d["id"] for d in response.raise_for_status().json()["documents"]}
     while True:
         listing = await http.get(f"/knowledge-bases/{kb}/documents", params={"limit": 200})
-        documents = [d for d in listing.raise_for_status().json()["documents"] if d["id"] in ids]
+        documents = [d for d in listing.raise_for_status().json()["items"] if d["id"] in ids]
         failed = [d for d in documents if d["status"] == DocumentStatus.FAILED]
         if failed:
             raise RuntimeError(f"ingestion of {failed[0]['name']} failed: {failed[0]['error_message']}")

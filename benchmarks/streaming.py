@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import psutil
@@ -229,6 +229,7 @@ class _InstantTriton:
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[str]:
         for _ in range(params.max_tokens):
             yield "tok "

@@ -25,7 +25,7 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 
 from kubechat.core.errors import ModelNotFoundError, ModelUnavailableError
-from kubechat.core.resources import Capability, ChatModel, load_chat_models_from_dir
+from kubechat.core.resources import Capability, ChatModel, ModelPurpose, load_chat_models_from_dir
 from kubechat.triton.artifacts import tokenizer_dir
 
 logger = logging.getLogger(__name__)
@@ -184,10 +184,13 @@ class ModelCatalog:
 
     @property
     def default_model(self) -> str:
-        """KUBECHAT_DEFAULT_MODEL if set, else the first chat model (in file or listing order)."""
+        """KUBECHAT_DEFAULT_MODEL if set, else the first chat model (in file or listing order) whose
+        purpose is general, else the first chat model of any purpose."""
         if self._configured_default:
             return self._configured_default
-        return next((e.name for e in self._entries.values() if e.model.has(Capability.CHAT)), "")
+        chat = [e.model for e in self._entries.values() if e.model.has(Capability.CHAT)]
+        for_people = [m for m in chat if m.spec.purpose is ModelPurpose.GENERAL]
+        return (for_people or chat)[0].name if chat else ""
 
     def __iter__(self) -> Iterator[CatalogEntry]:
         return iter(list(self._entries.values()))
@@ -219,7 +222,9 @@ class ModelCatalog:
         entry = self._entries.get(name)
         if entry is None or not entry.model.has(capability):
             known = ", ".join(e.name for e in self._entries.values() if e.model.has(capability))
-            raise ModelNotFoundError(f"unknown {capability} model {name!r} (known: {known or 'none'})")
+            raise ModelNotFoundError(
+                f"unknown {capability} model {name!r} (known: {known or 'none'})", param="model"
+            )
         return entry
 
 

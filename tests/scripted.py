@@ -72,6 +72,7 @@ class ScriptedTriton:
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
         *,
         turns: Sequence[tuple[str, str]] | None = None,
         usage: ReportedUsage | None = None,
@@ -88,6 +89,17 @@ class ScriptedTriton:
                 elif isinstance(item, BaseException):
                     raise item
                 else:
+                    if logprobs is not None:  # one entry per piece, as a model gives one per token
+                        top = [{"token": "x", "bytes": [120], "logprob": -2.0}] * (params.logprobs or 0)
+                        text = str(item)
+                        logprobs.append(
+                            {
+                                "token": text,
+                                "bytes": list(text.encode()),
+                                "logprob": -0.5,
+                                "top_logprobs": top,
+                            }
+                        )
                     yield str(item)
         finally:
             self.closed_streams += 1

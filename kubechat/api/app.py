@@ -17,7 +17,8 @@ from starlette.routing import Route
 
 from kubechat import __version__
 from kubechat.api.dependencies import Services, Supervised
-from kubechat.api.errors import error_response, status_error_response
+from kubechat.api.docs import add_api_docs
+from kubechat.api.errors import error_response, status_error_response, validation_error_response
 from kubechat.api.mcp_server import create_mcp_app
 from kubechat.api.observability import MetricsServer, RequestObservation
 from kubechat.api.routers import (
@@ -27,11 +28,13 @@ from kubechat.api.routers import (
     knowledge_bases,
     models,
     openai_compat,
+    openai_embeddings,
     sessions,
 )
 from kubechat.api.settings import Discovery, Settings, get_settings
 from kubechat.api.web import serve_chat_page
 from kubechat.catalog import ModelCatalog, load_catalog
+from kubechat.chat.embeddings import EmbeddingService
 from kubechat.chat.service import ChatConfig, ChatService
 from kubechat.core.errors import KubechatError, StorageUnavailableError, as_kubechat_error
 from kubechat.core.logs import configure_logging, install_redaction
@@ -161,6 +164,7 @@ def create_app(
             store=store,
             triton=triton,
             chat=ChatService(chat_config(settings), catalog, store, triton, knowledge, vision, tools),
+            embeddings=EmbeddingService(catalog, triton),
             knowledge=knowledge,
             images=image_service,
             vision=vision,
@@ -194,7 +198,9 @@ def create_app(
             if metrics_server is not None:
                 metrics_server.stop()
 
-    app = FastAPI(title="kubechat", version=__version__, lifespan=lifespan)
+    # FastAPI's /docs and /redoc would load their scripts from a CDN: api/docs.py serves them.
+    app = FastAPI(title="kubechat", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    add_api_docs(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -214,15 +220,10 @@ def create_app(
         return error_response(StorageUnavailableError(f"a store failed: {exc}"))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        if first.get("type") == "json_invalid":
-            context = first.get("ctx")
-            reason = context.get("error", first["msg"]) if isinstance(context, dict) else first["msg"]
-            message = f"the body is not valid JSON: {reason}"
-        else:
-            message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-        return status_error_response(422, message)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # OpenAI answers a request that does not validate with 400, and OpenAI clients (and the
+        # frameworks built on them) raise BadRequestError on it; the rest of the API keeps 422.
+        return validation_error_response(exc.errors(), 400 if is_openai_path(request) else 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -248,6 +249,7 @@ def create_app(
         sessions.router,
         chat_socket.router,
         openai_compat.router,
+        openai_embeddings.router,
         knowledge_bases.router,
         images.router,
     ):
@@ -272,6 +274,12 @@ def allowed_methods(request: Request, framework: str = "") -> list[str]:
         if _path_pattern(template).fullmatch(path):
             methods |= {m.upper() for m in operations if m in HTTP_METHODS}
     return sorted(methods)
+
+
+def is_openai_path(request: Request) -> bool:
+    """Whether the request is for the OpenAI-compatible API (/v1), whose errors are OpenAI's."""
+    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    return path == "/v1" or path.startswith("/v1/")
 
 
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 
 from kubechat.api.settings import Settings
 from kubechat.catalog import CatalogEntry, ModelCatalog, Readiness
+from kubechat.chat.embeddings import EmbeddingService
 from kubechat.chat.service import ChatService
 from kubechat.core.errors import StorageUnavailableError, UnauthenticatedError
 from kubechat.core.logs import current_request, principal_hash
@@ -38,6 +39,7 @@ class Services:
     store: HistoryStore
     triton: ModelRouter  # Triton models and remote (OpenAI-compatible) ones alike
     chat: ChatService
+    embeddings: EmbeddingService
     knowledge: KnowledgeService
     images: ImageService
     vision: VisionService

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -126,6 +127,11 @@ class Generation:
         self.tool_timeout_s = tool_timeout_s
         self.control = control
         self.pieces: list[str] = []
+        # The tokens' log probabilities (OpenAI's entries), when the request asked for them:
+        # each Token's entries are here before it is yielded.
+        self.logprobs: list[dict[str, Any]] | None = (
+            [] if grounding.plan.params.logprobs is not None else None
+        )
         self.tool_calls: list[ToolActivity] = []
         self.first_token_at: float | None = None
         self.last_token_at = 0.0
@@ -291,7 +297,7 @@ class Generation:
         self.reported.append(usage)
         return self.triton.stream_text(
             plan.entry.name, prompt.text, plan.params, request_id, image=plan.image,
-            turns=prompt.messages(), usage=usage,
+            logprobs=self.logprobs, turns=prompt.messages(), usage=usage,
         )  # fmt: skip
 
     def _token(self, text: str) -> Token:

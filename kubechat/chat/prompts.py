@@ -6,15 +6,40 @@ from collections.abc import Sequence
 
 from kubechat.catalog import CatalogEntry, ChatTurn, Prompt
 from kubechat.chat.request import GenerationOptions
-from kubechat.core.errors import InvalidRequestError
+from kubechat.core.errors import InvalidRequestError, UnsupportedParameterError, UnsupportedValueError
+from kubechat.core.resources import Backend
 from kubechat.knowledge.retrieval import Citation, sources_prompt
 from kubechat.tools.formats import tools_system_prompt
 from kubechat.tools.types import ToolSpec
-from kubechat.triton.client import SamplingParams
+from kubechat.triton.client import Guide, SamplingParams
+
+# The engines with constrained decoding: TensorRT-LLM's guided decoding (xgrammar) on the GPU,
+# the CPU causal LM's xgrammar loop (kubechat.engines.generation). The synthetic and tool-caller
+# models compute their answers and cannot be constrained.
+GUIDED_BACKENDS = frozenset({Backend.TENSORRTLLM, Backend.TRANSFORMERS})
 
 
-def sampling_params(entry: CatalogEntry, options: GenerationOptions) -> SamplingParams:
+# The engines that return log probabilities through kubechat's contract: the CPU causal LM.
+# TensorRT-LLM computes the chosen tokens' (return_log_probs) but the rendered ensemble does not
+# carry them to the API yet, and it has no top-k alternatives: refused there (docs/openai.md).
+LOGPROB_BACKENDS = frozenset({Backend.TRANSFORMERS})
+
+
+def sampling_params(
+    entry: CatalogEntry, options: GenerationOptions, guide: Guide | None = None, logprobs: int | None = None
+) -> SamplingParams:
     """Request options over the ChatModel's defaults, bounded by its engine limits."""
+    if logprobs is not None and entry.model.spec.engine.backend not in LOGPROB_BACKENDS:
+        raise UnsupportedParameterError(
+            f"model {entry.name} cannot return log probabilities (backend {entry.model.spec.engine.backend})",
+            param="logprobs",
+        )
+    if guide is not None and entry.model.spec.engine.backend not in GUIDED_BACKENDS:
+        raise UnsupportedValueError(
+            f"model {entry.name} cannot enforce a response format (backend "
+            f"{entry.model.spec.engine.backend} has no constrained decoding)",
+            param="response_format",
+        )
     defaults = entry.model.spec.defaults
     limit = entry.model.spec.engine.max_output_tokens
     max_tokens = options.max_tokens or defaults.max_tokens
@@ -30,6 +55,8 @@ def sampling_params(entry: CatalogEntry, options: GenerationOptions) -> Sampling
         ),
         stop=tuple(defaults.stop if options.stop is None else options.stop),
         seed=options.seed,
+        guide=guide,
+        logprobs=logprobs,
     )
 
 

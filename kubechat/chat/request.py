@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from kubechat.catalog import ChatTurn
 from kubechat.tools.types import ToolCall, ToolSpec
+from kubechat.triton.client import Guide
 from kubechat.triton.contract import INT32_MAX, UINT64_MAX
 
 # Every number a client may send for sampling, bounded to what the engine's tensors hold
@@ -73,6 +74,9 @@ class ChatRequest:
     `mcp_tools` offers the model the MCP tools its ChatModel allows, run here in a loop;
     `client_tools` are the client's own (OpenAI's `tools`): calls are handed back to it.
     `history` holds earlier turns that are already stored (and were checked when they were).
+    `guide` constrains the answer (OpenAI's response_format): enforced by the engine's
+    constrained decoding, refused for a model whose engine has none. `logprobs` asks for the
+    tokens' log probabilities, refused by models that cannot give them.
     """
 
     messages: Sequence[ChatMessage]
@@ -82,6 +86,8 @@ class ChatRequest:
     mcp_tools: bool = False
     client_tools: Sequence[ToolSpec] = ()
     history: Sequence[ChatTurn] = ()
+    guide: Guide | None = None
+    logprobs: int | None = None  # None: none; else the alternatives per token (0 to 20)
     # Set by kubechat only, for a specialist's answer: how many more levels may use tools
     # (None: a request from a client, bounded by its model's spec.tools.maxDepth).
     delegation_left: int | None = None

@@ -133,7 +133,7 @@ class ChatService:
             self.check_message(message.content)
         entry = self.catalog.get(request.model)
         entry.check_ready()
-        params = sampling_params(entry, request.options)
+        params = sampling_params(entry, request.options, request.guide, request.logprobs)
         toolbox = self.turn_toolbox(entry, principal, request) if request.mcp_tools else None
         tools = self.offered_tools(entry, request, toolbox)
         for name in request.knowledge_bases:

@@ -10,11 +10,15 @@ from typing import ClassVar
 
 
 class KubechatError(Exception):
+    """`param` names the request field the error is about, when there is one (OpenAI's
+    `error.param`: clients show it and frameworks switch on it)."""
+
     code: ClassVar[str] = "internal_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param
 
 
 class InternalError(KubechatError):
@@ -26,6 +30,20 @@ class InternalError(KubechatError):
 
 class InvalidRequestError(KubechatError):
     code = "invalid_request"
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """A request field kubechat knows but does not implement (for this model): refused, never
+    silently ignored, so that a client relying on it learns at once."""
+
+    code = "unsupported_parameter"
+
+
+class UnsupportedValueError(InvalidRequestError):
+    """A value of a field kubechat implements only in part (`n` other than 1, `tool_choice`
+    "required")."""
+
+    code = "unsupported_value"
 
 
 class MessageTooLargeError(InvalidRequestError):

@@ -154,6 +154,16 @@ class Capability(StrEnum):
     TOOLS = "tools"
 
 
+class ModelPurpose(StrEnum):
+    """Who a model is for. `general`: people, who are offered it for what its capabilities say
+    (a general chat model may be the default). `development`: benchmarks, tests and demos (the
+    synthetic token model, the scripted tool caller): callable by name like any model, but not
+    offered for chatting, and the default only when no general chat model exists."""
+
+    GENERAL = "general"
+    DEVELOPMENT = "development"
+
+
 class ToolCallFormat(StrEnum):
     """How a model is offered tools and writes its calls: the convention its chat template and
     training follow (see kubechat.tools.formats)."""
@@ -508,6 +518,11 @@ class ChatModelSpec(_Spec):
     )
     capabilities: list[Capability] = Field(
         default_factory=lambda: [Capability.CHAT], description="What the model can be asked to do."
+    )
+    purpose: ModelPurpose = Field(
+        default=ModelPurpose.GENERAL,
+        description="general: offered to people. development: for benchmarks, tests and demos (listed "
+        "and callable, never offered for chatting, the default only without a general chat model).",
     )
     chat_template: str = Field(
         default="",

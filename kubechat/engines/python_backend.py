@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
 
-from kubechat.engines.generation import GenerationRequest, TextGenerator
+from kubechat.engines.generation import GenerationRequest, ScoredDelta, TextGenerator
 from kubechat.triton import contract
 
 logger = logging.getLogger(__name__)
@@ -46,9 +46,13 @@ def _scalar(request: Any, name: str, default: Any) -> Any:
     return item.decode("utf-8") if isinstance(item, bytes) else item.item()
 
 
-def _text_response(text: str) -> Any:
+def _text_response(text: str, logprobs: list[dict[str, Any]] | None = None) -> Any:
     data = np.array([[text.encode("utf-8")]], dtype=np.object_)
-    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(contract.TEXT_OUTPUT, data)])
+    tensors = [pb_utils.Tensor(contract.TEXT_OUTPUT, data)]
+    if logprobs is not None:
+        entries = np.array([[json.dumps(logprobs).encode("utf-8")]], dtype=np.object_)
+        tensors.append(pb_utils.Tensor(contract.LOGPROBS_OUTPUT, entries))
+    return pb_utils.InferenceResponse(output_tensors=tensors)
 
 
 def _send_error(sender: Any, exc: BaseException) -> None:
@@ -61,10 +65,10 @@ def _send_error(sender: Any, exc: BaseException) -> None:
     sender.send(error, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
-def _send_final(sender: Any, text: str = "") -> None:
+def _send_final(sender: Any, text: str = "", logprobs: list[dict[str, Any]] | None = None) -> None:
     """End a stream: the final flag rides on a last response (empty when streaming), so clients
     see `triton_final_response` without opting into empty final responses."""
-    sender.send(_text_response(text), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    sender.send(_text_response(text, logprobs), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
 def _counter(name: str, description: str) -> Any:
@@ -76,9 +80,10 @@ class _Stream:
     """One request being generated: its sender, its text iterator, what it has produced."""
 
     sender: Any
-    deltas: Iterator[str]
+    deltas: Iterator[str | ScoredDelta]
     stream: bool
     pieces: list[str] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] | None = None  # not streaming: all of them, sent at the end
 
 
 class StreamingChatModel:
@@ -151,7 +156,9 @@ class StreamingChatModel:
         try:
             generation = self._parse(request)
             deltas = self.generator.generate(generation, sender.is_cancelled)
-            return _Stream(sender, iter(deltas), bool(_scalar(request, contract.STREAM, False)))
+            stream = bool(_scalar(request, contract.STREAM, False))
+            logprobs: list[dict[str, Any]] | None = [] if generation.logprobs is not None else None
+            return _Stream(sender, iter(deltas), stream, logprobs=logprobs)
         except Exception as exc:
             _send_error(sender, exc)
             return None
@@ -161,6 +168,14 @@ class StreamingChatModel:
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
             delta = next(s.deltas, None)
+            if isinstance(delta, ScoredDelta):
+                if s.stream:
+                    s.sender.send(_text_response(delta.text, delta.logprobs))
+                else:
+                    s.pieces.append(delta.text)
+                    if s.logprobs is not None:
+                        s.logprobs.extend(delta.logprobs)
+                return True
             if delta is not None:
                 if s.stream:
                     s.sender.send(_text_response(delta))
@@ -172,7 +187,7 @@ class StreamingChatModel:
                 s.sender.send(flags=final)
                 return False
             self.completed.increment(1)
-            _send_final(s.sender, "" if s.stream else "".join(s.pieces))
+            _send_final(s.sender, "" if s.stream else "".join(s.pieces), None if s.stream else s.logprobs)
         except Exception as exc:  # report every failure to the client, never hang the stream
             _send_error(s.sender, exc)
         return False
@@ -188,6 +203,13 @@ class StreamingChatModel:
         stop = [] if stop_words is None else [s.decode("utf-8") for s in stop_words.reshape(-1) if s]
         end_id = _scalar(request, contract.END_ID, None)
         seed = _scalar(request, contract.RANDOM_SEED, None)
+        top_logprobs = int(_scalar(request, contract.TOP_LOGPROBS, 0))
+        logprobs = top_logprobs if _scalar(request, contract.RETURN_LOG_PROBS, False) else None
+        if not 0 <= top_logprobs <= contract.MAX_TOP_LOGPROBS:
+            raise ValueError(f"{contract.TOP_LOGPROBS} must be in 0..{contract.MAX_TOP_LOGPROBS}")
+        guide_type = _scalar(request, contract.GUIDED_DECODING_GUIDE_TYPE, None) or None
+        if guide_type is not None and not getattr(self.generator, "guided_decoding", False):
+            raise ValueError(f"{contract.GUIDED_DECODING_GUIDE_TYPE}: this model has no constrained decoding")
         return GenerationRequest(
             prompt=prompt,
             max_tokens=max_tokens,
@@ -198,6 +220,9 @@ class StreamingChatModel:
             stop=stop,
             end_id=None if end_id is None else int(end_id),
             seed=None if seed is None else int(seed),
+            guide_type=guide_type,
+            guide=_scalar(request, contract.GUIDED_DECODING_GUIDE, "") or "",
+            logprobs=logprobs,
         )
 
 

@@ -27,6 +27,7 @@ import unicodedata
 from dataclasses import asdict, dataclass
 
 from kubechat.core.errors import ImageNotFoundError, StorageUnavailableError
+from kubechat.core.pagination import Page, page_newest_first
 from kubechat.images.processing import ImageLimits, PreparedImage, prepare_image
 from kubechat.stores.errors import ObjectNotFoundError, StoreError
 from kubechat.stores.objects import ObjectStore
@@ -147,8 +148,10 @@ class ImageService:
         """The JPEG thumbnail."""
         return await self._read(principal, image_id, THUMBNAIL_OBJECT)
 
-    async def list(self, principal: str) -> list[ImageRecord]:
-        """The principal's images, newest first."""
+    async def list(self, principal: str, limit: int, cursor: str | None = None) -> Page[ImageRecord]:
+        """A page of the principal's images, newest first. The records live beside the images in
+        the object store, with no index to order them by, so every record is read and sorted and
+        the page is cut from that (a principal holds a few hundred images, not millions)."""
         prefix = f"{PREFIX}/{owner_of(principal)}/"
         try:
             keys = await self.objects.list_keys(prefix)
@@ -162,7 +165,7 @@ class ImageService:
         found = await asyncio.gather(*(self._find(principal, image_id) for image_id in ids))
         # Deleted between listing and reading: gone.
         records = [record for record in found if record is not None]
-        return sorted(records, key=lambda r: (r.created_at, r.id), reverse=True)
+        return page_newest_first(records, limit, cursor, lambda r: (r.created_at, r.id))
 
     async def delete(self, principal: str, image_id: str) -> None:
         """Remove the image: its record first (it no longer exists), then its bytes."""

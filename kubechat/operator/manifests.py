@@ -411,6 +411,8 @@ def _build_engine_container(model: ChatModel, settings: OperatorSettings, mounts
         _env("KUBECHAT_CHECKPOINT_DIR", paths.checkpoint_dir),
         _env("KUBECHAT_ENGINE_DIR", paths.engine_dir),
         _env("KUBECHAT_ENGINE_KEY", _engine_key(model)),
+        _env("KUBECHAT_TOKENIZER_DIR", paths.tokenizer_dir),
+        _env("KUBECHAT_XGRAMMAR_TOKENIZER_INFO", paths.xgrammar_tokenizer_info),
         _env("KUBECHAT_TENSOR_PARALLEL_SIZE", str(engine.tensor_parallel_size)),
         _env("KUBECHAT_DTYPE", engine.dtype),
         _env("KUBECHAT_QUANTIZATION", engine.quantization),

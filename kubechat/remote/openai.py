@@ -24,6 +24,7 @@ import openai
 from openai import AsyncOpenAI
 
 from kubechat.core.errors import (
+    InvalidRequestError,
     KubechatError,
     ModelUnavailableError,
     UpstreamAuthError,
@@ -167,7 +168,13 @@ class OpenAIEndpoint:
         image: bytes | None = None,
         usage: ReportedUsage | None = None,
     ) -> AsyncGenerator[str, None]:
-        """Text deltas of one streamed chat completion; the upstream's usage goes into `usage`."""
+        """Text deltas of one streamed chat completion; the upstream's usage goes into `usage`.
+
+        Structured outputs and log probabilities are not passed on yet: refused, never ignored."""
+        if params.guide is not None or params.logprobs is not None:
+            raise InvalidRequestError(
+                f"model {self.name} is a remote model: it takes no structured outputs or logprobs yet"
+            )
         request: dict[str, Any] = {
             "model": self.remote.model,
             "messages": chat_messages(turns, image, _image_type(image) if image else "image/png"),

@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -105,13 +106,16 @@ class ModelRouter(TritonRouter):
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
         *,
         turns: Sequence[tuple[str, str]] | None = None,
         usage: ReportedUsage | None = None,
     ) -> AsyncGenerator[str, None]:
         endpoint = self._remote.get(model)
         if endpoint is None:
-            deltas = super().stream_text(model, prompt, params, request_id, image, turns=turns, usage=usage)
+            deltas = super().stream_text(
+                model, prompt, params, request_id, image, logprobs, turns=turns, usage=usage
+            )
         else:
             # Without turns (an image description's one question) the prompt is the user's turn.
             deltas = endpoint.stream_chat(turns or [("user", prompt)], params, image, usage)

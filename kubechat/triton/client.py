@@ -8,6 +8,7 @@ services use. Both satisfy `TritonInference`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -41,6 +42,18 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     stop: Sequence[str] = field(default_factory=tuple)
     seed: int | None = None
+    guide: Guide | None = None  # structured output: the engine's constrained decoding
+    # Log probabilities: None for none, else how many alternatives per token (0 to 20).
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class Guide:
+    """What the answer must match (TensorRT-LLM's guided decoding): `type` is one of the
+    contract's GUIDE_* names, `text` the JSON schema (empty for plain JSON)."""
+
+    type: str
+    text: str = ""
 
 
 @dataclass
@@ -89,6 +102,17 @@ def chat_inputs(
         inputs.append(_tensor(contract.STOP_WORDS, "BYTES", words))
     if params.seed is not None:
         inputs.append(_tensor(contract.RANDOM_SEED, "UINT64", np.array([[params.seed]], dtype=np.uint64)))
+    if params.guide is not None:
+        guide_type = np.array([[params.guide.type.encode("utf-8")]], dtype=np.object_)
+        inputs.append(_tensor(contract.GUIDED_DECODING_GUIDE_TYPE, "BYTES", guide_type))
+        if params.guide.text:
+            guide = np.array([[params.guide.text.encode("utf-8")]], dtype=np.object_)
+            inputs.append(_tensor(contract.GUIDED_DECODING_GUIDE, "BYTES", guide))
+    if params.logprobs is not None:
+        _check_range(contract.TOP_LOGPROBS, params.logprobs, contract.MAX_TOP_LOGPROBS)
+        inputs.append(_tensor(contract.RETURN_LOG_PROBS, "BOOL", np.array([[True]], dtype=bool)))
+        top = np.array([[params.logprobs]], dtype=np.int32)
+        inputs.append(_tensor(contract.TOP_LOGPROBS, "INT32", top))
     if image is not None:
         pixels = np.frombuffer(image, dtype=np.uint8).reshape(1, -1)
         inputs.append(_tensor(contract.IMAGE_BYTES_INPUT, "UINT8", pixels))
@@ -114,16 +138,18 @@ class TritonInference(Protocol):
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
         *,
         turns: Sequence[tuple[str, str]] | None = None,
         usage: ReportedUsage | None = None,
     ) -> AsyncGenerator[str, None]:
         """Text deltas of one streamed completion; closing the generator cancels it.
 
-        `prompt` is the rendered conversation (what Triton takes); `turns` the same conversation
-        as (role, content) pairs, for an engine that applies its own chat template (a remote
-        OpenAI-compatible endpoint). An engine that counts tokens puts them into `usage`.
-        """
+        With `params.logprobs` set, the tokens' log probabilities of each response are appended
+        to `logprobs` (OpenAI's entries) before its delta is yielded. `prompt` is the rendered
+        conversation (what Triton takes); `turns` the same conversation as (role, content) pairs,
+        for an engine that applies its own chat template (a remote OpenAI-compatible endpoint).
+        An engine that counts tokens puts them into `usage`."""
         ...
 
     async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str: ...
@@ -163,6 +189,7 @@ class TritonGateway:
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
         *,
         turns: Sequence[tuple[str, str]] | None = None,
         usage: ReportedUsage | None = None,
@@ -181,10 +208,13 @@ class TritonGateway:
         """
         finished = asyncio.Event()
         request_id = request_id or uuid.uuid4().hex
+        outputs = [InferRequestedOutput(contract.TEXT_OUTPUT)]
+        if params.logprobs is not None:
+            outputs.append(InferRequestedOutput(contract.LOGPROBS_OUTPUT))
         request: dict[str, object] = {
             "model_name": model,
             "inputs": chat_inputs(prompt, params, image=image),
-            "outputs": [InferRequestedOutput(contract.TEXT_OUTPUT)],
+            "outputs": outputs,
             "request_id": request_id,
         }
 
@@ -206,6 +236,8 @@ class TritonGateway:
                 if error is not None:
                     raise ModelUnavailableError(f"model {model} failed: {error.message()}")
                 response = result.get_response()
+                if logprobs is not None:
+                    logprobs.extend(_logprobs_output(response))
                 delta = _text_output(response)
                 if delta:
                     if recording:
@@ -330,6 +362,7 @@ class TritonRouter:
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
         *,
         turns: Sequence[tuple[str, str]] | None = None,
         usage: ReportedUsage | None = None,
@@ -337,7 +370,7 @@ class TritonRouter:
         url = self._route(model)
         gateway = self._acquire(url)
         try:
-            deltas = gateway.stream_text(model, prompt, params, request_id, image=image)
+            deltas = gateway.stream_text(model, prompt, params, request_id, image=image, logprobs=logprobs)
             async with aclosing(deltas):
                 async for delta in deltas:
                     yield delta
@@ -407,6 +440,17 @@ def _text_output(response: Any) -> str:
             size = int.from_bytes(raw[:4], "little")
             return str(raw[4 : 4 + size].decode("utf-8"))
     return ""
+
+
+def _logprobs_output(response: Any) -> list[dict[str, Any]]:
+    """The log-probability entries of a response: its `logprobs` JSON list, if it has one."""
+    for index, output in enumerate(response.outputs):
+        if output.name == contract.LOGPROBS_OUTPUT:
+            raw = response.raw_output_contents[index]
+            size = int.from_bytes(raw[:4], "little")
+            entries: list[dict[str, Any]] = json.loads(raw[4 : 4 + size]) if size else []
+            return entries
+    return []
 
 
 def _rpc_message(exc: grpc.RpcError) -> str:

@@ -23,6 +23,21 @@ STOP_WORDS: Final = "stop_words"
 END_ID: Final = "end_id"
 RANDOM_SEED: Final = "random_seed"
 EXCLUDE_INPUT_IN_OUTPUT: Final = "exclude_input_in_output"
+# Structured outputs, as TensorRT-LLM's backend names them: the guide type ("json",
+# "json_schema", "regex", "ebnf_grammar") and the guide (the schema, regex or grammar text).
+GUIDED_DECODING_GUIDE_TYPE: Final = "guided_decoding_guide_type"
+GUIDED_DECODING_GUIDE: Final = "guided_decoding_guide"
+GUIDE_JSON: Final = "json"
+GUIDE_JSON_SCHEMA: Final = "json_schema"
+# Log probabilities (the CPU chat model only; see docs/openai.md for the GPU path):
+# `return_log_probs` is TensorRT-LLM's input name, `top_logprobs` (0 to 20 alternatives per
+# token) is kubechat's. Each response then carries `logprobs`: a JSON list, one entry per token
+# generated since the previous response ({"token", "bytes", "logprob", "top_logprobs"}, OpenAI's
+# shape), as a BYTES tensor beside `text_output`.
+RETURN_LOG_PROBS: Final = "return_log_probs"
+TOP_LOGPROBS: Final = "top_logprobs"
+LOGPROBS_OUTPUT: Final = "logprobs"
+MAX_TOP_LOGPROBS: Final = 20
 # Chat output: one text delta per streamed response.
 TEXT_OUTPUT: Final = "text_output"
 
@@ -63,8 +78,16 @@ CHAT_INPUTS: Final = (
     TensorSpec(END_ID, "TYPE_INT32", (1,), optional=True),
     TensorSpec(RANDOM_SEED, "TYPE_UINT64", (1,), optional=True),
     TensorSpec(EXCLUDE_INPUT_IN_OUTPUT, "TYPE_BOOL", (1,), optional=True),
+    TensorSpec(GUIDED_DECODING_GUIDE_TYPE, "TYPE_STRING", (1,), optional=True),
+    TensorSpec(GUIDED_DECODING_GUIDE, "TYPE_STRING", (1,), optional=True),
 )
 CHAT_OUTPUTS: Final = (TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),)
+# The CPU chat models' extension of the contract (the TensorRT-LLM ensemble does not carry it).
+LOGPROB_INPUTS: Final = (
+    TensorSpec(RETURN_LOG_PROBS, "TYPE_BOOL", (1,), optional=True),
+    TensorSpec(TOP_LOGPROBS, "TYPE_INT32", (1,), optional=True),
+)
+LOGPROB_OUTPUTS: Final = (TensorSpec(LOGPROBS_OUTPUT, "TYPE_STRING", (-1,)),)
 # A vision model takes the chat inputs plus the image (required) and answers like a chat model.
 VISION_INPUTS: Final = (*CHAT_INPUTS, TensorSpec(IMAGE_BYTES_INPUT, "TYPE_UINT8", (-1,)))
 

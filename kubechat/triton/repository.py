@@ -108,11 +108,16 @@ def render_python_model(model: ChatModel, artifacts: ModelArtifacts) -> Rendered
         )
         params["checkpoint_dir"] = artifacts.checkpoint_dir
     else:
-        inputs = contract.VISION_INPUTS if backend is Backend.TESSERACT else contract.CHAT_INPUTS
+        inputs: tuple[contract.TensorSpec, ...] = (
+            contract.VISION_INPUTS if backend is Backend.TESSERACT else contract.CHAT_INPUTS
+        )
+        outputs: tuple[contract.TensorSpec, ...] = contract.CHAT_OUTPUTS
+        if backend is Backend.TRANSFORMERS:  # log probabilities from its decoding loop
+            inputs, outputs = inputs + contract.LOGPROB_INPUTS, outputs + contract.LOGPROB_OUTPUTS
         body = (
             "model_transaction_policy {\n  decoupled: true\n}\n"
             + _tensor_block("input", inputs)
-            + _tensor_block("output", contract.CHAT_OUTPUTS)
+            + _tensor_block("output", outputs)
         )
         params["max_output_tokens"] = str(spec.engine.max_output_tokens)
         if backend is Backend.TESSERACT:
@@ -159,6 +164,7 @@ WEIGHTS_DIR = f"{MODELS_ROOT}/weights"  # huggingFace/s3 sources are fetched her
 TOKENIZER_DIR = f"{MODELS_ROOT}/tokenizer"  # spec.tokenizer, when fetched separately
 ENGINE_DIR = f"{MODELS_ROOT}/engine"  # the engine built at start-up
 REPOSITORY_DIR = f"{MODELS_ROOT}/repository"  # the Triton model repository tritonserver serves
+XGRAMMAR_TOKENIZER_INFO = f"{MODELS_ROOT}/xgrammar/xgrammar_tokenizer_info.json"
 STATE_DIR = f"{MODELS_ROOT}/state"  # CPU models: exported tokenizers and other prepared files
 SOURCE_PVC_DIR = "/mnt/source"  # a pvc source, mounted read-only
 TOKENIZER_PVC_DIR = "/mnt/tokenizer"  # a pvc tokenizer, mounted read-only
@@ -371,6 +377,9 @@ _TRTLLM_IN = {
     # kubechat's contract keeps the older ensemble name; the backend's input is `seed`.
     "seed": contract.RANDOM_SEED,
     "streaming": contract.STREAM,
+    # Structured outputs: TensorRT-LLM's guided decoding (xgrammar), the engine the CPU model uses.
+    "guided_decoding_guide_type": contract.GUIDED_DECODING_GUIDE_TYPE,
+    "guided_decoding_guide": contract.GUIDED_DECODING_GUIDE,
 }
 _TRTLLM_OUT = {"output_ids": "_TOKENS_BATCH", "sequence_length": "_SEQUENCE_LENGTH"}
 _POSTPROCESSING_IN = {"TOKENS_BATCH": "_TOKENS_BATCH", "SEQUENCE_LENGTH": "_SEQUENCE_LENGTH"}
@@ -410,6 +419,9 @@ class TensorrtLlmPaths:
     checkpoint_dir: str  # what the source puts in the pod (a checkpoint, or a prebuilt engine)
     engine_dir: str
     tokenizer_dir: str
+    # The tokenizer's vocabulary as xgrammar reads it, written by the build-engine step: the C++
+    # backend's guided decoding needs it (NVIDIA's generate_xgrammar_tokenizer_info.py output).
+    xgrammar_tokenizer_info: str = XGRAMMAR_TOKENIZER_INFO
 
 
 def pod_source_dir(source: ModelSource, fetched_dir: str, pvc_dir: str) -> str:
@@ -543,6 +555,9 @@ def render_tensorrtllm_models(model: ChatModel) -> list[RenderedModel]:
                 "cancellation_check_period_ms": "100",
                 "executor_worker_path": "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker",
                 "tokenizer_dir": paths.tokenizer_dir,
+                # Structured outputs (response_format): the guided_decoding_* inputs are enforced.
+                "guided_decoding_backend": "xgrammar",
+                "xgrammar_tokenizer_info_path": paths.xgrammar_tokenizer_info,
             }
         )
     )

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 from kubechat.api.app import chat_config, create_app
 from kubechat.api.dependencies import Services, get_services
 from kubechat.api.settings import Settings
+from kubechat.chat.embeddings import EmbeddingService
 from kubechat.chat.service import ChatService
 from kubechat.images.vision import VisionService
 from tests.conftest import ALICE_KEY, BOB_KEY, EXAMPLE_MODELS, TEST_KNOWLEDGE_BASES
@@ -63,7 +64,8 @@ def api(tmp_path: Path) -> Iterator[InProcessApi]:
         vision = VisionService(real.catalog, triton, real.images, settings.vision_model)
         chat = ChatService(chat_config(settings), real.catalog, real.store, triton, knowledge, vision, tools)
         # The router stays for /ready; chat and vision, all that answers, use the script.
-        services = replace(real, vision=vision, chat=chat)
+        embeddings = EmbeddingService(real.catalog, triton)
+        services = replace(real, vision=vision, chat=chat, embeddings=embeddings)
         app.dependency_overrides[get_services] = lambda: services
         yield InProcessApi(client, triton, tools, knowledge, services)
 

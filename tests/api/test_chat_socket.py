@@ -75,7 +75,12 @@ def test_a_model_failure_is_an_error_frame_then_done_failed(api: InProcessApi) -
         socket.receive_json()
         socket.send_json({"type": "message", "content": "go"})
         *_, error, done = turn(socket)
-    body = {"code": "model_unavailable", "message": "model synthetic failed: gone", "type": "server_error"}
+    body = {
+        "code": "model_unavailable",
+        "message": "model synthetic failed: gone",
+        "type": "server_error",
+        "param": None,
+    }
     assert error == {"type": "error", "message_id": done["message_id"], "error": body}
     assert done["status"] == "failed"
     assert api.messages(session)[-1]["error_code"] == "model_unavailable"

@@ -191,14 +191,21 @@ def cluster_api(tmp_path: Path) -> Iterator[KnowledgeApi]:
 
 
 def test_each_principal_lists_what_it_may_read(api: KnowledgeApi) -> None:
-    alice = {kb["name"]: kb for kb in api.get("/knowledge-bases")}
+    alice = {kb["name"]: kb for kb in api.get("/knowledge-bases")["items"]}
     assert sorted(alice) == ["handbook", "misdeclared"]
     handbook = alice["handbook"]
     assert handbook["ready"] and handbook["writable"] and handbook["reason"] == ""
     assert (handbook["dimensions"], handbook["chunk_size"], handbook["chunks"]) == (384, 64, 0)
-    bob = {kb["name"]: kb for kb in api.get("/knowledge-bases", BOB_KEY)}
+    bob = {kb["name"]: kb for kb in api.get("/knowledge-bases", BOB_KEY)["items"]}
     assert sorted(bob) == ["handbook", "private"]
     assert not bob["handbook"]["writable"] and bob["private"]["writable"]
+
+
+def test_knowledge_bases_are_listed_page_by_page_by_name(api: KnowledgeApi) -> None:
+    first = api.get("/knowledge-bases", limit=1)
+    assert [kb["name"] for kb in first["items"]] == ["handbook"] and first["next_cursor"]
+    rest = api.get("/knowledge-bases", limit=1, cursor=first["next_cursor"])
+    assert [kb["name"] for kb in rest["items"]] == ["misdeclared"] and rest["next_cursor"] is None
 
 
 def test_what_one_may_not_read_does_not_exist(api: KnowledgeApi) -> None:
@@ -265,10 +272,10 @@ def test_documents_are_listed_page_by_page(api: KnowledgeApi) -> None:
         ]
     }
     first = api.get(f"{HANDBOOK}/documents", limit=2)
-    assert len(first["documents"]) == 2 and first["next_cursor"]
+    assert len(first["items"]) == 2 and first["next_cursor"]
     rest = api.get(f"{HANDBOOK}/documents", limit=2, cursor=first["next_cursor"])
     assert rest["next_cursor"] is None
-    assert {d["id"] for d in first["documents"] + rest["documents"]} == ids
+    assert {d["id"] for d in first["items"] + rest["items"]} == ids
     bad = api.client.get(f"{HANDBOOK}/documents", params={"cursor": "not-a-cursor"}, headers=auth())
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
 

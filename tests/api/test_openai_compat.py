@@ -81,6 +81,7 @@ def test_a_failure_after_the_stream_started_is_reported_in_band(api: InProcessAp
             "code": "model_unavailable",
             "message": "model synthetic failed: gone",
             "type": "server_error",
+            "param": None,
         }
     }
     assert done == "[DONE]"
@@ -143,3 +144,221 @@ def test_calls_of_the_clients_tools_are_handed_back(api: InProcessApi) -> None:
     assert (streamed["index"], streamed["function"]["name"]) == (0, "get_weather")
     assert deltas[-1]["finish_reason"] == "tool_calls"
     assert api.tools.calls == []  # the client runs its own tools
+
+
+# Every field OpenAI defines that kubechat does not do: refused with a 400 naming it.
+UNSUPPORTED: list[tuple[dict[str, Any], str, str]] = [
+    ({"n": 2}, "n", "unsupported_value"),
+    ({"frequency_penalty": 0.5}, "frequency_penalty", "unsupported_parameter"),
+    ({"presence_penalty": -1.0}, "presence_penalty", "unsupported_parameter"),
+    ({"logit_bias": {"42": 5}}, "logit_bias", "unsupported_parameter"),
+    ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice", "unsupported_value"),
+    (
+        {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+        "tool_choice",
+        "unsupported_value",
+    ),
+    ({"tools": [WEATHER], "parallel_tool_calls": False}, "parallel_tool_calls", "unsupported_value"),
+    ({"store": True}, "store", "unsupported_value"),
+    ({"service_tier": "flex"}, "service_tier", "unsupported_value"),
+    ({"modalities": ["text", "audio"]}, "modalities", "unsupported_value"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio", "unsupported_parameter"),
+    ({"reasoning_effort": "low"}, "reasoning_effort", "unsupported_parameter"),
+    ({"prediction": {"type": "content", "content": "x"}}, "prediction", "unsupported_parameter"),
+    ({"functions": [{"name": "f", "parameters": {}}]}, "functions", "unsupported_parameter"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param", "code"), UNSUPPORTED, ids=[u[1] for u in UNSUPPORTED])
+def test_unsupported_fields_are_refused_naming_them(
+    api: InProcessApi, client: openai.OpenAI, fields: dict[str, Any], param: str, code: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="tool-caller", messages=QUESTION, **fields)
+    assert (refused.value.param, refused.value.code) == (param, code)
+    assert refused.value.type == "invalid_request_error"
+    assert param in refused.value.message
+    assert api.triton.requests == []  # refused before any generation
+
+
+def test_defaults_sent_explicitly_are_accepted(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="synthetic", messages=QUESTION, n=1, frequency_penalty=0, presence_penalty=0,
+        logprobs=False, store=False, service_tier="auto", modalities=["text"], logit_bias={},
+        parallel_tool_calls=True, user="u-1", metadata={"k": "v"}, response_format={"type": "text"},
+    )  # fmt: skip
+    assert reply.choices[0].message.content == "Hello there."
+
+
+def test_validation_errors_are_openai_400s_naming_the_field(api: InProcessApi, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as hot:
+        client.chat.completions.create(model="synthetic", messages=QUESTION, temperature=9)
+    assert (hot.value.param, hot.value.code) == ("temperature", "invalid_request")
+    with pytest.raises(openai.BadRequestError) as nested:
+        client.chat.completions.create(model="synthetic", messages=[{"role": "wizard", "content": "hi"}])  # type: ignore[misc,list-item]
+    assert nested.value.param == "messages[0].role"
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.chat.completions.create(model="synthetic", messages=QUESTION, extra_body={"best_of": 3})
+    assert (unknown.value.param, unknown.value.code) == ("best_of", "unknown_parameter")
+    assert unknown.value.body == {
+        "message": "Unrecognized request argument supplied: best_of",
+        "type": "invalid_request_error",
+        "param": "best_of",
+        "code": "unknown_parameter",
+    }
+    # The raw body is exactly OpenAI's error object.
+    raw = api.client.post("/v1/chat/completions", json={"model": "synthetic", "messages": QUESTION, "n": "2"})
+    assert raw.status_code == 400
+    assert raw.json() == {
+        "error": {
+            "message": "n: Input should be a valid integer",
+            "type": "invalid_request_error",
+            "param": "n",
+            "code": "invalid_request",
+        }
+    }
+    # Outside /v1 the API keeps its 422, in the same shape.
+    session = api.client.patch("/sessions/x", json={"title": 5})
+    assert session.status_code == 422 and session.json()["error"]["param"] == "title"
+
+
+def test_models_are_listed_and_retrieved(client: openai.OpenAI) -> None:
+    listed = sorted(m.id for m in client.models.list())
+    assert listed == ["minilm", "smollm2", "synthetic", "tool-caller"]  # chat and embeddings
+    model = client.models.retrieve("smollm2")
+    assert (model.id, model.object, model.owned_by) == ("smollm2", "model", "kubechat")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-9")
+    assert (missing.value.code, missing.value.param) == ("model_not_found", "model")
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("ocr")  # the vision model is reached through chat, not /v1
+
+
+def test_a_path_v1_does_not_serve_is_an_openai_404(api: InProcessApi) -> None:
+    response = api.client.post("/v1/completions", json={"model": "synthetic", "prompt": "hi"})
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "message": "no route /v1/completions",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "not_found",
+        }
+    }
+
+
+def test_embeddings_in_both_encodings(client: openai.OpenAI, api: InProcessApi) -> None:
+    floats = client.embeddings.create(model="minilm", input=["a", "b c"], encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1]
+    assert floats.data[0].embedding == [1.0, 1.0, 1.0, 1.0]  # the scripted embedder's vector
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens > 0
+    # The client's default asks for base64 and decodes it: the same floats come back.
+    decoded = client.embeddings.create(model="minilm", input="a")
+    assert decoded.data[0].embedding == [1.0, 1.0, 1.0, 1.0]
+    raw = api.client.post(
+        "/v1/embeddings", json={"model": "minilm", "input": "a", "encoding_format": "base64"}
+    )
+    assert raw.json()["data"][0]["embedding"] == "AACAPwAAgD8AAIA/AACAPw=="  # four little-endian 1.0f
+    assert client.embeddings.create(model="minilm", input="a", dimensions=4).data[0].embedding
+
+
+EMBEDDING_REFUSALS: list[tuple[dict[str, Any], type[openai.APIStatusError], str | None, str]] = [
+    ({"dimensions": 3}, openai.BadRequestError, "dimensions", "unsupported_value"),
+    ({"input": [[1, 2, 3]]}, openai.BadRequestError, "input", "unsupported_value"),
+    ({"input": [1, 2, 3]}, openai.BadRequestError, "input", "unsupported_value"),
+    ({"input": ""}, openai.BadRequestError, "input", "invalid_request"),
+    ({"input": []}, openai.BadRequestError, "input", "invalid_request"),
+    ({"input": ["x"] * 2049}, openai.BadRequestError, "input", "invalid_request"),
+    ({"encoding_format": "int8"}, openai.BadRequestError, "encoding_format", "invalid_request"),
+    ({"model": "smollm2"}, openai.NotFoundError, "model", "model_not_found"),
+]
+
+
+@pytest.mark.parametrize(("fields", "error", "param", "code"), EMBEDDING_REFUSALS)
+def test_embedding_requests_kubechat_cannot_honour_are_refused(
+    client: openai.OpenAI, fields: dict[str, Any], error: type[openai.APIStatusError], param: str, code: str
+) -> None:
+    with pytest.raises(error) as refused:
+        client.embeddings.create(**{"model": "minilm", "input": "a", **fields})
+    assert (refused.value.param, refused.value.code) == (param, code)
+
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def test_response_formats_reach_the_engine_as_guides(api: InProcessApi, client: openai.OpenAI) -> None:
+    client.chat.completions.create(
+        model="smollm2", messages=QUESTION, response_format={"type": "json_object"}
+    )
+    person: Any = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    client.chat.completions.create(model="smollm2", messages=QUESTION, response_format=person)
+    client.chat.completions.create(model="smollm2", messages=QUESTION, response_format={"type": "text"})
+    guides = [r.params.guide for r in api.triton.requests]
+    assert guides[0] is not None and (guides[0].type, json.loads(guides[0].text)) == (
+        "json_schema",
+        {"type": "object"},
+    )
+    assert guides[1] is not None and json.loads(guides[1].text) == PERSON
+    assert guides[2] is None
+
+
+@pytest.mark.parametrize("model", ["synthetic", "tool-caller"])
+def test_a_model_that_cannot_enforce_a_response_format_refuses_it(
+    api: InProcessApi, client: openai.OpenAI, model: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model=model, messages=QUESTION, response_format={"type": "json_object"}
+        )
+    assert (refused.value.param, refused.value.code) == ("response_format", "unsupported_value")
+    assert api.triton.requests == []
+
+
+def test_a_schema_that_is_no_json_schema_is_refused(api: InProcessApi, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="smollm2", messages=QUESTION,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}},
+        )  # fmt: skip
+    assert refused.value.param == "response_format.json_schema.schema"
+    nameless_format: Any = {"type": "json_schema", "json_schema": {"schema": PERSON}}
+    with pytest.raises(openai.BadRequestError) as nameless:
+        client.chat.completions.create(model="smollm2", messages=QUESTION, response_format=nameless_format)
+    assert nameless.value.param == "response_format.json_schema.name"
+    assert api.triton.requests == []
+
+
+def test_logprobs_come_with_the_answer_and_with_each_chunk(api: InProcessApi, client: openai.OpenAI) -> None:
+    plain = client.chat.completions.create(model="smollm2", messages=QUESTION, logprobs=True, top_logprobs=2)
+    assert api.triton.requests[-1].params.logprobs == 2
+    choice = plain.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    assert [e.token for e in choice.logprobs.content] == ["Hello", " there", "."]
+    assert all(e.logprob == -0.5 and len(e.top_logprobs) == 2 for e in choice.logprobs.content)
+
+    stream = client.chat.completions.create(
+        model="smollm2", messages=QUESTION, logprobs=True, top_logprobs=0, stream=True
+    )
+    scored = [(c.choices[0].delta.content, c.choices[0].logprobs) for c in stream if c.choices]
+    assert [(text, [e.token for e in lp.content or []]) for text, lp in scored if lp] == [
+        ("Hello", ["Hello"]), (" there", [" there"]), (".", ["."]),
+    ]  # fmt: skip
+    # Without logprobs the answer carries none.
+    assert client.chat.completions.create(model="smollm2", messages=QUESTION).choices[0].logprobs is None
+
+
+def test_logprobs_are_refused_where_the_model_cannot_give_them(
+    api: InProcessApi, client: openai.OpenAI
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="synthetic", messages=QUESTION, logprobs=True)
+    assert (refused.value.param, refused.value.code) == ("logprobs", "unsupported_parameter")
+    with pytest.raises(openai.BadRequestError) as alone:
+        client.chat.completions.create(model="smollm2", messages=QUESTION, top_logprobs=2)
+    assert alone.value.param == "top_logprobs"
+    assert api.triton.requests == []

@@ -15,7 +15,11 @@ from tests.api.conftest import InProcessApi, receive_json
 from tests.api.conftest import turn_frames as turn
 
 QUESTION = [{"role": "user", "content": "Name three colours."}]
-INTERNAL = {"code": "internal_error", "message": "an internal error occurred; it has been logged"}
+INTERNAL = {
+    "code": "internal_error",
+    "message": "an internal error occurred; it has been logged",
+    "param": None,
+}
 
 
 @pytest.mark.parametrize("failure", [OverflowError("Python int too large to convert"), RuntimeError("bug")])

@@ -150,4 +150,4 @@ def test_a_text_file_that_stops_being_utf8_after_its_head_is_refused_at_upload(a
     response = api.client.post(path, files=[("files", ("late.txt", late))], headers=auth())
     assert error(response) == (415, "unsupported_media_type")
     assert "not UTF-8" in response.json()["error"]["message"]
-    assert api.client.get(path, headers=auth()).json()["documents"] == []
+    assert api.client.get(path, headers=auth()).json()["items"] == []

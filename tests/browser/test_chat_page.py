@@ -224,7 +224,7 @@ def test_documents_uploaded_in_the_page_are_indexed_and_cited(
     dialog.get_by_role("button", name="Delete", exact=True).click()
     expect(dialog.locator("tr[data-document='hostile.md']")).to_have_count(0)
     listed = httpx.get(f"{web_api.url}/knowledge-bases/handbook/documents", headers=auth()).json()
-    assert "hostile.md" not in {d["name"] for d in listed["documents"]}
+    assert "hostile.md" not in {d["name"] for d in listed["items"]}
 
 
 def test_an_attached_image_shows_what_the_model_was_told(web_api: ApiProcess, open_page: OpenPage) -> None:
@@ -299,6 +299,20 @@ def test_local_mode_asks_for_nothing(local_api: ApiProcess, open_page: OpenPage)
     answer = wait_done(page)
     expect(answer.locator(".markdown")).to_have_text("token0 token1 token2 token3 token4")
     assert page.get_by_role("button", name="Sign out").count() == 0
+
+
+def test_the_model_picker_offers_the_chat_model_and_sets_development_models_apart(
+    local_api: ApiProcess, open_page: OpenPage
+) -> None:
+    """Issue 20: the benchmark and test models were offered beside the chat model as its equals."""
+    page = open_page(local_api, key=None)
+    picker = page.get_by_label("Model", exact=True)
+    expect(picker).to_have_value("smollm2")  # the default chat model is preselected
+    apart = picker.locator("optgroup[label='For development and benchmarks'] > option")
+    expect(apart).to_have_count(2)
+    assert sorted(apart.evaluate_all("options => options.map(o => o.value)")) == ["synthetic", "tool-caller"]
+    for_people = picker.locator(":scope > option")
+    assert for_people.evaluate_all("options => options.map(o => o.value)") == ["smollm2"]
 
 
 def test_a_dropped_socket_reconnects_and_shows_the_stored_history(

@@ -17,6 +17,7 @@ from kubechat.core.errors import (
     CorruptImageError,
     DecompressionBombError,
     ImageNotFoundError,
+    InvalidRequestError,
     StorageUnavailableError,
     UnsupportedImageError,
 )
@@ -125,7 +126,7 @@ async def test_upload_round_trip(images: ImageService, store: RecordingStore) ->
         assert image.format == "PNG" and image.size == (256, 160)
     with Image.open(io.BytesIO(await images.thumbnail(ALICE, record.id))) as thumbnail:
         assert thumbnail.format == "JPEG" and thumbnail.size == (32, 20)
-    assert await images.list(ALICE) == [record]
+    assert (await images.list(ALICE, 10)).items == [record]
     # Written in the order that makes meta.json the commit.
     assert [key.rpartition("/")[2] for key in store.puts] == ["image.png", "thumbnail.jpg", "meta.json"]
 
@@ -138,7 +139,7 @@ async def test_same_picture_again_is_a_duplicate(images: ImageService, store: Re
 
     assert duplicate and again == first  # the first name and time are kept
     assert len(store.puts) == writes  # nothing rewritten
-    assert await images.list(ALICE) == [first]
+    assert (await images.list(ALICE, 10)).items == [first]
     # The same pixels in another format are the same image too.
     from_gif, duplicate = await images.upload(ALICE, "red.gif", picture((255, 0, 0), image_format="GIF"))
     assert duplicate and from_gif.id == first.id
@@ -147,7 +148,7 @@ async def test_same_picture_again_is_a_duplicate(images: ImageService, store: Re
 async def test_principals_do_not_see_each_others_images(images: ImageService, store: RecordingStore) -> None:
     record, _ = await images.upload(ALICE, "red.png", RED)
 
-    assert await images.list(BOB) == []
+    assert (await images.list(BOB, 10)).items == []
     for read in (images.get, images.content, images.thumbnail, images.delete):
         with pytest.raises(ImageNotFoundError) as caught:
             await read(BOB, record.id)
@@ -170,8 +171,8 @@ async def test_any_principal_gets_a_safe_prefix(
 ) -> None:
     record, _ = await images.upload(principal, "red.png", RED)
     assert await store.list_keys("images/") == keys_of(principal, record.id)
-    assert await images.list(principal) == [record]
-    assert await images.list(ALICE) == []
+    assert (await images.list(principal, 10)).items == [record]
+    assert (await images.list(ALICE, 10)).items == []
 
 
 @pytest.mark.parametrize(
@@ -213,7 +214,7 @@ async def test_a_failed_write_leaves_no_image(
         await images.upload(ALICE, "red.png", RED)
 
     assert await store.list_keys("images/") == []
-    assert await images.list(ALICE) == []
+    assert (await images.list(ALICE, 10)).items == []
     store.fail_put_of = None
     record, duplicate = await images.upload(ALICE, "red.png", RED)
     assert not duplicate and await images.get(ALICE, record.id) == record
@@ -227,7 +228,7 @@ async def test_bytes_without_a_record_are_not_an_image(images: ImageService, sto
     for read in (images.get, images.content, images.thumbnail, images.delete):
         with pytest.raises(ImageNotFoundError):
             await read(ALICE, record.id)
-    assert await images.list(ALICE) == []
+    assert (await images.list(ALICE, 10)).items == []
     again, duplicate = await images.upload(ALICE, "red.png", RED)
     assert not duplicate and again.id == record.id
 
@@ -242,7 +243,15 @@ async def test_list_is_newest_first(
     ]
     await images.upload(BOB, "bob.png", GREEN)
 
-    assert await images.list(ALICE) == uploaded[::-1]
+    everything = await images.list(ALICE, 10)
+    assert everything.items == uploaded[::-1] and everything.next_cursor is None
+    # Pages of two: the newest two and a cursor, then the oldest and none.
+    first = await images.list(ALICE, 2)
+    assert first.items == uploaded[:0:-1] and first.next_cursor
+    rest = await images.list(ALICE, 2, first.next_cursor)
+    assert rest.items == uploaded[:1] and rest.next_cursor is None
+    with pytest.raises(InvalidRequestError):
+        await images.list(ALICE, 2, "not-a-cursor")
 
 
 async def test_delete_removes_everything(images: ImageService, store: RecordingStore) -> None:
@@ -255,7 +264,7 @@ async def test_delete_removes_everything(images: ImageService, store: RecordingS
     for read in (images.get, images.content, images.thumbnail, images.delete):
         with pytest.raises(ImageNotFoundError):
             await read(ALICE, record.id)
-    assert await images.list(ALICE) == [kept]
+    assert (await images.list(ALICE, 10)).items == [kept]
     again, duplicate = await images.upload(ALICE, "red.png", RED)
     assert not duplicate and again.id == record.id
 

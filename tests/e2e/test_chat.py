@@ -15,7 +15,7 @@ async def test_the_api_is_ready_with_every_example_model(http: httpx.AsyncClient
     ready = (await http.get("/ready")).json()
     assert ready["status"] == "ready", ready
     assert ready["discovery"] == {"chatmodels": "watching", "knowledgebases": "watching"}
-    models = {m["name"]: m for m in (await http.get("/models")).json()}
+    models = {m["name"]: m for m in (await http.get("/models")).json()["items"]}
     for name in ("smollm2", "minilm", "ocr"):
         assert models[name]["ready"], models[name]
 

@@ -150,7 +150,7 @@ class Cluster:
     async def models(self) -> dict[str, dict[str, Any]]:
         response = await self.http.get("/models")
         assert response.status_code == 200, response.text
-        return {m["name"]: m for m in response.json()}
+        return {m["name"]: m for m in response.json()["items"]}
 
     async def openai_models(self) -> list[str]:
         response = await self.http.get("/v1/models")
@@ -408,13 +408,13 @@ async def test_knowledge_base_lifecycle(cluster: Cluster) -> None:
     await operator.create_knowledge_base("handbook", HANDBOOK)
 
     async def listed() -> dict[str, Any] | None:
-        found = {kb["name"]: kb for kb in (await http.get("/knowledge-bases")).json()}
+        found = {kb["name"]: kb for kb in (await http.get("/knowledge-bases")).json()["items"]}
         return found.get("handbook")
 
     handbook = await eventually(listed, "handbook listed", within_s=DEADLINE_S)
     assert handbook["ready"] is False and "minilm" in handbook["reason"]
     private = await http.get("/knowledge-bases", headers=auth(BOB_KEY))
-    assert [kb["name"] for kb in private.json()] == ["handbook"]  # bob reads it
+    assert [kb["name"] for kb in private.json()["items"]] == ["handbook"]  # bob reads it
 
     await operator.create_model("minilm")
     await operator.model_status("minilm", ready_status(cluster.triton.grpc_url))
@@ -447,7 +447,7 @@ async def test_knowledge_base_lifecycle(cluster: Cluster) -> None:
 
 
 async def _no_knowledge_base(cluster: Cluster, name: str) -> bool:
-    return name not in [kb["name"] for kb in (await cluster.http.get("/knowledge-bases")).json()]
+    return name not in [kb["name"] for kb in (await cluster.http.get("/knowledge-bases")).json()["items"]]
 
 
 async def test_removing_a_knowledge_base_stops_its_ingestion_cleanly(

@@ -173,13 +173,13 @@ def _bomb() -> bytes:
 async def test_knowledge_base_images_are_checked_and_stored_without_metadata(
     http: httpx.AsyncClient, state_dir: Path
 ) -> None:
-    before = (await http.get("/knowledge-bases/handbook/documents")).json()["documents"]
+    before = (await http.get("/knowledge-bases/handbook/documents")).json()["items"]
     response = await http.post("/knowledge-bases/handbook/documents", files=[("files", ("big.png", _bomb()))])
     assert response.status_code == 413 and response.json()["error"]["code"] == "decompression_bomb"
     cut = text_image(["truncated"])[:2000]
     response = await http.post("/knowledge-bases/handbook/documents", files=[("files", ("cut.png", cut))])
     assert response.status_code == 400 and response.json()["error"]["code"] == "corrupt_image"
-    assert (await http.get("/knowledge-bases/handbook/documents")).json()["documents"] == before
+    assert (await http.get("/knowledge-bases/handbook/documents")).json()["items"] == before
 
     exif = Image.Exif()
     exif[0x010E] = "GPS 48.8584 N 2.2945 E secret-marker"  # ImageDescription

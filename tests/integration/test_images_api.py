@@ -88,7 +88,7 @@ async def test_upload_then_read(api: ApiProcess, http: httpx.AsyncClient) -> Non
     assert len(image["id"]) == 64
     metadata = (await http.get(f"/images/{image['id']}")).json()
     assert metadata == {k: v for k, v in image.items() if k != "duplicate"}
-    assert image["id"] in [i["id"] for i in (await http.get("/images")).json()]
+    assert image["id"] in [i["id"] for i in (await http.get("/images")).json()["items"]]
 
     content = await http.get(f"/images/{image['id']}/content")
     assert content.status_code == 200 and content.headers["content-type"] == "image/png"
@@ -115,12 +115,12 @@ async def test_same_picture_again_is_a_duplicate(http: httpx.AsyncClient) -> Non
     assert response.status_code == 201, response.text
     again = response.json()
     assert again["duplicate"] is True and again["id"] == first["id"] and again["name"] == "first.png"
-    assert [i["id"] for i in (await http.get("/images")).json()].count(first["id"]) == 1
+    assert [i["id"] for i in (await http.get("/images")).json()["items"]].count(first["id"]) == 1
 
 
 async def test_list_is_newest_first(http: httpx.AsyncClient) -> None:
     ids = [(await uploaded(http, picture((n, 100, 100)), f"{n}.png"))["id"] for n in (10, 11, 12)]
-    listed = [i["id"] for i in (await http.get("/images")).json()]
+    listed = [i["id"] for i in (await http.get("/images")).json()["items"]]
     assert [i for i in listed if i in ids] == ids[::-1]
 
 
@@ -129,7 +129,7 @@ async def test_another_principal_cannot_reach_an_image(
 ) -> None:
     image = await uploaded(http, picture((40, 50, 60)), "alices.png")
 
-    assert image["id"] not in [i["id"] for i in (await bob.get("/images")).json()]
+    assert image["id"] not in [i["id"] for i in (await bob.get("/images")).json()["items"]]
     for response in (
         await bob.get(f"/images/{image['id']}"),
         await bob.get(f"/images/{image['id']}/content"),
@@ -166,13 +166,13 @@ async def test_another_principal_cannot_reach_an_image(
 async def test_bad_images_are_refused_and_store_nothing(
     api: ApiProcess, http: httpx.AsyncClient, data: bytes, status: int, code: str
 ) -> None:
-    before, files_before = (await http.get("/images")).json(), stored_files(api)
+    before, files_before = (await http.get("/images")).json()["items"], stored_files(api)
 
     response = await upload(http, data, "bad.png", "image/png")
 
     assert response.status_code == status, response.text
     assert error_of(response) == code and response.json()["error"]["message"]
-    assert (await http.get("/images")).json() == before
+    assert (await http.get("/images")).json()["items"] == before
     assert stored_files(api) == files_before
 
 
@@ -243,7 +243,7 @@ async def test_delete(api: ApiProcess, http: httpx.AsyncClient) -> None:
         response = await http.get(f"/images/{image['id']}{path}")
         assert response.status_code == 404 and error_of(response) == "image_not_found"
     assert (await http.delete(f"/images/{image['id']}")).status_code == 404
-    assert image["id"] not in [i["id"] for i in (await http.get("/images")).json()]
+    assert image["id"] not in [i["id"] for i in (await http.get("/images")).json()["items"]]
     assert image["id"] not in {p.parent.name for p in stored_files(api)}
     # Deleted pictures can be uploaded again.
     again = await uploaded(http, picture((70, 80, 90)), "back.png")

@@ -92,7 +92,7 @@ async def test_upload_is_ingested(http: httpx.AsyncClient, handbook: dict[str, d
     assert notes["chunks"] == notes["chunks_indexed"] >= 2
     assert notes["uploaded_by"] == "alice" and notes["indexed_at"] >= notes["created_at"]
     listing = (await http.get(f"{HANDBOOK}/documents", params={"status": "indexed"})).json()
-    assert {d["id"] for d in listing["documents"]} >= {notes["id"], handbook["runbook"]["id"]}
+    assert {d["id"] for d in listing["items"]} >= {notes["id"], handbook["runbook"]["id"]}
     kb = (await http.get(HANDBOOK)).json()
     assert kb["ready"] and kb["writable"] and kb["dimensions"] == 384
     assert kb["chunks"] >= notes["chunks"] + handbook["runbook"]["chunks"]
@@ -170,7 +170,7 @@ async def test_readers_search_but_cannot_write(api: ApiProcess, handbook: Any) -
         refused = await upload(bob, "handbook", ("x.txt", b"bob was here"))
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
         assert (await bob.delete(f"{HANDBOOK}/documents/{handbook['notes']['id']}")).status_code == 403
-        names = {kb["name"] for kb in (await bob.get("/knowledge-bases")).json()}
+        names = {kb["name"] for kb in (await bob.get("/knowledge-bases")).json()["items"]}
         assert names == {"handbook", "private"}
 
 
@@ -182,7 +182,7 @@ async def test_other_principals_knowledge_base_is_invisible(http: httpx.AsyncCli
         await http.get("/knowledge-bases/nope/documents"),
     ):
         assert response.status_code == 404 and response.json()["error"]["code"] == "knowledge_base_not_found"
-    assert "private" not in {kb["name"] for kb in (await http.get("/knowledge-bases")).json()}
+    assert "private" not in {kb["name"] for kb in (await http.get("/knowledge-bases")).json()["items"]}
 
 
 @pytest.mark.parametrize(
@@ -275,14 +275,14 @@ async def test_reindex_document_and_knowledge_base(
     assert (await settled(http, "handbook", notes["id"]))["chunks"] == notes["chunks"]
     response = await http.post(f"{HANDBOOK}/reindex")
     assert response.status_code == 202 and response.json()["documents_queued"] >= 2
-    for document in (await http.get(f"{HANDBOOK}/documents", params={"limit": 200})).json()["documents"]:
+    for document in (await http.get(f"{HANDBOOK}/documents", params={"limit": 200})).json()["items"]:
         await settled(http, "handbook", document["id"])
     kb = (await http.get(HANDBOOK)).json()
     assert kb["ready"] and kb["documents"].get("queued", 0) == 0
     top = (await http.post(f"{HANDBOOK}/search", json={"query": "release codename"})).json()["sources"][0]
     assert top["document_id"] == notes["id"]
     # Nothing indexed twice across generations.
-    indexed_docs = (await http.get(f"{HANDBOOK}/documents", params={"status": "indexed"})).json()["documents"]
+    indexed_docs = (await http.get(f"{HANDBOOK}/documents", params={"status": "indexed"})).json()["items"]
     assert kb["chunks"] == sum(d["chunks"] for d in indexed_docs)
 
 

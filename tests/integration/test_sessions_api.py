@@ -21,7 +21,7 @@ async def test_session_lifecycle(http: httpx.AsyncClient) -> None:
     assert missing.status_code == 404
     assert missing.json() == {
         "error": {"code": "session_not_found", "message": f"session {session} not found",
-                  "type": "invalid_request_error"}
+                  "type": "invalid_request_error", "param": None}
     }  # fmt: skip
 
 
@@ -99,9 +99,11 @@ async def test_invalid_bodies_get_the_error_shape(http: httpx.AsyncClient) -> No
 
 
 async def test_models_lists_the_catalog(http: httpx.AsyncClient) -> None:
-    models = {m["name"]: m for m in (await http.get("/models")).json()}
+    models = {m["name"]: m for m in (await http.get("/models")).json()["items"]}
     assert set(models) == {"smollm2", "minilm", "synthetic", "ocr", "tool-caller"}
     assert models["smollm2"]["default"] and models["smollm2"]["ready"]
+    # The benchmark and test models are marked so.
+    assert {n for n, m in models.items() if m["purpose"] == "development"} == {"synthetic", "tool-caller"}
     assert models["minilm"]["capabilities"] == ["embeddings"]
     assert models["ocr"]["capabilities"] == ["vision"] and models["ocr"]["ready"]
     assert models["tool-caller"]["capabilities"] == ["chat", "tools"] and models["tool-caller"]["ready"]

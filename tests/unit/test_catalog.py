@@ -150,6 +150,22 @@ def test_default_model_is_the_first_chat_model() -> None:
     assert catalog.names() == ["embedder", "first", "second"]
 
 
+def test_a_development_model_is_never_the_default_while_a_chat_model_exists() -> None:
+    """Issue 20: the benchmark model listed first must not become what people chat with."""
+    bench = _entry(_model("bench", purpose="development"))
+    catalog = ModelCatalog([bench, _entry(_model("people"))])
+    assert catalog.default_model == "people"
+    assert catalog.get("bench").name == "bench"  # still callable by name
+    # Only development models: the first of them, rather than no default at all.
+    assert ModelCatalog([bench, _entry(_model("tests", purpose="development"))]).default_model == "bench"
+
+
+def test_the_purpose_defaults_to_general_and_refuses_anything_else() -> None:
+    assert _model("plain").spec.purpose == "general"
+    with pytest.raises(ValueError, match="purpose"):
+        _model("odd", purpose="entertainment")
+
+
 def test_configured_default_model_wins() -> None:
     """An explicit default model is used when a request names none."""
     assert _catalog("second").get(None).name == "second"

@@ -354,6 +354,9 @@ def test_init_steps_of_a_prebuilt_s3_engine(children: dict[str, Children]) -> No
     build = _env(_container(rendered, "build-engine"))
     assert build["KUBECHAT_PREBUILT"] == "true"
     assert build["KUBECHAT_ENGINE_DIR"] == WEIGHTS_DIR
+    # Even a prebuilt engine gets the tokenizer info guided decoding reads, from its own tokenizer.
+    assert build["KUBECHAT_TOKENIZER_DIR"] == TOKENIZER_DIR
+    assert build["KUBECHAT_XGRAMMAR_TOKENIZER_INFO"] == "/models/xgrammar/xgrammar_tokenizer_info.json"
 
 
 def test_pvc_source_is_mounted_read_only_not_fetched(children: dict[str, Children]) -> None:
@@ -533,14 +536,16 @@ def test_config_map_ships_the_build_engine_module_verbatim(children: dict[str, C
     assert children[name].config_map["data"][BUILD_SCRIPT_KEY] == BUILD_ENGINE_MODULE.read_text()
 
 
-def test_build_engine_module_needs_only_the_standard_library_and_tensorrt_llm() -> None:
+def test_build_engine_module_needs_only_the_standard_library_and_tensorrt_llms_image() -> None:
     """It runs under the TensorRT-LLM image's python3, where kubechat is not installed; its
     TensorRT-LLM imports are lazy, so the subprocess runs below cannot catch a stray import."""
     tree = ast.parse(BUILD_ENGINE_MODULE.read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     top_level = {name.partition(".")[0] for name in imported}
-    assert top_level - set(sys.stdlib_module_names) == {"tensorrt_llm"}
+    # transformers is TensorRT-LLM's own dependency, in the same image (the tokenizer loader of
+    # NVIDIA's generate_xgrammar_tokenizer_info.py, which write_xgrammar_tokenizer_info follows).
+    assert top_level - set(sys.stdlib_module_names) == {"tensorrt_llm", "transformers"}
 
 
 def _materialize_config_map(data: dict[str, str], items: list[dict[str, Any]], mount: Path) -> None:
@@ -574,6 +579,10 @@ def _run_build_script(
     _materialize_config_map(data, volume["configMap"]["items"], mount)
     env = _env(_container(children, "build-engine"))
     repository = tmp_path / "repository"
+    # Pretend the volume holds the tokenizer info of this spec (writing it needs TensorRT-LLM).
+    tokenizer_info = tmp_path / "xgrammar_tokenizer_info.json"
+    tokenizer_info.write_text("{}")
+    tokenizer_info.with_name(tokenizer_info.name + ".key").write_text(str(env["KUBECHAT_ENGINE_KEY"]))
     env |= {
         "KUBECHAT_REPOSITORY_SOURCE": str(
             mount / env["KUBECHAT_REPOSITORY_SOURCE"].removeprefix(CONFIG_DIR + "/")
@@ -581,6 +590,7 @@ def _run_build_script(
         "KUBECHAT_REPOSITORY_DIR": str(repository),
         "KUBECHAT_TEMPLATES_DIR": str(_fake_templates(tmp_path / "templates")),
         "KUBECHAT_ENGINE_DIR": str(tmp_path / "engine"),
+        "KUBECHAT_XGRAMMAR_TOKENIZER_INFO": str(tokenizer_info),
         **overrides,
     }
     script = mount / BUILD_SCRIPT_KEY

@@ -27,6 +27,7 @@ from kubechat.triton.repository import (
     TOKENIZER_DIR,
     TOKENIZER_PVC_DIR,
     WEIGHTS_DIR,
+    XGRAMMAR_TOKENIZER_INFO,
     ModelArtifacts,
     RenderedModel,
     RenderError,
@@ -104,14 +105,19 @@ def test_chat_models_follow_the_tensorrt_llm_contract(rendered: dict[str, Render
     assert config.backend == "python"
     assert config.model_transaction_policy.decoupled
     inputs = {t.name: t for t in config.input}
-    assert set(inputs) == {spec.name for spec in contract.CHAT_INPUTS}
-    for spec in contract.CHAT_INPUTS:
+    # The causal LM adds the log-probability extension (optional inputs, one more output).
+    scored = name == "smollm2"
+    extension = contract.LOGPROB_INPUTS if scored else ()
+    assert set(inputs) == {spec.name for spec in contract.CHAT_INPUTS + extension}
+    for spec in contract.CHAT_INPUTS + extension:
         tensor = inputs[spec.name]
         assert model_config_pb2.DataType.Name(tensor.data_type) == spec.data_type, spec.name
         assert tuple(tensor.dims) == spec.dims, spec.name
         assert tensor.optional == spec.optional, spec.name
-    assert [o.name for o in config.output] == [contract.TEXT_OUTPUT]
-    assert model_config_pb2.DataType.Name(config.output[0].data_type) == "TYPE_STRING"
+    assert [o.name for o in config.output] == [contract.TEXT_OUTPUT] + (
+        [contract.LOGPROBS_OUTPUT] if scored else []
+    )
+    assert {model_config_pb2.DataType.Name(o.data_type) for o in config.output} == {"TYPE_STRING"}
 
 
 def test_required_chat_inputs_are_the_text_and_max_tokens() -> None:
@@ -620,3 +626,26 @@ def test_tensorrtllm_renderer_refuses_other_backends_and_single_files(models: di
     model = _gpu_model(source={"huggingFace": {"repo": "x/y", "file": "model.gguf"}})
     with pytest.raises(RenderError, match="single file"):
         render_tensorrtllm_models(model)
+
+
+def test_tensorrtllm_enforces_structured_outputs_with_xgrammar() -> None:
+    """response_format reaches the engine as TensorRT-LLM's guided decoding inputs, and the engine
+    model is configured to enforce them (xgrammar, with the tokenizer info the pod writes)."""
+    configs = _configs(_gpu_model())
+    params = _params(configs["llama-trtllm"])
+    assert params["guided_decoding_backend"] == "xgrammar"
+    assert params["xgrammar_tokenizer_info_path"] == XGRAMMAR_TOKENIZER_INFO
+    trtllm_inputs = {t.name: t for t in configs["llama-trtllm"].input}
+    (engine_step,) = [s for s in configs["llama"].ensemble_scheduling.step if s.model_name == "llama-trtllm"]
+    for name in (contract.GUIDED_DECODING_GUIDE_TYPE, contract.GUIDED_DECODING_GUIDE):
+        assert engine_step.input_map[name] == name  # the ensemble input goes to the engine as is
+        assert model_config_pb2.DataType.Name(trtllm_inputs[name].data_type) == "TYPE_STRING"
+        assert trtllm_inputs[name].optional
+
+
+def test_cpu_chat_models_take_the_guided_decoding_inputs(rendered: dict[str, RenderedModel]) -> None:
+    """The same contract on the CPU models: the causal LM enforces it, the others refuse it."""
+    for name in ("smollm2", "synthetic", "tool-caller"):
+        inputs = {t.name: t for t in parse_model_config(rendered[name].config_pbtxt).input}
+        assert inputs[contract.GUIDED_DECODING_GUIDE_TYPE].optional, name
+        assert inputs[contract.GUIDED_DECODING_GUIDE].optional, name

@@ -11,7 +11,7 @@ import pytest
 
 from kubechat.chat.request import GenerationOptions
 from kubechat.triton import contract
-from kubechat.triton.client import SamplingParams, chat_inputs
+from kubechat.triton.client import Guide, SamplingParams, chat_inputs
 
 # The integer inputs and the range of their Triton types.
 INTEGER_TENSORS: dict[str, tuple[str, np.iinfo[Any]]] = {
@@ -59,3 +59,15 @@ def test_every_integer_option_the_api_accepts_fits_its_tensor(option: str) -> No
     schema = GenerationOptions.model_json_schema()["properties"][option]["anyOf"][0]
     _, limits = INTEGER_TENSORS[option]
     assert limits.min <= schema["minimum"] and schema["maximum"] <= limits.max
+
+
+def test_a_guide_travels_as_tensorrt_llms_guided_decoding_inputs() -> None:
+    schema = '{"type": "object"}'
+    built = tensors(SamplingParams(max_tokens=1, guide=Guide(contract.GUIDE_JSON_SCHEMA, schema)))
+    # BYTES elements: a 4-byte little-endian length, then the bytes.
+    assert built[contract.GUIDED_DECODING_GUIDE_TYPE]._get_content()[4:] == b"json_schema"
+    assert built[contract.GUIDED_DECODING_GUIDE]._get_content()[4:] == schema.encode()
+    plain_json = tensors(SamplingParams(max_tokens=1, guide=Guide(contract.GUIDE_JSON)))
+    assert contract.GUIDED_DECODING_GUIDE not in plain_json  # "json" has no guide text
+    unguided = tensors(SamplingParams(max_tokens=1))
+    assert contract.GUIDED_DECODING_GUIDE_TYPE not in unguided

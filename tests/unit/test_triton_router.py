@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +48,7 @@ class RecordingGateway:
         params: SamplingParams,
         request_id: str = "",
         image: bytes | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> AsyncGenerator[str, None]:
         self.calls.append(("stream_text", model))
         self.images.append(image)

@@ -57,7 +57,9 @@ export function App() {
     try {
       const [models, page] = await Promise.all([api.models(), api.sessions()]);
       setModels(models);
-      setModelName((current) => current || (models.find((m) => m.default) ?? models.find(chatCapable))?.name || "");
+      const offered = models.filter(chatCapable);
+      const first = offered.find((m) => m.default) ?? offered.find((m) => m.purpose === "general") ?? offered[0];
+      setModelName((current) => current || first?.name || "");
       setSessions(page.items);
       setCursor(page.next_cursor);
       setFatal(null);
@@ -134,6 +136,15 @@ export function App() {
 
   const model = models.find((m) => m.name === modelName);
   const chatModels = models.filter(chatCapable);
+  // Benchmark and test models (purpose "development") stay callable, apart from the ones to chat with.
+  const forPeople = chatModels.filter((m) => m.purpose === "general");
+  const forDevelopment = chatModels.filter((m) => m.purpose !== "general");
+  const option = (m: ModelOut) => (
+    <option key={m.name} value={m.name}>
+      {m.display_name}
+      {m.ready ? "" : " (not ready)"}
+    </option>
+  );
   return (
     <div className={`app${sidebarOpen ? " sidebar-open" : ""}`}>
       <a className="skip-link" href="#composer">
@@ -168,12 +179,8 @@ export function App() {
             Model
           </label>
           <select id={`${ids}-model`} className="model-picker" value={modelName} onChange={(event) => setModelName(event.target.value)}>
-            {chatModels.map((m) => (
-              <option key={m.name} value={m.name}>
-                {m.display_name}
-                {m.ready ? "" : " (not ready)"}
-              </option>
-            ))}
+            {forPeople.map(option)}
+            {forDevelopment.length > 0 && <optgroup label="For development and benchmarks">{forDevelopment.map(option)}</optgroup>}
           </select>
           {model && (
             <span className="model-info" aria-label={`${model.display_name}: ${model.ready ? "ready" : "not ready"}`}>

@@ -66,7 +66,7 @@ describe("chat reducer", () => {
     let state = run(asked(), { type: "start", message_id: "ans", user_message_id: "q", model: "m", turns_dropped: 0, request_id: null });
     state = run(
       state,
-      { type: "error", message_id: "ans", error: { code: "model_unavailable", message: "down", type: "server_error" } },
+      { type: "error", message_id: "ans", error: { code: "model_unavailable", message: "down", type: "server_error", param: null } },
       { type: "done", message_id: "ans", status: "failed", usage, timings },
     );
     const answer = state.messages.at(-1)!;
@@ -74,7 +74,7 @@ describe("chat reducer", () => {
   });
 
   it("an error before start marks the question rejected and is shown", () => {
-    const error = { code: "knowledge_base_not_found", message: "no such", type: "invalid_request_error" };
+    const error = { code: "knowledge_base_not_found", message: "no such", type: "invalid_request_error", param: null };
     const state = run(asked(), { type: "error", message_id: null, error });
     expect(state.messages.at(-1)!.status).toBe("rejected");
     expect(state.messages.at(-1)!.errorCode).toBe("knowledge_base_not_found");

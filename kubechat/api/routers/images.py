@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
 from kubechat.api.errors import error_responses
+from kubechat.api.pages import Cursor, ItemPage, Limit
 from kubechat.api.routing import ApiRoute
 from kubechat.api.uploads import UploadLimits, multipart_body, read_files
 from kubechat.core.errors import (
@@ -28,7 +29,8 @@ UPLOAD = error_responses(
     UnauthenticatedError, InvalidRequestError, LengthRequiredError, ImageTooLargeError,
     DecompressionBombError, UnsupportedImageError, CorruptImageError, StorageUnavailableError,
 )  # fmt: skip
-LISTING = error_responses(UnauthenticatedError, StorageUnavailableError)
+# `invalid_request` (400) on the listing is a cursor that does not parse.
+LISTING = error_responses(UnauthenticatedError, StorageUnavailableError, InvalidRequestError)
 ONE_IMAGE = error_responses(UnauthenticatedError, ImageNotFoundError, StorageUnavailableError)
 
 # An image's bytes never change under its id (the hash of its content): caches may keep them.
@@ -57,6 +59,10 @@ class UploadedImage(ImageOut):
     duplicate: bool = Field(description="This principal had already uploaded the same picture.")
 
 
+class ImagePage(ItemPage[ImageOut]):
+    """The principal's images, newest first."""
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -77,9 +83,11 @@ async def upload_image(request: Request, services: ServicesDep, principal: Princ
 
 
 @router.get("", responses=LISTING)
-async def list_images(services: ServicesDep, principal: PrincipalDep) -> list[ImageOut]:
+async def list_images(
+    services: ServicesDep, principal: PrincipalDep, limit: Limit = 50, cursor: Cursor = None
+) -> ImagePage:
     """The principal's images, newest first."""
-    return [ImageOut.of(record) for record in await services.images.list(principal)]
+    return ImagePage.of(await services.images.list(principal, limit, cursor), ImageOut.of)
 
 
 @router.get("/{image_id}", responses=ONE_IMAGE)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, Field
 
 from kubechat.api.dependencies import PrincipalDep, Services, ServicesDep
 from kubechat.api.errors import error_responses
+from kubechat.api.pages import Cursor, ItemPage, Limit
 from kubechat.api.routing import ApiRoute
 from kubechat.api.uploads import UploadLimits, multipart_body, read_files
 from kubechat.core.errors import (
@@ -27,6 +26,7 @@ from kubechat.core.errors import (
     UnauthenticatedError,
     UnsupportedDocumentTypeError,
 )
+from kubechat.core.pagination import page_by_name
 from kubechat.core.resources import KnowledgeBase
 from kubechat.knowledge.retrieval import Citation
 from kubechat.knowledge.uploads import Upload
@@ -38,7 +38,7 @@ router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"], route_cl
 # forbidden. `invalid_request` (400) on listings is a cursor that does not parse.
 READ = (UnauthenticatedError, KnowledgeBaseNotFoundError, StorageUnavailableError)
 WRITE = (*READ, ForbiddenError, KnowledgeBaseUnavailableError)
-LISTING = error_responses(UnauthenticatedError, StorageUnavailableError)
+LISTING = error_responses(UnauthenticatedError, StorageUnavailableError)  # a name cursor always parses
 ONE_KNOWLEDGE_BASE = error_responses(*READ)
 DOCUMENTS = error_responses(*READ, InvalidRequestError)
 ONE_DOCUMENT = error_responses(*READ, DocumentNotFoundError)
@@ -99,9 +99,12 @@ class UploadResponse(BaseModel):
     documents: list[UploadedDocument]
 
 
-class DocumentPage(BaseModel):
-    documents: list[DocumentOut]
-    next_cursor: str | None
+class KnowledgeBasePage(ItemPage[KnowledgeBaseOut]):
+    """The knowledge bases the principal may read, by name."""
+
+
+class DocumentPage(ItemPage[DocumentOut]):
+    """A knowledge base's documents, oldest first (by upload time)."""
 
 
 class ReindexResponse(BaseModel):
@@ -133,8 +136,13 @@ async def _describe(services: Services, kb: KnowledgeBase, principal: str) -> Kn
 
 
 @router.get("", responses=LISTING)
-async def list_knowledge_bases(services: ServicesDep, principal: PrincipalDep) -> list[KnowledgeBaseOut]:
-    return [await _describe(services, kb, principal) for kb in services.knowledge.readable(principal)]
+async def list_knowledge_bases(
+    services: ServicesDep, principal: PrincipalDep, limit: Limit = 50, cursor: Cursor = None
+) -> KnowledgeBasePage:
+    page = page_by_name(services.knowledge.readable(principal), limit, cursor, lambda kb: kb.name)
+    return KnowledgeBasePage(
+        items=[await _describe(services, kb, principal) for kb in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.get("/{name}", responses=ONE_KNOWLEDGE_BASE)
@@ -180,13 +188,13 @@ async def list_documents(
     name: str,
     services: ServicesDep,
     principal: PrincipalDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
     status: DocumentStatus | None = None,
 ) -> DocumentPage:
     kb = services.knowledge.get(name, principal)
     page = await services.knowledge.documents.list_documents(kb.name, limit, cursor, status)
-    return DocumentPage(documents=[DocumentOut.of(d) for d in page.items], next_cursor=page.next_cursor)
+    return DocumentPage.of(page, DocumentOut.of)
 
 
 @router.get("/{name}/documents/{document_id}", responses=ONE_DOCUMENT)

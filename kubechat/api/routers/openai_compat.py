@@ -1,12 +1,10 @@
-"""OpenAI-compatible /v1/models, /v1/chat/completions and /v1/embeddings, so existing clients
-work unchanged.
+"""OpenAI-compatible /v1/models and /v1/chat/completions, so existing clients work unchanged.
 
 Stateless like OpenAI's API: the client sends the whole conversation and nothing is stored.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
@@ -16,12 +14,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.sse import EventSourceResponse
+from jsonschema import Draft202012Validator, SchemaError
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
 from kubechat.api.errors import error_body, error_responses
 from kubechat.api.routing import ApiRoute
 from kubechat.api.sse import DONE, event_stream, sse_data
+from kubechat.catalog import CatalogEntry
 from kubechat.chat.events import Done, Failure, Sources, Started, Token, ToolCalled
 from kubechat.chat.generation import Generation
 from kubechat.chat.request import (
@@ -53,16 +53,17 @@ from kubechat.core.errors import (
     ToolRoundsExceededError,
     UnauthenticatedError,
     UnsupportedImageError,
+    UnsupportedParameterError,
+    UnsupportedValueError,
 )
-from kubechat.core.resources import Capability
+from kubechat.core.resources import Capability, ModelPurpose
 from kubechat.images.vision import IMAGE_URL_PREFIX
 from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.types import ToolCall, ToolSpec
+from kubechat.triton.client import Guide
+from kubechat.triton.contract import GUIDE_JSON_SCHEMA
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=ApiRoute)
-
-# Texts in one /v1/embeddings request (OpenAI's own limit is 2048).
-MAX_EMBEDDING_INPUTS = 256
 
 
 class ImageUrl(BaseModel):
@@ -146,17 +147,68 @@ class ChatCompletionMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str | None = None
+    # `schema` shadows a BaseModel attribute: the field is `schema_` on the wire as `schema`.
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: `text`, `json_object` or `json_schema` (with its schema).
+
+    Enforced by constrained decoding, strict or not: the answer always matches the schema (a
+    `strict: false` schema is followed exactly too, which OpenAI allows itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def guide(self) -> Guide | None:
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            # An object, as OpenAI's JSON mode promises, not any JSON value.
+            return Guide(GUIDE_JSON_SCHEMA, json.dumps({"type": "object"}))
+        if self.json_schema is None:
+            raise InvalidRequestError(
+                "response_format json_schema needs json_schema", param="response_format"
+            )
+        schema = self.json_schema.schema_
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise InvalidRequestError(
+                f"response_format.json_schema.schema is not a JSON schema: {exc.message}",
+                param="response_format.json_schema.schema",
+            ) from None
+        return Guide(GUIDE_JSON_SCHEMA, json.dumps(schema))
+
+
+Penalty = Annotated[float, Strict(), Field(ge=-2, le=2)]
+
+
 class ChatCompletionRequest(BaseModel):
-    # Unknown OpenAI parameters are accepted and ignored, as most compatible servers do.
-    model_config = ConfigDict(extra="ignore")
+    """OpenAI's chat completion request. Every field OpenAI defines is declared, and each is
+    either honoured or refused with a 400 that names it (`unsupported_parameter`,
+    `unsupported_value`; see `refuse_unsupported`); a field OpenAI does not define is refused
+    as OpenAI refuses it (`unknown_parameter`). Nothing is silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     # Required and never empty, as OpenAI's: "" does not quietly mean the default model.
     model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[ChatCompletionMessage], Field(min_length=1)]
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     # The numbers are bounded as the WebSocket's options are (kubechat.chat.request).
     max_tokens: MaxTokens | None = None
@@ -167,13 +219,80 @@ class ChatCompletionRequest(BaseModel):
     repetition_penalty: RepetitionPenalty | None = None
     stop: StopWord | StopWords | None = None
     seed: Seed | None = None
-    n: Annotated[int, Strict(), Field(ge=1, le=1)] = 1
+    n: Annotated[int, Strict(), Field(ge=1, le=128)] | None = None
     # kubechat's extension (extra_body={"knowledge_bases": ["docs"]}): answer from these, with
     # the sources as a top-level `sources` field of the response (or of the first chunk).
     knowledge_bases: list[str] = Field(default_factory=list, max_length=16)
     # Tools the client runs itself: offered in the model's format, calls returned as tool_calls.
     tools: list[ToolDefinition] | None = Field(default=None, max_length=128)
-    tool_choice: Literal["auto", "none"] | dict[str, Any] | None = None
+    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Strict(), Field(ge=0, le=20)] | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    logit_bias: dict[str, float] | None = None
+    # Identifiers and bookkeeping that change no answer: accepted, and have no effect here.
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    modalities: list[str] | None = None
+    # OpenAI features no kubechat model has: refused whenever they are set.
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    web_search_options: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+
+
+# Set to anything but null, these are refused: no kubechat model or path implements them.
+_NEVER_SUPPORTED = (
+    "audio", "prediction", "reasoning_effort", "verbosity", "web_search_options", "functions",
+    "function_call",
+)  # fmt: skip
+
+
+def refuse_unsupported(body: ChatCompletionRequest) -> None:
+    """Refuse, naming the field, every request field set to something kubechat does not do.
+
+    Defaults and their equivalents (`n` 1, penalties 0, `logprobs` false, `store` false...) are
+    what kubechat does anyway, so they pass: clients and frameworks send them explicitly."""
+    for name in _NEVER_SUPPORTED:
+        if getattr(body, name) is not None:
+            raise UnsupportedParameterError(f"{name} is not supported by kubechat", param=name)
+    if body.n not in (None, 1):
+        raise UnsupportedValueError("n must be 1: kubechat generates one choice per request", param="n")
+    for name in ("frequency_penalty", "presence_penalty"):
+        if getattr(body, name) not in (None, 0):
+            raise UnsupportedParameterError(
+                f"{name} is not supported (use repetition_penalty, 1 to 2); send 0 or leave it out",
+                param=name,
+            )
+    if body.logit_bias:
+        raise UnsupportedParameterError("logit_bias is not supported", param="logit_bias")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequestError("top_logprobs needs logprobs true", param="top_logprobs")
+    if body.tool_choice == "required" or isinstance(body.tool_choice, dict):
+        raise UnsupportedValueError(
+            'tool_choice may be "auto" or "none"; forcing a tool call is not supported', param="tool_choice"
+        )
+    if body.parallel_tool_calls is False:
+        raise UnsupportedValueError(
+            "parallel_tool_calls false is not supported: a model may answer with several calls",
+            param="parallel_tool_calls",
+        )
+    if body.store:
+        raise UnsupportedValueError("store true is not supported: /v1 stores nothing", param="store")
+    if body.service_tier not in (None, "auto", "default"):
+        raise UnsupportedValueError('service_tier may be "auto" or "default"', param="service_tier")
+    if body.modalities is not None and body.modalities != ["text"]:
+        raise UnsupportedValueError('modalities may only be ["text"]', param="modalities")
 
 
 class ModelCard(BaseModel):
@@ -181,6 +300,11 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "kubechat"
+    # kubechat's extensions (OpenAI clients ignore fields they do not know).
+    purpose: ModelPurpose = Field(
+        description="general: for people to chat with. development: for benchmarks, tests and demos."
+    )
+    default: bool = Field(description="The default chat model (listed first).")
 
 
 class ModelList(BaseModel):
@@ -193,93 +317,49 @@ _STARTED = int(time.time())
 # Everything the chat service refuses before a completion starts (a failure after it started
 # is in-band: an error event of the stream).
 COMPLETION_ERRORS = error_responses(
-    UnauthenticatedError, InvalidRequestError, MessageTooLargeError, ModelNotFoundError,
-    ModelUnavailableError, KnowledgeBaseNotFoundError, KnowledgeBaseUnavailableError,
-    ImageNotFoundError, ImageTooLargeError, DecompressionBombError, UnsupportedImageError,
-    CorruptImageError, ToolRoundsExceededError, StorageUnavailableError,
+    UnauthenticatedError, InvalidRequestError, UnsupportedParameterError, UnsupportedValueError,
+    MessageTooLargeError, ModelNotFoundError, ModelUnavailableError, KnowledgeBaseNotFoundError,
+    KnowledgeBaseUnavailableError, ImageNotFoundError, ImageTooLargeError, DecompressionBombError,
+    UnsupportedImageError, CorruptImageError, ToolRoundsExceededError, StorageUnavailableError,
+    validation_status=400,
 )  # fmt: skip
 
+# The capabilities /v1 serves: chat completions and embeddings.
+OPENAI_CAPABILITIES = (Capability.CHAT, Capability.EMBEDDINGS)
 
-@router.get("/models", responses=error_responses(UnauthenticatedError))
+
+def _listed(entry: CatalogEntry) -> bool:
+    """Served through /v1 and, in cluster mode, Ready: clients pick from the list and should not
+    be offered a model that would refuse them."""
+    readiness = entry.readiness()
+    served = any(entry.model.has(c) for c in OPENAI_CAPABILITIES)
+    return served and (readiness is None or readiness.ready)
+
+
+@router.get("/models", responses=error_responses(UnauthenticatedError, validation_status=400))
 async def list_models(services: ServicesDep, _principal: PrincipalDep) -> ModelList:
-    """The chat and embedding models; in cluster mode only those whose ChatModel is Ready
-    (clients pick from this list and should not be offered one that would refuse them)."""
-    return ModelList(
-        data=[
-            ModelCard(id=e.name, created=_STARTED)
-            for e in services.catalog
-            if (e.model.has(Capability.CHAT) or e.model.has(Capability.EMBEDDINGS))
-            and ((readiness := e.readiness()) is None or readiness.ready)
-        ]
-    )
+    """The chat and embedding models, the default chat model first; in cluster mode only those
+    whose ChatModel is Ready."""
+    default = services.catalog.default_model
+    cards = [_card(e, default) for e in services.catalog if _listed(e)]
+    return ModelList(data=sorted(cards, key=lambda card: not card.default))
 
 
-EMBEDDING_ERRORS = error_responses(
-    UnauthenticatedError, InvalidRequestError, MessageTooLargeError, ModelNotFoundError, ModelUnavailableError
+@router.get(
+    "/models/{model_id}",
+    responses=error_responses(UnauthenticatedError, ModelNotFoundError, validation_status=400),
 )
+async def retrieve_model(model_id: str, services: ServicesDep, _principal: PrincipalDep) -> ModelCard:
+    """One model of the list, as OpenAI's model object; 404 `model_not_found` for any other."""
+    entry = services.catalog.find(model_id)
+    if entry is None or not _listed(entry):
+        raise ModelNotFoundError(f"The model '{model_id}' does not exist", param="model")
+    return _card(entry, services.catalog.default_model)
 
 
-class EmbeddingRequest(BaseModel):
-    """OpenAI's embeddings request: one text or a list of texts."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    input: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
-    encoding_format: Literal["float", "base64"] = "float"
-
-
-class Embedding(BaseModel):
-    object: Literal["embedding"] = "embedding"
-    index: int
-    embedding: list[float] | str
-
-
-class EmbeddingUsage(BaseModel):
-    prompt_tokens: int
-    total_tokens: int
-
-
-class EmbeddingList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Embedding]
-    model: str
-    usage: EmbeddingUsage
-
-
-@router.post(
-    "/embeddings",
-    responses=error_responses(
-        UnauthenticatedError,
-        InvalidRequestError,
-        MessageTooLargeError,
-        ModelNotFoundError,
-        ModelUnavailableError,
-    ),
-)
-async def embeddings(
-    body: EmbeddingRequest, services: ServicesDep, _principal: PrincipalDep
-) -> EmbeddingList:
-    """Vectors of the texts from an embedding model (capability `embeddings`), in the batches
-    its engine takes: what a remote embedder of another kubechat, or any OpenAI client, asks."""
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    for text in texts:
-        services.chat.check_message(text)
-    entry = services.catalog.get(body.model, Capability.EMBEDDINGS)
-    entry.check_ready()
-    rows: list[Embedding] = []
-    for start in range(0, len(texts), entry.batch_size):
-        vectors = await services.triton.embed(entry.name, texts[start : start + entry.batch_size])
-        for offset, vector in enumerate(vectors):
-            value: list[float] | str = (
-                base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-                if body.encoding_format == "base64"
-                else [float(x) for x in vector]
-            )
-            rows.append(Embedding(index=start + offset, embedding=value))
-    tokens = sum(entry.counter.count(t) for t in texts)
-    return EmbeddingList(
-        data=rows, model=entry.name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+def _card(entry: CatalogEntry, default: str) -> ModelCard:
+    return ModelCard(
+        id=entry.name, created=_STARTED, purpose=entry.model.spec.purpose, default=entry.name == default
     )
 
 
@@ -301,6 +381,7 @@ async def chat_completions(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     # Refusals raise here, before a stream starts: they are JSON errors with their status.
+    refuse_unsupported(body)
     generation = await services.chat.complete(principal, _chat_request(body), completion_id)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -329,6 +410,8 @@ def _chat_request(body: ChatCompletionRequest) -> ChatRequest:
     return ChatRequest(
         messages, model=body.model, options=options, knowledge_bases=body.knowledge_bases,
         client_tools=_client_tools(body),
+        guide=body.response_format.guide() if body.response_format is not None else None,
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
     )  # fmt: skip
 
 
@@ -349,8 +432,6 @@ def _client_tools(body: ChatCompletionRequest) -> list[ToolSpec]:
     """The tools the client offers (and runs itself); none with tool_choice "none"."""
     if not body.tools or body.tool_choice == "none":
         return []
-    if isinstance(body.tool_choice, dict):
-        raise InvalidRequestError('tool_choice may be "auto" or "none"; forcing a tool is not supported')
     return [ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools]
 
 
@@ -383,6 +464,8 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
         "choices": [{"index": 0, "message": message, "finish_reason": done.finish_reason}],
         "usage": done.usage.model_dump(),
     }
+    if generation.logprobs is not None:
+        response["choices"][0]["logprobs"] = {"content": generation.logprobs, "refusal": None}
     if sources is not None:
         response["sources"] = [s.model_dump() for s in sources]
     return response
@@ -403,6 +486,22 @@ async def _chunks(
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return sse_data(f'{head}"choices":[{json.dumps(choice, ensure_ascii=False)}]{extra}}}')
 
+    # Log probabilities ride on the chunk of the text they produced (OpenAI's choice.logprobs).
+    scored = generation.logprobs
+    reported = 0
+
+    def scored_chunk(text: str, finish: str | None = None) -> bytes:
+        nonlocal reported
+        assert scored is not None
+        entries, reported = scored[reported:], len(scored)
+        choice = {
+            "index": 0,
+            "delta": {"content": text},
+            "logprobs": {"content": entries},
+            "finish_reason": finish,
+        }
+        return sse_data(f'{head}"choices":[{json.dumps(choice, ensure_ascii=False)}]}}')
+
     opening = {"role": "assistant", "content": ""}
     cited = generation.grounding.sources is not None
     calls = 0
@@ -410,7 +509,7 @@ async def _chunks(
         async for event in events:
             match event:
                 case Token():  # the hot path first
-                    yield chunk({"content": event.text})
+                    yield chunk({"content": event.text}) if scored is None else scored_chunk(event.text)
                 case Started() if not cited:
                     yield chunk(opening)
                 case Sources():  # right after Started: the opening chunk carries them (even none)
@@ -425,6 +524,8 @@ async def _chunks(
                     yield DONE
                     return
                 case Done():
+                    if scored is not None and reported < len(scored):  # tokens of no text (held back)
+                        yield scored_chunk("")
                     yield chunk({}, event.finish_reason)
                     if include_usage:
                         usage = json.dumps(event.usage.model_dump())

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from kubechat.api.dependencies import PrincipalDep, ServicesDep
 from kubechat.api.errors import error_responses
 from kubechat.api.events import MessageOut, SessionOut
+from kubechat.api.pages import Cursor, ItemPage, Limit
 from kubechat.api.routing import ApiRoute
 from kubechat.core.errors import (
     InvalidRequestError,
@@ -27,7 +28,6 @@ MESSAGES = error_responses(
     UnauthenticatedError, StorageUnavailableError, SessionNotFoundError, InvalidRequestError
 )
 
-Limit = Annotated[int, Query(ge=1, le=200)]
 Title = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -39,14 +39,12 @@ class SessionRename(BaseModel):
     title: Title
 
 
-class SessionPage(BaseModel):
-    items: list[SessionOut]
-    next_cursor: str | None
+class SessionPage(ItemPage[SessionOut]):
+    """Sessions, newest first."""
 
 
-class MessagePage(BaseModel):
-    items: list[MessageOut]
-    next_cursor: str | None
+class MessagePage(ItemPage[MessageOut]):
+    """A session's messages, oldest first."""
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=LISTING)
@@ -56,10 +54,9 @@ async def create_session(body: SessionCreate, services: ServicesDep, principal: 
 
 @router.get("", responses=LISTING)
 async def list_sessions(
-    services: ServicesDep, principal: PrincipalDep, limit: Limit = 50, cursor: str | None = None
+    services: ServicesDep, principal: PrincipalDep, limit: Limit = 50, cursor: Cursor = None
 ) -> SessionPage:
-    page = await services.store.list_sessions(principal, limit, cursor)
-    return SessionPage(items=[SessionOut.of(s) for s in page.items], next_cursor=page.next_cursor)
+    return SessionPage.of(await services.store.list_sessions(principal, limit, cursor), SessionOut.of)
 
 
 @router.get("/{session_id}", responses=ONE_SESSION)
@@ -85,7 +82,7 @@ async def list_messages(
     services: ServicesDep,
     principal: PrincipalDep,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> MessagePage:
     page = await services.store.list_messages(principal, session_id, limit, cursor)
-    return MessagePage(items=[MessageOut.of(m) for m in page.items], next_cursor=page.next_cursor)
+    return MessagePage.of(page, MessageOut.of)

@@ -8,6 +8,7 @@ not installed: the operator ships this file's text in the ChatModel's ConfigMap
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -75,6 +76,25 @@ def build_engine() -> None:
     partial.rename(engine)  # a crash mid-build never leaves a half engine that looks complete
 
 
+def write_xgrammar_tokenizer_info() -> None:
+    """The tokenizer's vocabulary for the backend's guided decoding (structured outputs), as
+    NVIDIA's examples/generate_xgrammar_tokenizer_info.py writes it, unless the volume holds it
+    for this spec already (the engine key covers the tokenizer's source)."""
+    target = Path(env["KUBECHAT_XGRAMMAR_TOKENIZER_INFO"])
+    marker = target.with_name(target.name + ".key")
+    key = env["KUBECHAT_ENGINE_KEY"]
+    if target.is_file() and marker.is_file() and marker.read_text() == key:
+        return
+    from tensorrt_llm.llmapi.tokenizer import _xgrammar_tokenizer_info
+    from transformers import AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(env["KUBECHAT_TOKENIZER_DIR"])
+    target.write_text(json.dumps(_xgrammar_tokenizer_info(tokenizer)))
+    marker.write_text(key)
+
+
 if __name__ == "__main__":
     assemble_repository()
     build_engine()
+    write_xgrammar_tokenizer_info()

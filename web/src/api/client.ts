@@ -13,6 +13,9 @@ import type {
   UploadResponse,
 } from "./types";
 
+/** The one shape of every REST listing, as the generated SessionPage, DocumentPage… spell it. */
+type Page<T> = { items: T[]; next_cursor: string | null };
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -83,15 +86,27 @@ const q = (params: Record<string, string | number | null | undefined>): string =
 };
 const seg = encodeURIComponent;
 
+/** Every item of a short listing (models, knowledge bases), following `next_cursor`. */
+async function everything<T>(path: string, max = 1000): Promise<T[]> {
+  const items: T[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: Page<T> = await request<Page<T>>("GET", `${path}${q({ limit: 200, cursor })}`);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor && items.length < max);
+  return items;
+}
+
 export const api = {
-  models: () => request<ModelOut[]>("GET", "/models"),
+  models: () => everything<ModelOut>("/models"),
   sessions: (cursor?: string | null, limit = 30) => request<SessionPage>("GET", `/sessions${q({ limit, cursor })}`),
   createSession: (title: string) => request<SessionOut>("POST", "/sessions", { title }),
   renameSession: (id: string, title: string) => request<SessionOut>("PATCH", `/sessions/${seg(id)}`, { title }),
   deleteSession: (id: string) => request<void>("DELETE", `/sessions/${seg(id)}`),
   messages: (id: string, cursor?: string | null, limit = 200) =>
     request<MessagePage>("GET", `/sessions/${seg(id)}/messages${q({ limit, cursor })}`),
-  knowledgeBases: () => request<KnowledgeBaseOut[]>("GET", "/knowledge-bases"),
+  knowledgeBases: () => everything<KnowledgeBaseOut>("/knowledge-bases"),
   documents: (kb: string, cursor?: string | null, limit = 100) =>
     request<DocumentPage>("GET", `/knowledge-bases/${seg(kb)}/documents${q({ limit, cursor })}`),
   deleteDocument: (kb: string, id: string) => request<void>("DELETE", `/knowledge-bases/${seg(kb)}/documents/${seg(id)}`),

@@ -364,11 +364,11 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Embeddings
-         * @description Vectors of the texts from an embedding model (capability `embeddings`), in the batches
-         *     its engine takes: what a remote embedder of another kubechat, or any OpenAI client, asks.
+         * Create Embeddings
+         * @description One vector per input, in input order. `encoding_format` base64 sends each vector as the
+         *     base64 of its little-endian float32 bytes (what the official clients ask for by default).
          */
-        post: operations["embeddings_v1_embeddings_post"];
+        post: operations["create_embeddings_v1_embeddings_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -384,10 +384,30 @@ export interface paths {
         };
         /**
          * List Models
-         * @description The chat and embedding models; in cluster mode only those whose ChatModel is Ready
-         *     (clients pick from this list and should not be offered one that would refuse them).
+         * @description The chat and embedding models, the default chat model first; in cluster mode only those
+         *     whose ChatModel is Ready.
          */
         get: operations["list_models_v1_models_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/{model_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Retrieve Model
+         * @description One model of the list, as OpenAI's model object; 404 `model_not_found` for any other.
+         */
+        get: operations["retrieve_model_v1_models__model_id__get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -416,45 +436,103 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
-        /** ChatCompletionRequest */
+        /**
+         * ChatCompletionRequest
+         * @description OpenAI's chat completion request. Every field OpenAI defines is declared, and each is
+         *     either honoured or refused with a 400 that names it (`unsupported_parameter`,
+         *     `unsupported_value`; see `refuse_unsupported`); a field OpenAI does not define is refused
+         *     as OpenAI refuses it (`unknown_parameter`). Nothing is silently ignored.
+         */
         ChatCompletionRequest: {
+            /** Audio */
+            audio?: {
+                [key: string]: unknown;
+            } | null;
+            /** Frequency Penalty */
+            frequency_penalty?: number | null;
+            /** Function Call */
+            function_call?: string | {
+                [key: string]: unknown;
+            } | null;
+            /** Functions */
+            functions?: {
+                [key: string]: unknown;
+            }[] | null;
             /** Knowledge Bases */
             knowledge_bases?: string[];
+            /** Logit Bias */
+            logit_bias?: {
+                [key: string]: number;
+            } | null;
+            /** Logprobs */
+            logprobs?: boolean | null;
             /** Max Completion Tokens */
             max_completion_tokens?: number | null;
             /** Max Tokens */
             max_tokens?: number | null;
             /** Messages */
             messages: components["schemas"]["ChatCompletionMessage"][];
+            /** Metadata */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            /** Modalities */
+            modalities?: string[] | null;
             /** Model */
             model: string;
-            /**
-             * N
-             * @default 1
-             */
-            n?: number;
+            /** N */
+            n?: number | null;
+            /** Parallel Tool Calls */
+            parallel_tool_calls?: boolean | null;
+            /** Prediction */
+            prediction?: {
+                [key: string]: unknown;
+            } | null;
+            /** Presence Penalty */
+            presence_penalty?: number | null;
+            /** Prompt Cache Key */
+            prompt_cache_key?: string | null;
+            /** Reasoning Effort */
+            reasoning_effort?: string | null;
             /** Repetition Penalty */
             repetition_penalty?: number | null;
+            response_format?: components["schemas"]["ResponseFormat"] | null;
+            /** Safety Identifier */
+            safety_identifier?: string | null;
             /** Seed */
             seed?: number | null;
+            /** Service Tier */
+            service_tier?: string | null;
             /** Stop */
             stop?: string | string[] | null;
+            /** Store */
+            store?: boolean | null;
             /**
              * Stream
              * @default false
              */
-            stream?: boolean;
+            stream?: boolean | null;
             stream_options?: components["schemas"]["StreamOptions"] | null;
             /** Temperature */
             temperature?: number | null;
             /** Tool Choice */
-            tool_choice?: ("auto" | "none") | {
+            tool_choice?: ("auto" | "none" | "required") | {
                 [key: string]: unknown;
             } | null;
             /** Tools */
             tools?: components["schemas"]["ToolDefinition"][] | null;
+            /** Top Logprobs */
+            top_logprobs?: number | null;
             /** Top P */
             top_p?: number | null;
+            /** User */
+            user?: string | null;
+            /** Verbosity */
+            verbosity?: string | null;
+            /** Web Search Options */
+            web_search_options?: {
+                [key: string]: unknown;
+            } | null;
         };
         /**
          * Citation
@@ -531,11 +609,17 @@ export interface components {
             /** Uploaded By */
             uploaded_by: string;
         };
-        /** DocumentPage */
+        /**
+         * DocumentPage
+         * @description A knowledge base's documents, oldest first (by upload time).
+         */
         DocumentPage: {
-            /** Documents */
-            documents: components["schemas"]["DocumentOut"][];
-            /** Next Cursor */
+            /** Items */
+            items: components["schemas"]["DocumentOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /**
@@ -545,7 +629,10 @@ export interface components {
         DocumentStatus: "queued" | "parsing" | "embedding" | "indexed" | "failed" | "deleting";
         /** Embedding */
         Embedding: {
-            /** Embedding */
+            /**
+             * Embedding
+             * @description Floats, or base64 of little-endian float32s.
+             */
             embedding: number[] | string;
             /** Index */
             index: number;
@@ -572,9 +659,11 @@ export interface components {
         };
         /**
          * EmbeddingRequest
-         * @description OpenAI's embeddings request: one text or a list of texts.
+         * @description OpenAI's embeddings request; like the chat request, a field it does not define is refused.
          */
         EmbeddingRequest: {
+            /** Dimensions */
+            dimensions?: number | null;
             /**
              * Encoding Format
              * @default float
@@ -582,9 +671,11 @@ export interface components {
              */
             encoding_format?: "float" | "base64";
             /** Input */
-            input: string | string[];
+            input: string | string[] | number[] | number[][];
             /** Model */
             model: string;
+            /** User */
+            user?: string | null;
         };
         /** EmbeddingUsage */
         EmbeddingUsage: {
@@ -596,12 +687,17 @@ export interface components {
         /**
          * ErrorBody
          * @description The one error shape: HTTP bodies are `{"error": ErrorBody}`, WS events carry it too.
+         *
+         *     It is OpenAI's error object (`message`, `type`, `param`, `code`), which OpenAI clients parse
+         *     into their exceptions: `code` is kubechat's stable code, `param` the request field at fault.
          */
         ErrorBody: {
             /** Code */
             code: string;
             /** Message */
             message: string;
+            /** Param */
+            param?: string | null;
             /**
              * Type
              * @default invalid_request_error
@@ -686,6 +782,19 @@ export interface components {
             /** Width */
             width: number;
         };
+        /**
+         * ImagePage
+         * @description The principal's images, newest first.
+         */
+        ImagePage: {
+            /** Items */
+            items: components["schemas"]["ImageOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** ImageUrl */
         ImageUrl: {
             /**
@@ -695,6 +804,19 @@ export interface components {
             url: string;
         } & {
             [key: string]: unknown;
+        };
+        /** JsonSchemaFormat */
+        JsonSchemaFormat: {
+            /** Description */
+            description?: string | null;
+            /** Name */
+            name: string;
+            /** Schema */
+            schema?: {
+                [key: string]: unknown;
+            };
+            /** Strict */
+            strict?: boolean | null;
         };
         /** KnowledgeBaseOut */
         KnowledgeBaseOut: {
@@ -736,6 +858,19 @@ export interface components {
             /** Writable */
             writable: boolean;
         };
+        /**
+         * KnowledgeBasePage
+         * @description The knowledge bases the principal may read, by name.
+         */
+        KnowledgeBasePage: {
+            /** Items */
+            items: components["schemas"]["KnowledgeBaseOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
         /** MessageOut */
         MessageOut: {
             /** Completion Tokens */
@@ -774,17 +909,28 @@ export interface components {
              */
             tool_calls?: components["schemas"]["ToolActivity"][];
         };
-        /** MessagePage */
+        /**
+         * MessagePage
+         * @description A session's messages, oldest first.
+         */
         MessagePage: {
             /** Items */
             items: components["schemas"]["MessageOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** ModelCard */
         ModelCard: {
             /** Created */
             created: number;
+            /**
+             * Default
+             * @description The default chat model (listed first).
+             */
+            default: boolean;
             /** Id */
             id: string;
             /**
@@ -798,6 +944,8 @@ export interface components {
              * @default kubechat
              */
             owned_by?: string;
+            /** @description general: for people to chat with. development: for benchmarks, tests and demos. */
+            purpose: components["schemas"]["ModelPurpose"];
         };
         /** ModelList */
         ModelList: {
@@ -814,7 +962,10 @@ export interface components {
         ModelOut: {
             /** Capabilities */
             capabilities: string[];
-            /** Default */
+            /**
+             * Default
+             * @description The model a message without `model` goes to: the one to offer first.
+             */
             default: boolean;
             /** Display Name */
             display_name: string;
@@ -830,6 +981,8 @@ export interface components {
             message?: string;
             /** Name */
             name: string;
+            /** @description general: for people (a general chat model is one to chat with). development: for benchmarks, tests and demos (callable by name, but not one to offer for chatting). */
+            purpose: components["schemas"]["ModelPurpose"];
             /**
              * Ready
              * @description Files mode: Triton has the model loaded. Cluster mode: the ChatModel's Ready condition.
@@ -842,6 +995,28 @@ export interface components {
              */
             reason?: string;
         };
+        /**
+         * ModelPage
+         * @description The models, by name.
+         */
+        ModelPage: {
+            /** Items */
+            items: components["schemas"]["ModelOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
+            next_cursor: string | null;
+        };
+        /**
+         * ModelPurpose
+         * @description Who a model is for. `general`: people, who are offered it for what its capabilities say
+         *     (a general chat model may be the default). `development`: benchmarks, tests and demos (the
+         *     synthetic token model, the scripted tool caller): callable by name like any model, but not
+         *     offered for chatting, and the default only when no general chat model exists.
+         * @enum {string}
+         */
+        ModelPurpose: "general" | "development";
         /**
          * Readiness
          * @description The body of /ready, with 200 (ready) and 503 (not ready) alike.
@@ -906,6 +1081,21 @@ export interface components {
             /** Knowledge Base */
             knowledge_base: string;
         };
+        /**
+         * ResponseFormat
+         * @description OpenAI's `response_format`: `text`, `json_object` or `json_schema` (with its schema).
+         *
+         *     Enforced by constrained decoding, strict or not: the answer always matches the schema (a
+         *     `strict: false` schema is followed exactly too, which OpenAI allows itself).
+         */
+        ResponseFormat: {
+            json_schema?: components["schemas"]["JsonSchemaFormat"] | null;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "text" | "json_object" | "json_schema";
+        };
         /** SearchRequest */
         SearchRequest: {
             /** Document Ids */
@@ -942,11 +1132,17 @@ export interface components {
             /** Updated At */
             updated_at: number;
         };
-        /** SessionPage */
+        /**
+         * SessionPage
+         * @description Sessions, newest first.
+         */
         SessionPage: {
             /** Items */
             items: components["schemas"]["SessionOut"][];
-            /** Next Cursor */
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null on the last page.
+             */
             next_cursor: string | null;
         };
         /** SessionRename */
@@ -1151,7 +1347,12 @@ export interface operations {
     };
     list_images_images_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1164,7 +1365,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ImageOut"][];
+                    "application/json": components["schemas"]["ImagePage"];
+                };
+            };
+            /** @description Error codes: invalid_request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1572,7 +1782,12 @@ export interface operations {
     };
     list_knowledge_bases_knowledge_bases_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1585,7 +1800,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["KnowledgeBaseOut"][];
+                    "application/json": components["schemas"]["KnowledgeBasePage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -1696,7 +1911,9 @@ export interface operations {
     list_documents_knowledge_bases__name__documents_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
                 status?: components["schemas"]["DocumentStatus"] | null;
             };
@@ -2305,7 +2522,12 @@ export interface operations {
     };
     list_models_models_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string | null;
+                /** @description The most items this page holds. */
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2318,7 +2540,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ModelOut"][];
+                    "application/json": components["schemas"]["ModelPage"];
                 };
             };
             /** @description Error codes: unauthenticated. */
@@ -2400,7 +2622,9 @@ export interface operations {
     list_sessions_sessions_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
@@ -2740,7 +2964,9 @@ export interface operations {
     list_messages_sessions__session_id__messages_get: {
         parameters: {
             query?: {
+                /** @description The `next_cursor` of the previous page; absent for the first page. */
                 cursor?: string | null;
+                /** @description The most items this page holds. */
                 limit?: number;
             };
             header?: never;
@@ -2839,7 +3065,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
-            /** @description Error codes: corrupt_image, invalid_request. */
+            /** @description Error codes: corrupt_image, invalid_request, unknown_parameter, unsupported_parameter, unsupported_value. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2893,15 +3119,6 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Error codes: invalid_request. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
             /** @description Error codes: internal_error. */
             500: {
                 headers: {
@@ -2929,9 +3146,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Any other error, in the same shape. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
-    embeddings_v1_embeddings_post: {
+    create_embeddings_v1_embeddings_post: {
         parameters: {
             query?: never;
             header?: never;
@@ -2953,7 +3179,7 @@ export interface operations {
                     "application/json": components["schemas"]["EmbeddingList"];
                 };
             };
-            /** @description Error codes: invalid_request. */
+            /** @description Error codes: invalid_request, unknown_parameter, unsupported_value. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2980,24 +3206,6 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Error codes: message_too_large. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description Error codes: invalid_request. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
             /** @description Error codes: internal_error. */
             500: {
                 headers: {
@@ -3009,6 +3217,15 @@ export interface operations {
             };
             /** @description Error codes: model_unavailable. */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Any other error, in the same shape. */
+            default: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3036,6 +3253,15 @@ export interface operations {
                     "application/json": components["schemas"]["ModelList"];
                 };
             };
+            /** @description Error codes: invalid_request, unknown_parameter. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Error codes: unauthenticated. */
             401: {
                 headers: {
@@ -3045,8 +3271,66 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Error codes: invalid_request. */
-            422: {
+            /** @description Error codes: internal_error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Any other error, in the same shape. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    retrieve_model_v1_models__model_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelCard"];
+                };
+            };
+            /** @description Error codes: invalid_request, unknown_parameter. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: unauthenticated. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error codes: model_not_found. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3056,6 +3340,15 @@ export interface operations {
             };
             /** @description Error codes: internal_error. */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Any other error, in the same shape. */
+            default: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -52,12 +52,20 @@ export interface components {
         /**
          * ErrorBody
          * @description The one error shape: HTTP bodies are `{"error": ErrorBody}`, WS events carry it too.
+         *
+         *     It is OpenAI's error object (`message`, `type`, `param`, `code`), which OpenAI clients parse
+         *     into their exceptions: `code` is kubechat's stable code, `param` the request field at fault.
          */
         ErrorBody: {
             /** Code */
             code: string;
             /** Message */
             message: string;
+            /**
+             * Param
+             * @default null
+             */
+            param: string | null;
             /**
              * Type
              * @default invalid_request_error

@@ -38,7 +38,7 @@ export function KnowledgePanel({ open, knowledgeBases, onClose, onChanged }: Pro
       let cursor: string | null = null;
       do {
         const page = await api.documents(kb.name, cursor);
-        documents.push(...page.documents);
+        documents.push(...page.items);
         cursor = page.next_cursor;
       } while (cursor && documents.length < 1000);
       setDocuments(documents);
