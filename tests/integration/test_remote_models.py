@@ -35,7 +35,7 @@ def direct_llama(server: LlamaServer) -> openai.AsyncOpenAI:
 
 
 async def test_models_and_ready_say_which_endpoints_answer(http: httpx.AsyncClient) -> None:
-    models = {m["name"]: m for m in (await http.get("/models")).json()}
+    models = {m["name"]: m for m in (await http.get("/models")).json()["items"]}
     assert models["llama"]["ready"] is True
     assert models["peer"]["ready"] is True
     assert (models["llama-wrong-key"]["ready"], models["llama-wrong-key"]["reason"]) == (
