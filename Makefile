@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := web/node_modules/.package-lock.json
 # llama.cpp's OpenAI-compatible server, the real remote endpoint of the remote-model tests and
 # benchmarks (docs/providers.md). Its own venv: its pins (fastapi, uvicorn…) are not kubechat's.
-# pip compiles the sdist once per machine (17 minutes measured on 2 busy cores) and keeps the wheel in
+# pip compiles the sdist once per machine (17 to 23 minutes measured on 2 busy cores) and keeps the wheel in
 # its cache, so a fresh clone on the same machine installs it in seconds.
 LLAMA_VENV := .cache/llama-server
 LLAMA_STAMP := $(LLAMA_VENV)/.installed
