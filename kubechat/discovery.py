@@ -15,6 +15,7 @@ timestamp set) is treated as gone: it takes no new requests while its finalizers
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import time
@@ -31,7 +32,7 @@ from kubechat.catalog import ModelCatalog, cluster_entry
 from kubechat.core.backoff import Backoff
 from kubechat.core.resources import GROUP, VERSION, ChatModel, KnowledgeBase, ResourceError, parse_resource
 from kubechat.knowledge.service import KnowledgeService
-from kubechat.triton.client import TritonRouter
+from kubechat.remote.router import ModelRouter, remote_model
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +75,36 @@ class _ChatModels:
     kind = "ChatModel"
 
     def __init__(
-        self, catalog: ModelCatalog, router: TritonRouter, knowledge: KnowledgeService, tokenizers_dir: Path
+        self,
+        catalog: ModelCatalog,
+        router: ModelRouter,
+        knowledge: KnowledgeService,
+        tokenizers_dir: Path,
+        core: client.CoreV1Api | None = None,
     ) -> None:
         self.catalog = catalog
         self.router = router
         self.knowledge = knowledge
         self.tokenizers_dir = tokenizers_dir
+        self.core = core  # reads the API keys of remote models from their Secrets
+
+    async def api_key(self, model: ChatModel) -> str | None:
+        """The key in the Secret spec.endpoint.apiKeySecretRef names, read on every event of the
+        model (a rotated key is used from the model's next event: the operator's probe writes
+        its status at every resync)."""
+        ref = model.spec.endpoint.api_key_secret_ref if model.spec.endpoint else None
+        if ref is None or self.core is None:
+            return None
+        try:
+            secret = await self.core.read_namespaced_secret(ref.name, model.metadata.namespace)
+        except ApiException as exc:
+            logger.warning("ChatModel %s: cannot read Secret %s: HTTP %s", model.name, ref.name, exc.status)
+            return None
+        value = (secret.data or {}).get(ref.key)
+        if value is None:
+            logger.warning("ChatModel %s: Secret %s has no key %s", model.name, ref.name, ref.key)
+            return None
+        return base64.b64decode(value).decode("utf-8").strip()
 
     def names(self) -> set[str]:
         return {entry.name for entry in self.catalog if entry.cluster}
@@ -95,6 +120,8 @@ class _ChatModels:
             spec_changed = True
             logger.info("ChatModel %s %s", model.name, "updated" if current else "added")
         await self.router.set_endpoint(model.name, model.status.endpoint or None)
+        remote = remote_model(model, await self.api_key(model)) if model.spec.endpoint else None
+        await self.router.set_remote(model.name, remote)
         if spec_changed:
             await self.knowledge.reopen_embedder_users(model.name)
 
@@ -103,6 +130,7 @@ class _ChatModels:
             return
         logger.info("ChatModel %s removed", name)
         await self.router.set_endpoint(name, None)
+        await self.router.set_remote(name, None)
         await self.knowledge.reopen_embedder_users(name)
 
 
@@ -250,7 +278,7 @@ class ClusterDiscovery:
         configuration: client.Configuration,
         namespace: str,
         catalog: ModelCatalog,
-        router: TritonRouter,
+        router: ModelRouter,
         knowledge: KnowledgeService,
         tokenizers_dir: Path,
     ) -> None:
@@ -260,7 +288,10 @@ class ClusterDiscovery:
         api = client.CustomObjectsApi(self._api_client)
         self._informers = [
             _Informer(
-                api, namespace, ChatModel.PLURAL, _ChatModels(catalog, router, knowledge, tokenizers_dir)
+                api,
+                namespace,
+                ChatModel.PLURAL,
+                _ChatModels(catalog, router, knowledge, tokenizers_dir, client.CoreV1Api(self._api_client)),
             ),
             _Informer(api, namespace, KnowledgeBase.PLURAL, _KnowledgeBases(knowledge)),
         ]

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from kubechat.embedded.launcher import TritonPorts, start_triton
 from kubechat.embedded.tritonserver import TritonServer
+from tests.llama_server import API_KEY as LLAMA_KEY
+from tests.llama_server import UPSTREAM_MODEL, LlamaServer, llama_server_python
 from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,3 +128,117 @@ def api(triton: TritonServer, state_dir: Path) -> Iterator[ApiProcess]:
 
 def auth(key: str = ALICE_KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama.cpp's OpenAI-compatible server serving the SmolLM2 GGUF, with an API key."""
+    python = llama_server_python()
+    if python is None:
+        message = "llama.cpp's server is not installed: run `make llama-server`"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI builds it (make test): never skip silently there
+        pytest.skip(message)
+    server = LlamaServer(python, free_port(), tmp_path_factory.mktemp("llama") / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def remote_model_document(name: str, url: str, model: str = UPSTREAM_MODEL, **endpoint: object) -> str:
+    """A ChatModel YAML of backend openai, as a user would write it for `kubechat serve`."""
+    document = {
+        "apiVersion": "kubechat.io/v1alpha1",
+        "kind": "ChatModel",
+        "metadata": {"name": name},
+        "spec": {
+            "displayName": f"{name} (llama.cpp server)",
+            "engine": {"backend": "openai", "maxInputTokens": 1536, "maxOutputTokens": 256},
+            "endpoint": {"url": url, "model": model, "timeoutSeconds": 60, **endpoint},
+            "capabilities": ["chat"],
+            "defaults": {"temperature": 0, "maxTokens": 48, "repetitionPenalty": 1.1},
+        },
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def remote_embedder_document(name: str, url: str, model: str) -> str:
+    """A remote embedder (capability embeddings) reached with the peer API's key."""
+    document = yaml.safe_load(
+        remote_model_document(name, url, model=model, apiKeyEnv="KUBECHAT_TEST_PEER_KEY")
+    )
+    document["spec"]["capabilities"] = ["embeddings"]
+    document["spec"]["engine"]["maxBatchSize"] = 32
+    return str(yaml.safe_dump(document, sort_keys=False))
+
+
+REMOTE_KNOWLEDGE_BASES = """
+apiVersion: kubechat.io/v1alpha1
+kind: KnowledgeBase
+metadata: {name: remote-handbook}
+spec:
+  embedding: {model: remote-minilm, dimensions: 384}
+  chunking: {size: 64, overlap: 16}
+  access: {owners: [alice]}
+---
+apiVersion: kubechat.io/v1alpha1
+kind: KnowledgeBase
+metadata: {name: remote-misdeclared}
+spec:
+  embedding: {model: remote-minilm, dimensions: 512}
+  access: {owners: [alice]}
+"""
+
+
+@pytest.fixture(scope="session")
+def remote_models_dir(
+    tmp_path_factory: pytest.TempPathFactory, llama_server: LlamaServer, api: ApiProcess
+) -> Path:
+    """The example models plus remote ones: the llama.cpp server with the right key, a wrong one,
+    an upstream model it does not list, an endpoint nobody listens on, and a peer: the first
+    kubechat API's /v1 (which reports streamed usage, as vLLM does)."""
+    folder = tmp_path_factory.mktemp("remote-models")
+    for example in EXAMPLE_MODELS.glob("*.yaml"):
+        (folder / example.name).write_text(example.read_text())
+    documents = {
+        "llama": remote_model_document("llama", llama_server.url, apiKeyEnv="KUBECHAT_TEST_LLAMA_KEY"),
+        "llama-wrong-key": remote_model_document(
+            "llama-wrong-key", llama_server.url, apiKeyEnv="KUBECHAT_TEST_WRONG_KEY", maxRetries=0
+        ),
+        "llama-unlisted": remote_model_document(
+            "llama-unlisted", llama_server.url, model="no-such-model", apiKeyEnv="KUBECHAT_TEST_LLAMA_KEY"
+        ),
+        "peer": remote_model_document(
+            "peer", f"{api.url}/v1", model="smollm2", apiKeyEnv="KUBECHAT_TEST_PEER_KEY"
+        ),
+        "remote-minilm": remote_embedder_document("remote-minilm", f"{api.url}/v1", "minilm"),
+        "nowhere": remote_model_document(
+            "nowhere", f"http://127.0.0.1:{free_port()}/v1", maxRetries=0, timeoutSeconds=5
+        ),
+    }
+    for name, text in documents.items():
+        (folder / f"{name}.yaml").write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def remote_api(
+    triton: TritonServer, remote_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    """A second API process whose catalog has the remote models beside the Triton ones."""
+    state = tmp_path_factory.mktemp("remote-state")
+    knowledge_bases = tmp_path_factory.mktemp("remote-knowledge-bases")
+    (knowledge_bases / "test.yaml").write_text((TEST_KNOWLEDGE_BASES / "test.yaml").read_text())
+    (knowledge_bases / "remote.yaml").write_text(REMOTE_KNOWLEDGE_BASES)
+    env = {
+        **api_env(triton, remote_models_dir, state),
+        "KUBECHAT_KNOWLEDGE_BASES_DIR": str(knowledge_bases),
+        "KUBECHAT_DEFAULT_MODEL": "llama",
+        "KUBECHAT_TEST_LLAMA_KEY": LLAMA_KEY,
+        "KUBECHAT_TEST_WRONG_KEY": "not-the-key",
+        "KUBECHAT_TEST_PEER_KEY": ALICE_KEY,
+    }
+    process = ApiProcess(env, state / "api.log")
+    process.start()
+    yield process
+    process.stop()

@@ -18,7 +18,7 @@ from kubechat.core.errors import KnowledgeBaseNotFoundError, KubechatError
 from kubechat.knowledge.attribution import SentenceSources
 from kubechat.knowledge.retrieval import Citation
 from kubechat.tools.types import ToolResult, ToolSpec
-from kubechat.triton.client import SamplingParams
+from kubechat.triton.client import ReportedUsage, SamplingParams
 
 # In a scripted reply: wait here until the test sets `ScriptedTriton.release`.
 HOLD = object()
@@ -74,6 +74,9 @@ class ScriptedTriton:
         request_id: str = "",
         image: bytes | None = None,
         logprobs: list[dict[str, Any]] | None = None,
+        *,
+        turns: Sequence[tuple[str, str]] | None = None,
+        usage: ReportedUsage | None = None,
     ) -> AsyncGenerator[str, None]:
         self.requests.append(StreamRequest(model, prompt, params, request_id, image))
         reply = self.replies.popleft() if self.replies else self.default
@@ -159,6 +162,9 @@ class FixedKnowledge:
         if name not in self.names:
             raise KnowledgeBaseNotFoundError(f"unknown knowledge base {name!r}")
         return name
+
+    def names_readable(self, principal: str) -> list[str]:
+        return sorted(self.names)
 
     async def search(
         self, principal: str, kb_names: Sequence[str], query: str, *, limit: int, candidates: int

@@ -46,9 +46,10 @@ from kubechat.images.vision import VisionService
 from kubechat.knowledge.service import KnowledgeService
 from kubechat.mcp.config import load_mcp_servers
 from kubechat.mcp.toolbox import McpToolbox
+from kubechat.remote.router import ModelRouter, env_api_key, remote_model
 from kubechat.stores.errors import StoreError, UnsupportedServerError
 from kubechat.stores.open import Stores, open_stores
-from kubechat.triton.client import TritonInference, TritonRouter
+from kubechat.triton.client import TritonInference
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +124,13 @@ def create_app(
         if cluster:
             # Filled and kept up to date by discovery; each model on its own Triton.
             catalog = ModelCatalog([], settings.default_model)
-            triton = TritonRouter(None, settings.triton_timeout_s)
+            triton = ModelRouter(None, settings.triton_timeout_s)
         else:
             catalog = load_catalog(settings.models_dir, settings.state_dir, settings.default_model)
-            triton = TritonRouter(settings.triton_url, settings.triton_timeout_s)
+            triton = ModelRouter(settings.triton_url, settings.triton_timeout_s)
+            for entry in catalog:
+                if entry.model.spec.endpoint is not None:  # backend openai: the key from the env
+                    await triton.set_remote(entry.name, remote_model(entry.model, env_api_key(entry.model)))
         # One Elasticsearch client (in a cluster) for every store, closed once after them.
         try:
             stores = await open_stores(settings)

@@ -21,8 +21,8 @@ from kubechat.images.service import ImageService
 from kubechat.images.vision import VisionService
 from kubechat.knowledge.service import KnowledgeService
 from kubechat.mcp.toolbox import McpToolbox
+from kubechat.remote.router import ModelRouter
 from kubechat.stores.history import HistoryStore
-from kubechat.triton.client import TritonRouter
 
 
 class Supervised(Protocol):
@@ -37,7 +37,7 @@ class Services:
     settings: Settings
     catalog: ModelCatalog
     store: HistoryStore
-    triton: TritonRouter
+    triton: ModelRouter  # Triton models and remote (OpenAI-compatible) ones alike
     chat: ChatService
     embeddings: EmbeddingService
     knowledge: KnowledgeService
@@ -49,10 +49,16 @@ class Services:
     supervised: Mapping[str, Supervised] = field(default_factory=dict)  # kubechat serve: tritonserver
 
     async def readiness(self, entry: CatalogEntry) -> Readiness:
-        """Cluster mode: the ChatModel's Ready condition. Files mode: whether Triton has it loaded."""
+        """Cluster mode: the ChatModel's Ready condition. Files mode: whether Triton has it loaded,
+        or for a remote model, whether its endpoint answers and lists it."""
         readiness = entry.readiness()
         if readiness is not None:
             return readiness
+        probe = await self.triton.probe(entry.name)
+        if probe is not None:
+            return Readiness(
+                probe.ready, "" if probe.ready else probe.reason, "" if probe.ready else probe.message
+            )
         return Readiness(await self.triton.model_ready(entry.name))
 
 

@@ -57,6 +57,11 @@ _HTTP: dict[type[e.KubechatError], tuple[int, str]] = {
     e.ModelNotFoundError: (404, "invalid_request_error"),
     e.BusyError: (409, "invalid_request_error"),
     e.ModelUnavailableError: (503, "server_error"),
+    # A remote endpoint's answers: a gateway that got an unusable answer upstream.
+    e.UpstreamAuthError: (502, "server_error"),
+    e.UpstreamModelNotFoundError: (502, "server_error"),
+    e.UpstreamRateLimitedError: (429, "rate_limit_error"),
+    e.UpstreamRejectedError: (502, "server_error"),
     e.KnowledgeBaseNotFoundError: (404, "invalid_request_error"),
     e.DocumentNotFoundError: (404, "invalid_request_error"),
     e.KnowledgeBaseUnavailableError: (409, "invalid_request_error"),

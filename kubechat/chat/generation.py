@@ -22,7 +22,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from kubechat.catalog import ChatTurn
+from kubechat.catalog import ChatTurn, Prompt
 from kubechat.chat.events import (
     ChatEvent,
     Done,
@@ -59,7 +59,7 @@ from kubechat.tools.formats import (
     tool_results_turn,
 )
 from kubechat.tools.types import MalformedToolCall, Toolbox, ToolCall, ToolResult
-from kubechat.triton.client import TritonInference
+from kubechat.triton.client import ReportedUsage, TritonInference
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,8 @@ class Generation:
         self.first_token_at: float | None = None
         self.last_token_at = 0.0
         self.handed_back = False  # calls of the client's tools ended the answer
+        # What the engine counted, round by round (a remote endpoint's usage; Triton's is empty).
+        self.reported: list[ReportedUsage] = []
         self.observe = observe
         self.span = span
         # The spans of the Triton stream and the tool calls hang under the turn's span, whatever
@@ -207,7 +209,7 @@ class Generation:
                 elif streams is None:
                     # The hot path: one event per token, nothing in between (_token, inlined).
                     pieces = self.pieces
-                    async with aclosing(self._stream(prompt.text, self.message_id)) as deltas:
+                    async with aclosing(self._stream(prompt, self.message_id)) as deltas:
                         async for delta in deltas:
                             if self.first_token_at is None:
                                 self.first_token_at = time.perf_counter()
@@ -217,7 +219,7 @@ class Generation:
                     # The same, observed: a clock read and a bisect per token (see TokenGapHistogram).
                     pieces, gaps, bucket = self.pieces, self._gaps, metrics.INTER_TOKEN_LATENCY.bucket
                     last = 0.0
-                    async with aclosing(self._stream(prompt.text, self.message_id)) as deltas:
+                    async with aclosing(self._stream(prompt, self.message_id)) as deltas:
                         async for delta in deltas:
                             now = time.perf_counter()
                             if self.first_token_at is None:
@@ -267,6 +269,14 @@ class Generation:
         plan = self.grounding.plan
         prompt_tokens = self.grounding.prompt.tokens
         completion_tokens = plan.entry.counter.count(self.text)
+        reported = self.reported
+        if reported and all(
+            r.prompt_tokens is not None and r.completion_tokens is not None for r in reported
+        ):
+            # The engine's own counts (a remote endpoint's usage): the first round's prompt, and
+            # what every round generated.
+            prompt_tokens = reported[0].prompt_tokens or 0
+            completion_tokens = sum(r.completion_tokens or 0 for r in reported)
         first = self.first_token_at
         generating = now - first if first is not None else 0.0
         reason: FinishReason = "tool_calls" if self.handed_back else "stop"
@@ -314,11 +324,14 @@ class Generation:
                 self.span.set_status(trace.StatusCode.ERROR)
             self.span.end()
 
-    def _stream(self, prompt: str, request_id: str) -> AsyncGenerator[str, None]:
+    def _stream(self, prompt: Prompt, request_id: str) -> AsyncGenerator[str, None]:
         plan = self.grounding.plan
+        usage = ReportedUsage()
+        self.reported.append(usage)
         return self.triton.stream_text(
-            plan.entry.name, prompt, plan.params, request_id, image=plan.image, logprobs=self.logprobs
-        )
+            plan.entry.name, prompt.text, plan.params, request_id, image=plan.image,
+            logprobs=self.logprobs, turns=prompt.messages(), usage=usage,
+        )  # fmt: skip
 
     def _token(self, text: str) -> Token:
         now = time.perf_counter()
@@ -330,7 +343,7 @@ class Generation:
         self.pieces.append(text)
         return Token(len(self.pieces), text)
 
-    async def _parsed(self, prompt: str, request_id: str) -> AsyncGenerator[ParsedOutput, None]:
+    async def _parsed(self, prompt: Prompt, request_id: str) -> AsyncGenerator[ParsedOutput, None]:
         """The model's output split into text and tool calls, in order: the one place it is parsed."""
         parser = ToolCallParser(self.grounding.plan.entry.model.spec.tools.format)
         async with aclosing(self._stream(prompt, request_id)) as deltas:
@@ -354,7 +367,7 @@ class Generation:
             calls: list[ToolCall] = []
             malformed: list[MalformedToolCall] = []
             request_id = f"{self.message_id}-{round_}" if round_ else self.message_id
-            async with aclosing(self._parsed(prompt.text, request_id)) as output:
+            async with aclosing(self._parsed(prompt, request_id)) as output:
                 async for item in output:
                     if isinstance(item, str):
                         if item:

@@ -9,7 +9,7 @@ from kubechat.catalog import CatalogEntry, ChatTurn, Prompt
 from kubechat.core.errors import KubechatError
 from kubechat.images.vision import Attachment, ImageDescription
 from kubechat.knowledge.retrieval import Citation
-from kubechat.tools.types import ToolSpec
+from kubechat.tools.types import Toolbox, ToolSpec
 from kubechat.triton.client import SamplingParams
 
 
@@ -31,6 +31,8 @@ class Plan:
     knowledge_bases: list[str]
     question: str  # the question as the user wrote it (what is stored and searched for)
     received: float  # time.perf_counter() when the request came in
+    # Runs the offered tools: the MCP toolbox, plus the answer's specialists and native tools.
+    toolbox: Toolbox | None = None
 
     @cached_property
     def prompt(self) -> Prompt:

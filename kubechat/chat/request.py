@@ -88,3 +88,6 @@ class ChatRequest:
     history: Sequence[ChatTurn] = ()
     guide: Guide | None = None
     logprobs: int | None = None  # None: none; else the alternatives per token (0 to 20)
+    # Set by kubechat only, for a specialist's answer: how many more levels may use tools
+    # (None: a request from a client, bounded by its model's spec.tools.maxDepth).
+    delegation_left: int | None = None

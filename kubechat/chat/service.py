@@ -9,25 +9,36 @@ completion (/v1) stores nothing and refuses, before its answer starts, everythin
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
 from kubechat.catalog import CatalogEntry, ChatTurn, ModelCatalog
+from kubechat.chat.agents import (
+    DESCRIBE_SCHEMA,
+    PROMPT_SCHEMA,
+    SEARCH_SCHEMA,
+    NativeTool,
+    TurnToolbox,
+    string_argument,
+)
 from kubechat.chat.events import ChatEvent, Done, Failure, Started, Timings, Token, ToolReturned, Usage
 from kubechat.chat.generation import Generation, TurnControl, failure_of
 from kubechat.chat.plan import Grounding, Plan
 from kubechat.chat.prompts import cited_prompt, sampling_params, tool_system_turns
 from kubechat.chat.request import ChatMessage, ChatRequest, ImageRef, InlineImage
 from kubechat.core.errors import InvalidRequestError, KubechatError, MessageTooLargeError
-from kubechat.core.resources import Capability
+from kubechat.core.resources import BuiltinTool, Capability
 from kubechat.core.tracing import tracer
 from kubechat.images.vision import (
+    TRANSCRIBE_PROMPT,
     Attachment,
     ImageDescription,
     VisionService,
@@ -39,7 +50,7 @@ from kubechat.knowledge.attribution import SentenceSources
 from kubechat.knowledge.retrieval import Citation
 from kubechat.stores.history import HistoryStore, MessageStatus
 from kubechat.tools.formats import assistant_tool_call_text, tool_results_turn
-from kubechat.tools.types import Toolbox, ToolCall, ToolSpec
+from kubechat.tools.types import Toolbox, ToolCall, ToolResult, ToolSpec
 from kubechat.triton.client import TritonInference
 
 logger = logging.getLogger(__name__)
@@ -85,6 +96,10 @@ class Knowledge(Protocol):
         """Each sentence of the answer with the sources that support it."""
         ...
 
+    def names_readable(self, principal: str) -> list[str]:
+        """The knowledge bases the principal may read (offered to the search tool)."""
+        ...
+
 
 class ChatService:
     """Answers chat requests: `run_turn` for a stored session, `complete` for a stateless client."""
@@ -126,7 +141,8 @@ class ChatService:
         entry = self.catalog.get(request.model)
         entry.check_ready()
         params = sampling_params(entry, request.options, request.guide, request.logprobs)
-        tools = self.offered_tools(entry, request)
+        toolbox = self.turn_toolbox(entry, principal, request) if request.mcp_tools else None
+        tools = self.offered_tools(entry, request, toolbox)
         for name in request.knowledge_bases:
             self.knowledge.get(name, principal)
         question = request.messages[-1]
@@ -148,22 +164,124 @@ class ChatService:
             runs_tools=request.mcp_tools, turns=turns,
             attachments={first + i: a for i, (_, a) in enumerate(said) if a}, describer=describer,
             knowledge_bases=list(request.knowledge_bases), question=question.content, received=received,
+            toolbox=toolbox,
         )  # fmt: skip
 
-    def offered_tools(self, entry: CatalogEntry, request: ChatRequest) -> list[ToolSpec]:
-        """The tools `entry` may call: the client's, or the MCP tools its ChatModel allows when
-        the request asked for them. Tools for a model without the `tools` capability, or MCP
-        tools when none may be called, are an error (never silently ignored)."""
+    def offered_tools(
+        self, entry: CatalogEntry, request: ChatRequest, toolbox: Toolbox | None = None
+    ) -> list[ToolSpec]:
+        """The tools `entry` may call: the client's, or when the request asked for them, the MCP
+        tools its ChatModel allows, its specialists and kubechat's own tools it names. Tools for a
+        model without the `tools` capability, or none to offer, are an error (never silently
+        ignored)."""
         if not request.client_tools and not request.mcp_tools:
             return []
         if not entry.model.has(Capability.TOOLS):
             raise InvalidRequestError(f"model {entry.name} does not call tools (no `tools` capability)")
         if request.client_tools:
             return list(request.client_tools)
-        offered = self.tools.tools(entry.model.spec.tools.allow) if self.tools is not None else []
+        toolbox = toolbox if toolbox is not None else self.tools
+        offered = toolbox.tools(entry.model.spec.tools.allow) if toolbox is not None else []
         if not offered:
             raise InvalidRequestError(f"no MCP tools are available to model {entry.name}")
         return offered
+
+    # -- specialists and native tools (kubechat.chat.agents) ---------------------------------
+
+    def turn_toolbox(self, entry: CatalogEntry, principal: str, request: ChatRequest) -> TurnToolbox:
+        """The tools of one answer of `entry` for `principal`: its specialists and the native
+        tools its ChatModel names, then the MCP toolbox's."""
+        spec = entry.model.spec.tools
+        left = spec.max_depth if request.delegation_left is None else request.delegation_left
+        native = [
+            NativeTool(
+                ToolSpec(specialist.name, specialist.description, PROMPT_SCHEMA),
+                functools.partial(self._ask_specialist, principal, specialist.name, left - 1),
+                specialist.timeout_seconds,
+            )
+            for specialist in spec.models
+            if specialist.name != entry.name and specialist.name in self.catalog
+        ]
+        if BuiltinTool.SEARCH_KNOWLEDGE_BASE in spec.builtin:
+            readable = ", ".join(self.knowledge.names_readable(principal)) or "none"
+            description = f"Search a knowledge base for passages about a query. Knowledge bases: {readable}."
+            native.append(
+                NativeTool(
+                    ToolSpec(BuiltinTool.SEARCH_KNOWLEDGE_BASE.value, description, SEARCH_SCHEMA),
+                    functools.partial(self._search_tool, principal),
+                )
+            )
+        if BuiltinTool.DESCRIBE_IMAGE in spec.builtin:
+            native.append(
+                NativeTool(
+                    ToolSpec(
+                        BuiltinTool.DESCRIBE_IMAGE.value,
+                        "Describe or read an image the user uploaded, answering a question about it.",
+                        DESCRIBE_SCHEMA,
+                    ),
+                    functools.partial(self._describe_tool, principal),
+                )
+            )
+        return TurnToolbox(self.tools, native)
+
+    async def _ask_specialist(
+        self, principal: str, model: str, left: int, arguments: dict[str, Any]
+    ) -> ToolResult:
+        """The specialist's whole answer to the call's prompt: a stateless completion, with its
+        own tools only while the delegation depth allows."""
+        try:
+            prompt = string_argument(arguments, "prompt")
+        except ValueError as exc:
+            return ToolResult(False, str(exc), "invalid_arguments")
+        entry = self.catalog.find(model)
+        uses_tools = entry is not None and left > 0 and entry.model.has(Capability.TOOLS)
+        request = ChatRequest(
+            messages=[ChatMessage("user", prompt)], model=model, mcp_tools=uses_tools, delegation_left=left
+        )
+        try:
+            generation = await self.complete(principal, request, f"specialist-{uuid.uuid4().hex[:12]}")
+            failure: KubechatError | None = None
+            async with aclosing(generation.events()) as events:
+                async for event in events:
+                    if isinstance(event, Failure):
+                        failure = event.error
+        except KubechatError as exc:
+            failure = exc
+        if failure is not None:
+            return ToolResult(False, f"{model} failed: {failure.message}", failure.code)
+        return ToolResult(True, generation.text)
+
+    async def _search_tool(self, principal: str, arguments: dict[str, Any]) -> ToolResult:
+        try:
+            name, query = string_argument(arguments, "knowledge_base"), string_argument(arguments, "query")
+            k = arguments.get("k", 5)
+            if not isinstance(k, int) or not 1 <= k <= 20:
+                raise ValueError("argument 'k' must be an integer from 1 to 20")
+        except ValueError as exc:
+            return ToolResult(False, str(exc), "invalid_arguments")
+        try:
+            found = await self.knowledge.search(
+                principal, [name], query, limit=k, candidates=max(k, self.config.retrieval_candidates)
+            )
+        except KubechatError as exc:
+            return ToolResult(False, exc.message, exc.code)
+        text = "\n\n".join(f"[{c.n}] {c.document_name}: {c.text}" for c in found)
+        return ToolResult(True, text or f"Nothing in {name} matches the query.")
+
+    async def _describe_tool(self, principal: str, arguments: dict[str, Any]) -> ToolResult:
+        try:
+            image_id = string_argument(arguments, "image_id")
+            question = string_argument(arguments, "question", "")
+        except ValueError as exc:
+            return ToolResult(False, str(exc), "invalid_arguments")
+        try:
+            attachments = await self.vision.attachments(principal, [image_id])
+            describer = self.vision.describer()
+            describer.check_ready()
+            (described,) = await self.vision.describe(describer, attachments, question or TRANSCRIBE_PROMPT)
+        except KubechatError as exc:
+            return ToolResult(False, exc.message, exc.code)
+        return ToolResult(True, described.description)
 
     async def ground(self, plan: Plan) -> Grounding:
         """Describe the images for a text-only model, retrieve the sources, cite them in the
@@ -209,8 +327,9 @@ class ChatService:
     ) -> Generation:
         """The answer to a grounded request; `message_id` names it (and its Triton requests).
         `span`: the answer's root span, ended by the generation when the answer ends."""
+        toolbox = grounding.plan.toolbox or self.tools
         return Generation(
-            grounding, message_id, self.triton, self.tools, self.config.tool_timeout_s, control,
+            grounding, message_id, self.triton, toolbox, self.config.tool_timeout_s, control,
             user_message_id, self.knowledge.attribute, observe=self.config.metrics, span=span,
         )  # fmt: skip
 

@@ -78,6 +78,32 @@ class ModelUnavailableError(KubechatError):
     code = "model_unavailable"
 
 
+class UpstreamAuthError(ModelUnavailableError):
+    """A remote (OpenAI-compatible) endpoint refused kubechat's API key (HTTP 401/403): the
+    ChatModel's key is missing or wrong, which only its operators can fix."""
+
+    code = "upstream_auth_failed"
+
+
+class UpstreamModelNotFoundError(ModelUnavailableError):
+    """A remote endpoint does not serve the ChatModel's upstream model (HTTP 404)."""
+
+    code = "upstream_model_not_found"
+
+
+class UpstreamRateLimitedError(ModelUnavailableError):
+    """A remote endpoint still answered HTTP 429 after kubechat's retries."""
+
+    code = "upstream_rate_limited"
+
+
+class UpstreamRejectedError(ModelUnavailableError):
+    """A remote endpoint refused the request itself (HTTP 400/422: a prompt over its context, a
+    parameter it does not take)."""
+
+    code = "upstream_rejected"
+
+
 class KnowledgeBaseNotFoundError(KubechatError):
     code = "knowledge_base_not_found"
 

@@ -116,6 +116,9 @@ class Backend(StrEnum):
     images (Tesseract OCR plus measured facts) for the `vision` capability. `tool-caller` is a
     deterministic test model that makes tool calls in spec.tools.format when a message asks it
     to (`call <tool> {json}`), so the tool loop runs through a real Triton in tests.
+    `openai` is not a Triton backend at all: the model is served elsewhere, by any
+    OpenAI-compatible endpoint (spec.endpoint: vLLM, NIM, llama.cpp's server, a hosted API), and
+    kubechat renders nothing for it.
     """
 
     TENSORRTLLM = "tensorrtllm"
@@ -124,16 +127,22 @@ class Backend(StrEnum):
     SYNTHETIC = "synthetic"
     TESSERACT = "tesseract"
     TOOL_CALLER = "tool-caller"
+    OPENAI = "openai"
 
     @property
     def loads_weights(self) -> bool:
         """Whether the model needs files from spec.source (the others bring what they run)."""
         return self not in _WEIGHTLESS_BACKENDS
 
+    @property
+    def is_remote(self) -> bool:
+        """Served by an endpoint elsewhere (spec.endpoint), not by a Triton kubechat renders."""
+        return self is Backend.OPENAI
+
 
 # The synthetic and tool-caller models compute their answers; tesseract's trained data comes
-# with its Debian package.
-_WEIGHTLESS_BACKENDS = frozenset({Backend.SYNTHETIC, Backend.TESSERACT, Backend.TOOL_CALLER})
+# with its Debian package; a remote endpoint's weights are its own business.
+_WEIGHTLESS_BACKENDS = frozenset({Backend.SYNTHETIC, Backend.TESSERACT, Backend.TOOL_CALLER, Backend.OPENAI})
 
 
 class Capability(StrEnum):
@@ -164,6 +173,28 @@ class ToolCallFormat(StrEnum):
     LLAMA3_JSON = "llama3-json"  # Llama 3.1/3.2 JSON tool calling: {"name": ..., "parameters": ...}
 
 
+class SpecialistTool(_Spec):
+    """Another ChatModel offered to this one as a tool (agents as tools): a call runs it on the
+    call's `prompt` and its answer is the tool's result."""
+
+    name: str = Field(
+        pattern=_DNS_LABEL.pattern, description="The ChatModel to call; also the tool's name the model sees."
+    )
+    description: str = Field(
+        min_length=1, description="What the specialist is good at: the model decides on it when to call."
+    )
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=300.0, description="Longest a call may take (the specialist's whole answer)."
+    )
+
+
+class BuiltinTool(StrEnum):
+    """kubechat's own capabilities offered as tools, run in process (no MCP round trip)."""
+
+    SEARCH_KNOWLEDGE_BASE = "search_knowledge_base"
+    DESCRIBE_IMAGE = "describe_image"
+
+
 class ToolsSpec(_Spec):
     """How the model calls tools (the `tools` capability): the format it was trained on, which
     of the offered MCP tools it may see, and the limits of one answer's tool loop."""
@@ -183,11 +214,71 @@ class ToolsSpec(_Spec):
         description="Rounds of model, tool calls, model again that one answer may take; a model still "
         "calling tools after them ends the answer with an error.",
     )
+    models: list[SpecialistTool] = Field(
+        default_factory=list,
+        description="Other ChatModels this model may call as tools (a supervisor and its specialists); "
+        "offered whenever tools are on, each call counts as a tool call of the round.",
+    )
+    max_depth: Annotated[int, Field(ge=1, le=4)] = Field(
+        default=1,
+        description="How deep delegation may go: 1, a specialist answers without tools of its own; 2, a "
+        "specialist may use its tools (and specialists) but theirs may not; and so on.",
+    )
+    builtin: list[BuiltinTool] = Field(
+        default_factory=list,
+        description="kubechat's own tools to offer: search_knowledge_base (the knowledge bases the user may "
+        "read), describe_image (the user's uploaded images).",
+    )
     max_result_chars: Annotated[int, Field(ge=100, le=1_000_000)] = Field(
         default=4000,
         description="A tool result is cut to this many characters before it is fed back to the model, "
         "and shown to clients cut the same way.",
     )
+
+
+class SecretKeyRef(_Spec):
+    """One key of a Secret in the resource's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the Secret.")
+    key: str = Field(default="api-key", min_length=1, description="Key inside the Secret.")
+
+
+class RemoteEndpointSpec(_Spec):
+    """An OpenAI-compatible endpoint that serves the model (backend openai): vLLM, NIM,
+    trtllm-serve, llama.cpp's server, TEI (embeddings) or a hosted API."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="Base URL of the API, the part before /chat/completions, e.g. "
+        "http://vllm.models.svc:8000/v1.",
+    )
+    model: str = Field(
+        default="",
+        description="The model name the endpoint knows (its /models ids); empty: the resource name.",
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Cluster: the Secret key holding the API key, sent as Authorization: Bearer. "
+        "None: no key (an in-cluster server without auth).",
+    )
+    api_key_env: str = Field(
+        default="",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="Embedded (kubechat serve): the environment variable holding the API key.",
+    )
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0,
+        description="Longest wait for the endpoint: to connect, for the first token, between two tokens.",
+    )
+    max_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=2,
+        description="Retries of a request that failed before its first token (connection refused, "
+        "HTTP 429/5xx); never once the answer has started.",
+    )
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model
 
 
 class PackageSource(_Spec):
@@ -395,6 +486,9 @@ _SOURCE_REQUIRED = (
 )
 
 
+_ENDPOINT_RULE = "spec.endpoint is required with backend openai, and only there"
+
+
 class ChatModelSpec(_Spec):
     """A model served by Triton: where its weights come from, how it is served, and on what."""
 
@@ -405,6 +499,11 @@ class ChatModelSpec(_Spec):
         "tesseract or tool-caller.",
     )
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    endpoint: RemoteEndpointSpec | None = Field(
+        default=None,
+        description="Backend openai only (and required there): the OpenAI-compatible endpoint that serves "
+        "the model.",
+    )
     resources: GpuResources = Field(default_factory=GpuResources)
     replicas: Annotated[int, Field(ge=0)] = Field(
         default=1,
@@ -460,6 +559,11 @@ class ChatModelSpec(_Spec):
                 ".source",
             ),
             CelRule(
+                f'({backend} == "{Backend.OPENAI}") == has(self.endpoint)',
+                _ENDPOINT_RULE,
+                field_path=".endpoint",
+            ),
+            CelRule(
                 f"{max_tokens} <= {max_output_tokens}",
                 "defaults.maxTokens must not exceed engine.maxOutputTokens",
                 field_path=".defaults.maxTokens",
@@ -500,6 +604,8 @@ class ChatModelSpec(_Spec):
     def _consistent(self) -> ChatModelSpec:
         if self.engine.backend.loads_weights and self.source == ModelSource():
             raise ValueError(_SOURCE_REQUIRED)
+        if self.engine.backend.is_remote != (self.endpoint is not None):
+            raise ValueError(_ENDPOINT_RULE)
         if self.defaults.max_tokens > self.engine.max_output_tokens:
             raise ValueError("defaults.maxTokens must not exceed engine.maxOutputTokens")
         if self.engine.tensor_parallel_size > max(self.resources.gpus, 1):

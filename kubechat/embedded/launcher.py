@@ -39,8 +39,11 @@ def runs_here(model: ChatModel) -> bool:
 
     The OCR model runs the tesseract binary. Without it tritonserver would fail to load that
     model and, as it stops on any model's load failure, serve nothing: a laptop without the
-    Debian package still gets its chat models, and a warning says what to install.
+    Debian package still gets its chat models, and a warning says what to install. A remote
+    model (backend openai) is served by its endpoint, not by the local tritonserver.
     """
+    if model.spec.engine.backend.is_remote:
+        return False
     if model.spec.engine.backend is Backend.TESSERACT and shutil.which("tesseract") is None:
         logger.warning(
             "ChatModel %s is not served: the tesseract binary is not installed; install the Debian "

@@ -199,6 +199,9 @@ class KnowledgeService:
     def names(self) -> list[str]:
         return self.registry.names()
 
+    def names_readable(self, principal: str) -> list[str]:
+        return [kb.name for kb in self.readable(principal)]
+
     def readable(self, principal: str) -> list[KnowledgeBase]:
         return self.registry.readable(principal)
 

@@ -33,6 +33,8 @@ from kubechat.operator.manifests import (
 )
 from kubechat.operator.metrics import DRIFT_CORRECTED
 from kubechat.operator.settings import OperatorSettings
+from kubechat.remote.openai import OpenAIEndpoint, Probe
+from kubechat.remote.router import remote_model
 from kubechat.triton.repository import RenderError
 
 logger = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ class ChatModelReconciler:
     async def _reconcile(self, body: kopf.Body, patch: kopf.Patch) -> dict[str, Applied]:
         observed_generation = generation(body.metadata)
         try:
+            if parse_body(ChatModel, body).spec.engine.backend.is_remote:
+                return await self._reconcile_remote(parse_body(ChatModel, body), body, patch)
             model, children = self.desired(body)
         except (ResourceError, ValidationError, RenderError) as exc:
             phase, conditions = st.invalid(str(exc), observed_generation)
@@ -111,6 +115,48 @@ class ChatModelReconciler:
         write_status(patch, body, *self._status(model, deployment, observed_generation))
         return applied
 
+    async def _reconcile_remote(
+        self, model: ChatModel, body: kopf.Body, patch: kopf.Patch
+    ) -> dict[str, Applied]:
+        """A model an OpenAI-compatible endpoint serves: no children (no pods, no Service), and a
+        Ready condition from a probe of the endpoint (GET /models lists the model), repeated at
+        every resync."""
+        observed_generation = generation(body.metadata)
+        probe = await self.probe(model)
+        phase, conditions = st.remote_model_conditions(
+            probe.ready, probe.reason, probe.message, observed_generation
+        )
+        endpoint = model.spec.endpoint
+        extra = {
+            "observedGeneration": observed_generation,
+            "endpoint": endpoint.url if endpoint else "",
+            "replicas": 0,
+            "readyReplicas": 0,
+            "specHash": spec_hash(model),
+        }
+        write_status(patch, body, phase, conditions, extra)
+        return {}
+
+    async def probe(self, model: ChatModel) -> Probe:
+        endpoint = model.spec.endpoint
+        assert endpoint is not None, "backend openai requires spec.endpoint"
+        key = None
+        ref = endpoint.api_key_secret_ref
+        if ref is not None:
+            try:
+                key = await self.kube.read_secret_key(model.metadata.namespace, ref.name, ref.key)
+            except ApiException as exc:
+                raise api_failure(exc, f"reading the API key of ChatModel {model.name}") from exc
+            if key is None:
+                return Probe(False, "SecretNotFound", f"Secret {ref.name} has no key {ref.key}")
+        remote = remote_model(model, key)
+        assert remote is not None
+        client = OpenAIEndpoint(model.name, remote)
+        try:
+            return await client.probe()
+        finally:
+            await client.close()
+
     def _status(
         self, model: ChatModel, deployment: dict[str, Any] | None, observed_generation: int | None
     ) -> tuple[Phase, list[Condition], dict[str, Any]]:
@@ -135,7 +181,7 @@ class ChatModelReconciler:
         wrapped = kopf.Body(cast(kopf.RawBody, body))
         patch = kopf.Patch()
         try:
-            if reapply:
+            if reapply or parse_body(ChatModel, wrapped).spec.engine.backend.is_remote:
                 applied = await self.reconcile(wrapped, patch)
                 # Outside kopf's spec handler nothing asked for a change: what had to be created
                 # or patched had drifted (deleted or edited by hand).

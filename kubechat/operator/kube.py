@@ -8,6 +8,7 @@ drift and a resync of an unchanged object costs one GET.
 
 from __future__ import annotations
 
+import base64
 import copy
 import enum
 import json
@@ -186,6 +187,17 @@ class Kube:
                 return False
             raise
         return True
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded; None if the Secret or the key is not there."""
+        try:
+            secret = await client.CoreV1Api(self.api).read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        value = (secret.data or {}).get(key)
+        return None if value is None else base64.b64decode(value).decode("utf-8").strip()
 
     async def read_custom(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         api = client.CustomObjectsApi(self.api)

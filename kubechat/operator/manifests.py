@@ -45,6 +45,7 @@ from kubechat.triton.repository import (
     TOKENIZER_DIR,
     TOKENIZER_PVC_DIR,
     WEIGHTS_DIR,
+    RenderError,
     pod_source_dir,
     render_tensorrtllm_models,
     tensorrtllm_names,
@@ -700,7 +701,11 @@ class Children:
 
 
 def render_children(model: ChatModel, settings: OperatorSettings) -> Children:
-    """Every Kubernetes object a ChatModel needs; raises RenderError for a spec that cannot run."""
+    """Every Kubernetes object a ChatModel needs; raises RenderError for a spec that cannot run.
+    A remote model (backend openai) needs none: its endpoint serves it."""
+    if model.spec.engine.backend.is_remote:
+        url = model.spec.endpoint.url if model.spec.endpoint else ""
+        raise RenderError(f"ChatModel {model.name} is served by {url}: it has no children")
     config_map = render_config_map(model)
     return Children(
         config_map=config_map,

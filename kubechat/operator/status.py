@@ -147,3 +147,21 @@ def chat_model_conditions(
     else:
         phase = Phase.PROGRESSING if wanted > 0 else Phase.PENDING
     return phase, conditions, counts
+
+
+def remote_model_conditions(
+    ready: bool, reason: str, message: str, generation: int | None
+) -> tuple[Phase, list[Condition]]:
+    """A ChatModel served by a remote endpoint: nothing to roll out, Ready is what the probe of
+    the endpoint found (it answers and lists the model)."""
+    if ready:
+        return Phase.READY, [
+            condition(READY, "True", reason, message, generation),
+            condition(PROGRESSING, "False", reason, message, generation),
+            condition(DEGRADED, "False", reason, message, generation),
+        ]
+    return Phase.DEGRADED, [
+        condition(READY, "False", reason, message, generation),
+        condition(PROGRESSING, "False", reason, message, generation),
+        condition(DEGRADED, "True", reason, message, generation),
+    ]

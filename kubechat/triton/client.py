@@ -56,6 +56,15 @@ class Guide:
     text: str = ""
 
 
+@dataclass
+class ReportedUsage:
+    """Token counts an engine reported for one completion (a remote endpoint's `usage`), filled
+    in by the stream when it ends; None where it reported none (Triton's contract has none)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
 def _tensor(name: str, data_type: str, value: npt.NDArray[Any]) -> InferInput:
     tensor = InferInput(name, list(value.shape), data_type)
     tensor.set_data_from_numpy(value)
@@ -130,11 +139,17 @@ class TritonInference(Protocol):
         request_id: str = "",
         image: bytes | None = None,
         logprobs: list[dict[str, Any]] | None = None,
+        *,
+        turns: Sequence[tuple[str, str]] | None = None,
+        usage: ReportedUsage | None = None,
     ) -> AsyncGenerator[str, None]:
-        """Text deltas of one streamed completion; closing the generator cancels it in Triton.
+        """Text deltas of one streamed completion; closing the generator cancels it.
 
         With `params.logprobs` set, the tokens' log probabilities of each response are appended
-        to `logprobs` (OpenAI's entries) before its delta is yielded."""
+        to `logprobs` (OpenAI's entries) before its delta is yielded. `prompt` is the rendered
+        conversation (what Triton takes); `turns` the same conversation as (role, content) pairs,
+        for an engine that applies its own chat template (a remote OpenAI-compatible endpoint).
+        An engine that counts tokens puts them into `usage`."""
         ...
 
     async def describe_image(self, model: str, image: bytes, prompt: str, max_tokens: int) -> str: ...
@@ -177,8 +192,14 @@ class TritonGateway:
         request_id: str = "",
         image: bytes | None = None,
         logprobs: list[dict[str, Any]] | None = None,
+        *,
+        turns: Sequence[tuple[str, str]] | None = None,
+        usage: ReportedUsage | None = None,
     ) -> AsyncGenerator[str, None]:
         """Yield text deltas of one streamed completion (of a vision model with `image`).
+
+        Triton takes the rendered `prompt`; `turns` is not needed, and the contract reports no
+        usage (the catalog counts tokens with the model's tokenizer).
 
         Leaving the iteration early (the client stopped or left) cancels the gRPC call, which
         Triton turns into a cancelled request that the model stops generating.
@@ -363,6 +384,9 @@ class TritonRouter:
         request_id: str = "",
         image: bytes | None = None,
         logprobs: list[dict[str, Any]] | None = None,
+        *,
+        turns: Sequence[tuple[str, str]] | None = None,
+        usage: ReportedUsage | None = None,
     ) -> AsyncGenerator[str, None]:
         url = self._route(model)
         gateway = self._acquire(url)

@@ -572,3 +572,28 @@ def test_mcp_servers_come_from_values_and_their_secrets_from_secrets(tmp_path: A
     default_env = _env(_container(default.get("Deployment", API), "api"))
     assert "KUBECHAT_MCP_SERVERS" not in default_env
     assert default_env["KUBECHAT_MCP_SERVER_ENABLED"] == "true"
+
+
+def test_remote_models_secrets_and_egress() -> None:
+    """models.remoteSecrets: the API and the operator may get those Secrets by name, and no other;
+    networkPolicy.egress.remoteModels: both may reach the endpoints."""
+    plain = render_values({})
+    for name in (API, OPERATOR):
+        rules = plain.get("Role", name)["rules"]
+        assert not any("secrets" in r["resources"] for r in rules), "no Secret access without remote models"
+    egress = [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 8000, "protocol": "TCP"}]}]
+    chart = render_values(
+        {
+            "models": {"remoteSecrets": ["vllm-key", "openai"]},
+            "networkPolicy": {"egress": {"remoteModels": egress}},
+        }
+    )
+    for name in (API, OPERATOR):
+        (rule,) = [r for r in chart.get("Role", name)["rules"] if "secrets" in r["resources"]]
+        assert rule == {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["vllm-key", "openai"],
+            "verbs": ["get"],
+        }
+        assert egress[0] in chart.get("NetworkPolicy", name)["spec"]["egress"]

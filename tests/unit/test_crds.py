@@ -54,6 +54,7 @@ SAMPLE_DIRECTORIES = [
     "examples/models",
     "examples/knowledge-bases",
     "examples/cluster",
+    "examples/remote",
     "tests/data/knowledge-bases",
 ]
 REASONS = {"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"}
@@ -296,10 +297,21 @@ def knowledge_base(name: str = "docs", **spec: Any) -> dict[str, Any]:
 HF = {"huggingFace": {"repo": "org/model"}}
 S3 = {"s3": {"uri": "s3://models/engine/"}}
 CPU = {"backend": "transformers"}
+REMOTE_ENDPOINT = {"url": "http://vllm.models.svc:8000/v1", "model": "meta-llama/Llama-3.1-8B-Instruct"}
 GPU = {"gpus": 1}
 
 MINIMAL = [
     pytest.param(chat_model({"engine": {"backend": "synthetic"}}), id="minimal-synthetic"),
+    pytest.param(
+        chat_model(
+            {
+                "engine": {"backend": "openai"},
+                "endpoint": {**REMOTE_ENDPOINT, "apiKeySecretRef": {"name": "vllm-key"}},
+                "capabilities": ["chat", "vision"],
+            }
+        ),
+        id="remote-openai",
+    ),
     pytest.param(
         chat_model({"engine": {"backend": "tesseract"}, "capabilities": ["vision"]}), id="minimal-tesseract"
     ),
@@ -597,7 +609,9 @@ def test_valid_documents_are_admitted_and_mean_the_same_after_defaulting(documen
 
 # --- documents the CEL rules refuse, and pydantic too ------------------------------------------------
 
-SOURCE = "spec.source is required for every backend but synthetic, tesseract and tool-caller"
+SOURCE = "spec.source is required for every backend but openai, synthetic, tesseract and tool-caller"
+ENDPOINT = "spec.endpoint is required with backend openai, and only there"
+REMOTE = {"url": "http://vllm.models.svc:8000/v1", "model": "meta-llama/Llama-3.1-8B-Instruct"}
 MAX_TOKENS = "defaults.maxTokens must not exceed engine.maxOutputTokens"
 PARALLEL = "engine.tensorParallelSize must fit resources.gpus"
 TRT_GPUS = "backend tensorrtllm needs resources.gpus >= 1"
@@ -623,6 +637,15 @@ EMBEDDING_IMMUTABLE = (
 
 REFUSED = [
     pytest.param(chat_model({"engine": CPU}), SOURCE, SOURCE, id="no-source"),
+    pytest.param(
+        chat_model({"engine": {"backend": "openai"}}), ENDPOINT, ENDPOINT, id="openai-without-endpoint"
+    ),
+    pytest.param(
+        chat_model({"source": HF, "engine": CPU, "endpoint": REMOTE}),
+        ENDPOINT,
+        ENDPOINT,
+        id="endpoint-not-openai",
+    ),
     pytest.param(chat_model({"source": {}, "engine": CPU}), SOURCE, SOURCE, id="empty-source"),
     pytest.param(chat_model({"source": {"s3": None}, "engine": CPU}), SOURCE, SOURCE, id="null-source"),
     pytest.param(

@@ -123,12 +123,18 @@ async def ready(request: Request) -> JSONResponse:
 
 async def _triton_checks(services: Services) -> dict[str, str]:
     names = services.catalog.names()
-    states = await asyncio.gather(*(services.triton.model_ready(n) for n in names))
-    checks: dict[str, str] = {
-        f"model:{n}": "ready" if ok else "not ready" for n, ok in zip(names, states, strict=True)
-    }
+    states = await asyncio.gather(*(_model_check(services, n) for n in names))
+    checks: dict[str, str] = {f"model:{n}": state for n, state in zip(names, states, strict=True)}
     if not await services.triton.server_ready():
         checks["triton"] = f"unreachable at {services.triton.default_url}"
     else:
         checks["triton"] = "ready"
     return checks
+
+
+async def _model_check(services: Services, name: str) -> str:
+    """Triton has the model loaded; a remote model's endpoint answers and lists it (else why not)."""
+    probe = await services.triton.probe(name)
+    if probe is None:
+        return "ready" if await services.triton.model_ready(name) else "not ready"
+    return "ready" if probe.ready else f"not ready ({probe.reason}: {probe.message})"
