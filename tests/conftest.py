@@ -200,6 +200,10 @@ def remote_models_dir(
     folder = tmp_path_factory.mktemp("remote-models")
     for example in EXAMPLE_MODELS.glob("*.yaml"):
         (folder / example.name).write_text(example.read_text())
+    # The tool-caller supervises the llama.cpp model: a remote model as a specialist tool.
+    supervisor = yaml.safe_load((folder / "tool-caller.yaml").read_text())
+    supervisor["spec"]["tools"]["models"] = [{"name": "llama", "description": "A small assistant."}]
+    (folder / "tool-caller.yaml").write_text(yaml.safe_dump(supervisor))
     documents = {
         "llama": remote_model_document("llama", llama_server.url, apiKeyEnv="KUBECHAT_TEST_LLAMA_KEY"),
         "llama-wrong-key": remote_model_document(

@@ -210,6 +210,33 @@ async def test_a_remote_embedder_indexes_and_answers_with_citations(
     assert turn.done is not None and turn.done["status"] == "complete"
 
 
+async def test_a_remote_model_answers_as_a_specialist_tool(
+    remote_api: ApiProcess, http: httpx.AsyncClient, llama_server: LlamaServer
+) -> None:
+    """The tool-caller supervises the llama.cpp model: the call runs it on the arguments, and its
+    answer is the tool result the supervisor quotes, the same text the server gives directly."""
+    direct = await direct_llama(llama_server).chat.completions.create(
+        model=UPSTREAM_MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=64, **DEFAULTS
+    )
+    expected = direct.choices[0].message.content
+    assert expected
+    session = await new_session(http)
+    async with chatting(remote_api, session) as chat:
+        await chat.ask(f'call llama {{"prompt": "{QUESTION}"}}', model="tool-caller", tools=True)
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] != "done":
+            events.append(await chat.event())
+    kinds = [e["type"] for e in events if e["type"] != "token"]
+    assert kinds == ["start", "tool_call", "tool_result", "done"], events
+    (called,) = [e for e in events if e["type"] == "tool_call"]
+    (result,) = [e for e in events if e["type"] == "tool_result"]
+    assert (called["name"], called["arguments"]) == ("llama", {"prompt": QUESTION})
+    assert result["ok"] is True and expected.startswith(result["content"][:20])
+    answer = "".join(e["delta"] for e in events if e["type"] == "token")
+    assert answer == f"Tool results: llama: {result['content']}"
+    assert events[-1]["status"] == "complete"
+
+
 async def test_a_remote_embedder_of_another_size_fails_the_document(http: httpx.AsyncClient) -> None:
     """The dimension check is the same as for a Triton embedder: 384 is not the declared 512."""
     response = await http.post(
