@@ -93,6 +93,36 @@ async def chatting(api: ApiProcess, session_id: str) -> AsyncIterator[ChatSocket
         yield chat
 
 
+@asynccontextmanager
+async def chat_session(
+    api: ApiProcess, http_timeout_s: float = 120
+) -> AsyncIterator[tuple[ChatSocket, httpx.AsyncClient, str]]:
+    """A new session of alice's, its chat socket (history event read) and an HTTP client."""
+    async with httpx.AsyncClient(base_url=api.url, headers=auth(), timeout=http_timeout_s) as http:
+        session = await new_session(http)
+        async with chatting(api, session) as socket:
+            yield socket, http, session
+
+
+async def events_of_turn(socket: ChatSocket) -> list[dict[str, Any]]:
+    """Every event of one turn, up to its done event (or an error that ends no answer)."""
+    events = []
+    while True:
+        event = await socket.event()
+        events.append(event)
+        if event["type"] == "done" or (event["type"] == "error" and event.get("message_id") is None):
+            return events
+
+
+def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == kind]
+
+
+def answer(events: list[dict[str, Any]]) -> str:
+    """The answer's text: its token deltas joined."""
+    return "".join(e["delta"] for e in of_type(events, "token"))
+
+
 def metric(text: str, name: str, model: str) -> float:
     match = re.search(rf'^{name}{{[^}}]*model="{model}"[^}}]*}} (\S+)$', text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,7 +15,7 @@ import yaml
 
 from kubechat.embedded.tritonserver import TritonServer
 from tests.conftest import ALICE_KEY, EXAMPLE_MODELS, ApiProcess, api_env, auth, remote_model_document
-from tests.integration.conftest import ChatSocket, new_session, open_socket
+from tests.integration.conftest import answer, chat_session, events_of_turn, of_type
 from tests.integration.test_knowledge_bases import indexed
 
 pytestmark = pytest.mark.triton
@@ -62,39 +61,12 @@ def specialist_api(
     process.stop()
 
 
-@asynccontextmanager
-async def chat(api: ApiProcess) -> AsyncIterator[tuple[ChatSocket, httpx.AsyncClient, str]]:
-    async with httpx.AsyncClient(base_url=api.url, headers=auth(), timeout=300) as http:
-        session = await new_session(http)
-        async with open_socket(api, session) as connection:
-            socket = ChatSocket(connection)
-            assert (await socket.event())["type"] == "history"
-            yield socket, http, session
-
-
-async def events_of_turn(socket: ChatSocket) -> list[dict[str, Any]]:
-    events = []
-    while True:
-        event = await socket.event()
-        events.append(event)
-        if event["type"] == "done" or (event["type"] == "error" and event.get("message_id") is None):
-            return events
-
-
-def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] == kind]
-
-
-def answer(events: list[dict[str, Any]]) -> str:
-    return "".join(e["delta"] for e in of_type(events, "token"))
-
-
 def call(tool: str, **arguments: Any) -> str:
     return f"call {tool} {json.dumps(arguments)}"
 
 
 async def test_the_supervisor_calls_a_specialist_and_quotes_its_answer(specialist_api: ApiProcess) -> None:
-    async with chat(specialist_api) as (socket, http, session):
+    async with chat_session(specialist_api, http_timeout_s=300) as (socket, http, session):
         await socket.ask(call("smollm2", prompt=QUESTION), model="tool-caller", tools=True)
         events = await events_of_turn(socket)
         stored = (await http.get(f"/sessions/{session}/messages")).json()["items"][-1]
@@ -117,7 +89,7 @@ async def test_the_supervisor_calls_a_specialist_and_quotes_its_answer(specialis
 
 async def test_the_specialist_answers_as_it_would_alone(specialist_api: ApiProcess) -> None:
     """The tool result is the specialist's own answer to the prompt: the same as asking it."""
-    async with chat(specialist_api) as (socket, _, _):
+    async with chat_session(specialist_api, http_timeout_s=300) as (socket, _, _):
         await socket.ask(QUESTION, model="smollm2")
         alone = answer(await events_of_turn(socket))
         await socket.ask(call("smollm2", prompt=QUESTION), model="tool-caller", tools=True)
@@ -128,7 +100,7 @@ async def test_the_specialist_answers_as_it_would_alone(specialist_api: ApiProce
 async def test_delegation_stops_at_max_depth(specialist_api: ApiProcess) -> None:
     """tool-caller (maxDepth 1) → helper: the helper answers without tools, so its own
     specialist is not offered to it."""
-    async with chat(specialist_api) as (socket, _, _):
+    async with chat_session(specialist_api, http_timeout_s=300) as (socket, _, _):
         inner = call("smollm2", prompt=QUESTION)
         await socket.ask(call("helper", prompt=inner), model="tool-caller", tools=True)
         events = await events_of_turn(socket)
@@ -140,7 +112,7 @@ async def test_delegation_stops_at_max_depth(specialist_api: ApiProcess) -> None
 
 async def test_a_deeper_supervisor_lets_its_specialist_delegate(specialist_api: ApiProcess) -> None:
     """deep (maxDepth 2, a remote model) → helper → smollm2: two levels of delegation."""
-    async with chat(specialist_api) as (socket, _, _):
+    async with chat_session(specialist_api, http_timeout_s=300) as (socket, _, _):
         inner = call("smollm2", prompt=QUESTION)
         await socket.ask(call("helper", prompt=inner), model="deep", tools=True)
         events = await events_of_turn(socket)
@@ -151,7 +123,7 @@ async def test_a_deeper_supervisor_lets_its_specialist_delegate(specialist_api: 
 
 
 async def test_a_specialist_that_is_not_offered_is_never_called(specialist_api: ApiProcess) -> None:
-    async with chat(specialist_api) as (socket, _, _):
+    async with chat_session(specialist_api, http_timeout_s=300) as (socket, _, _):
         await socket.ask(call("synthetic", prompt="go"), model="tool-caller", tools=True)
         events = await events_of_turn(socket)
     assert of_type(events, "tool_call") == []
@@ -162,7 +134,7 @@ async def test_knowledge_base_search_is_a_native_tool(specialist_api: ApiProcess
     async with httpx.AsyncClient(base_url=specialist_api.url, headers=auth(), timeout=300) as http:
         text = b"# Runbook\n\nTo restart the frobnicator, hold the blue button for nine seconds.\n"
         await indexed(http, "handbook", ("frobnicator.md", text))
-    async with chat(specialist_api) as (socket, _, _):
+    async with chat_session(specialist_api, http_timeout_s=300) as (socket, _, _):
         asked = call("search_knowledge_base", knowledge_base="handbook", query="restart the frobnicator")
         await socket.ask(asked, model="tool-caller", tools=True)
         events = await events_of_turn(socket)

@@ -7,9 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,7 +15,7 @@ import yaml
 
 from kubechat.embedded.tritonserver import TritonServer
 from tests.conftest import EXAMPLE_MODELS, ROOT, ApiProcess, api_env, auth, free_port
-from tests.integration.conftest import ChatSocket, new_session, open_socket
+from tests.integration.conftest import answer, chat_session, events_of_turn, of_type
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.triton
@@ -79,35 +77,8 @@ def _tools_ready(api: ApiProcess) -> bool:
     return bool(servers) and all(s.get("connected") for s in servers.values())
 
 
-@asynccontextmanager
-async def chat(api: ApiProcess) -> AsyncIterator[tuple[ChatSocket, httpx.AsyncClient, str]]:
-    async with httpx.AsyncClient(base_url=api.url, headers=auth(), timeout=120) as http:
-        session = await new_session(http)
-        async with open_socket(api, session) as connection:
-            socket = ChatSocket(connection)
-            assert (await socket.event())["type"] == "history"
-            yield socket, http, session
-
-
-async def events_of_turn(socket: ChatSocket) -> list[dict[str, Any]]:
-    events = []
-    while True:
-        event = await socket.event()
-        events.append(event)
-        if event["type"] in ("done",) or (event["type"] == "error" and event.get("message_id") is None):
-            return events
-
-
-def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] == kind]
-
-
-def answer(events: list[dict[str, Any]]) -> str:
-    return "".join(e["delta"] for e in of_type(events, "token"))
-
-
 async def test_a_tool_call_round_trip_over_the_socket(tool_api: ApiProcess) -> None:
-    async with chat(tool_api) as (socket, http, session):
+    async with chat_session(tool_api) as (socket, http, session):
         await socket.ask('call demo__add {"a": 2, "b": 3}', model=MODEL, tools=True)
         events = await events_of_turn(socket)
         messages = (await http.get(f"/sessions/{session}/messages")).json()["items"]
@@ -128,7 +99,7 @@ async def test_a_tool_call_round_trip_over_the_socket(tool_api: ApiProcess) -> N
 
 
 async def test_http_server_tools_and_several_calls_in_one_answer(tool_api: ApiProcess) -> None:
-    async with chat(tool_api) as (socket, _, _):
+    async with chat_session(tool_api) as (socket, _, _):
         await socket.ask(
             'call web__add {"a": 1, "b": 1} call demo__echo {"text": "hello"}', model=MODEL, tools=True
         )
@@ -141,7 +112,7 @@ async def test_http_server_tools_and_several_calls_in_one_answer(tool_api: ApiPr
 async def test_a_failing_tool_and_a_slow_tool_are_reported_and_the_answer_goes_on(
     tool_api: ApiProcess,
 ) -> None:
-    async with chat(tool_api) as (socket, _, _):
+    async with chat_session(tool_api) as (socket, _, _):
         await socket.ask('call demo__fail {} call demo__slow {"seconds": 10}', model=MODEL, tools=True)
         events = await events_of_turn(socket)
         # The slow server keeps serving after its timeout.
@@ -159,7 +130,7 @@ async def test_a_failing_tool_and_a_slow_tool_are_reported_and_the_answer_goes_o
 async def test_malformed_tool_call_json_is_reported_to_the_client_and_the_model(
     tool_api: ApiProcess,
 ) -> None:
-    async with chat(tool_api) as (socket, _, _):
+    async with chat_session(tool_api) as (socket, _, _):
         await socket.ask("call demo__add malformed", model=MODEL, tools=True)
         events = await events_of_turn(socket)
     assert of_type(events, "tool_call") == [], events
@@ -172,7 +143,7 @@ async def test_malformed_tool_call_json_is_reported_to_the_client_and_the_model(
 
 
 async def test_the_allow_list_keeps_tools_from_the_model(tool_api: ApiProcess) -> None:
-    async with chat(tool_api) as (socket, _, _):
+    async with chat_session(tool_api) as (socket, _, _):
         await socket.ask('call web__echo {"text": "x"}', model=MODEL, tools=True)
         events = await events_of_turn(socket)
     assert of_type(events, "tool_call") == []
@@ -180,7 +151,7 @@ async def test_the_allow_list_keeps_tools_from_the_model(tool_api: ApiProcess) -
 
 
 async def test_tools_for_a_model_without_the_capability_are_refused(tool_api: ApiProcess) -> None:
-    async with chat(tool_api) as (socket, http, session):
+    async with chat_session(tool_api) as (socket, http, session):
         await socket.ask("What is 2 + 2?", model="smollm2", tools=True)
         error = await socket.event()
         assert error["type"] == "error" and error["error"]["code"] == "invalid_request"
@@ -238,7 +209,7 @@ async def test_openai_clients_get_tool_calls_and_send_results_back(tool_api: Api
 
 
 async def test_stop_while_a_tool_runs_keeps_the_call(tool_api: ApiProcess) -> None:
-    async with chat(tool_api) as (socket, http, session):
+    async with chat_session(tool_api) as (socket, http, session):
         await socket.ask('call demo__slow {"seconds": 1.5}', model=MODEL, tools=True)
         while (event := await socket.event())["type"] != "tool_call":
             pass
