@@ -128,7 +128,8 @@ async def test_search_cites_page_and_section(
     # document holds would find nothing: the runbook would be below the relevance floor.)
     both = {"query": "When are chat backups taken, and what is the release codename?"}
     found = (await http.post(f"{HANDBOOK}/search", json=both)).json()["sources"]
-    assert {s["document_name"] for s in found} == {"runbook.md", "notes.pdf"}
+    # (Other tests of the session may have added documents to the handbook: both must be there.)
+    assert {"runbook.md", "notes.pdf"} <= {s["document_name"] for s in found}
     only_runbook = await http.post(
         f"{HANDBOOK}/search", json={**both, "document_ids": [handbook["runbook"]["id"]]}
     )
