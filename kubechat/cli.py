@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubechat.api.settings import Settings
 from kubechat.core.logs import configure_logging
+
+if TYPE_CHECKING:
+    from kubechat.embedded.launcher import TritonPorts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +65,42 @@ def main(argv: list[str] | None = None) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
         parser.error("listening beyond loopback needs KUBECHAT_API_KEYS (no anonymous access)")
     ports = launcher.TritonPorts(args.triton_grpc_port, args.triton_http_port, args.triton_metrics_port)
-    launcher.serve(settings, args.host, args.port, ports, args.ready_timeout)
+    serve_embedded(settings, args.host, args.port, ports, args.ready_timeout)
+
+
+def _exit_gracefully(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def serve_embedded(settings: Settings, host: str, port: int, ports: TritonPorts, timeout: float) -> None:
+    """`kubechat serve`: tritonserver (kubechat.embedded), supervised, and the API beside it.
+    Ctrl-C or SIGTERM stops both, leaving no process behind."""
+    import uvicorn
+
+    from kubechat.api.app import create_app
+    from kubechat.embedded.launcher import start_triton
+    from kubechat.embedded.supervisor import TritonSupervisor
+
+    # uvicorn shuts down on SIGTERM, then re-raises it with the previous handler in place: with
+    # the default handler the process would die before stopping tritonserver below.
+    signal.signal(signal.SIGTERM, _exit_gracefully)
+    server = start_triton(settings.models_dir, settings.state_dir, ports, timeout)
+    # From here on a tritonserver that dies is restarted (/ready reports it meanwhile).
+    supervisor = TritonSupervisor(server, ready_timeout_s=timeout)
+    supervisor.watch()
+    try:
+        settings = settings.model_copy(update={"triton_url": server.grpc_url})
+        # uvicorn's own WebSocket message limit (ws_max_size) is left at its default, as the
+        # chart and the image leave it: kubechat.api.settings.WS_TRANSPORT_MAX_BYTES.
+        uvicorn.run(
+            create_app(settings, supervised={"tritonserver": supervisor}),
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=None,  # `kubechat serve` configured logging (kubechat.core.logs)
+        )
+    finally:
+        supervisor.stop()
 
 
 if __name__ == "__main__":

@@ -1,25 +1,19 @@
-"""`kubechat serve`: the embedded runtime on one machine.
+"""The embedded runtime's tritonserver on one machine.
 
 Reads ChatModel YAML files (the same documents a cluster would `kubectl apply`), renders the
-local Triton model repository with the operator's pure renderers, starts tritonserver, waits
-for it, and serves the API; a tritonserver that dies is restarted (kubechat.embedded.supervisor);
-Ctrl-C or SIGTERM stops both, leaving no process behind.
+local Triton model repository with the operator's pure renderers, starts tritonserver and waits
+for it. `kubechat serve` (kubechat.cli) serves the API beside it and supervises it
+(kubechat.embedded.supervisor); this package never imports the API.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
-
-from kubechat.api.app import create_app
-from kubechat.api.settings import Settings
 from kubechat.core.resources import Backend, ChatModel, load_chat_models_from_dir
-from kubechat.embedded.supervisor import TritonSupervisor
 from kubechat.embedded.tritonserver import TritonServer
 from kubechat.triton.artifacts import prepare_artifacts
 from kubechat.triton.repository import render_python_model, write_model_repository
@@ -80,30 +74,3 @@ def start_triton(models_dir: Path, state_dir: Path, ports: TritonPorts, timeout:
         raise
     logger.info("tritonserver ready on grpc %s", server.grpc_url)
     return server
-
-
-def _exit_gracefully(signum: int, _frame: object) -> None:
-    raise SystemExit(0)
-
-
-def serve(settings: Settings, host: str, port: int, ports: TritonPorts, timeout: float) -> None:
-    # uvicorn shuts down on SIGTERM, then re-raises it with the previous handler in place: with
-    # the default handler the process would die before stopping tritonserver below.
-    signal.signal(signal.SIGTERM, _exit_gracefully)
-    server = start_triton(settings.models_dir, settings.state_dir, ports, timeout)
-    # From here on a tritonserver that dies is restarted (/ready reports it meanwhile).
-    supervisor = TritonSupervisor(server, ready_timeout_s=timeout)
-    supervisor.watch()
-    try:
-        settings = settings.model_copy(update={"triton_url": server.grpc_url})
-        # uvicorn's own WebSocket message limit (ws_max_size) is left at its default, as the
-        # chart and the image leave it: kubechat.api.settings.WS_TRANSPORT_MAX_BYTES.
-        uvicorn.run(
-            create_app(settings, supervised={"tritonserver": supervisor}),
-            host=host,
-            port=port,
-            log_level="info",
-            log_config=None,  # `kubechat serve` configured logging (kubechat.core.logs)
-        )
-    finally:
-        supervisor.stop()
