@@ -29,6 +29,7 @@ from kubechat.chat.agents import (
     TurnToolbox,
     string_argument,
 )
+from kubechat.chat.coalesce import coalesced
 from kubechat.chat.events import ChatEvent, Done, Failure, Started, Timings, Token, ToolReturned, Usage
 from kubechat.chat.generation import Generation, TurnControl, failure_of
 from kubechat.chat.plan import Grounding, Plan
@@ -430,7 +431,8 @@ class ChatService:
                 await self.store.set_context(reply.id, grounding.prompt.tokens, sources)
             generation = self.generate(grounding, reply.id, control, user.id)
             checkpointed = time.monotonic()
-            async with aclosing(generation.events()) as events:
+            # Read ahead: the tokens that arrive while the sink writes go out as one (coalesce.py).
+            async with aclosing(coalesced(generation.events())) as events:
                 async for event in events:
                     if type(event) is Token:  # the hot path first
                         await sink(reply.id, event)
