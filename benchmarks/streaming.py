@@ -532,7 +532,8 @@ def gateway_targets(rows: list[dict[str, object]]) -> list[dict[str, object]]:
             for path in ("api-ws", "api-sse"):
                 ratio = found["ratios"][path]["ttft_p50"]
                 key = path.replace("-", "_")
-                note = f"{found[key]['ttft_p50_ms']:.0f} ms against {found['direct']['ttft_p50_ms']:.0f} ms direct"
+                via, floor = found[key]["ttft_p50_ms"], found["direct"]["ttft_p50_ms"]
+                note = f"{via:.0f} ms against {floor:.0f} ms direct"
                 targets.append(target_row(f"TTFT p50 {path} / direct, {conc} streams", ratio, "x",
                                           f"<= {limit}x", ratio <= limit, note))  # fmt: skip
     if 1 in by_conc:
