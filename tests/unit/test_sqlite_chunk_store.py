@@ -17,6 +17,7 @@ import pytest
 from kubechat.core.resources import KnowledgeBase
 from kubechat.stores.chunks import ChunkRecord
 from kubechat.stores.sqlite.chunks import SQLiteChunkStore
+from kubechat.stores.sqlite.text_index import TextIndex
 
 
 def knowledge_base(name: str = "manuals", analyzer: str = "standard") -> KnowledgeBase:
@@ -250,3 +251,20 @@ async def test_a_database_from_before_tantivy_opens_and_is_searchable(tmp_path: 
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'fts_%'").fetchall() == []
         assert db.execute("SELECT stemming, text_synced FROM indices").fetchall() == [(1, 1)]
+
+
+async def test_a_chunk_twice_in_one_batch_is_indexed_once_as_its_last_version(tmp_path: Path) -> None:
+    kb, rng = knowledge_base(), np.random.default_rng(3)
+    store = await SQLiteChunkStore.open(tmp_path / "chunks.sqlite3")
+    try:
+        index = await store.ensure_index(kb)
+        first = ChunkRecord("d1", "d1.md", 0, "zeppelin hangar", vector=unit(rng))
+        last = ChunkRecord("d1", "d1.md", 0, "quasar telescope", vector=unit(rng))
+        await store.upsert(index, [first, last])
+        assert await store.count(kb) == 1
+        assert await store.text_search(kb, "zeppelin", k=5) == []
+        assert [h.chunk.text for h in await store.text_search(kb, "quasar", k=5)] == ["quasar telescope"]
+    finally:
+        await store.close()
+    # The text index holds one document too (its statistics would count a stale one).
+    assert TextIndex(tmp_path / "chunks.tantivy" / index, stemming=False).count == 1

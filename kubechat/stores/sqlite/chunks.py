@@ -395,6 +395,9 @@ class SQLiteChunkStore:
                         np.ascontiguousarray(chunk.vector, dtype=np.float32).tobytes(),
                     )
                 )  # fmt: skip
+            # A chunk twice in one batch: the last one wins, as in an Elasticsearch bulk request (and
+            # every id deleted below is then one the text index already holds).
+            rows = list({row[1]: row for row in rows}.values())
             self._text(index)  # built (if it must be) before this write, which it then follows
             replaced: list[int] = []
             added: list[tuple[int, str, str]] = []
