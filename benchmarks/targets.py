@@ -37,9 +37,11 @@ class Row:
     note: str
 
 
-def newest(folder: Path, name: str) -> Path | None:
-    """The newest report of `name` that states targets (names sort by time: <name>-YYYYmmdd-HHMMSS)."""
-    for path in sorted(folder.glob(f"{name}-*.json"), reverse=True):
+def newest(folders: list[Path], name: str) -> Path | None:
+    """The newest report of `name` that states targets, in any of `folders` (names sort by time:
+    <name>-YYYYmmdd-HHMMSS)."""
+    found = [path for folder in folders for path in folder.glob(f"{name}-*.json")]
+    for path in sorted(found, key=lambda p: p.name, reverse=True):
         if not path.stem[len(name) + 1 :][:1].isdigit():
             continue  # another benchmark whose name starts with this one's
         try:
@@ -69,11 +71,11 @@ def rows_of(name: str, path: Path) -> list[Row]:
     ]
 
 
-def collect(folder: Path) -> tuple[list[Row], list[str]]:
+def collect(folders: list[Path]) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     missing: list[str] = []
     for name in BENCHMARKS:
-        path = newest(folder, name)
+        path = newest(folders, name)
         if path is None:
             missing.append(name)
         else:
@@ -112,10 +114,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        action="append",
+        help="a folder of reports (repeatable; default benchmarks/results)",
+    )
     parser.add_argument("--markdown", action="store_true", help="as docs/performance.md keeps it")
     args = parser.parse_args()
-    rows, missing = collect(args.results)
+    rows, missing = collect(args.results or [ROOT / "benchmarks" / "results"])
     if args.markdown:
         print(f"Machine: {os.cpu_count()} CPUs, {platform.platform()}.\n")
         print(markdown_table(rows, missing))
