@@ -392,7 +392,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     def api_process(name: str, **extra: str) -> ApiProcess:
         # A history database of its own: processes compared must not inherit each other's rows.
         database = {"KUBECHAT_DATABASE_URL": str(state / f"bench-{name}-{uuid.uuid4().hex}.sqlite3")}
-        return ApiProcess({**env, **database, **extra}, state / f"{name}.log")
+        chosen = dict(kv.split("=", 1) for kv in args.api_env)  # e.g. uvicorn's options, to compare
+        return ApiProcess({**env, **database, **extra, **chosen}, state / f"{name}.log")
 
     catalog = load_catalog(models, state)
     rows: list[dict[str, object]] = []
@@ -463,6 +464,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
             "platform": platform.platform(),
         },
         "load_before": os.getloadavg()[0],
+        "api_env": args.api_env,
         "results": rows,
         "targets": gateway_targets(rows),
         "metrics_overhead": overhead,
@@ -577,6 +579,9 @@ def main() -> None:
         choices=("all", "paths", "metrics"),
         default="all",
         help="paths: API against direct Triton; metrics: metrics on against off",
+    )
+    parser.add_argument(
+        "--api-env", action="append", default=[], help="NAME=VALUE for the API processes (repeatable)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
