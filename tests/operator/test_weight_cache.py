@@ -1,0 +1,112 @@
+"""A GPU model's weight cache against kmock: the claim and the Job that fills it, the status
+through the Job's lifecycle (Pending -> Downloading -> Ready, and a failed download), and the
+Deployment that waits for it. kmock runs no controllers: the tests write the Job's status as the
+Job controller would, and its progress annotations as the fetch step does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from kubechat.core.resources import parse_chat_model
+from kubechat.operator.kube import Kube
+from kubechat.operator.manifests import CACHE_BYTES_ANNOTATION, CACHE_TOTAL_ANNOTATION, cache_name
+from tests.operator.conftest import NAMESPACE, Cluster
+from tests.polling import eventually
+
+NAME = "mistral"
+TRITON = f"{NAME}-triton"
+MERGE = "application/merge-patch+json"
+
+DOCUMENT: dict[str, Any] = {
+    "apiVersion": "kubechat.io/v1alpha1",
+    "kind": "ChatModel",
+    "metadata": {"name": NAME, "namespace": NAMESPACE},
+    "spec": {
+        "source": {"huggingFace": {"repo": "mistralai/Mistral-7B-Instruct-v0.3"}},
+        "engine": {"backend": "tensorrtllm"},
+        "resources": {"gpus": 1},
+        "storage": {"size": "40Gi", "storageClassName": "nfs-client"},
+    },
+}
+CACHE = cache_name(parse_chat_model(DOCUMENT))
+
+
+async def read(cluster: Cluster, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+    stub = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": NAMESPACE}}
+    return await Kube(cluster.api).read(stub)
+
+
+async def cache_status(cluster: Cluster, phase: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        status = await cluster.status("ChatModel", NAME)
+        cache = status.get("cache") or {}
+        return status if cache.get("phase") == phase else None
+
+    found: dict[str, Any] = await eventually(check, what=f"cache phase {phase}")
+    return found
+
+
+async def set_job(cluster: Cluster, status: dict[str, Any], annotations: dict[str, str] | None = None) -> None:
+    batch: Any = client.BatchV1Api(cluster.api)  # the stubs lack _content_type
+    if annotations:
+        await batch.patch_namespaced_job(
+            CACHE, NAMESPACE, {"metadata": {"annotations": annotations}}, _content_type=MERGE
+        )
+    await batch.patch_namespaced_job_status(CACHE, NAMESPACE, {"status": status}, _content_type=MERGE)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status.get("conditions") or []}
+
+
+async def test_the_cache_is_downloaded_before_any_pod_starts(cluster: Cluster) -> None:
+    await cluster.create(DOCUMENT)
+    claim = await eventually(lambda: read(cluster, "v1", "PersistentVolumeClaim", CACHE), what="the claim")
+    assert claim["spec"]["storageClassName"] == "nfs-client"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    job = await eventually(lambda: read(cluster, "batch/v1", "Job", CACHE), what="the Job")
+    assert job["metadata"]["ownerReferences"][0]["name"] == NAME
+
+    # Pending: the Job has no running pod yet; no Deployment, so no pod tries to load nothing.
+    status = await cache_status(cluster, "Pending")
+    assert status["phase"] == "Pending"
+    assert conditions(status)["Ready"]["reason"] == "DownloadPending"
+    assert conditions(status)["WeightsCached"]["status"] == "False"
+    assert await read(cluster, "apps/v1", "Deployment", TRITON) is None
+
+    # Downloading, with the progress the fetch step writes on its Job.
+    total = 14_496_000_000
+    await set_job(
+        cluster, {"active": 1}, {CACHE_BYTES_ANNOTATION: "1000000", CACHE_TOTAL_ANNOTATION: str(total)}
+    )
+    status = await cache_status(cluster, "Downloading")
+    assert status["cache"] == {"phase": "Downloading", "bytes": 1_000_000, "total": total}
+    assert status["phase"] == "Progressing"
+    assert conditions(status)["Progressing"]["reason"] == "Downloading"
+    assert await read(cluster, "apps/v1", "Deployment", TRITON) is None
+
+    # Ready: the Deployment is made, mounting the cache read-only.
+    await set_job(cluster, {"active": 0, "succeeded": 1}, {CACHE_BYTES_ANNOTATION: str(total)})
+    status = await cache_status(cluster, "Ready")
+    assert status["cache"] == {"phase": "Ready", "bytes": total, "total": total}
+    assert conditions(status)["WeightsCached"]["status"] == "True"
+    deployment = await eventually(lambda: read(cluster, "apps/v1", "Deployment", TRITON), what="the Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": CACHE, "readOnly": True}
+
+
+async def test_a_failed_download_says_why(cluster: Cluster) -> None:
+    await cluster.create(DOCUMENT)
+    await eventually(lambda: read(cluster, "batch/v1", "Job", CACHE), what="the Job")
+    message = "Job has reached the specified backoff limit"
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": message}
+    await set_job(cluster, {"active": 0, "failed": 5, "conditions": [failed]})
+    status = await cache_status(cluster, "Failed")
+    assert status["phase"] == "Failed"
+    ready = conditions(status)["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "WeightsDownloadFailed"
+    assert message in ready["message"]
+    assert conditions(status)["Degraded"]["status"] == "True"
+    assert await read(cluster, "apps/v1", "Deployment", TRITON) is None
