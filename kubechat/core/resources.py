@@ -713,7 +713,9 @@ class CacheStatus(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    phase: CachePhase = Field(default=CachePhase.PENDING, description="Pending, Downloading, Ready or Failed.")
+    phase: CachePhase = Field(
+        default=CachePhase.PENDING, description="Pending, Downloading, Ready or Failed."
+    )
     bytes: int = Field(default=0, description="Bytes downloaded so far.")
     total: int = Field(default=0, description="Bytes to download; 0 while unknown.")
 

@@ -208,7 +208,9 @@ class ChatModelReconciler:
             model = parse_body(ChatModel, wrapped)
             # A GPU model with a weight cache is reconciled whole: the cache Job's progress decides
             # whether its Deployment exists yet.
-            cached = not model.spec.engine.backend.is_remote and self.desired(wrapped)[1].cache_job is not None
+            cached = (
+                not model.spec.engine.backend.is_remote and self.desired(wrapped)[1].cache_job is not None
+            )
             if reapply or cached or model.spec.engine.backend.is_remote:
                 applied = await self.reconcile(wrapped, patch)
                 # Outside kopf's spec handler nothing asked for a change: what had to be created

@@ -307,7 +307,11 @@ def _fetch_container(
 
 def _resources(model: ChatModel) -> Manifest:
     spec = model.spec.resources
-    requests: dict[str, Any] = {"cpu": spec.cpu, "memory": spec.memory, "ephemeral-storage": EPHEMERAL_STORAGE}
+    requests: dict[str, Any] = {
+        "cpu": spec.cpu,
+        "memory": spec.memory,
+        "ephemeral-storage": EPHEMERAL_STORAGE,
+    }
     limits: dict[str, Any] = {"memory": spec.memory}
     if spec.gpus > 0:
         # Extended resources: request = limit, and the device plugin hands out whole GPUs. A
@@ -484,7 +488,10 @@ def _pod_security() -> Manifest:
 
 def _gpu_pod_spec(model: ChatModel, settings: OperatorSettings) -> Manifest:
     volumes: list[Manifest] = [
-        {"name": "repository", "configMap": {"name": config_map_name(model), "items": config_map_items(model)}},
+        {
+            "name": "repository",
+            "configMap": {"name": config_map_name(model), "items": config_map_items(model)},
+        },
         {"name": "scratch", "emptyDir": {"sizeLimit": GPU_SCRATCH_SIZE}},
         # Triton's python backend passes tensors through /dev/shm; the runtime default is 64 MiB.
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
@@ -586,7 +593,9 @@ def render_cache_job(model: ChatModel, settings: OperatorSettings) -> Manifest:
     if _downloads(spec.source):
         containers.append(_fetch_container("fetch-weights", spec.source, WEIGHTS_DIR, settings, [mount]))
     if spec.tokenizer is not None and _downloads(spec.tokenizer):
-        containers.append(_fetch_container("fetch-tokenizer", spec.tokenizer, TOKENIZER_DIR, settings, [mount]))
+        containers.append(
+            _fetch_container("fetch-tokenizer", spec.tokenizer, TOKENIZER_DIR, settings, [mount])
+        )
     main, init = containers[-1], containers[:-1]
     pod: Manifest = {
         "restartPolicy": "Never",

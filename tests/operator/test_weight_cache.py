@@ -48,7 +48,9 @@ async def cache_status(cluster: Cluster, phase: str) -> dict[str, Any]:
     return found
 
 
-async def set_job(cluster: Cluster, status: dict[str, Any], annotations: dict[str, str] | None = None) -> None:
+async def set_job(
+    cluster: Cluster, status: dict[str, Any], annotations: dict[str, str] | None = None
+) -> None:
     batch: Any = client.BatchV1Api(cluster.api)  # the stubs lack _content_type
     if annotations:
         await batch.patch_namespaced_job(
@@ -92,7 +94,9 @@ async def test_the_cache_is_downloaded_before_any_pod_starts(cluster: Cluster) -
     status = await cache_status(cluster, "Ready")
     assert status["cache"] == {"phase": "Ready", "bytes": total, "total": total}
     assert conditions(status)["WeightsCached"]["status"] == "True"
-    deployment = await eventually(lambda: read(cluster, "apps/v1", "Deployment", TRITON), what="the Deployment")
+    deployment = await eventually(
+        lambda: read(cluster, "apps/v1", "Deployment", TRITON), what="the Deployment"
+    )
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": CACHE, "readOnly": True}
 

@@ -6,11 +6,7 @@ fields fail); the rest checks what the schemas cannot: that the pieces fit toget
 
 from __future__ import annotations
 
-import ast
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +42,6 @@ from kubechat.triton.repository import (
     GPU_REPOSITORY_DIR,
     LLMAPI_MODEL_CODE,
     MODELS_ROOT,
-    REPOSITORY_DIR,
     SCRATCH_DIR,
     SOURCE_PVC_DIR,
     TEXT_STREAM_CODE,
@@ -286,7 +281,9 @@ def _job_container(children: Children, name: str) -> dict[str, Any]:
     return container
 
 
-def test_hugging_face_weights_are_downloaded_once_into_the_weight_cache(children: dict[str, Children]) -> None:
+def test_hugging_face_weights_are_downloaded_once_into_the_weight_cache(
+    children: dict[str, Children],
+) -> None:
     """A Job fills the claim (kubechat's image, HF token from the Secret); every replica mounts
     the claim read-only, so no pod downloads anything."""
     rendered = children["hf-autoscaled"]
@@ -340,7 +337,9 @@ def test_the_cache_claim_follows_the_spec_then_the_operator_settings(children: d
     assert claim["spec"]["storageClassName"] == "fast-nvme"
     assert claim["spec"]["resources"]["requests"]["storage"] == "200Gi"
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    settings = SETTINGS.model_copy(update={"cache_storage_class": "nfs", "cache_access_mode": "ReadWriteMany"})
+    settings = SETTINGS.model_copy(
+        update={"cache_storage_class": "nfs", "cache_access_mode": "ReadWriteMany"}
+    )
     claim = render_children(MODELS["hf-autoscaled"], settings).cache_claim
     assert claim is not None
     assert (claim["spec"]["storageClassName"], claim["spec"]["accessModes"]) == ("nfs", ["ReadWriteMany"])
@@ -431,9 +430,9 @@ def test_cpu_storage_volume_follows_the_spec() -> None:
     assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
     storage = smollm2.spec.storage.model_copy(update={"storage_class_name": "fast-nvme", "size": "200Gi"})
     classed = smollm2.model_copy(update={"spec": smollm2.spec.model_copy(update={"storage": storage})})
-    claim = {v["name"]: v for v in _pod(render_children(classed, SETTINGS))["volumes"]}["models"]["ephemeral"][
-        "volumeClaimTemplate"
-    ]
+    claim = {v["name"]: v for v in _pod(render_children(classed, SETTINGS))["volumes"]}["models"][
+        "ephemeral"
+    ]["volumeClaimTemplate"]
     assert claim["spec"]["storageClassName"] == "fast-nvme"
     assert claim["spec"]["resources"]["requests"]["storage"] == "200Gi"
 
@@ -556,8 +555,12 @@ def test_config_map_is_the_model_repository(children: dict[str, Children], name:
     text_stream.py byte for byte, and model.yaml; every key a valid ConfigMap key."""
     model = MODELS[name]
     data = children[name].config_map["data"]
-    assert set(data) == {f"{name}__config.pbtxt", f"{name}__1__model.py", f"{name}__1__text_stream.py",
-                         f"{name}__1__model.yaml"}
+    assert set(data) == {
+        f"{name}__config.pbtxt",
+        f"{name}__1__model.py",
+        f"{name}__1__text_stream.py",
+        f"{name}__1__model.yaml",
+    }
     assert parse_model_config(data[f"{name}__config.pbtxt"]).name == name
     assert data[f"{name}__1__model.py"] == LLMAPI_MODEL_CODE.read_text()
     assert data[f"{name}__1__text_stream.py"] == TEXT_STREAM_CODE.read_text()

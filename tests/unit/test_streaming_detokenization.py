@@ -105,7 +105,9 @@ def test_naive_sentencepiece_decoding_loses_spaces_and_splits_characters(
     assert "".join(_streamed(sentencepiece_tokenizer, cjk)) == "텍스트"
 
 
-def test_sentencepiece_leading_space_of_every_word_survives(sentencepiece_tokenizer: SentencePieceDecoder) -> None:
+def test_sentencepiece_leading_space_of_every_word_survives(
+    sentencepiece_tokenizer: SentencePieceDecoder,
+) -> None:
     ids = sentencepiece_tokenizer.encode("one two three")
     deltas = [d for d in _streamed(sentencepiece_tokenizer, ids) if d]
     assert deltas == ["one", " two", " three"]
@@ -126,7 +128,9 @@ def test_naive_byte_level_decoding_splits_emoji_and_cjk(bpe_tokenizer: Any) -> N
     assert "".join(_streamed(bpe_tokenizer, ids)) == "🎉 你好"
 
 
-def test_a_stop_string_split_across_tokens_ends_the_text(sentencepiece_tokenizer: SentencePieceDecoder) -> None:
+def test_a_stop_string_split_across_tokens_ends_the_text(
+    sentencepiece_tokenizer: SentencePieceDecoder,
+) -> None:
     """The stop string never reaches the client, even when its tokens arrive one by one."""
     ids = sentencepiece_tokenizer.encode("Answer: café.\nUser: next question")
     stream = TextStream(sentencepiece_tokenizer, ["\nUser:"])

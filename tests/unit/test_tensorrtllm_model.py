@@ -121,7 +121,10 @@ def test_shipped_code_needs_only_what_the_tensorrt_llm_image_has() -> None:
     detokenizer copied beside it only the standard library."""
     allowed_model = {"asyncio", "json", "os", "threading", "collections", "typing", "numpy", "yaml"}
     allowed_model |= {"__future__", "triton_python_backend_utils", "text_stream", "tensorrt_llm"}
-    for path, allowed in ((LLMAPI_MODEL_CODE, allowed_model), (TEXT_STREAM_CODE, {"__future__", "collections", "typing"})):
+    for path, allowed in (
+        (LLMAPI_MODEL_CODE, allowed_model),
+        (TEXT_STREAM_CODE, {"__future__", "collections", "typing"}),
+    ):
         tree = ast.parse(path.read_text())
         imported = {
             (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]  # type: ignore[union-attr]
@@ -139,7 +142,8 @@ def test_llm_arguments_are_upstreams_and_carry_the_spec() -> None:
     )
     args = llm_args(model)
     assert set(args) <= UPSTREAM_LLM_ARGS
-    assert set(args["kv_cache_config"]) <= UPSTREAM_KV_CACHE_ARGS  # type: ignore[arg-type]
+    kv_cache = args["kv_cache_config"]
+    assert isinstance(kv_cache, dict) and set(kv_cache) <= UPSTREAM_KV_CACHE_ARGS
     assert args["backend"] == UPSTREAM_LLM_BACKEND
     assert args["model"] == args["tokenizer"] == WEIGHTS_DIR
     assert args["max_batch_size"] == 32
@@ -164,7 +168,9 @@ def test_prefix_caching_is_on_by_default_and_can_be_turned_off() -> None:
 
 
 def test_the_queue_bound_reaches_the_model() -> None:
-    params = {k: v.string_value for k, v in _config(_gpu_model(engine={"maxQueueSize": 3})).parameters.items()}
+    params = {
+        k: v.string_value for k, v in _config(_gpu_model(engine={"maxQueueSize": 3})).parameters.items()
+    }
     assert params["max_queue_size"] == "3"
     assert _gpu_model().spec.engine.max_queue_size == 32
 
@@ -211,8 +217,12 @@ def test_tensor_parallelism_reaches_the_llm_api() -> None:
 
 def test_other_backends_and_single_files_are_refused() -> None:
     cpu = parse_chat_model(
-        {"apiVersion": "kubechat.io/v1alpha1", "kind": "ChatModel", "metadata": {"name": "s"},
-         "spec": {"engine": {"backend": "synthetic"}}}
+        {
+            "apiVersion": "kubechat.io/v1alpha1",
+            "kind": "ChatModel",
+            "metadata": {"name": "s"},
+            "spec": {"engine": {"backend": "synthetic"}},
+        }
     )
     with pytest.raises(RenderError, match="not tensorrtllm"):
         render_tensorrtllm_model(cpu)
