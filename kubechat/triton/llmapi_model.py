@@ -86,6 +86,19 @@ class TritonPythonModel:
             self.llm_args: dict[str, Any] = yaml.safe_load(file)
         self.active = 0
         self.lock = threading.Lock()
+        # Requests waiting beyond the batch, under the metric and labels TensorRT-LLM's C++
+        # backend reports its engine queue with: the chart's autoscaling rule reads it as is.
+        self.metric_family = pb_utils.MetricFamily(
+            name="nv_trt_llm_request_metrics",
+            description="TensorRT-LLM request metrics (kubechat's LLM API model: waiting requests)",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        labels = {
+            "model": args["model_name"],
+            "version": args.get("model_version", "1"),
+            "request_type": "waiting",
+        }
+        self.waiting = self.metric_family.Metric(labels=labels)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="llm-api", daemon=True)
         self.thread.start()
@@ -106,6 +119,7 @@ class TritonPythonModel:
                 full = self.active >= self.max_batch_size + self.max_queue_size
                 if not full:
                     self.active += 1
+                    self.waiting.set(max(0, self.active - self.max_batch_size))
             if full:
                 sender.send(
                     _error_response(QUEUE_FULL_MESSAGE, unavailable=True),
@@ -184,6 +198,7 @@ class TritonPythonModel:
         finally:
             with self.lock:
                 self.active -= 1
+                self.waiting.set(max(0, self.active - self.max_batch_size))
 
     def finalize(self) -> None:
         self.llm.shutdown()
