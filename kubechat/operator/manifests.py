@@ -272,9 +272,18 @@ def _downloads(source: ModelSource | None) -> bool:
 
 
 def _fetch_container(
-    name: str, source: ModelSource, dest: str, settings: OperatorSettings, mounts: list[Manifest]
+    name: str,
+    source: ModelSource,
+    dest: str,
+    settings: OperatorSettings,
+    mounts: list[Manifest],
+    report_job: str = "",
 ) -> Manifest:
     env = [_env("HF_HOME", HF_HOME), _env("HF_HUB_DISABLE_TELEMETRY", "1")]
+    if report_job:
+        env.append(
+            {"name": "KUBECHAT_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+        )
     if source.hugging_face is not None and source.hugging_face.token_secret_ref:
         env.append(_secret_env("HF_TOKEN", source.hugging_face.token_secret_ref, "HF_TOKEN"))
     if source.s3 is not None:
@@ -294,7 +303,16 @@ def _fetch_container(
         "name": name,
         "image": settings.kubechat_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python", "-m", "kubechat.operator.fetch", "--source-json", source_json, "--dest", dest],
+        "command": [
+            "python",
+            "-m",
+            "kubechat.operator.fetch",
+            "--source-json",
+            source_json,
+            "--dest",
+            dest,
+            *(["--report-job", report_job] if report_job else []),
+        ],
         "env": env,
         "resources": {
             "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": EPHEMERAL_STORAGE},
@@ -589,17 +607,22 @@ def render_cache_job(model: ChatModel, settings: OperatorSettings) -> Manifest:
     complete download returns at once)."""
     spec = model.spec
     mount: Manifest = {"name": "weights", "mountPath": MODELS_ROOT}
+    # The weights' download reports the progress (the tokenizer's, when the weights are on a pvc),
+    # when the chart gave the Jobs a service account that may annotate them.
+    account = settings.cache_service_account
+    job = cache_name(model) if account else ""
     containers: list[Manifest] = []
     if _downloads(spec.source):
-        containers.append(_fetch_container("fetch-weights", spec.source, WEIGHTS_DIR, settings, [mount]))
+        containers.append(_fetch_container("fetch-weights", spec.source, WEIGHTS_DIR, settings, [mount], job))
+        job = ""
     if spec.tokenizer is not None and _downloads(spec.tokenizer):
         containers.append(
-            _fetch_container("fetch-tokenizer", spec.tokenizer, TOKENIZER_DIR, settings, [mount])
+            _fetch_container("fetch-tokenizer", spec.tokenizer, TOKENIZER_DIR, settings, [mount], job)
         )
     main, init = containers[-1], containers[:-1]
     pod: Manifest = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": bool(account),
         "enableServiceLinks": False,
         "securityContext": _pod_security(),
         "containers": [main],
@@ -607,6 +630,8 @@ def render_cache_job(model: ChatModel, settings: OperatorSettings) -> Manifest:
     }
     if init:
         pod["initContainers"] = init
+    if account:
+        pod["serviceAccountName"] = account
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -35,6 +35,11 @@ class OperatorSettings(BaseSettings):
         description="Storage class of GPU models' weight caches (a ChatModel's spec.storage."
         "storageClassName wins); empty: the cluster's default class.",
     )
+    cache_service_account: str = Field(
+        default="",
+        description="Service account of the weight cache Jobs, allowed to annotate Jobs with their "
+        "download progress (the chart creates it); empty: no progress until a Job ends.",
+    )
     cache_access_mode: str = Field(
         default="ReadWriteMany",
         description="Access mode of GPU models' weight caches (spec.storage.accessMode wins). "

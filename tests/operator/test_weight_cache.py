@@ -5,15 +5,23 @@ Job controller would, and its progress annotations as the fetch step does."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import io
+import os
+from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client
+from minio import Minio
 
-from kubechat.core.resources import parse_chat_model
+from kubechat.core.resources import ModelSource, parse_chat_model
+from kubechat.operator.fetch import JobProgress, fetch_source
 from kubechat.operator.kube import Kube
 from kubechat.operator.manifests import CACHE_BYTES_ANNOTATION, CACHE_TOTAL_ANNOTATION, cache_name
 from tests.operator.conftest import NAMESPACE, Cluster
 from tests.polling import eventually
+from tests.s3_server import S3Endpoint, unique_bucket_name
 
 NAME = "mistral"
 TRITON = f"{NAME}-triton"
@@ -114,3 +122,61 @@ async def test_a_failed_download_says_why(cluster: Cluster) -> None:
     assert message in ready["message"]
     assert conditions(status)["Degraded"]["status"] == "True"
     assert await read(cluster, "apps/v1", "Deployment", TRITON) is None
+
+
+async def test_the_fetch_step_reports_its_progress_on_its_job(
+    cluster: Cluster, s3: S3Endpoint, tmp_path: Path
+) -> None:
+    """The real fetch (from moto's S3) writes bytes and total on the Job as it goes; the operator
+    copies them into status.cache: the whole chain but the in-cluster token."""
+    bucket = unique_bucket_name()
+    minio = Minio(
+        endpoint=s3.endpoint,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+        secure=False,
+        region=s3.region,
+    )
+    minio.make_bucket(bucket_name=bucket)
+    files = {"config.json": b"{}", "model-00001.safetensors": os.urandom(200_000), "tokenizer.json": b"{}"}
+    for key, data in files.items():
+        minio.put_object(bucket_name=bucket, object_name=f"m/{key}", data=io.BytesIO(data), length=len(data))
+    document = copy.deepcopy(DOCUMENT)
+    document["spec"]["source"] = {"s3": {"uri": f"s3://{bucket}/m/"}}
+    name = cache_name(parse_chat_model(document))
+    await cluster.create(document)
+    await eventually(lambda: read(cluster, "batch/v1", "Job", name), what="the Job")
+
+    env = {
+        "KUBECHAT_S3_ENDPOINT": s3.endpoint,
+        "KUBECHAT_S3_SECURE": "false",
+        "KUBECHAT_S3_REGION": s3.region,
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+    }
+    server = str(cluster.api.configuration.host)
+    progress = JobProgress(server, NAMESPACE, name, tmp_path / "weights")
+    source = ModelSource.model_validate(document["spec"]["source"])
+    await asyncio.to_thread(fetch_source, source, tmp_path / "weights", env, progress.set_total)
+    await asyncio.to_thread(progress.stop)
+
+    total = sum(len(data) for data in files.values())
+    job = await read(cluster, "batch/v1", "Job", name)
+    assert job is not None
+    annotations = job["metadata"]["annotations"]
+    assert int(annotations[CACHE_TOTAL_ANNOTATION]) == total
+    assert int(annotations[CACHE_BYTES_ANNOTATION]) >= total  # the completion marker counts too
+
+    async def reported() -> dict[str, Any] | None:
+        cache = (await cluster.status("ChatModel", NAME)).get("cache") or {}
+        return cache if cache.get("total") == total else None
+
+    cache = await eventually(reported, what="the progress in status.cache")
+    assert cache["phase"] == "Pending"  # kmock runs no Job controller: no pod, never "active"
+
+
+def test_progress_reporting_is_best_effort(tmp_path: Path) -> None:
+    """An API that cannot be reached is logged, never fatal to the download."""
+    progress = JobProgress("http://127.0.0.1:9", NAMESPACE, "nowhere", tmp_path)
+    progress.set_total(10)
+    progress.stop()

@@ -640,3 +640,24 @@ def test_scaling_leaves_the_config_map_and_service_alone(name: str) -> None:
     before, after = render_children(model, SETTINGS), render_children(scaled, SETTINGS)
     assert after.config_map == before.config_map and after.service == before.service
     assert after.deployment != before.deployment
+
+
+def test_the_cache_job_reports_progress_with_the_charts_service_account() -> None:
+    """With the chart's account the weights' fetch annotates its own Job; without, no token at all."""
+    model = MODELS["s3-weights"]
+    plain = render_children(model, SETTINGS).cache_job
+    assert plain is not None
+    pod = plain["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    settings = SETTINGS.model_copy(update={"cache_service_account": "kubechat-weight-cache"})
+    rendered = render_children(model, settings)
+    assert rendered.cache_job is not None
+    pod = rendered.cache_job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "kubechat-weight-cache"
+    assert pod["automountServiceAccountToken"] is True
+    weights = _job_container(rendered, "fetch-weights")
+    command = weights["command"]
+    assert command[command.index("--report-job") + 1] == cache_name(model)
+    assert _env(weights)["KUBECHAT_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert "--report-job" not in _job_container(rendered, "fetch-tokenizer")["command"]
+    kubernetes_validate.validate(rendered.cache_job, KUBERNETES_VERSION, strict=True)
