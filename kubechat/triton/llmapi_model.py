@@ -108,8 +108,15 @@ class TritonPythonModel:
 
         self.sampling_params = SamplingParams
         args_ = dict(self.llm_args)
-        kv_cache = args_.pop("kv_cache_config", None) or {}
-        self.llm = LLM(kv_cache_config=KvCacheConfig(**kv_cache), **args_)
+        kv_cache = KvCacheConfig(**(args_.pop("kv_cache_config", None) or {}))
+
+        async def start() -> Any:
+            # As upstream does: the LLM is made while its event loop runs, in a worker thread of
+            # that loop (construction blocks for minutes while the weights load).
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, lambda: LLM(kv_cache_config=kv_cache, **args_))
+
+        self.llm = asyncio.run_coroutine_threadsafe(start(), self.loop).result()
         self.tokenizer = self.llm.tokenizer
 
     def execute(self, requests: list[Any]) -> None:
@@ -120,13 +127,14 @@ class TritonPythonModel:
                 if not full:
                     self.active += 1
                     self.waiting.set(max(0, self.active - self.max_batch_size))
-            if full:
-                sender.send(
-                    _error_response(QUEUE_FULL_MESSAGE, unavailable=True),
-                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-                )
-                continue
-            asyncio.run_coroutine_threadsafe(self._generate(request, sender), self.loop)
+            # Every send happens on the loop's thread: sends from several threads at once
+            # crashed the python backend of Triton 2.51 (kubechat.engines.python_backend).
+            work = self._refuse(sender) if full else self._generate(request, sender)
+            asyncio.run_coroutine_threadsafe(work, self.loop)
+
+    async def _refuse(self, sender: Any) -> None:
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        sender.send(_error_response(QUEUE_FULL_MESSAGE, unavailable=True), flags=final)
 
     def _sampling(self, request: Any) -> tuple[Any, list[str]]:
         max_tokens = int(_scalar(request, "max_tokens", 0))
