@@ -25,6 +25,7 @@ from kubechat.operator.bodies import generation, parse_body, write_status
 from kubechat.operator.kube import Applied, Kube, api_failure
 from kubechat.operator.manifests import (
     CACHE_BYTES_ANNOTATION,
+    CACHE_ERROR_ANNOTATION,
     CACHE_TOTAL_ANNOTATION,
     Children,
     grpc_endpoint,
@@ -109,7 +110,7 @@ class ChatModelReconciler:
                     if cache.phase is not CachePhase.READY:
                         # No pods until the weights are in the cache: they would fail to load.
                         phase, conditions = st.cache_conditions(
-                            cache, st.job_failure_message(job), observed_generation
+                            cache, st.job_failure_message(job, CACHE_ERROR_ANNOTATION), observed_generation
                         )
                         extra = self._status(model, None, observed_generation)[2]
                         extra["cache"] = cache.model_dump(mode="json", by_alias=True)

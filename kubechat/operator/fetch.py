@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 # The annotations the weight cache's Job carries its progress in (kubechat.operator.manifests).
 BYTES_ANNOTATION = "kubechat.io/cache-bytes"
 TOTAL_ANNOTATION = "kubechat.io/cache-total"
+ERROR_ANNOTATION = "kubechat.io/cache-error"  # why the fetch failed, for the ChatModel's condition
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MARKER = ".kubechat-fetched.json"  # the source that dest holds completely
 STARTED = ".kubechat-fetching.json"  # the source a possibly interrupted fetch was getting
@@ -248,6 +249,55 @@ def fetch_source(
     return True
 
 
+# How a pre-quantized checkpoint declares its quantization: ModelOpt's hf_quant_config.json
+# (`quantization.quant_algo`) or the config's `quantization_config.quant_method` (with
+# `quant_algo` where ModelOpt writes one there). Each spec value and the names that satisfy it.
+PREQUANTIZED_NAMES = {
+    "fp8": {"fp8"},
+    "nvfp4": {"nvfp4"},
+    "int4_awq": {"w4a16_awq", "awq"},
+}
+
+
+def declared_quantization(folder: Path) -> set[str]:
+    """The quantization names a checkpoint folder declares (lower case; empty: none)."""
+    names: set[str] = set()
+    for name, keys in (
+        ("hf_quant_config.json", ("quantization",)),
+        ("config.json", ("quantization_config",)),
+    ):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for key in keys:
+            section = document.get(key) if isinstance(document, dict) else None
+            if isinstance(section, dict):
+                for field in ("quant_algo", "quant_method"):
+                    if isinstance(section.get(field), str):
+                        names.add(section[field].lower())
+    return names
+
+
+def check_quantization(folder: Path, expected: str) -> None:
+    """Fail unless the checkpoint is quantized as the spec says: serving an unquantized one would
+    need calibration, which never runs in the pod."""
+    wanted = PREQUANTIZED_NAMES.get(expected)
+    if wanted is None:
+        raise FetchError(f"quantization {expected!r} is not a pre-quantized format kubechat serves")
+    declared = declared_quantization(folder)
+    if not declared & wanted:
+        found = ", ".join(sorted(declared)) or "none"
+        raise FetchError(
+            f"spec.engine.quantization is {expected} but the checkpoint declares {found} "
+            "(hf_quant_config.json / config.json quantization_config): it would need calibration, which "
+            f"kubechat never runs in the pod; point spec.source at a pre-quantized {expected} checkpoint"
+        )
+
+
 def folder_bytes(folder: Path) -> int:
     """Bytes of the files under `folder` (partial downloads included)."""
     total = 0
@@ -288,10 +338,12 @@ class JobProgress:
         self.total = total
         self.report()
 
-    def report(self) -> None:
+    def report(self, error: str = "") -> None:
         annotations = {BYTES_ANNOTATION: str(folder_bytes(self.folder))}
         if self.total:
             annotations[TOTAL_ANNOTATION] = str(self.total)
+        if error:
+            annotations[ERROR_ANNOTATION] = error[:1000]
         body = json.dumps({"metadata": {"annotations": annotations}}).encode()
         headers = {"Content-Type": "application/merge-patch+json"}
         if self.token:
@@ -311,11 +363,12 @@ class JobProgress:
         self._thread = threading.Thread(target=loop, name="progress", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, error: str = "") -> None:
+        """Stop reporting; the last report carries `error`, the reason a failed fetch failed."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=15)
-        self.report()
+        self.report(error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-json", required=True, help="spec.source of the ChatModel, as JSON")
     parser.add_argument("--dest", type=Path, required=True, help="folder to fetch into")
     parser.add_argument("--report-job", default="", help="Job whose annotations carry the progress")
+    parser.add_argument(
+        "--expect-quantization", default="", help="fail unless the checkpoint is pre-quantized so"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     progress: JobProgress | None = None
@@ -334,11 +390,16 @@ def main(argv: list[str] | None = None) -> int:
             progress = JobProgress.in_cluster(args.report_job, args.dest, os.environ)
             progress.start()
         fetch_source(source, args.dest, on_total=progress.set_total if progress else None)
+        if args.expect_quantization:
+            check_quantization(args.dest, args.expect_quantization)
     except ValidationError as exc:
         print(f"kubechat fetch: invalid --source-json: {exc}", file=sys.stderr)
         return 2
     except FetchError as exc:
         print(f"kubechat fetch: {exc}", file=sys.stderr)
+        if progress is not None:
+            progress.stop(str(exc))
+            progress = None
         return 1
     finally:
         if progress is not None:

@@ -68,6 +68,7 @@ CHAT_MODEL_KEY: Final = "chatmodel.yaml"
 # all), copied into the ChatModel's status.cache.
 CACHE_BYTES_ANNOTATION: Final = "kubechat.io/cache-bytes"
 CACHE_TOTAL_ANNOTATION: Final = "kubechat.io/cache-total"
+CACHE_ERROR_ANNOTATION: Final = "kubechat.io/cache-error"  # why the download failed
 
 HF_HOME: Final = f"{MODELS_ROOT}/.cache/huggingface"
 
@@ -141,7 +142,7 @@ def config_map_name(model: ChatModel) -> str:
 
 
 def cache_name(model: ChatModel) -> str:
-    """The weight cache's PersistentVolumeClaim and Job (one name for both)."""
+    """The weight cache's PersistentVolumeClaim (its Job: `cache_job_name`)."""
     return f"{model.name[:44].rstrip('-')}-weights-{_cache_key(model)}"
 
 
@@ -272,18 +273,9 @@ def _downloads(source: ModelSource | None) -> bool:
 
 
 def _fetch_container(
-    name: str,
-    source: ModelSource,
-    dest: str,
-    settings: OperatorSettings,
-    mounts: list[Manifest],
-    report_job: str = "",
+    name: str, source: ModelSource, dest: str, settings: OperatorSettings, mounts: list[Manifest]
 ) -> Manifest:
     env = [_env("HF_HOME", HF_HOME), _env("HF_HUB_DISABLE_TELEMETRY", "1")]
-    if report_job:
-        env.append(
-            {"name": "KUBECHAT_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
-        )
     if source.hugging_face is not None and source.hugging_face.token_secret_ref:
         env.append(_secret_env("HF_TOKEN", source.hugging_face.token_secret_ref, "HF_TOKEN"))
     if source.s3 is not None:
@@ -311,7 +303,6 @@ def _fetch_container(
             source_json,
             "--dest",
             dest,
-            *(["--report-job", report_job] if report_job else []),
         ],
         "env": env,
         "resources": {
@@ -604,43 +595,57 @@ def render_cache_claim(model: ChatModel, settings: OperatorSettings) -> Manifest
 
 def render_cache_job(model: ChatModel, settings: OperatorSettings) -> Manifest:
     """The Job that fills the weight cache (`kubechat.operator.fetch`, idempotent: a rerun over a
-    complete download returns at once)."""
+    complete download returns at once).
+
+    A Job's pod template cannot be changed once created, so the Job is named after its template
+    (`cache_job_name`): a new template (another image, the quantization to check, the S3
+    endpoint) is a new Job, which finds the download complete and succeeds at once.
+    """
     spec = model.spec
     mount: Manifest = {"name": "weights", "mountPath": MODELS_ROOT}
-    # The weights' download reports the progress (the tokenizer's, when the weights are on a pvc),
-    # when the chart gave the Jobs a service account that may annotate them.
-    account = settings.cache_service_account
-    job = cache_name(model) if account else ""
     containers: list[Manifest] = []
     if _downloads(spec.source):
-        containers.append(_fetch_container("fetch-weights", spec.source, WEIGHTS_DIR, settings, [mount], job))
-        job = ""
+        weights = _fetch_container("fetch-weights", spec.source, WEIGHTS_DIR, settings, [mount])
+        if spec.engine.quantization != "none":  # a pre-quantized checkpoint, checked once fetched
+            weights["command"] += ["--expect-quantization", spec.engine.quantization]
+        containers.append(weights)
     if spec.tokenizer is not None and _downloads(spec.tokenizer):
         containers.append(
-            _fetch_container("fetch-tokenizer", spec.tokenizer, TOKENIZER_DIR, settings, [mount], job)
+            _fetch_container("fetch-tokenizer", spec.tokenizer, TOKENIZER_DIR, settings, [mount])
         )
-    main, init = containers[-1], containers[:-1]
+    account = settings.cache_service_account
     pod: Manifest = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": bool(account),
         "enableServiceLinks": False,
         "securityContext": _pod_security(),
-        "containers": [main],
+        "containers": containers[-1:],
         "volumes": [{"name": "weights", "persistentVolumeClaim": {"claimName": cache_name(model)}}],
     }
-    if init:
-        pod["initContainers"] = init
+    if containers[:-1]:
+        pod["initContainers"] = containers[:-1]
+    name = f"{model.name[:44].rstrip('-')}-fetch-{_digest(pod, 8)}"
     if account:
+        # The first download (the weights', or the tokenizer's when the weights are on a pvc)
+        # writes the progress on this Job, with the chart's account that may annotate Jobs.
         pod["serviceAccountName"] = account
+        reporter = containers[0]
+        reporter["command"] += ["--report-job", name]
+        namespace = {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        reporter["env"].append({"name": "KUBECHAT_NAMESPACE", "valueFrom": namespace})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(model, cache_name(model), scaled=False),
+        "metadata": _metadata(model, name, scaled=False),
         "spec": {
             "backoffLimit": 4,
             "template": {"metadata": {"labels": pod_labels(model)}, "spec": pod},
         },
     }
+
+
+def cache_job_name(model: ChatModel, settings: OperatorSettings) -> str:
+    return str(render_cache_job(model, settings)["metadata"]["name"])
 
 
 def render_deployment(model: ChatModel, settings: OperatorSettings, config_hash: str) -> Manifest:

@@ -200,7 +200,12 @@ def cache_status(job: Mapping[str, Any] | None, bytes_key: str, total_key: str) 
     return CacheStatus(phase=phase, bytes=done, total=total)
 
 
-def job_failure_message(job: Mapping[str, Any] | None) -> str:
+def job_failure_message(job: Mapping[str, Any] | None, error_key: str = "") -> str:
+    """Why the Job failed: the fetch step's own words (annotation `error_key`) where it left
+    them, else the Job controller's."""
+    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    if error_key and annotations.get(error_key):
+        return str(annotations[error_key])
     for c in ((job or {}).get("status") or {}).get("conditions") or []:
         if c.get("type") == "Failed" and c.get("status") == "True":
             return str(c.get("message") or c.get("reason") or "the download Job failed")

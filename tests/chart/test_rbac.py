@@ -435,7 +435,7 @@ async def test_the_operator_rbac_covers_every_call_it_makes(
 
             async def cache_job() -> bool:
                 jobs = await batch.list_namespaced_job(NAMESPACE)
-                return any(j.metadata.name.startswith("rbac-gpu-weights-") for j in jobs.items)
+                return any(j.metadata.name.startswith("rbac-gpu-fetch-") for j in jobs.items)
 
             await eventually(cache_job, "the weight cache Job")
             await custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "chatmodels", "rbac-gpu")

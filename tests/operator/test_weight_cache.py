@@ -8,17 +8,26 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes_asyncio import client
 from minio import Minio
 
 from kubechat.core.resources import ModelSource, parse_chat_model
-from kubechat.operator.fetch import JobProgress, fetch_source
+from kubechat.operator.fetch import FetchError, JobProgress, check_quantization, fetch_source
+from kubechat.operator.fetch import main as fetch_main
 from kubechat.operator.kube import Kube
-from kubechat.operator.manifests import CACHE_BYTES_ANNOTATION, CACHE_TOTAL_ANNOTATION, cache_name
+from kubechat.operator.manifests import (
+    CACHE_BYTES_ANNOTATION,
+    CACHE_TOTAL_ANNOTATION,
+    cache_job_name,
+    cache_name,
+)
+from kubechat.operator.settings import OperatorSettings
 from tests.operator.conftest import NAMESPACE, Cluster
 from tests.polling import eventually
 from tests.s3_server import S3Endpoint, unique_bucket_name
@@ -38,7 +47,15 @@ DOCUMENT: dict[str, Any] = {
         "storage": {"size": "40Gi", "storageClassName": "nfs-client"},
     },
 }
-CACHE = cache_name(parse_chat_model(DOCUMENT))
+CACHE = cache_name(parse_chat_model(DOCUMENT))  # the claim
+
+
+def job_name(document: dict[str, Any]) -> str:
+    """The Job's name, as the operator of these tests (default images and S3 settings) names it."""
+    return cache_job_name(parse_chat_model(document), OperatorSettings())
+
+
+JOB = job_name(DOCUMENT)
 
 
 async def read(cluster: Cluster, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
@@ -62,9 +79,9 @@ async def set_job(
     batch: Any = client.BatchV1Api(cluster.api)  # the stubs lack _content_type
     if annotations:
         await batch.patch_namespaced_job(
-            CACHE, NAMESPACE, {"metadata": {"annotations": annotations}}, _content_type=MERGE
+            JOB, NAMESPACE, {"metadata": {"annotations": annotations}}, _content_type=MERGE
         )
-    await batch.patch_namespaced_job_status(CACHE, NAMESPACE, {"status": status}, _content_type=MERGE)
+    await batch.patch_namespaced_job_status(JOB, NAMESPACE, {"status": status}, _content_type=MERGE)
 
 
 def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -76,7 +93,7 @@ async def test_the_cache_is_downloaded_before_any_pod_starts(cluster: Cluster) -
     claim = await eventually(lambda: read(cluster, "v1", "PersistentVolumeClaim", CACHE), what="the claim")
     assert claim["spec"]["storageClassName"] == "nfs-client"
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
-    job = await eventually(lambda: read(cluster, "batch/v1", "Job", CACHE), what="the Job")
+    job = await eventually(lambda: read(cluster, "batch/v1", "Job", JOB), what="the Job")
     assert job["metadata"]["ownerReferences"][0]["name"] == NAME
 
     # Pending: the Job has no running pod yet; no Deployment, so no pod tries to load nothing.
@@ -111,7 +128,7 @@ async def test_the_cache_is_downloaded_before_any_pod_starts(cluster: Cluster) -
 
 async def test_a_failed_download_says_why(cluster: Cluster) -> None:
     await cluster.create(DOCUMENT)
-    await eventually(lambda: read(cluster, "batch/v1", "Job", CACHE), what="the Job")
+    await eventually(lambda: read(cluster, "batch/v1", "Job", JOB), what="the Job")
     message = "Job has reached the specified backoff limit"
     failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": message}
     await set_job(cluster, {"active": 0, "failed": 5, "conditions": [failed]})
@@ -143,7 +160,7 @@ async def test_the_fetch_step_reports_its_progress_on_its_job(
         minio.put_object(bucket_name=bucket, object_name=f"m/{key}", data=io.BytesIO(data), length=len(data))
     document = copy.deepcopy(DOCUMENT)
     document["spec"]["source"] = {"s3": {"uri": f"s3://{bucket}/m/"}}
-    name = cache_name(parse_chat_model(document))
+    name = job_name(document)
     await cluster.create(document)
     await eventually(lambda: read(cluster, "batch/v1", "Job", name), what="the Job")
 
@@ -180,3 +197,110 @@ def test_progress_reporting_is_best_effort(tmp_path: Path) -> None:
     progress = JobProgress("http://127.0.0.1:9", NAMESPACE, "nowhere", tmp_path)
     progress.set_total(10)
     progress.stop()
+
+
+def _checkpoint(folder: Path, **files: dict[str, Any]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, document in files.items():
+        (folder / f"{name}.json").write_text(json.dumps(document))
+    return folder
+
+
+def test_pre_quantized_checkpoints_are_recognised(tmp_path: Path) -> None:
+    """ModelOpt's hf_quant_config.json and a config's quantization_config, as the hub's FP8,
+    NVFP4 and AWQ checkpoints declare themselves."""
+    fp8 = _checkpoint(tmp_path / "fp8", hf_quant_config={"quantization": {"quant_algo": "FP8"}})
+    nvfp4 = _checkpoint(tmp_path / "nvfp4", hf_quant_config={"quantization": {"quant_algo": "NVFP4"}})
+    awq = _checkpoint(tmp_path / "awq", config={"quantization_config": {"quant_method": "awq", "bits": 4}})
+    check_quantization(fp8, "fp8")
+    check_quantization(nvfp4, "nvfp4")
+    check_quantization(awq, "int4_awq")
+    plain = _checkpoint(tmp_path / "bf16", config={"torch_dtype": "bfloat16"})
+    with pytest.raises(FetchError, match="would need calibration"):
+        check_quantization(plain, "fp8")
+    with pytest.raises(FetchError, match="declares fp8"):
+        check_quantization(fp8, "nvfp4")
+
+
+async def test_an_unquantized_checkpoint_fails_the_cache_with_the_reason(
+    cluster: Cluster, s3: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spec fp8, checkpoint bf16: the fetch step fails and says why on its Job, and the ChatModel's
+    condition carries that reason rather than the Job controller's."""
+    bucket = unique_bucket_name()
+    minio = Minio(
+        endpoint=s3.endpoint,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+        secure=False,
+        region=s3.region,
+    )
+    minio.make_bucket(bucket_name=bucket)
+    config = json.dumps({"torch_dtype": "bfloat16"}).encode()
+    minio.put_object(
+        bucket_name=bucket, object_name="m/config.json", data=io.BytesIO(config), length=len(config)
+    )
+    document = copy.deepcopy(DOCUMENT)
+    document["spec"]["source"] = {"s3": {"uri": f"s3://{bucket}/m/"}}
+    document["spec"]["engine"]["quantization"] = "fp8"
+    name = job_name(document)
+    await cluster.create(document)
+    job = await eventually(lambda: read(cluster, "batch/v1", "Job", name), what="the Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    argv = container["command"][3:]  # what `python -m kubechat.operator.fetch` gets
+    assert argv[argv.index("--expect-quantization") + 1] == "fp8"
+
+    # Run that command line here, reporting to the emulated API as it would in the cluster.
+    server = str(cluster.api.configuration.host)
+    monkeypatch.setattr(
+        JobProgress,
+        "in_cluster",
+        classmethod(lambda cls, job, folder, env: cls(server, NAMESPACE, job, folder)),
+    )
+    for key, value in {
+        "KUBECHAT_S3_ENDPOINT": s3.endpoint,
+        "KUBECHAT_S3_SECURE": "false",
+        "KUBECHAT_S3_REGION": s3.region,
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+    }.items():
+        monkeypatch.setenv(key, value)
+    dest = tmp_path / "weights"
+    argv[argv.index("--dest") + 1] = str(dest)
+    code = await asyncio.to_thread(fetch_main, [*argv, "--report-job", name])
+    assert code == 1
+
+    failed = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": "backoff limit",
+    }
+    await set_job_named(cluster, name, {"failed": 5, "conditions": [failed]})
+
+    async def refused() -> dict[str, Any] | None:
+        status = await cluster.status("ChatModel", NAME)
+        ready = conditions(status).get("Ready") or {}
+        return ready if ready.get("reason") == "WeightsDownloadFailed" else None
+
+    ready = await eventually(refused, what="WeightsDownloadFailed")
+    assert "would need calibration" in ready["message"] and "declares none" in ready["message"]
+
+
+async def set_job_named(cluster: Cluster, name: str, status: dict[str, Any]) -> None:
+    batch: Any = client.BatchV1Api(cluster.api)
+    await batch.patch_namespaced_job_status(name, NAMESPACE, {"status": status}, _content_type=MERGE)
+
+
+async def test_a_quantization_that_needs_calibration_is_refused_with_a_condition(cluster: Cluster) -> None:
+    document = copy.deepcopy(DOCUMENT)
+    document["spec"]["engine"]["quantization"] = "int8"
+    await cluster.create(document)
+
+    async def invalid() -> dict[str, Any] | None:
+        ready = conditions(await cluster.status("ChatModel", NAME)).get("Ready") or {}
+        return ready if ready.get("reason") == "InvalidSpec" else None
+
+    ready = await eventually(invalid, what="InvalidSpec")
+    assert "needs calibration" in ready["message"]
+    assert await read(cluster, "batch/v1", "Job", JOB) is None

@@ -24,6 +24,7 @@ from kubechat.operator.manifests import (
     METRICS_PORT,
     SPEC_HASH_LABEL,
     Children,
+    cache_job_name,
     cache_name,
     config_map_items,
     grpc_endpoint,
@@ -289,7 +290,8 @@ def test_hugging_face_weights_are_downloaded_once_into_the_weight_cache(
     rendered = children["hf-autoscaled"]
     assert rendered.cache_claim is not None and rendered.cache_job is not None
     name = cache_name(MODELS["hf-autoscaled"])
-    assert rendered.cache_claim["metadata"]["name"] == rendered.cache_job["metadata"]["name"] == name
+    assert rendered.cache_claim["metadata"]["name"] == name
+    assert rendered.cache_job["metadata"]["name"] == cache_job_name(MODELS["hf-autoscaled"], SETTINGS)
     fetch = _job_container(rendered, "fetch-weights")
     assert fetch["image"] == SETTINGS.kubechat_image
     assert fetch["securityContext"]["runAsNonRoot"] is True
@@ -657,7 +659,20 @@ def test_the_cache_job_reports_progress_with_the_charts_service_account() -> Non
     assert pod["automountServiceAccountToken"] is True
     weights = _job_container(rendered, "fetch-weights")
     command = weights["command"]
-    assert command[command.index("--report-job") + 1] == cache_name(model)
+    assert command[command.index("--report-job") + 1] == rendered.cache_job["metadata"]["name"]
     assert _env(weights)["KUBECHAT_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert "--report-job" not in _job_container(rendered, "fetch-tokenizer")["command"]
     kubernetes_validate.validate(rendered.cache_job, KUBERNETES_VERSION, strict=True)
+
+
+def test_a_new_job_template_is_a_new_job() -> None:
+    """Job templates are immutable: what changes the template changes the Job's name (the download
+    is complete, so the new Job succeeds at once); what does not keeps it."""
+    model = MODELS["hf-autoscaled"]
+    name = cache_job_name(model, SETTINGS)
+    assert cache_job_name(model, SETTINGS.model_copy(update={"kubechat_image": "kubechat:next"})) != name
+    fp8 = _gpu("hf-autoscaled", engine={"backend": "tensorrtllm", "quantization": "fp8"})
+    assert cache_job_name(fp8, SETTINGS) != cache_job_name(_gpu("hf-autoscaled"), SETTINGS)
+    tuned = _gpu("hf-autoscaled", engine={"backend": "tensorrtllm", "maxBatchSize": 128})
+    assert cache_job_name(tuned, SETTINGS) == cache_job_name(_gpu("hf-autoscaled"), SETTINGS)
+    assert len(cache_job_name(_gpu("a" * 63), SETTINGS)) <= 63
