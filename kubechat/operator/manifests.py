@@ -106,15 +106,28 @@ def pod_spec_hash(model: ChatModel) -> str:
     return _digest(model.spec.model_dump(mode="json", by_alias=True, exclude={"replicas", "autoscaling"}))
 
 
-def _cache_key(model: ChatModel) -> str:
-    """What a weight cache holds: the sources and the volume. A new key is a new claim and Job
-    (both immutable once made); an unchanged one is reused across every other spec change."""
+def _claim_spec(model: ChatModel, settings: OperatorSettings) -> Manifest:
+    storage = model.spec.storage
+    claim: Manifest = {
+        "accessModes": [storage.access_mode or settings.cache_access_mode],
+        "resources": {"requests": {"storage": storage.size}},
+    }
+    storage_class = storage.storage_class_name or settings.cache_storage_class
+    if storage_class:
+        claim["storageClassName"] = storage_class
+    return claim
+
+
+def _cache_key(model: ChatModel, settings: OperatorSettings) -> str:
+    """What a weight cache holds and where: the sources and the claim. A claim's spec cannot be
+    changed once made, so a new key is a new claim (and a new download); an unchanged one is kept
+    across every other spec change (engine settings, replicas, image)."""
     spec = model.spec
     return _digest(
         {
             "source": spec.source.model_dump(mode="json", by_alias=True),
             "tokenizer": spec.tokenizer.model_dump(mode="json", by_alias=True) if spec.tokenizer else None,
-            "storage": spec.storage.model_dump(mode="json", by_alias=True),
+            "claim": _claim_spec(model, settings),
         },
         8,
     )
@@ -141,9 +154,9 @@ def config_map_name(model: ChatModel) -> str:
     return f"{model.name}-model-repository"
 
 
-def cache_name(model: ChatModel) -> str:
+def cache_name(model: ChatModel, settings: OperatorSettings) -> str:
     """The weight cache's PersistentVolumeClaim (its Job: `cache_job_name`)."""
-    return f"{model.name[:44].rstrip('-')}-weights-{_cache_key(model)}"
+    return f"{model.name[:44].rstrip('-')}-weights-{_cache_key(model, settings)}"
 
 
 def selector_labels(model: ChatModel) -> dict[str, str]:
@@ -511,7 +524,7 @@ def _gpu_pod_spec(model: ChatModel, settings: OperatorSettings) -> Manifest:
         {"name": "shm", "mountPath": "/dev/shm"},
     ]
     if has_weight_cache(model):
-        claim = {"claimName": cache_name(model), "readOnly": True}
+        claim = {"claimName": cache_name(model, settings), "readOnly": True}
         volumes.append({"name": "weights", "persistentVolumeClaim": claim})
         mounts.append({"name": "weights", "mountPath": MODELS_ROOT, "readOnly": True})
     source_volumes, source_mounts = _source_volumes(model)
@@ -577,19 +590,11 @@ def render_cache_claim(model: ChatModel, settings: OperatorSettings) -> Manifest
     ReadWriteMany (the default) lets replicas on any node mount it; with ReadWriteOnce the volume
     attaches to one node at a time, so every replica must be scheduled there (docs/operator.md).
     """
-    storage = model.spec.storage
-    claim: Manifest = {
-        "accessModes": [storage.access_mode or settings.cache_access_mode],
-        "resources": {"requests": {"storage": storage.size}},
-    }
-    storage_class = storage.storage_class_name or settings.cache_storage_class
-    if storage_class:
-        claim["storageClassName"] = storage_class
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(model, cache_name(model), scaled=False),
-        "spec": claim,
+        "metadata": _metadata(model, cache_name(model, settings), scaled=False),
+        "spec": _claim_spec(model, settings),
     }
 
 
@@ -620,7 +625,7 @@ def render_cache_job(model: ChatModel, settings: OperatorSettings) -> Manifest:
         "enableServiceLinks": False,
         "securityContext": _pod_security(),
         "containers": containers[-1:],
-        "volumes": [{"name": "weights", "persistentVolumeClaim": {"claimName": cache_name(model)}}],
+        "volumes": [{"name": "weights", "persistentVolumeClaim": {"claimName": cache_name(model, settings)}}],
     }
     if containers[:-1]:
         pod["initContainers"] = containers[:-1]

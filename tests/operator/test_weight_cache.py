@@ -47,7 +47,7 @@ DOCUMENT: dict[str, Any] = {
         "storage": {"size": "40Gi", "storageClassName": "nfs-client"},
     },
 }
-CACHE = cache_name(parse_chat_model(DOCUMENT))  # the claim
+CACHE = cache_name(parse_chat_model(DOCUMENT), OperatorSettings())  # the claim
 
 
 def job_name(document: dict[str, Any]) -> str:

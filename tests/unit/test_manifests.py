@@ -289,7 +289,7 @@ def test_hugging_face_weights_are_downloaded_once_into_the_weight_cache(
     the claim read-only, so no pod downloads anything."""
     rendered = children["hf-autoscaled"]
     assert rendered.cache_claim is not None and rendered.cache_job is not None
-    name = cache_name(MODELS["hf-autoscaled"])
+    name = cache_name(MODELS["hf-autoscaled"], SETTINGS)
     assert rendered.cache_claim["metadata"]["name"] == name
     assert rendered.cache_job["metadata"]["name"] == cache_job_name(MODELS["hf-autoscaled"], SETTINGS)
     fetch = _job_container(rendered, "fetch-weights")
@@ -352,7 +352,10 @@ def test_the_cache_is_reused_across_engine_changes_and_renewed_for_a_new_source(
     base = _gpu("c")
     tuned = _gpu("c", engine={"backend": "tensorrtllm", "maxBatchSize": 64})
     moved = _gpu("c", source={"huggingFace": {"repo": "meta-llama/Llama-3.2-3B-Instruct"}})
-    assert cache_name(tuned) == cache_name(base) != cache_name(moved)
+    assert cache_name(tuned, SETTINGS) == cache_name(base, SETTINGS) != cache_name(moved, SETTINGS)
+    # The operator's default class is part of the claim: another default is another claim.
+    elsewhere = SETTINGS.model_copy(update={"cache_storage_class": "nfs"})
+    assert cache_name(base, elsewhere) != cache_name(base, SETTINGS)
     job = render_children(base, SETTINGS).cache_job
     assert job is not None
     assert render_children(tuned, SETTINGS).cache_job["spec"] == job["spec"]  # type: ignore[index]
