@@ -108,11 +108,18 @@ class ChatModelReconciler:
                 if manifest is children.deployment and children.cache_job is not None:
                     cache = _cache(job)
                     if cache.phase is not CachePhase.READY:
-                        # No pods until the weights are in the cache: they would fail to load.
-                        phase, conditions = st.cache_conditions(
-                            cache, st.job_failure_message(job, CACHE_ERROR_ANNOTATION), observed_generation
-                        )
-                        extra = self._status(model, None, observed_generation)[2]
+                        # No new pods until the weights are in the cache: they would fail to load.
+                        # Pods of an earlier cache (a changed source) keep serving meanwhile.
+                        failure = st.job_failure_message(job, CACHE_ERROR_ANNOTATION)
+                        serving = await self.kube.read(children.deployment)
+                        phase, conditions, extra = self._status(model, serving, observed_generation)
+                        cached, cache_conditions = st.cache_conditions(cache, failure, observed_generation)
+                        if serving is None:
+                            phase, conditions = cached, cache_conditions
+                        else:  # serving, while the next weights download
+                            conditions = [c for c in conditions if c.type != st.PROGRESSING]
+                            conditions += [c for c in cache_conditions if c.type == st.PROGRESSING]
+                            conditions += [c for c in cache_conditions if c.type == st.WEIGHTS_CACHED]
                         extra["cache"] = cache.model_dump(mode="json", by_alias=True)
                         write_status(patch, body, phase, conditions, extra)
                         return applied

@@ -304,3 +304,47 @@ async def test_a_quantization_that_needs_calibration_is_refused_with_a_condition
     ready = await eventually(invalid, what="InvalidSpec")
     assert "needs calibration" in ready["message"]
     assert await read(cluster, "batch/v1", "Job", JOB) is None
+
+
+async def test_a_new_source_downloads_while_the_old_pods_keep_serving(cluster: Cluster) -> None:
+    """A changed source is a new cache: until it is Ready the Deployment keeps its old claim and
+    the model stays Ready; then the pods roll onto the new one."""
+    await cluster.create(DOCUMENT)
+    await eventually(lambda: read(cluster, "batch/v1", "Job", JOB), what="the Job")
+    await set_job(cluster, {"succeeded": 1})
+    await eventually(lambda: read(cluster, "apps/v1", "Deployment", TRITON), what="the Deployment")
+    apps: Any = client.AppsV1Api(cluster.api)
+    ready = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
+    await apps.patch_namespaced_deployment_status(TRITON, NAMESPACE, {"status": ready}, _content_type=MERGE)
+
+    source = {"huggingFace": {"repo": "mistralai/Mistral-7B-Instruct-v0.3", "revision": "v2"}}
+    await cluster.patch_spec("ChatModel", NAME, {"source": source}, generation=2)
+    moved = copy.deepcopy(DOCUMENT)
+    moved["spec"]["source"] = source
+    new_claim = cache_name(parse_chat_model(moved), OperatorSettings())
+    await eventually(lambda: read(cluster, "batch/v1", "Job", job_name(moved)), what="the new Job")
+
+    async def downloading_while_serving() -> dict[str, Any] | None:
+        status = await cluster.status("ChatModel", NAME)
+        return status if status.get("observedGeneration") == 2 else None
+
+    status = await eventually(downloading_while_serving, what="generation 2 observed")
+    assert status["cache"]["phase"] == "Pending"
+    assert conditions(status)["Ready"]["status"] == "True"  # the old pods still answer
+    assert conditions(status)["WeightsCached"]["status"] == "False"
+    deployment = await read(cluster, "apps/v1", "Deployment", TRITON)
+    assert deployment is not None
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["weights"]["persistentVolumeClaim"]["claimName"] == CACHE
+
+    batch: Any = client.BatchV1Api(cluster.api)
+    await batch.patch_namespaced_job_status(
+        job_name(moved), NAMESPACE, {"status": {"succeeded": 1}}, _content_type=MERGE
+    )
+
+    async def rolled() -> bool:
+        live = await read(cluster, "apps/v1", "Deployment", TRITON)
+        claims = {v["name"]: v for v in (live or {})["spec"]["template"]["spec"]["volumes"]}
+        return bool(claims["weights"]["persistentVolumeClaim"]["claimName"] == new_claim)
+
+    await eventually(rolled, what="the Deployment on the new cache")
