@@ -35,6 +35,9 @@ from tests.s3_server import S3Endpoint, unique_bucket_name
 NAME = "mistral"
 TRITON = f"{NAME}-triton"
 MERGE = "application/merge-patch+json"
+# Each step is a chain of watch events through kopf; on a loaded machine it can take longer than
+# the polling default.
+WAIT_S = 30.0
 
 DOCUMENT: dict[str, Any] = {
     "apiVersion": "kubechat.io/v1alpha1",
@@ -69,7 +72,7 @@ async def cache_status(cluster: Cluster, phase: str) -> dict[str, Any]:
         cache = status.get("cache") or {}
         return status if cache.get("phase") == phase else None
 
-    found: dict[str, Any] = await eventually(check, what=f"cache phase {phase}")
+    found: dict[str, Any] = await eventually(check, within_s=WAIT_S, what=f"cache phase {phase}")
     return found
 
 
@@ -90,10 +93,12 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 async def test_the_cache_is_downloaded_before_any_pod_starts(cluster: Cluster) -> None:
     await cluster.create(DOCUMENT)
-    claim = await eventually(lambda: read(cluster, "v1", "PersistentVolumeClaim", CACHE), what="the claim")
+    claim = await eventually(
+        lambda: read(cluster, "v1", "PersistentVolumeClaim", CACHE), within_s=WAIT_S, what="the claim"
+    )
     assert claim["spec"]["storageClassName"] == "nfs-client"
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
-    job = await eventually(lambda: read(cluster, "batch/v1", "Job", JOB), what="the Job")
+    job = await eventually(lambda: read(cluster, "batch/v1", "Job", JOB), within_s=WAIT_S, what="the Job")
     assert job["metadata"]["ownerReferences"][0]["name"] == NAME
 
     # Pending: the Job has no running pod yet; no Deployment, so no pod tries to load nothing.
@@ -120,7 +125,7 @@ async def test_the_cache_is_downloaded_before_any_pod_starts(cluster: Cluster) -
     assert status["cache"] == {"phase": "Ready", "bytes": total, "total": total}
     assert conditions(status)["WeightsCached"]["status"] == "True"
     deployment = await eventually(
-        lambda: read(cluster, "apps/v1", "Deployment", TRITON), what="the Deployment"
+        lambda: read(cluster, "apps/v1", "Deployment", TRITON), within_s=WAIT_S, what="the Deployment"
     )
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": CACHE, "readOnly": True}
@@ -128,7 +133,7 @@ async def test_the_cache_is_downloaded_before_any_pod_starts(cluster: Cluster) -
 
 async def test_a_failed_download_says_why(cluster: Cluster) -> None:
     await cluster.create(DOCUMENT)
-    await eventually(lambda: read(cluster, "batch/v1", "Job", JOB), what="the Job")
+    await eventually(lambda: read(cluster, "batch/v1", "Job", JOB), within_s=WAIT_S, what="the Job")
     message = "Job has reached the specified backoff limit"
     failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": message}
     await set_job(cluster, {"active": 0, "failed": 5, "conditions": [failed]})
@@ -162,7 +167,7 @@ async def test_the_fetch_step_reports_its_progress_on_its_job(
     document["spec"]["source"] = {"s3": {"uri": f"s3://{bucket}/m/"}}
     name = job_name(document)
     await cluster.create(document)
-    await eventually(lambda: read(cluster, "batch/v1", "Job", name), what="the Job")
+    await eventually(lambda: read(cluster, "batch/v1", "Job", name), within_s=WAIT_S, what="the Job")
 
     env = {
         "KUBECHAT_S3_ENDPOINT": s3.endpoint,
@@ -188,7 +193,7 @@ async def test_the_fetch_step_reports_its_progress_on_its_job(
         cache = (await cluster.status("ChatModel", NAME)).get("cache") or {}
         return cache if cache.get("total") == total else None
 
-    cache = await eventually(reported, what="the progress in status.cache")
+    cache = await eventually(reported, within_s=WAIT_S, what="the progress in status.cache")
     assert cache["phase"] == "Pending"  # kmock runs no Job controller: no pod, never "active"
 
 
@@ -245,7 +250,7 @@ async def test_an_unquantized_checkpoint_fails_the_cache_with_the_reason(
     document["spec"]["engine"]["quantization"] = "fp8"
     name = job_name(document)
     await cluster.create(document)
-    job = await eventually(lambda: read(cluster, "batch/v1", "Job", name), what="the Job")
+    job = await eventually(lambda: read(cluster, "batch/v1", "Job", name), within_s=WAIT_S, what="the Job")
     (container,) = job["spec"]["template"]["spec"]["containers"]
     argv = container["command"][3:]  # what `python -m kubechat.operator.fetch` gets
     assert argv[argv.index("--expect-quantization") + 1] == "fp8"
@@ -283,7 +288,7 @@ async def test_an_unquantized_checkpoint_fails_the_cache_with_the_reason(
         ready = conditions(status).get("Ready") or {}
         return ready if ready.get("reason") == "WeightsDownloadFailed" else None
 
-    ready = await eventually(refused, what="WeightsDownloadFailed")
+    ready = await eventually(refused, within_s=WAIT_S, what="WeightsDownloadFailed")
     assert "would need calibration" in ready["message"] and "declares none" in ready["message"]
 
 
@@ -301,7 +306,7 @@ async def test_a_quantization_that_needs_calibration_is_refused_with_a_condition
         ready = conditions(await cluster.status("ChatModel", NAME)).get("Ready") or {}
         return ready if ready.get("reason") == "InvalidSpec" else None
 
-    ready = await eventually(invalid, what="InvalidSpec")
+    ready = await eventually(invalid, within_s=WAIT_S, what="InvalidSpec")
     assert "needs calibration" in ready["message"]
     assert await read(cluster, "batch/v1", "Job", JOB) is None
 
@@ -310,9 +315,11 @@ async def test_a_new_source_downloads_while_the_old_pods_keep_serving(cluster: C
     """A changed source is a new cache: until it is Ready the Deployment keeps its old claim and
     the model stays Ready; then the pods roll onto the new one."""
     await cluster.create(DOCUMENT)
-    await eventually(lambda: read(cluster, "batch/v1", "Job", JOB), what="the Job")
+    await eventually(lambda: read(cluster, "batch/v1", "Job", JOB), within_s=WAIT_S, what="the Job")
     await set_job(cluster, {"succeeded": 1})
-    await eventually(lambda: read(cluster, "apps/v1", "Deployment", TRITON), what="the Deployment")
+    await eventually(
+        lambda: read(cluster, "apps/v1", "Deployment", TRITON), within_s=WAIT_S, what="the Deployment"
+    )
     apps: Any = client.AppsV1Api(cluster.api)
     ready = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
     await apps.patch_namespaced_deployment_status(TRITON, NAMESPACE, {"status": ready}, _content_type=MERGE)
@@ -322,13 +329,15 @@ async def test_a_new_source_downloads_while_the_old_pods_keep_serving(cluster: C
     moved = copy.deepcopy(DOCUMENT)
     moved["spec"]["source"] = source
     new_claim = cache_name(parse_chat_model(moved), OperatorSettings())
-    await eventually(lambda: read(cluster, "batch/v1", "Job", job_name(moved)), what="the new Job")
+    await eventually(
+        lambda: read(cluster, "batch/v1", "Job", job_name(moved)), within_s=WAIT_S, what="the new Job"
+    )
 
     async def downloading_while_serving() -> dict[str, Any] | None:
         status = await cluster.status("ChatModel", NAME)
         return status if status.get("observedGeneration") == 2 else None
 
-    status = await eventually(downloading_while_serving, what="generation 2 observed")
+    status = await eventually(downloading_while_serving, within_s=WAIT_S, what="generation 2 observed")
     assert status["cache"]["phase"] == "Pending"
     assert conditions(status)["Ready"]["status"] == "True"  # the old pods still answer
     assert conditions(status)["WeightsCached"]["status"] == "False"
@@ -347,4 +356,4 @@ async def test_a_new_source_downloads_while_the_old_pods_keep_serving(cluster: C
         claims = {v["name"]: v for v in (live or {})["spec"]["template"]["spec"]["volumes"]}
         return bool(claims["weights"]["persistentVolumeClaim"]["claimName"] == new_claim)
 
-    await eventually(rolled, what="the Deployment on the new cache")
+    await eventually(rolled, within_s=WAIT_S, what="the Deployment on the new cache")
