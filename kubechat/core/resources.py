@@ -86,6 +86,13 @@ def cel_field(name: str) -> str:
     return name
 
 
+# kubechat's GPU model (TensorRT-LLM's LLM API under Triton) takes text only (docs/images.md).
+_TEXT_ONLY_GPU = (
+    "backend tensorrtllm serves text only: the vision capability needs backend tesseract or an "
+    "openai endpoint"
+)
+
+
 def _cel_or_default(path: str, model: type[BaseModel], field: str) -> str:
     """CEL for the field at `path` (e.g. `self.engine.backend`) that reads as pydantic's default when unset.
 
@@ -615,6 +622,13 @@ class ChatModelSpec(_Spec):
                 "FieldValueForbidden",
                 ".source.package",
             ),
+            CelRule(  # capabilities defaults to [chat]: unset never holds vision
+                f"{not_tensorrtllm} || !has(self.capabilities) || "
+                f'!("{Capability.VISION}" in self.capabilities)',
+                _TEXT_ONLY_GPU,
+                "FieldValueForbidden",
+                ".capabilities",
+            ),
             CelRule(
                 f"{not_tensorrtllm} || !{prebuilt} || has(self.tokenizer)",
                 "a prebuilt engine needs spec.tokenizer (engines carry no tokenizer)",
@@ -646,6 +660,8 @@ class ChatModelSpec(_Spec):
                 raise ValueError("backend tensorrtllm needs resources.gpus >= 1")
             if self.source.package is not None:
                 raise ValueError("backend tensorrtllm cannot load weights from a Python package")
+            if Capability.VISION in self.capabilities:
+                raise ValueError(_TEXT_ONLY_GPU)
             if self.engine.prebuilt and self.tokenizer is None:
                 raise ValueError("a prebuilt engine needs spec.tokenizer (engines carry no tokenizer)")
         return self
