@@ -1,9 +1,11 @@
 """The Triton tensor contracts kubechat speaks, in one place for the API, renderer and models.
 
-The chat contract is TensorRT-LLM's `ensemble` / `tensorrt_llm_bls` interface, so a real
-TensorRT-LLM model repository is a drop-in replacement for the CPU development models. The vision
-contract is the chat contract plus the encoded image file, under the name TensorRT-LLM's
-multimodal ensemble gives its image input (whose dims differ: see model-repo/README.md).
+The chat contract is the interface of TensorRT-LLM's former `ensemble` / `tensorrt_llm_bls`
+models (`text_input`, `max_tokens`, ... -> `text_output`, decoupled). The CPU development models
+speak it, and so does the GPU model (kubechat.triton.llmapi_model, TensorRT-LLM's LLM API), whose
+text tensors are those of upstream's `all_models/llmapi`. The vision contract is the chat
+contract plus the encoded image file, under the name TensorRT-LLM's multimodal ensemble gave its
+image input (whose dims differ: see model-repo/README.md).
 """
 
 from __future__ import annotations
