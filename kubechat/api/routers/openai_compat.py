@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter
 from fastapi.sse import EventSourceResponse
 from jsonschema import Draft202012Validator, SchemaError
@@ -22,6 +23,7 @@ from kubechat.api.errors import error_body, error_responses
 from kubechat.api.routing import ApiRoute
 from kubechat.api.sse import DONE, event_stream, sse_data
 from kubechat.catalog import CatalogEntry
+from kubechat.chat.coalesce import coalesced
 from kubechat.chat.events import Done, Failure, Sources, Started, Token, ToolCalled
 from kubechat.chat.generation import Generation
 from kubechat.chat.request import (
@@ -490,6 +492,12 @@ async def _chunks(
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return sse_data(f'{head}"choices":[{json.dumps(choice, ensure_ascii=False)}]{extra}}}')
 
+    def text_chunk(text: str) -> bytes:  # the hot path: chunk({"content": text}), written directly
+        content = orjson.dumps(text).decode()
+        return sse_data(
+            f'{head}"choices":[{{"index":0,"delta":{{"content":{content}}},"finish_reason":null}}]}}'
+        )
+
     # Log probabilities ride on the chunk of the text they produced (OpenAI's choice.logprobs).
     scored = generation.logprobs
     reported = 0
@@ -509,11 +517,14 @@ async def _chunks(
     opening = {"role": "assistant", "content": ""}
     cited = generation.grounding.sources is not None
     calls = 0
-    async with aclosing(generation.events()) as events:
+    # Read ahead, ready tokens merged into one chunk (kubechat.chat.coalesce); not with log
+    # probabilities, whose entries must ride on the chunk of the text they scored.
+    answer = generation.events()
+    async with aclosing(answer if scored is not None else coalesced(answer)) as events:
         async for event in events:
             match event:
                 case Token():  # the hot path first
-                    yield chunk({"content": event.text}) if scored is None else scored_chunk(event.text)
+                    yield text_chunk(event.text) if scored is None else scored_chunk(event.text)
                 case Started() if not cited:
                     yield chunk(opening)
                 case Sources():  # right after Started: the opening chunk carries them (even none)
