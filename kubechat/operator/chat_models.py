@@ -73,7 +73,7 @@ class ChatModelReconciler:
 
     def desired(self, body: kopf.Body) -> tuple[ChatModel, Children]:
         model: ChatModel = parse_body(ChatModel, body)
-        # Rendering parses every config.pbtxt back (~50 ms for a TensorRT-LLM ensemble); resyncs
+        # Rendering parses every config.pbtxt back (tens of ms under load); resyncs
         # render the same specs over and over, so renders are kept by spec hash.
         key = (model.metadata.namespace, model.name, spec_hash(model))
         if key not in self._rendered:

@@ -75,7 +75,7 @@ def _tensor(name: str, data_type: str, value: npt.NDArray[Any]) -> InferInput:
 def chat_inputs(
     prompt: str, params: SamplingParams, stream: bool = True, image: bytes | None = None
 ) -> list[InferInput]:
-    """The TensorRT-LLM ensemble inputs for one request (batch of one).
+    """The chat contract's inputs for one request (batch of one).
 
     With `image` (the bytes of an encoded image file), the vision contract's `image_bytes_input`
     is added: UINT8 of shape [1, len(image)]. Integers beyond their tensor type's range are a

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-# Chat (TensorRT-LLM ensemble) inputs.
+# Chat inputs (the names of TensorRT-LLM's ensemble and of its LLM API model).
 TEXT_INPUT: Final = "text_input"
 MAX_TOKENS: Final = "max_tokens"
 STREAM: Final = "stream"
@@ -90,7 +90,7 @@ CHAT_INPUTS: Final = (
     TensorSpec(GUIDED_DECODING_GUIDE, "TYPE_STRING", (1,), optional=True),
 )
 CHAT_OUTPUTS: Final = (TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),)
-# The CPU chat models' extension of the contract (the TensorRT-LLM ensemble does not carry it).
+# The CPU chat models' extension of the contract (kubechat's GPU LLM API model does not carry it).
 LOGPROB_INPUTS: Final = (
     TensorSpec(RETURN_LOG_PROBS, "TYPE_BOOL", (1,), optional=True),
     TensorSpec(TOP_LOGPROBS, "TYPE_INT32", (1,), optional=True),
