@@ -62,13 +62,20 @@ class Services:
         return Readiness(await self.triton.model_ready(entry.name))
 
 
-def get_services(connection: HTTPConnection) -> Services:
+def services_of(connection: HTTPConnection) -> Services:
     services: Services | None = connection.app.state.services
     if services is None:  # started without usable stores (kubechat.api.app's lifespan says why)
         raise StorageUnavailableError(
             f"kubechat cannot use its stores: {connection.app.state.stores_problem}"
         )
     return services
+
+
+# The dependencies are async though they never await: FastAPI runs a plain `def` dependency in its
+# thread pool, two thread hand-offs per request for a lookup and a key comparison (seen with
+# py-spy under 64 concurrent /v1 streams).
+async def get_services(connection: HTTPConnection) -> Services:
+    return services_of(connection)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -101,4 +108,8 @@ def _principal(connection: HTTPConnection, services: Services) -> str:
     raise UnauthenticatedError("a valid API key is required (Authorization: Bearer <key>)")
 
 
-PrincipalDep = Annotated[str, Depends(authenticate)]
+async def _authenticated(connection: HTTPConnection, services: ServicesDep) -> str:
+    return authenticate(connection, services)
+
+
+PrincipalDep = Annotated[str, Depends(_authenticated)]

@@ -10,8 +10,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from kubechat.chat.generation import nothing_found_answer
 from kubechat.api.errors import BUSY_RETRY_AFTER_S
+from kubechat.chat.generation import nothing_found_answer
 from kubechat.core.errors import ModelBusyError, ModelUnavailableError
 from tests.api.conftest import InProcessApi
 from tests.conftest import ALICE_KEY

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from kubechat.api.dependencies import Services, get_services
+from kubechat.api.dependencies import Services, services_of
 from kubechat.api.errors import error_responses
 from kubechat.api.routing import ApiRoute
 
@@ -63,7 +63,7 @@ async def ready(request: Request) -> JSONResponse:
         return JSONResponse(
             {"status": "not ready", "checks": {"stores": f"unsupported: {problem}"}}, status_code=503
         )
-    services = get_services(request)
+    services = services_of(request)
     body: dict[str, object] = {}
     if services.discovery is None:
         checks = await _triton_checks(services)
