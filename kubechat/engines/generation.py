@@ -6,7 +6,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from kubechat.engines.text_stream import IncrementalDetokenizer, StopSequenceFilter
 
@@ -46,6 +46,13 @@ class TextGenerator(Protocol):
     ) -> Iterator[str] | Iterator[str | ScoredDelta]:
         """Yield text deltas until done, a stop sequence, max_tokens, or `cancelled()`."""
         ...
+
+
+@runtime_checkable
+class BatchingGenerator(Protocol):
+    """A generator that decodes several requests in one forward per step (DecodingBatch)."""
+
+    def open_batch(self) -> DecodingBatch: ...
 
 
 # torch threads of the CPU chat engine. torch's default is one per core, and every operation is
@@ -277,8 +284,8 @@ class DecodingBatch:
         return len(self.joining) + len(self.rows)
 
     def step(self) -> None:
-        """Prefill what the budget allows of the joining requests, then decode one token for
-        every row. A failure of the model fails every request it was computing."""
+        """Decode one token for every row, then prefill what the budget allows of the joining
+        requests. A failure of the model fails every request it was computing."""
         torch = self._torch
         with torch.inference_mode():
             torch.set_num_threads(self._engine.threads)  # cheap; the benchmark changes it
@@ -287,18 +294,20 @@ class DecodingBatch:
                     sequence.finished = True  # cancelled: nothing more is sent, not even held text
             self.joining = [s for s in self.joining if not s.finished]
             self._drop_finished()
+            # Decoding first: a request that finishes its prefill below has its first token at
+            # the end of this step, not after one more forward.
+            if self.rows:
+                try:
+                    self._decode()
+                except Exception as exc:
+                    self._fail(self.rows, exc)
+                    self.rows, self._cache, self._mask = [], None, None
             try:
                 self._prefill()
             except Exception as exc:
                 self._fail(self.joining, exc)
                 self.joining = []
-            if not self.rows:
-                return
-            try:
-                self._decode()
-            except Exception as exc:
-                self._fail(self.rows, exc)
-                self.rows, self._cache, self._mask = [], None, None
+            self._drop_finished()  # their cache is not kept while the scheduler waits
 
     def _prefill(self) -> None:
         # Alone, a prompt is prefilled at once; beside decoding rows, a chunk per step.
