@@ -94,6 +94,10 @@ class CausalLmGenerator:
             checkpoint_dir, gguf_file=checkpoint_file or None, dtype=torch.float32
         )
         self.model = model.eval()
+        # Linear layers on oneDNN-packed weights: a batch of rows costs little more than one.
+        from kubechat.engines.packed_linear import pack_linear_layers
+
+        pack_linear_layers(self.model)
         self.max_input_tokens = max_input_tokens
         eos = self.model.generation_config.eos_token_id
         self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -312,26 +316,67 @@ class DecodingBatch:
     def _prefill(self) -> None:
         # Alone, a prompt is prefilled at once; beside decoding rows, a chunk per step.
         budget = self.prefill_chunk_tokens if self.rows else None
-        for sequence in list(self.joining):
+        plan: list[tuple[DecodingSequence, int]] = []
+        for sequence in self.joining:
             if budget is not None and budget <= 0:
                 break
             remaining = len(sequence.prompt) - sequence.prefilled
             size = remaining if budget is None else min(remaining, budget)
+            plan.append((sequence, size))
+            if budget is not None:
+                budget -= size
+        # Prompts that start and finish their prefill in this step go in one forward.
+        whole = [s for s, size in plan if s.prefilled == 0 and size == len(s.prompt)]
+        if len(whole) > 1:
+            self._prefill_together(whole)
+        for sequence, size in plan:
+            if len(whole) > 1 and sequence in whole:
+                continue
             chunk = sequence.prompt[sequence.prefilled : sequence.prefilled + size]
             out = self._engine.model(
                 input_ids=self._torch.tensor([chunk]), cache=sequence.cache, use_cache=True, logits_to_keep=1
             )
             sequence.cache = out.cache
             sequence.prefilled += size
-            if budget is not None:
-                budget -= size
-            if sequence.prefilled < len(sequence.prompt):
-                continue
-            self.joining.remove(sequence)
-            self._advance(sequence, out.logits[0, -1])
-            if not sequence.finished:
-                self._join(sequence)
-            sequence.cache = None
+            if sequence.prefilled == len(sequence.prompt):
+                layers = [(layer.keys, layer.values) for layer in out.cache.layers]
+                self._joined(sequence, out.logits[0, -1], out.cache, layers)
+
+    def _prefill_together(self, sequences: list[DecodingSequence]) -> None:
+        """Several whole prompts as one packed row: position ids restart at each prompt and a
+        block-diagonal causal mask keeps each prompt to itself; each prompt's keys and values
+        are then its own slice of the cache, and its logits those of its last token."""
+        torch = self._torch
+        ids = [token for s in sequences for token in s.prompt]
+        positions = [p for s in sequences for p in range(len(s.prompt))]
+        ends = list(itertools.accumulate(len(s.prompt) for s in sequences))
+        # Each token sees the tokens of its own prompt up to itself (True: attend).
+        owner = torch.tensor([i for i, s in enumerate(sequences) for _ in s.prompt])
+        order = torch.arange(len(ids))
+        mask = (owner[:, None] == owner[None, :]) & (order[:, None] >= order[None, :])
+        out = self._engine.model(
+            input_ids=torch.tensor([ids]),
+            attention_mask=mask[None, None],
+            position_ids=torch.tensor([positions]),
+            use_cache=True,
+            logits_to_keep=torch.tensor([end - 1 for end in ends]),
+        )
+        layers = [(layer.keys, layer.values) for layer in out.cache.layers]
+        for i, (sequence, end) in enumerate(zip(sequences, ends, strict=True)):
+            start = end - len(sequence.prompt)
+            sequence.prefilled = len(sequence.prompt)
+            own = [(k[:, :, start:end], v[:, :, start:end]) for k, v in layers]
+            self._joined(sequence, out.logits[0, i], out.cache, own)
+
+    def _joined(
+        self, sequence: DecodingSequence, logits: Any, cache: Any, layers: list[tuple[Any, Any]]
+    ) -> None:
+        """Prefill done: the first token, then a row of the batch."""
+        self.joining.remove(sequence)
+        self._advance(sequence, logits)
+        if not sequence.finished:
+            self._join(sequence, cache, layers)
+        sequence.cache = None
 
     def _decode(self) -> None:
         torch = self._torch
@@ -355,27 +400,30 @@ class DecodingBatch:
         except Exception as exc:  # this request's own failure (its grammar): the others go on
             self._fail([sequence], exc)
 
-    def _join(self, sequence: DecodingSequence) -> None:
+    def _join(self, sequence: DecodingSequence, cache: Any, layers: list[tuple[Any, Any]]) -> None:
+        """Add a prefilled sequence's keys and values (per layer) as a row; `cache` (the one its
+        prefill returned) holds the batch's when the batch has none yet."""
         torch = self._torch
-        layers = sequence.cache.layers
-        length = layers[0].keys.shape[-2]
+        length = layers[0][0].shape[-2]
         if self._cache is None:
-            self._cache, self._mask = sequence.cache, torch.ones((1, length), dtype=torch.long)
+            self._cache, self._mask = cache, torch.ones((1, length), dtype=torch.long)
+            for layer, (keys, values) in zip(cache.layers, layers, strict=True):
+                layer.keys, layer.values = keys.contiguous(), values.contiguous()
         else:
             total = max(self._mask.shape[1], length)
             pad = torch.nn.functional.pad
-            for mine, theirs in zip(self._cache.layers, layers, strict=True):
+            for mine, (keys, values) in zip(self._cache.layers, layers, strict=True):
                 # Left padding to a common length: [rows, heads, tokens, head size].
                 mine.keys = torch.cat(
                     (
                         pad(mine.keys, (0, 0, total - mine.keys.shape[-2], 0)),
-                        pad(theirs.keys, (0, 0, total - length, 0)),
+                        pad(keys, (0, 0, total - length, 0)),
                     )
                 )
                 mine.values = torch.cat(
                     (
                         pad(mine.values, (0, 0, total - mine.values.shape[-2], 0)),
-                        pad(theirs.values, (0, 0, total - length, 0)),
+                        pad(values, (0, 0, total - length, 0)),
                     )
                 )
             row = torch.ones((1, length), dtype=torch.long)
