@@ -5,7 +5,7 @@ machines (benchmarks/data/retrieval/, provenance and checksums in its SOURCES.md
 two dpkg specifications, the base-passwd manual (HTML) and zlib's usage example (HTML). Each is
 parsed and chunked by ingestion's own code (the KnowledgeBase of examples/knowledge-bases, 200
 MiniLM tokens sharing 40), embedded by the real MiniLM through tritonserver and written to the
-embedded chunk store (SQLite: brute-force kNN and FTS5 BM25).
+embedded chunk store (SQLite: brute-force kNN; BM25 in tantivy).
 
 Each answerable question names its document and marks the passage that answers it by a
 distinctive substring (whitespace-normalised); unanswerable questions have no answer in any of

@@ -254,18 +254,33 @@ class StreamingChatModel:
 
 
 class SentenceEmbeddingModel:
-    """Batched embedder: Triton's dynamic batcher merges requests, we encode them in one call."""
+    """Batched embedder: Triton's dynamic batcher merges requests, we encode them in one call.
+
+    A question (a few texts) is encoded on one torch thread, a batch of chunks on all of them.
+    A small forward pass split across threads spends its time at OpenMP barriers waiting for the
+    slowest thread: on a machine whose cores the API and other models also use, one query took
+    30-300 ms on two threads (mostly libgomp spinning, measured with py-spy) against 10-16 ms
+    on one. Large batches have enough work per thread for the split to pay.
+    """
+
+    small_batch = 8  # texts per execute() at most to be encoded on one thread
 
     def initialize(self, args: dict[str, str]) -> None:
+        import torch
         from sentence_transformers import SentenceTransformer
 
         params = model_parameters(args)
+        self.torch = torch
+        self.threads = torch.get_num_threads()
         self.model = SentenceTransformer(params["checkpoint_dir"], device="cpu")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         batches = [_input(r, contract.EMBED_TEXT) for r in requests]
         texts = [t.decode("utf-8") for batch in batches if batch is not None for t in batch.reshape(-1)]
-        vectors = self.model.encode(texts, batch_size=64, normalize_embeddings=True)
+        self.torch.set_num_threads(1 if len(texts) <= self.small_batch else self.threads)
+        vectors = self.model.encode(
+            texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
         responses, start = [], 0
         for batch in batches:
             count = 0 if batch is None else batch.shape[0]

@@ -1,7 +1,7 @@
 """The chunk store interface: chunks of documents with their vectors, searched two ways.
 
-Embedded: SQLite (FTS5 + vectors); cluster: Elasticsearch, one index per knowledge-base
-generation behind an alias. Both pass one conformance suite (tests/conformance/).
+Embedded: SQLite (chunks, vectors) with tantivy for BM25; cluster: Elasticsearch, one index
+per knowledge-base generation behind an alias. Both pass one conformance suite (tests/conformance/).
 
 Hybrid retrieval asks the chunk store for two ranked lists (kNN and BM25) and fuses them
 by their normalised scores (kubechat.knowledge.retrieval), so both stores rank alike and

@@ -114,7 +114,9 @@ def render_python_model(model: ChatModel, artifacts: ModelArtifacts) -> Rendered
         body = (
             _tensor_block("input", contract.embed_inputs())
             + _tensor_block("output", contract.embed_outputs(artifacts.embedding_dimensions))
-            + "dynamic_batching {\n  max_queue_delay_microseconds: 2000\n}\n"
+            # No queue delay: a question's embedding should not wait for others; requests that
+            # queue while the model is busy are still batched together.
+            + "dynamic_batching {\n  max_queue_delay_microseconds: 0\n}\n"
         )
         params["checkpoint_dir"] = artifacts.checkpoint_dir
     else:

@@ -1,4 +1,8 @@
-"""The embedded chunk store: SQLite with FTS5 for BM25 and the vectors beside each chunk.
+"""The embedded chunk store: chunks and their vectors in SQLite, BM25 in tantivy beside it.
+
+The chunks table is the source of truth. Each index's BM25 side is a tantivy index derived from
+it (kubechat.stores.sqlite.text_index), rebuilt from the table when missing or stale (a
+database from before tantivy, or a crash between the SQLite and the tantivy commit).
 
 Vectors are stored as float32 blobs and scored exactly (brute force) with numpy against a
 per-index matrix held in memory (with each row's norm), built from the table on first use
@@ -13,14 +17,15 @@ Vectors are checked against the index's similarity by Elasticsearch's rules
 shards and replicas mean nothing here: vectors are float32 and searched exactly.
 
 Scores follow Elasticsearch's kNN conventions (cosine: (1 + cos) / 2, dot product:
-(1 + dot) / 2, l2_norm: 1 / (1 + d²)) so that both stores report comparable numbers.
+(1 + dot) / 2, l2_norm: 1 / (1 + d²)) and its BM25 (Lucene's, which tantivy implements) so that
+both stores report comparable numbers.
 """
 
 from __future__ import annotations
 
-import re
-import sqlite3
-from collections.abc import Sequence
+import logging
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,9 @@ from kubechat.core.resources import IndexSpec, KnowledgeBase, Similarity
 from kubechat.stores.chunks import ChunkRecord, RankedChunk, SpecDrift, Vector, check_vector
 from kubechat.stores.errors import EmbeddingMismatchError, IndexMissingError, StoreError
 from kubechat.stores.sqlite.database import SQLiteDatabase
+from kubechat.stores.sqlite.text_index import TextIndex, query_words
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS indices (
@@ -41,7 +49,9 @@ CREATE TABLE IF NOT EXISTS indices (
     embedding_model TEXT NOT NULL,
     dimensions INTEGER NOT NULL,
     similarity TEXT NOT NULL,
-    analyzer TEXT NOT NULL
+    analyzer TEXT NOT NULL,
+    stemming INTEGER NOT NULL DEFAULT 0,
+    text_synced INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
@@ -59,59 +69,32 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (index_name, document_id);
 """
 
-# Each index has its own FTS5 table (`fts_<rowid of its indices row>`), kept in step with the
-# chunks table by two triggers, so BM25 statistics are per index as in Elasticsearch.
-_FTS_TABLE = (
-    "CREATE VIRTUAL TABLE {fts} USING fts5("
-    "text, content='chunks', content_rowid='id', tokenize='{tokenizer}')",
-    "CREATE TRIGGER {fts}_ai AFTER INSERT ON chunks WHEN new.index_name = '{index}' BEGIN "
-    "INSERT INTO {fts} (rowid, text) VALUES (new.id, new.text); END",
-    "CREATE TRIGGER {fts}_ad AFTER DELETE ON chunks WHEN old.index_name = '{index}' BEGIN "
-    "INSERT INTO {fts} ({fts}, rowid, text) VALUES ('delete', old.id, old.text); END",
-)
+# Before tantivy each index had an FTS5 table (`fts_<rowid of its indices row>`) kept in step
+# with the chunks table by two triggers; `_migrate` drops them from older databases.
+_LEGACY_FTS = "fts_{rowid}"
 
-# The analyzer of the spec, as close as FTS5 gets: `english` stems (Porter) and drops
-# Lucene's English stop words from queries (FTS5 indexes them, but a query on "the" would
-# score every chunk); a custom analyzer with a stemming filter stems with Porter too; anything
-# else splits on Unicode word boundaries, as `standard` does.
-_PORTER_TOKENIZER = "porter unicode61 remove_diacritics 2"
-_DEFAULT_TOKENIZER = "unicode61 remove_diacritics 2"
+# The analyzer of the spec, as close as tantivy gets: `english` stems and drops Lucene's English
+# stop words; a custom analyzer with a stemming filter stems too; anything else
+# splits on Unicode word boundaries, as `standard` does.
 _STEMMING_FILTERS = frozenset({"porter_stem", "stemmer", "kstem", "snowball"})
 
 
-def fts_tokenizer(index: IndexSpec) -> str:
-    """The FTS5 tokenizer that stands in for the spec's analyzer."""
+def stems(index: IndexSpec) -> bool:
+    """Whether the spec's analyzer stems words (the text index is built accordingly)."""
     if index.analyzer == "english":
-        return _PORTER_TOKENIZER
+        return True
     custom = index.analyzers.get(index.analyzer)
-    if custom is not None and _STEMMING_FILTERS & set(custom.filter):
-        return _PORTER_TOKENIZER
-    return _DEFAULT_TOKENIZER
+    return custom is not None and bool(_STEMMING_FILTERS & set(custom.filter))
 
-
-ENGLISH_STOP_WORDS = frozenset([  # Lucene's English stop words, as Elasticsearch's `english`
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
-    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
-    "they", "this", "to", "was", "will", "with",
-])  # fmt: skip
 
 _COLUMNS = "chunk_id, document_id, document_name, ordinal, text, page, section"
-_WORD = re.compile(r"\w+", re.UNICODE)
+_INSERT = f"INSERT INTO chunks (index_name, {_COLUMNS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _record(row: Sequence[Any]) -> ChunkRecord:
     return ChunkRecord(
         document_id=row[1], document_name=row[2], ordinal=row[3], text=row[4], page=row[5], section=row[6]
     )
-
-
-def fts_query(text: str, analyzer: str = "standard") -> str:
-    """Free text as an FTS5 query: every word quoted (no operator injection), any may match."""
-    words = _WORD.findall(text)
-    if analyzer == "english":
-        # Only stop words (say, "to be or not to be"): search for them rather than nothing.
-        words = [w for w in words if w.lower() not in ENGLISH_STOP_WORDS] or words
-    return " OR ".join(f'"{word}"' for word in words)
 
 
 @dataclass
@@ -141,17 +124,58 @@ def _scores(similarity: Similarity, matrix: _Matrix, query: Vector) -> Vector:
 
 
 class SQLiteChunkStore:
-    def __init__(self, database: SQLiteDatabase) -> None:
+    """Chunks and vectors in SQLite; BM25 in a tantivy index per chunk index under `text_dir`
+    (derived from the chunks table, rebuilt from it when missing or stale).
+
+    One process uses a store's files at a time (the vector matrices and text indices it keeps
+    in memory follow its own writes only), as the embedded runtime runs.
+    """
+
+    def __init__(self, database: SQLiteDatabase, text_dir: Path | None = None) -> None:
         self._database = database
         self._db = database.db
+        self._text_dir = text_dir
         self._matrices: dict[str, _Matrix] = {}
+        self._texts: dict[str, TextIndex] = {}
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteChunkStore:
-        return cls(await SQLiteDatabase.open(path, _SCHEMA))
+        store = cls(await SQLiteDatabase.open(path, _SCHEMA), path.with_name(f"{path.stem}.tantivy"))
+        await store._database.run(store._migrate)
+        return store
 
     async def close(self) -> None:
+        def close() -> None:
+            for name in list(self._texts):
+                self._commit_text(name)
+                self._texts.pop(name).close()
+
+        await self._database.run(close)
         await self._database.close()
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older kubechat up to this schema, on the database thread.
+
+        Before tantivy, BM25 lived in one FTS5 table per index kept by triggers: the stemming
+        choice is read from its tokenizer, then the table and triggers go (their text is in the
+        chunks table, and the text index is built from there on first use)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(indices)")}
+        if "text_synced" in columns:
+            return
+        with self._database.transaction():
+            self._db.execute("ALTER TABLE indices ADD COLUMN stemming INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("ALTER TABLE indices ADD COLUMN text_synced INTEGER NOT NULL DEFAULT 0")
+            for rowid, name in self._db.execute("SELECT rowid, name FROM indices").fetchall():
+                fts = _LEGACY_FTS.format(rowid=rowid)
+                row = self._db.execute(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (fts,)
+                ).fetchone()
+                stemming = row is not None and "porter" in str(row[0])
+                self._db.execute("UPDATE indices SET stemming = ? WHERE rowid = ?", (int(stemming), rowid))
+                self._db.execute(f"DROP TRIGGER IF EXISTS {fts}_ai")
+                self._db.execute(f"DROP TRIGGER IF EXISTS {fts}_ad")
+                self._db.execute(f"DROP TABLE IF EXISTS {fts}")
+                logger.info("index %s: FTS5 table dropped; its text index is built on first use", name)
 
     # -- indices --------------------------------------------------------------------------
 
@@ -179,30 +203,95 @@ class SQLiteChunkStore:
 
     def _create(self, kb: KnowledgeBase, generation: int, *, active: bool) -> str:
         name = kb.generation_index(generation)
-        analyzer = kb.spec.index.analyzer
-        cursor = self._db.execute(
-            "INSERT INTO indices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        self._db.execute(
+            "INSERT INTO indices (name, alias, generation, active, embedding_model, dimensions, similarity, "
+            "analyzer, stemming, text_synced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
             (
                 name, kb.index_alias, generation, int(active), kb.spec.embedding.model,
-                kb.spec.embedding.dimensions, kb.spec.index.similarity.value, analyzer,
+                kb.spec.embedding.dimensions, kb.spec.index.similarity.value, kb.spec.index.analyzer,
+                int(stems(kb.spec.index)),
             ),
         )  # fmt: skip
-        tokenizer = fts_tokenizer(kb.spec.index)
-        # Index names are RFC 1123 labels, dots and digits: safe inside the quotes.
-        for statement in _FTS_TABLE:
-            self._db.execute(statement.format(fts=f"fts_{cursor.lastrowid}", tokenizer=tokenizer, index=name))
+        self._discard_text(name, files=True)  # leftovers of an index of that name, if any
         return name
 
     def _drop_index(self, name: str) -> None:
-        """On the database thread, in a transaction: the index, its FTS table, its chunks."""
-        (rowid,) = self._db.execute("SELECT rowid FROM indices WHERE name = ?", (name,)).fetchone()
-        fts = f"fts_{rowid}"
-        # Triggers first, so deleting the chunks does not update an FTS table about to go.
-        self._db.execute(f"DROP TRIGGER IF EXISTS {fts}_ai")
-        self._db.execute(f"DROP TRIGGER IF EXISTS {fts}_ad")
-        self._db.execute(f"DROP TABLE IF EXISTS {fts}")
+        """On the database thread, in a transaction: the index, its chunks, its text index."""
         self._db.execute("DELETE FROM chunks WHERE index_name = ?", (name,))
         self._db.execute("DELETE FROM indices WHERE name = ?", (name,))
+        self._discard_text(name, files=True)
+
+    # -- the text index ---------------------------------------------------------------------
+
+    def _text_folder(self, index: str) -> Path | None:
+        # Index names are RFC 1123 labels, dots and digits: safe as folder names.
+        return None if self._text_dir is None else self._text_dir / index
+
+    def _text(self, index: str) -> TextIndex:
+        """The text index of `index`, opened (or rebuilt from the chunks table) on first use."""
+        text = self._texts.get(index)
+        if text is not None:
+            return text
+        stemming, synced, analyzer = self._db.execute(
+            "SELECT stemming, text_synced, analyzer FROM indices WHERE name = ?", (index,)
+        ).fetchone()
+        analysis = {"stemming": bool(stemming), "stop_words": analyzer == "english"}
+        folder = self._text_folder(index)
+        (count,) = self._db.execute("SELECT COUNT(*) FROM chunks WHERE index_name = ?", (index,)).fetchone()
+        if synced and folder is not None and folder.is_dir():
+            try:
+                text = TextIndex(folder, **analysis)
+            except ValueError:
+                logger.warning("index %s: text index unreadable, rebuilding it", index, exc_info=True)
+            else:
+                if text.count == count:
+                    self._texts[index] = text
+                    return text
+                logger.warning(
+                    "index %s: text index holds %d chunks of %d, rebuilding it", index, text.count, count
+                )
+                text.close()
+        return self._rebuild_text(index, analysis, folder)
+
+    def _rebuild_text(self, index: str, analysis: dict[str, bool], folder: Path | None) -> TextIndex:
+        text = TextIndex(folder, **analysis, fresh=True)
+        rows = self._db.execute("SELECT id, document_id, text FROM chunks WHERE index_name = ?", (index,))
+        text.add((int(r[0]), str(r[1]), str(r[2])) for r in rows)
+        text.commit()
+        self._db.execute("UPDATE indices SET text_synced = 1 WHERE name = ?", (index,))
+        self._texts[index] = text
+        logger.info("index %s: text index built (%d chunks)", index, text.count)
+        return text
+
+    def _commit_text(self, index: str) -> None:
+        """Make the text index's pending writes searchable, then record it as in step."""
+        text = self._texts.get(index)
+        if text is None:
+            return
+        try:
+            text.commit()
+        except BaseException:
+            self._discard_text(index)  # still marked stale: rebuilt on next use
+            raise
+        self._db.execute("UPDATE indices SET text_synced = 1 WHERE name = ?", (index,))
+
+    def _discard_text(self, index: str, *, files: bool = False) -> None:
+        text = self._texts.pop(index, None)
+        if text is not None:
+            text.close()
+        folder = self._text_folder(index)
+        if files and folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _write_text(self, index: str, write: Callable[[TextIndex], None]) -> None:
+        """Apply a write to the text index of `index` after its SQLite transaction committed (which
+        marked it stale); a failure discards the open index, so the next use rebuilds it."""
+        text = self._text(index)
+        try:
+            write(text)
+        except BaseException:
+            self._discard_text(index)
+            raise
 
     async def create_generation(self, kb: KnowledgeBase) -> str:
         def create() -> str:
@@ -228,6 +317,7 @@ class SQLiteChunkStore:
                 self._db.execute("UPDATE indices SET active = 1 WHERE name = ?", (index,))
                 for name in old:
                     self._drop_index(name)
+            self._commit_text(index)  # a re-index writes unrefreshed batches
             return old
 
         for name in await self._database.run(activate):
@@ -252,13 +342,6 @@ class SQLiteChunkStore:
             "SELECT name, similarity FROM indices WHERE alias = ? AND active = 1", (kb.index_alias,)
         ).fetchone()
         return (str(row[0]), Similarity(row[1])) if row else None
-
-    def _fts(self, index: str) -> tuple[str, str]:
-        """The FTS table of an index and the analyzer it was built with."""
-        rowid, analyzer = self._db.execute(
-            "SELECT rowid, analyzer FROM indices WHERE name = ?", (index,)
-        ).fetchone()
-        return f"fts_{rowid}", str(analyzer)
 
     def _index(self, index: str) -> tuple[int, Similarity]:
         row = self._db.execute(
@@ -292,7 +375,8 @@ class SQLiteChunkStore:
     # -- writes ---------------------------------------------------------------------------
 
     async def upsert(self, index: str, chunks: Sequence[ChunkRecord], *, visible: bool = True) -> None:
-        # A committed SQLite write is visible at once: `visible` changes nothing here.
+        # Vectors are searchable once the SQLite transaction commits; text once the text index
+        # commits, which `visible=False` leaves to make_visible (a tantivy commit syncs files).
         def upsert() -> None:
             dimensions, similarity = self._index(index)
             rows = []
@@ -311,28 +395,50 @@ class SQLiteChunkStore:
                         np.ascontiguousarray(chunk.vector, dtype=np.float32).tobytes(),
                     )
                 )  # fmt: skip
+            # A chunk twice in one batch: the last one wins, as in an Elasticsearch bulk request (and
+            # every id deleted below is then one the text index already holds).
+            rows = list({row[1]: row for row in rows}.values())
+            self._text(index)  # built (if it must be) before this write, which it then follows
+            replaced: list[int] = []
+            added: list[tuple[int, str, str]] = []
             with self._database.transaction():
-                # Delete then insert (not REPLACE) so the FTS delete trigger sees the old text.
-                self._db.executemany(
-                    "DELETE FROM chunks WHERE index_name = ? AND chunk_id = ?", [(r[0], r[1]) for r in rows]
-                )
-                self._db.executemany(
-                    f"INSERT INTO chunks (index_name, {_COLUMNS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                self._db.execute("UPDATE indices SET text_synced = 0 WHERE name = ?", (index,))
+                for row in rows:
+                    found = self._db.execute(
+                        "DELETE FROM chunks WHERE index_name = ? AND chunk_id = ? RETURNING id", row[:2]
+                    ).fetchone()
+                    if found is not None:
+                        replaced.append(int(found[0]))
+                    cursor = self._db.execute(_INSERT, row)
+                    added.append((int(cursor.lastrowid or 0), row[2], row[5]))
             self._matrices.pop(index, None)
+
+            def write(text: TextIndex) -> None:
+                text.delete(replaced)
+                text.add(added)
+
+            self._write_text(index, write)
+            if visible:
+                self._commit_text(index)
 
         await self._database.run(upsert)
 
     async def make_visible(self, index: str) -> None:
-        return None
+        await self._database.run(self._commit_text, index)
 
     async def delete_document(self, index: str, document_id: str) -> None:
         def delete() -> None:
-            self._db.execute(
-                "DELETE FROM chunks WHERE index_name = ? AND document_id = ?", (index, document_id)
-            )
+            if self._db.execute("SELECT 1 FROM indices WHERE name = ?", (index,)).fetchone() is None:
+                return
+            self._text(index)
+            with self._database.transaction():
+                self._db.execute("UPDATE indices SET text_synced = 0 WHERE name = ?", (index,))
+                self._db.execute(
+                    "DELETE FROM chunks WHERE index_name = ? AND document_id = ?", (index, document_id)
+                )
             self._matrices.pop(index, None)
+            self._write_text(index, lambda text: text.delete_document(document_id))
+            self._commit_text(index)
 
         await self._database.run(delete)
 
@@ -397,33 +503,17 @@ class SQLiteChunkStore:
             active = self._active(kb)
             if active is None or k <= 0:
                 return []
-            fts, analyzer = self._fts(active[0])
-            expression = fts_query(query, analyzer)
-            if not expression:
+            index = active[0]
+            (analyzer,) = self._db.execute("SELECT analyzer FROM indices WHERE name = ?", (index,)).fetchone()
+            words = query_words(query, str(analyzer))
+            if not words:
                 return []
-            columns = ", ".join("c." + c for c in _COLUMNS.split(", "))
-            args: list[object] = [expression]
-            if document_ids is None:
-                # Rank inside the FTS table first (it holds this index only), then fetch k rows.
-                sql = (
-                    f"SELECT c.id, {columns}, f.rank FROM (SELECT rowid, bm25({fts}) AS rank FROM {fts} "
-                    f"WHERE {fts} MATCH ? ORDER BY rank LIMIT ?) f JOIN chunks c ON c.id = f.rowid "
-                    "ORDER BY f.rank"
-                )
-            else:
-                sql = (
-                    f"SELECT c.id, {columns}, bm25({fts}) AS rank FROM {fts} JOIN chunks c "
-                    f"ON c.id = {fts}.rowid WHERE {fts} MATCH ? "
-                    f"AND c.document_id IN ({','.join('?' * len(document_ids))}) ORDER BY rank LIMIT ?"
-                )
-                args += list(document_ids)
-            args.append(k)
             try:
-                rows = self._db.execute(sql, args).fetchall()
-            except sqlite3.OperationalError as exc:
+                hits = self._text(index).search(words, k, document_ids)
+            except ValueError as exc:
                 raise StoreError(f"text search failed: {exc}") from exc
-            # FTS5's bm25() is negative, lower is better; report it as Elasticsearch does.
-            return [RankedChunk(_record(r[1:8]), -float(r[8])) for r in rows]
+            records = self._records([chunk_id for chunk_id, _ in hits])
+            return [RankedChunk(records[chunk_id], score) for chunk_id, score in hits if chunk_id in records]
 
         return await self._database.run(search)
 
