@@ -14,6 +14,9 @@ of 5, ms): 1 row: MKL 69, MKL [in, out] 63, oneDNN 103; 4 rows: 141, 109, 98.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 from typing import Any
 
 import torch
@@ -70,4 +73,17 @@ def pack_linear_layers(model: torch.nn.Module) -> int:
     for module in model.modules():  # the tied embedding now reads the same [in, out] copy
         if isinstance(module, torch.nn.Embedding) and id(module.weight) in transposed:
             module.weight = transposed[id(module.weight)]
+    transposed.clear()
+    _return_freed_memory()
     return replaced
+
+
+def _return_freed_memory() -> None:
+    """Give the replaced weights' memory back to the system. glibc keeps freed blocks of a few
+    MB on its heap; without this the process kept ~370 MiB it no longer used (SmolLM2: 1,967
+    MiB resident after packing, 1,555 MiB with it, 1,038 MiB unpacked)."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc only
+        libc.malloc_trim(0)
