@@ -112,6 +112,10 @@ bench: install $(LLAMA_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.concurrency
 	$(BIN)/python -m benchmarks.operator
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.browser
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.sockets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.decoding
+	# Issue 19's targets, from the newest report of each benchmark, in one table.
+	$(BIN)/python -m benchmarks.targets
 
 # The CRDs are generated from kubechat/core/resources.py; tests/unit/test_crds.py fails when they drift.
 # The chart ships byte copies (tests/chart/test_crds.py fails when they drift).

@@ -1,8 +1,14 @@
 """Streaming overhead of the API against the direct Triton gRPC stream, in one run.
 
 For each model and concurrency, the same prompt is streamed N times directly from Triton
-(tritonclient.grpc.aio, the raw ModelStreamInfer call) and through the API's WebSocket.
-Reported: aggregate tokens/s, time to first token (p50/p99) and the API/direct ratios.
+(tritonclient.grpc.aio, the raw ModelStreamInfer call: the floor), through Triton's own HTTP
+`generate_stream` SSE (the peer: what a user could call without kubechat), through the API's
+WebSocket and through its /v1/chat/completions SSE stream. Reported: aggregate tokens/s, time
+to first token (p50/p99), the ratios to direct, and the API's CPU time per token (psutil: the
+API process's user + system time over the tokens it streamed).
+
+A token frame may carry several tokens (kubechat.chat.coalesce): the WebSocket client counts
+tokens by `seq`; the SSE client by the usage the stream ends with.
 
 Then the cost of metrics (docs/observability.md): the same WebSocket streams through two API
 processes, one as deployed (metrics recorded and served on their port) and one with
@@ -13,6 +19,10 @@ Prints the tables and writes benchmarks/results/streaming-<time>.json.
 
     make bench                        # everything
     python -m benchmarks.streaming --quick
+
+The gateway's targets (issue 19) are printed last and stored under "targets" in the report:
+time to first token p50 through the API <= 1.3x direct at 64 streams and <= 1.5x at 256,
+throughput >= 0.9x direct at 1 stream, API CPU per token <= 30 us at 64 streams.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -121,12 +131,53 @@ async def api_stream(api: ApiProcess, session: str, model: str, max_tokens: int)
         while True:
             event = json.loads(await ws.recv())
             if event["type"] == "token":
-                tokens += 1
+                tokens = event["seq"]  # a frame may carry several tokens; seq counts them
                 first = first or time.perf_counter()
             elif event["type"] == "done":
                 return Sample(first - started, tokens, time.perf_counter() - started)
             elif event["type"] == "error":
                 raise RuntimeError(event)
+
+
+async def api_sse_stream(http: httpx.AsyncClient, model: str, max_tokens: int) -> Sample:
+    """One /v1/chat/completions stream; tokens: the usage its last chunk reports."""
+    body = {
+        "model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
+        "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+    }  # fmt: skip
+    started = time.perf_counter()
+    first, tokens = 0.0, 0
+    async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            elif chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                first = first or time.perf_counter()
+    return Sample(first - started, tokens, time.perf_counter() - started)
+
+
+async def triton_sse_stream(http: httpx.AsyncClient, model: str, prompt: str, max_tokens: int) -> Sample:
+    """Triton's own HTTP generate_stream (its generate extension, server-sent events): the peer."""
+    body = {"text_input": prompt, "max_tokens": max_tokens, "stream": True, "temperature": 0.0,
+            "exclude_input_in_output": True}  # fmt: skip
+    started = time.perf_counter()
+    first, tokens = 0.0, 0
+    async with http.stream("POST", f"/v2/models/{model}/generate_stream", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise RuntimeError(event["error"])
+            if event.get("text_output"):
+                tokens += 1
+                first = first or time.perf_counter()
+    return Sample(first - started, tokens, time.perf_counter() - started)
 
 
 def summarize(path: str, scenario: Scenario, samples: list[Sample], wall: float) -> Result:
@@ -156,32 +207,73 @@ async def api_round(api: ApiProcess, scenario: Scenario) -> tuple[list[Sample], 
     return list(samples), time.perf_counter() - started
 
 
-async def run_scenario(
-    scenario: Scenario, client: InferenceServerClient, api: ApiProcess, prompt: str
-) -> tuple[Result, Result]:
-    # Warm both paths (first-request costs are not what we measure).
-    await direct_stream(client, scenario.model, prompt, 4)
-    await api_stream(api, (await fresh_sessions(api, 1))[0], scenario.model, 4)
-    direct_samples: list[Sample] = []
-    api_samples: list[Sample] = []
-    direct_wall = api_wall = 0.0
-    # Interleave rounds so drift (thermal, caches) hits both paths alike.
+@dataclass
+class Paths:
+    """The clients of one run: the gRPC floor, Triton's own SSE, and the API."""
+
+    grpc: InferenceServerClient
+    triton_http: httpx.AsyncClient
+    api: ApiProcess
+    api_http: httpx.AsyncClient
+
+
+async def run_scenario(scenario: Scenario, paths: Paths, prompt: str) -> dict[str, object]:
+    """Every path at `concurrency` streams, rounds interleaved; the API's CPU time per token."""
+    model, tokens, conc = scenario.model, scenario.max_tokens, scenario.concurrency
+    api = paths.api
+
+    def direct() -> list[Awaitable[Sample]]:
+        return [direct_stream(paths.grpc, model, prompt, tokens) for _ in range(conc)]
+
+    def triton_sse() -> list[Awaitable[Sample]]:
+        return [triton_sse_stream(paths.triton_http, model, prompt, tokens) for _ in range(conc)]
+
+    def api_sse() -> list[Awaitable[Sample]]:
+        return [api_sse_stream(paths.api_http, model, tokens) for _ in range(conc)]
+
+    # Warm every path (first-request costs are not what we measure).
+    await direct_stream(paths.grpc, model, prompt, 4)
+    await triton_sse_stream(paths.triton_http, model, prompt, 4)
+    await api_stream(api, (await fresh_sessions(api, 1))[0], model, 4)
+    await api_sse_stream(paths.api_http, model, 4)
+    collected: dict[str, tuple[list[Sample], float]] = {
+        name: ([], 0.0) for name in ("direct", "triton-sse", "api-ws", "api-sse")
+    }
+    cpu = {"api-ws": 0.0, "api-sse": 0.0}
+    # Interleave rounds so drift (thermal, caches, the machine's other load) hits every path alike.
     for _ in range(scenario.rounds):
-        started = time.perf_counter()
-        direct_samples += await asyncio.gather(
-            *(
-                direct_stream(client, scenario.model, prompt, scenario.max_tokens)
-                for _ in range(scenario.concurrency)
-            )
-        )
-        direct_wall += time.perf_counter() - started
-        samples, wall = await api_round(api, scenario)
-        api_samples += samples
-        api_wall += wall
-    return (
-        summarize("direct", scenario, direct_samples, direct_wall),
-        summarize("api-ws", scenario, api_samples, api_wall),
-    )
+        for name in collected:
+            if name == "api-ws":
+                sessions = await fresh_sessions(api, conc)
+                streams: list[Awaitable[Sample]] = [api_stream(api, s, model, tokens) for s in sessions]
+            else:
+                streams = {"direct": direct, "triton-sse": triton_sse, "api-sse": api_sse}[name]()
+            before = cpu_seconds(api) if name in cpu else 0.0
+            started = time.perf_counter()
+            samples = list(await asyncio.gather(*streams))
+            wall = time.perf_counter() - started
+            if name in cpu:
+                cpu[name] += cpu_seconds(api) - before
+            kept, total = collected[name]
+            collected[name] = (kept + samples, total + wall)
+    results = {name: summarize(name, scenario, *collected[name]) for name in collected}
+    floor = results["direct"]
+    return {
+        "scenario": asdict(scenario),
+        **{name.replace("-", "_"): asdict(result) for name, result in results.items()},
+        "api": asdict(results["api-ws"]),  # the WebSocket, as earlier reports named it
+        "throughput_ratio": results["api-ws"].tokens_per_s / floor.tokens_per_s,
+        "added_ttft_p50_ms": results["api-ws"].ttft_p50_ms - floor.ttft_p50_ms,
+        "ratios": {
+            name: {
+                "throughput": r.tokens_per_s / floor.tokens_per_s,
+                "ttft_p50": r.ttft_p50_ms / floor.ttft_p50_ms,
+            }
+            for name, r in results.items()
+            if name != "direct"
+        },
+        "api_cpu_us_per_token": {name: cpu[name] / max(1, results[name].tokens) * 1e6 for name in cpu},
+    }
 
 
 def cpu_seconds(api: ApiProcess) -> float:
@@ -276,13 +368,13 @@ def scenarios(quick: bool) -> list[Scenario]:
         return [
             Scenario("synthetic", 1, 256, 2),
             Scenario("synthetic", 64, 64, 1),
-            Scenario("smollm2", 1, 16, 1),
+            Scenario("synthetic", 256, 32, 1),
         ]
     return [
         Scenario("synthetic", 1, 1024, 5),
         Scenario("synthetic", 64, 256, 3),
-        Scenario("smollm2", 1, 64, 3),
-        Scenario("smollm2", 64, 8, 1),
+        Scenario("synthetic", 256, 256, 2),
+        Scenario("smollm2", 1, 64, 2),
     ]
 
 
@@ -300,7 +392,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     def api_process(name: str, **extra: str) -> ApiProcess:
         # A history database of its own: processes compared must not inherit each other's rows.
         database = {"KUBECHAT_DATABASE_URL": str(state / f"bench-{name}-{uuid.uuid4().hex}.sqlite3")}
-        return ApiProcess({**env, **database, **extra}, state / f"{name}.log")
+        chosen = dict(kv.split("=", 1) for kv in args.api_env)  # e.g. uvicorn's options, to compare
+        return ApiProcess({**env, **database, **extra, **chosen}, state / f"{name}.log")
 
     catalog = load_catalog(models, state)
     rows: list[dict[str, object]] = []
@@ -313,21 +406,20 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
             api = api_process("api", KUBECHAT_METRICS_PORT=str(free_port()))
             started.append(api)
             api.start()
-            client = InferenceServerClient(triton.grpc_url)
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=512)
+            paths = Paths(
+                InferenceServerClient(triton.grpc_url),
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http}", limits=limits, timeout=300),
+                api,
+                httpx.AsyncClient(base_url=api.url, limits=limits, timeout=300),
+            )
             for scenario in scenarios(args.quick):
                 prompt = catalog.get(scenario.model).build_prompt([ChatTurn("user", PROMPT)]).text
-                direct, via_api = await run_scenario(scenario, client, api, prompt)
-                rows.append(
-                    {
-                        "scenario": asdict(scenario),
-                        "direct": asdict(direct),
-                        "api": asdict(via_api),
-                        "throughput_ratio": via_api.tokens_per_s / direct.tokens_per_s,
-                        "added_ttft_p50_ms": via_api.ttft_p50_ms - direct.ttft_p50_ms,
-                    }
-                )
+                rows.append(await run_scenario(scenario, paths, prompt))
                 print_row(rows[-1])
-            await client.close()
+            await paths.grpc.close()
+            await paths.triton_http.aclose()
+            await paths.api_http.aclose()
             api.stop()
         if args.part in ("all", "metrics"):
             # Two fresh processes, alike but for the metrics.
@@ -371,27 +463,91 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
             "python": sys.version.split()[0],
             "platform": platform.platform(),
         },
+        "load_before": os.getloadavg()[0],
+        "api_env": args.api_env,
         "results": rows,
+        "targets": gateway_targets(rows),
         "metrics_overhead": overhead,
         "generation_loop_cost": loop if args.part != "paths" else None,
     }
 
 
 HEADER = (
-    f"{'model':<10} {'conc':>4} {'tokens':>7} {'direct tok/s':>12} {'api tok/s':>10} {'ratio':>6} "
-    f"{'direct ttft p50':>15} {'api ttft p50':>12} {'added p50':>9} {'api ttft p99':>12}"
+    f"{'model':<10} {'conc':>4} {'path':<10} {'tokens':>7} {'tok/s':>7} {'x direct':>8} "
+    f"{'ttft p50':>11} {'x direct':>8} {'ttft p99':>11} {'api cpu/tok':>11}"
 )
 
 
 def print_row(row: dict[str, object]) -> None:
-    d, a = row["direct"], row["api"]
-    assert isinstance(d, dict) and isinstance(a, dict)
-    print(
-        f"{d['model']:<10} {d['concurrency']:>4} {a['tokens']:>7} {d['tokens_per_s']:>12.0f} "
-        f"{a['tokens_per_s']:>10.0f} {row['throughput_ratio']:>6.2f} {d['ttft_p50_ms']:>12.1f} ms "
-        f"{a['ttft_p50_ms']:>9.1f} ms {row['added_ttft_p50_ms']:>6.1f} ms {a['ttft_p99_ms']:>9.1f} ms",
-        flush=True,
-    )
+    ratios, cpu = row["ratios"], row["api_cpu_us_per_token"]
+    assert isinstance(ratios, dict) and isinstance(cpu, dict)
+    for key in ("direct", "triton_sse", "api_ws", "api_sse"):
+        r = row[key]
+        assert isinstance(r, dict)
+        ratio = ratios.get(r["path"], {"throughput": 1.0, "ttft_p50": 1.0})
+        used = f"{cpu[r['path']]:>8.1f} us" if r["path"] in cpu else ""
+        print(
+            f"{r['model']:<10} {r['concurrency']:>4} {r['path']:<10} {r['tokens']:>7} "
+            f"{r['tokens_per_s']:>7.0f} {ratio['throughput']:>8.2f} {r['ttft_p50_ms']:>8.1f} ms "
+            f"{ratio['ttft_p50']:>8.2f} {r['ttft_p99_ms']:>8.1f} ms {used:>11}",
+            flush=True,
+        )
+
+
+def target_row(
+    name: str, value: float, unit: str, target: str, met: bool, note: str = ""
+) -> dict[str, object]:
+    """One row of issue 19's targets table (benchmarks.targets prints them all together)."""
+    return {
+        "name": name,
+        "value": float(value),
+        "unit": unit,
+        "target": target,
+        "met": bool(met),
+        "note": note,
+    }
+
+
+def print_targets(rows: list[dict[str, object]]) -> None:
+    print("\ntargets")
+    for row in rows:
+        mark = "met" if row["met"] else "MISSED"
+        value = row["value"]
+        assert isinstance(value, float)
+        print(
+            f"  {row['name']:<52} {value:>9.2f} {row['unit']:<6} {row['target']:<9} {mark:<6} {row['note']}"
+        )
+
+
+def gateway_targets(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The issue's gateway targets from the synthetic model's rows: ratios within this run."""
+    by_conc: dict[int, dict[str, Any]] = {}  # the rows as JSON would read them
+    for row in rows:
+        scenario = row["scenario"]
+        assert isinstance(scenario, dict)
+        if scenario["model"] == "synthetic":
+            by_conc[int(scenario["concurrency"])] = dict(row)
+    targets: list[dict[str, object]] = []
+    for conc, limit in ((64, 1.3), (256, 1.5)):
+        if conc in by_conc:
+            found = by_conc[conc]
+            for path in ("api-ws", "api-sse"):
+                ratio = found["ratios"][path]["ttft_p50"]
+                key = path.replace("-", "_")
+                via, floor = found[key]["ttft_p50_ms"], found["direct"]["ttft_p50_ms"]
+                note = f"{via:.0f} ms against {floor:.0f} ms direct"
+                targets.append(target_row(f"TTFT p50 {path} / direct, {conc} streams", ratio, "x",
+                                          f"<= {limit}x", ratio <= limit, note))  # fmt: skip
+    if 1 in by_conc:
+        for path in ("api-ws", "api-sse"):
+            ratio = by_conc[1]["ratios"][path]["throughput"]
+            targets.append(target_row(f"throughput {path} / direct, 1 stream", ratio, "x", ">= 0.9x",
+                                      ratio >= 0.9))  # fmt: skip
+    if 64 in by_conc:
+        for path in ("api-ws", "api-sse"):
+            us = by_conc[64]["api_cpu_us_per_token"][path]
+            targets.append(target_row(f"API CPU per token, {path}, 64 streams", us, "us", "<= 30", us <= 30))
+    return targets
 
 
 OVERHEAD_HEADER = (
@@ -424,12 +580,19 @@ def main() -> None:
         default="all",
         help="paths: API against direct Triton; metrics: metrics on against off",
     )
+    parser.add_argument(
+        "--api-env", action="append", default=[], help="NAME=VALUE for the API processes (repeatable)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.part != "metrics":
         print(HEADER, flush=True)
-    write_report(args.out, "streaming", asyncio.run(benchmark(args)))
+    report = asyncio.run(benchmark(args))
+    targets = report["targets"]
+    assert isinstance(targets, list)
+    print_targets(targets)
+    write_report(args.out, "streaming", report)
 
 
 def write_report(folder: Path, name: str, report: object) -> None:

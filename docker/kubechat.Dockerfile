@@ -51,4 +51,4 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /tmp
 USER 1000:1000
 EXPOSE 8000 8080
-CMD ["uvicorn", "--factory", "kubechat.api.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*"]
+CMD ["uvicorn", "--factory", "kubechat.api.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*", "--ws-per-message-deflate", "false"]

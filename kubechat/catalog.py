@@ -1,8 +1,8 @@
 """The models the API can route to: ChatModel resources plus what it needs to build prompts.
 
-Prompt assembly happens here, in the gateway, because the TensorRT-LLM ensemble takes raw
-`text_input`: the chat template comes from the ChatModel (spec.chatTemplate) or from the
-tokenizer folder the model is served with, as in vLLM and TGI.
+Prompt assembly happens here, in the gateway, because Triton's chat models (the GPU LLM API
+model and the CPU ones) take raw `text_input`: the chat template comes from the ChatModel
+(spec.chatTemplate) or from the tokenizer folder the model is served with, as in vLLM and TGI.
 
 The catalog is loaded once from YAML files (files mode) or kept up to date from the
 Kubernetes API by `kubechat.discovery` (cluster mode), which adds, replaces and removes

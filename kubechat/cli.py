@@ -98,6 +98,7 @@ def serve_embedded(settings: Settings, host: str, port: int, ports: TritonPorts,
             port=port,
             log_level="info",
             log_config=None,  # `kubechat serve` configured logging (kubechat.core.logs)
+            ws_per_message_deflate=False,  # as the image and the chart (docs/design-decisions.md)
         )
     finally:
         supervisor.stop()

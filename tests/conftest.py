@@ -65,6 +65,7 @@ class ApiProcess:
         command = [
             sys.executable, "-m", "uvicorn", "--factory", "kubechat.api.app:create_app",
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level,
+            "--ws-per-message-deflate", "false",  # as the image, the chart and `kubechat serve`
         ]  # fmt: skip
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

@@ -19,6 +19,8 @@ _RESOURCES = [
     ("v1/services", "Service", True, set()),
     ("v1/secrets", "Secret", True, set()),
     ("apps/v1/deployments", "Deployment", True, {"status", "scale"}),
+    ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, {"status"}),
+    ("batch/v1/jobs", "Job", True, {"status"}),
     ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget", True, {"status"}),
     ("autoscaling/v2/horizontalpodautoscalers", "HorizontalPodAutoscaler", True, {"status"}),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import resource
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -83,12 +84,25 @@ def open_knowledge_service(
     )
 
 
+def raise_open_files_limit() -> int:
+    """Every WebSocket is a file descriptor: the soft limit (often 1024) is raised to the hard
+    one, which the process may do without privileges. The limit in force is returned."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # a hard limit above the kernel's nr_open
+            logger.warning("could not raise the open files limit from %d: %s", soft, exc)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def create_app(
     settings: Settings | None = None, supervised: Mapping[str, Supervised] | None = None
 ) -> FastAPI:
     """The API. `supervised` names the processes its runtime keeps up beside it, which /ready
     reports (`kubechat serve` passes its tritonserver's supervisor)."""
     settings = settings or get_settings()
+    raise_open_files_limit()  # thousands of sockets (benchmarks/sockets.py)
     # Under a bare `uvicorn --factory` (the chart), uvicorn has configured its own loggers; an
     # explicit KUBECHAT_LOG_FORMAT/LOG_LEVEL takes logging over. Credentials are masked either way.
     if {"log_format", "log_level"} & settings.model_fields_set:

@@ -57,6 +57,8 @@ _HTTP: dict[type[e.KubechatError], tuple[int, str]] = {
     e.ModelNotFoundError: (404, "invalid_request_error"),
     e.BusyError: (409, "invalid_request_error"),
     e.ModelUnavailableError: (503, "server_error"),
+    # A model's full queue: refused at once, to be retried shortly (with Retry-After).
+    e.ModelBusyError: (429, "rate_limit_error"),
     # A remote endpoint's answers: a gateway that got an unusable answer upstream.
     e.UpstreamAuthError: (502, "server_error"),
     e.UpstreamModelNotFoundError: (502, "server_error"),
@@ -94,6 +96,11 @@ HTTP_CODES: dict[int, str] = {
 }
 
 
+# Seconds a client refused for a model's full queue waits before retrying (one generation step
+# frees a slot; a second lets a few finish).
+BUSY_RETRY_AFTER_S = 1
+
+
 def _mapped(cls: type[e.KubechatError]) -> tuple[int, str]:
     for base in cls.__mro__:
         if base in _HTTP:
@@ -123,6 +130,8 @@ def error_response(exc: e.KubechatError) -> JSONResponse:
     """The HTTP response of a domain error (a 401 says which scheme to authenticate with)."""
     status = http_status(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, e.ModelBusyError):
+        headers = {"Retry-After": str(BUSY_RETRY_AFTER_S)}
     return JSONResponse({"error": error_body(exc).model_dump()}, status_code=status, headers=headers)
 
 

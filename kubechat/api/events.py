@@ -8,9 +8,9 @@ they carry (`ToolActivity`, `Usage`, `Timings`, `GenerationOptions`) are the dom
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from kubechat.api.errors import ErrorBody, error_body
@@ -229,10 +229,10 @@ ServerEvent = (
 
 
 def token_frame(message_id: str, seq: int, delta: str) -> str:
-    """The hot path: one frame per token, serialized without building a model."""
+    """The hot path: one frame per token (or per tokens ready together), serialized without
+    building a model; orjson writes the delta as json.dumps(ensure_ascii=False) would, faster."""
     return (
-        f'{{"type":"token","message_id":"{message_id}","seq":{seq},'
-        f'"delta":{json.dumps(delta, ensure_ascii=False)}}}'
+        f'{{"type":"token","message_id":"{message_id}","seq":{seq},"delta":{orjson.dumps(delta).decode()}}}'
     )
 
 

@@ -20,8 +20,8 @@ GUIDED_BACKENDS = frozenset({Backend.TENSORRTLLM, Backend.TRANSFORMERS})
 
 
 # The engines that return log probabilities through kubechat's contract: the CPU causal LM.
-# TensorRT-LLM computes the chosen tokens' (return_log_probs) but the rendered ensemble does not
-# carry them to the API yet, and it has no top-k alternatives: refused there (docs/openai.md).
+# kubechat's GPU model (TensorRT-LLM's LLM API, kubechat.triton.llmapi_model) does not carry them
+# to the API yet: refused there (docs/openai.md).
 LOGPROB_BACKENDS = frozenset({Backend.TRANSFORMERS})
 
 

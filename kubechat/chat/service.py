@@ -29,6 +29,8 @@ from kubechat.chat.agents import (
     TurnToolbox,
     string_argument,
 )
+from kubechat.chat.checkpoints import Checkpoints
+from kubechat.chat.coalesce import coalesced
 from kubechat.chat.events import ChatEvent, Done, Failure, Started, Timings, Token, ToolReturned, Usage
 from kubechat.chat.generation import Generation, TurnControl, failure_of
 from kubechat.chat.plan import Grounding, Plan
@@ -62,9 +64,6 @@ TurnSink = Callable[[str, ChatEvent], Awaitable[None]]
 class ClientGone(Exception):
     """A TurnSink's client can no longer receive (its socket closed): the turn stores the answer
     as interrupted and ends without reporting to anyone."""
-
-
-CHECKPOINT_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +116,7 @@ class ChatService:
         self.config = config
         self.catalog = catalog
         self.store = store
+        self.checkpoints = Checkpoints(store)
         self.triton = triton
         self.knowledge = knowledge
         self.vision = vision
@@ -429,16 +429,13 @@ class ChatService:
                 sources = [s.model_dump() for s in grounding.sources or []]
                 await self.store.set_context(reply.id, grounding.prompt.tokens, sources)
             generation = self.generate(grounding, reply.id, control, user.id)
-            checkpointed = time.monotonic()
-            async with aclosing(generation.events()) as events:
+            self.checkpoints.streaming(reply.id, generation)  # about every second, with the others
+            # Read ahead: the tokens that arrive while the sink writes go out as one (coalesce.py).
+            async with aclosing(coalesced(generation.events())) as events:
                 async for event in events:
                     if type(event) is Token:  # the hot path first
                         await sink(reply.id, event)
                         sent = event.seq
-                        if time.monotonic() - checkpointed >= CHECKPOINT_INTERVAL_S:
-                            checkpointed = time.monotonic()
-                            text = generation.text
-                            await self.store.update_message(reply.id, text, MessageStatus.STREAMING)
                     elif isinstance(event, Failure):
                         error = event.error  # sent once the answer is stored, right before done
                     elif isinstance(event, Done):
@@ -473,7 +470,9 @@ class ChatService:
             if done is None:
                 done = generation.done(status) if generation is not None else _unanswered(plan, status)
             completion_tokens = done.usage.completion_tokens
-            # Shielded: a second cancellation must not lose the answer (nor its tool calls).
+            # Shielded: a second cancellation must not lose the answer (nor its tool calls), and
+            # its last checkpoint is written before its final state.
+            await asyncio.shield(self.checkpoints.ended(reply.id))
             if generation is not None and generation.tool_calls:
                 await asyncio.shield(self.store.set_tool_calls(reply.id, _dumped(generation)))
             await asyncio.shield(

@@ -78,6 +78,13 @@ class ModelUnavailableError(KubechatError):
     code = "model_unavailable"
 
 
+class ModelBusyError(ModelUnavailableError):
+    """The model's queue is full: it refused the request at once rather than let it wait. The
+    client may retry shortly (HTTP 429 with Retry-After)."""
+
+    code = "busy"
+
+
 class UpstreamAuthError(ModelUnavailableError):
     """A remote (OpenAI-compatible) endpoint refused kubechat's API key (HTTP 401/403): the
     ChatModel's key is missing or wrong, which only its operators can fix."""

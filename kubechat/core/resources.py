@@ -86,6 +86,13 @@ def cel_field(name: str) -> str:
     return name
 
 
+# kubechat's GPU model (TensorRT-LLM's LLM API under Triton) takes text only (docs/images.md).
+_TEXT_ONLY_GPU = (
+    "backend tensorrtllm serves text only: the vision capability needs backend tesseract or an "
+    "openai endpoint"
+)
+
+
 def _cel_or_default(path: str, model: type[BaseModel], field: str) -> str:
     """CEL for the field at `path` (e.g. `self.engine.backend`) that reads as pydantic's default when unset.
 
@@ -347,8 +354,11 @@ class EngineSpec(_Spec):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         default="float16", description="Data type of the weights and activations."
     )
-    quantization: Literal["none", "fp8", "int8", "int4_awq"] = Field(
-        default="none", description="Weight quantization of the TensorRT-LLM engine."
+    quantization: Literal["none", "fp8", "nvfp4", "int4_awq", "int8"] = Field(
+        default="none",
+        description="Quantization of the checkpoint in spec.source: fp8, nvfp4 and int4_awq name a "
+        "pre-quantized checkpoint (as published on the hub), which TensorRT-LLM reads as is; int8 "
+        "(SmoothQuant) would need calibration, which never runs in the pod, and is refused.",
     )
     tensor_parallel_size: Annotated[int, Field(ge=1, le=8)] = Field(
         default=1, description="GPUs one engine is split across; at most resources.gpus."
@@ -364,11 +374,30 @@ class EngineSpec(_Spec):
     )
     prebuilt: bool = Field(
         default=False,
-        description="The source already holds a TensorRT-LLM engine built for this GPU type and "
-        "tensorParallelSize; otherwise the checkpoint is converted and the engine built at start-up.",
+        description="No longer supported (refused with a condition): TensorRT-LLM removed prebuilt "
+        "TensorRT engines; serve the Hugging Face checkpoint instead.",
     )
     kv_cache_free_gpu_memory_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
         default=0.9, description="Share of the GPU memory left after the weights that the KV cache takes."
+    )
+    kv_cache_reuse: bool = Field(
+        default=True,
+        description="Prefix caching: KV-cache blocks of a prompt's prefix seen before (earlier turns, the "
+        "system prompt) are reused instead of prefilled again.",
+    )
+    max_num_tokens: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description="Tokens one engine step takes (TensorRT-LLM's max_num_tokens); longer prompts are "
+        "prefilled in chunks. 0: maxInputTokens, at most 8192.",
+    )
+    max_queue_size: Annotated[int, Field(ge=0)] = Field(
+        default=32,
+        description="Requests that may wait beyond the maxBatchSize being generated; more are refused at "
+        "once and the API answers `busy` (HTTP 429 with Retry-After).",
+    )
+    image: str = Field(
+        default="",
+        description="tensorrtllm only: the Triton TensorRT-LLM image; empty: the operator's pinned default.",
     )
     # Only for the synthetic benchmark model: pause between tokens, to emulate a real model.
     synthetic_token_delay_ms: Annotated[float, Field(ge=0)] = Field(
@@ -433,12 +462,21 @@ class SchedulingSpec(_Spec):
 
 
 class StorageSpec(_Spec):
-    """The volume weights are fetched into and the engine is built in."""
+    """The volume the weights are fetched into.
+
+    GPU models: a weight cache, one PersistentVolumeClaim per ChatModel filled once by a Job and
+    mounted read-only by every replica. CPU models: a volume of each pod."""
 
     size: str = Field(default="50Gi", pattern=_QUANTITY, description="Capacity of the volume.")
     storage_class_name: str = Field(
         default="",
-        description="Empty: an emptyDir of `size`. Set: a generic ephemeral volume of that class.",
+        description="GPU: the weight cache's storage class (empty: the operator's default, else the "
+        "cluster's). CPU: empty is an emptyDir of `size`, set a generic ephemeral volume of that class.",
+    )
+    access_mode: Literal["", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"] = Field(
+        default="",
+        description="GPU: the weight cache's access mode (empty: the operator's default, ReadWriteMany). "
+        "With ReadWriteOnce every replica must run on the node the volume is attached to.",
     )
 
 
@@ -584,6 +622,13 @@ class ChatModelSpec(_Spec):
                 "FieldValueForbidden",
                 ".source.package",
             ),
+            CelRule(  # capabilities defaults to [chat]: unset never holds vision
+                f"{not_tensorrtllm} || !has(self.capabilities) || "
+                f'!("{Capability.VISION}" in self.capabilities)',
+                _TEXT_ONLY_GPU,
+                "FieldValueForbidden",
+                ".capabilities",
+            ),
             CelRule(
                 f"{not_tensorrtllm} || !{prebuilt} || has(self.tokenizer)",
                 "a prebuilt engine needs spec.tokenizer (engines carry no tokenizer)",
@@ -615,6 +660,8 @@ class ChatModelSpec(_Spec):
                 raise ValueError("backend tensorrtllm needs resources.gpus >= 1")
             if self.source.package is not None:
                 raise ValueError("backend tensorrtllm cannot load weights from a Python package")
+            if Capability.VISION in self.capabilities:
+                raise ValueError(_TEXT_ONLY_GPU)
             if self.engine.prebuilt and self.tokenizer is None:
                 raise ValueError("a prebuilt engine needs spec.tokenizer (engines carry no tokenizer)")
         return self
@@ -668,8 +715,31 @@ class _Status(BaseModel):
         return found is not None and found.status == "True"
 
 
+class CachePhase(StrEnum):
+    """Where a GPU model's weight cache is."""
+
+    PENDING = "Pending"
+    DOWNLOADING = "Downloading"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class CacheStatus(BaseModel):
+    """The weight cache's download, as its Job reports it."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    phase: CachePhase = Field(
+        default=CachePhase.PENDING, description="Pending, Downloading, Ready or Failed."
+    )
+    bytes: int = Field(default=0, description="Bytes downloaded so far.")
+    total: int = Field(default=0, description="Bytes to download; 0 while unknown.")
+
+
 class ChatModelStatus(_Status):
     """What the operator observed of the model's Triton deployment."""
+
+    cache: CacheStatus | None = Field(default=None, description="GPU models: the weight cache's download.")
 
     endpoint: str = Field(default="", description="Triton gRPC host:port of the model's Service.")
     http_endpoint: str = Field(default="", description="Triton HTTP host:port (health, metrics).")

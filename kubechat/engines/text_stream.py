@@ -70,3 +70,30 @@ class StopSequenceFilter:
             if self._pending.endswith(stop[:size]):
                 return size
         return 0
+
+
+class TextStream:
+    """Token ids in, stop-filtered text deltas out: what a streaming engine sends per response.
+
+    It is the GPU path's detokenizer too: the rendered TensorRT-LLM model (kubechat.triton.
+    llmapi_model) gets this file copied beside it and feeds it the new token ids of each LLM API
+    output, so that every tokenizer (SentencePiece, byte-level BPE) streams exactly the text
+    of a full decode. Standard library only, for that reason.
+    """
+
+    def __init__(self, decoder: Decoder, stop: Sequence[str] = ()) -> None:
+        self._detokenizer = IncrementalDetokenizer(decoder)
+        self._stop = StopSequenceFilter(stop)
+
+    @property
+    def stopped(self) -> bool:
+        """A stop sequence was reached: the engine should stop generating."""
+        return self._stop.stopped
+
+    def push(self, token_ids: Sequence[int]) -> str:
+        """Add the tokens generated since the last call; return the text they complete."""
+        return self._stop.push("".join(self._detokenizer.push(t) for t in token_ids))
+
+    def finish(self) -> str:
+        """The text held back at the end of the stream (a prefix of a stop that never came)."""
+        return self._stop.flush()

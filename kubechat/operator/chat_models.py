@@ -19,11 +19,14 @@ import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from kubechat.core.resources import ChatModel, Condition, Phase, ResourceError
+from kubechat.core.resources import CachePhase, CacheStatus, ChatModel, Condition, Phase, ResourceError
 from kubechat.operator import status as st
 from kubechat.operator.bodies import generation, parse_body, write_status
 from kubechat.operator.kube import Applied, Kube, api_failure
 from kubechat.operator.manifests import (
+    CACHE_BYTES_ANNOTATION,
+    CACHE_ERROR_ANNOTATION,
+    CACHE_TOTAL_ANNOTATION,
     Children,
     grpc_endpoint,
     http_endpoint,
@@ -53,6 +56,10 @@ def _absent(children: Children) -> list[dict[str, Any]]:
     return absent
 
 
+def _cache(job: dict[str, Any] | None) -> CacheStatus:
+    return st.cache_status(job, CACHE_BYTES_ANNOTATION, CACHE_TOTAL_ANNOTATION)
+
+
 class ChatModelReconciler:
     """Keeps every ChatModel's children at their rendered state and its status current."""
 
@@ -66,7 +73,7 @@ class ChatModelReconciler:
 
     def desired(self, body: kopf.Body) -> tuple[ChatModel, Children]:
         model: ChatModel = parse_body(ChatModel, body)
-        # Rendering parses every config.pbtxt back (~50 ms for a TensorRT-LLM ensemble); resyncs
+        # Rendering parses every config.pbtxt back (tens of ms under load); resyncs
         # render the same specs over and over, so renders are kept by spec hash.
         key = (model.metadata.namespace, model.name, spec_hash(model))
         if key not in self._rendered:
@@ -95,12 +102,33 @@ class ChatModelReconciler:
             raise kopf.PermanentError(f"invalid ChatModel: {exc}") from exc
         applied: dict[str, Applied] = {}
         deployment: dict[str, Any] | None = None
+        job: dict[str, Any] | None = None
         try:
             for manifest in children.all():
+                if manifest is children.deployment and children.cache_job is not None:
+                    cache = _cache(job)
+                    if cache.phase is not CachePhase.READY:
+                        # No new pods until the weights are in the cache: they would fail to load.
+                        # Pods of an earlier cache (a changed source) keep serving meanwhile.
+                        failure = st.job_failure_message(job, CACHE_ERROR_ANNOTATION)
+                        serving = await self.kube.read(children.deployment)
+                        phase, conditions, extra = self._status(model, serving, observed_generation)
+                        cached, cache_conditions = st.cache_conditions(cache, failure, observed_generation)
+                        if serving is None:
+                            phase, conditions = cached, cache_conditions
+                        else:  # serving, while the next weights download
+                            conditions = [c for c in conditions if c.type != st.PROGRESSING]
+                            conditions += [c for c in cache_conditions if c.type == st.PROGRESSING]
+                            conditions += [c for c in cache_conditions if c.type == st.WEIGHTS_CACHED]
+                        extra["cache"] = cache.model_dump(mode="json", by_alias=True)
+                        write_status(patch, body, phase, conditions, extra)
+                        return applied
                 outcome, live = await self.kube.apply(manifest)
                 applied[f"{manifest['kind']}/{manifest['metadata']['name']}"] = outcome
                 if manifest is children.deployment:
                     deployment = live
+                if manifest is children.cache_job:
+                    job = live
             # Optional children a changed spec no longer asks for (autoscaling off, one replica);
             # only on spec changes, so that a resync of an unchanged model writes nothing.
             observed = (body.get("status") or {}).get("observedGeneration")
@@ -112,7 +140,11 @@ class ChatModelReconciler:
         changed = {k: v for k, v in applied.items() if v is not Applied.UNCHANGED}
         if changed:
             logger.info("ChatModel %s/%s: %s", model.metadata.namespace, model.name, changed)
-        write_status(patch, body, *self._status(model, deployment, observed_generation))
+        phase, conditions, extra = self._status(model, deployment, observed_generation)
+        if children.cache_job is not None:
+            conditions.append(st.condition(st.WEIGHTS_CACHED, "True", "Downloaded", "", observed_generation))
+            extra["cache"] = _cache(job).model_dump(mode="json", by_alias=True)
+        write_status(patch, body, phase, conditions, extra)
         return applied
 
     async def _reconcile_remote(
@@ -181,7 +213,13 @@ class ChatModelReconciler:
         wrapped = kopf.Body(cast(kopf.RawBody, body))
         patch = kopf.Patch()
         try:
-            if reapply or parse_body(ChatModel, wrapped).spec.engine.backend.is_remote:
+            model = parse_body(ChatModel, wrapped)
+            # A GPU model with a weight cache is reconciled whole: the cache Job's progress decides
+            # whether its Deployment exists yet.
+            cached = (
+                not model.spec.engine.backend.is_remote and self.desired(wrapped)[1].cache_job is not None
+            )
+            if reapply or cached or model.spec.engine.backend.is_remote:
                 applied = await self.reconcile(wrapped, patch)
                 # Outside kopf's spec handler nothing asked for a change: what had to be created
                 # or patched had drifted (deleted or edited by hand).

@@ -31,6 +31,12 @@ LAST_APPLIED = "kubechat.io/last-applied"
 _KINDS: dict[tuple[str, str], tuple[type[Any], str, str]] = {
     ("v1", "ConfigMap"): (client.CoreV1Api, "config_map", "configmaps"),
     ("v1", "Service"): (client.CoreV1Api, "service", "services"),
+    ("v1", "PersistentVolumeClaim"): (
+        client.CoreV1Api,
+        "persistent_volume_claim",
+        "persistentvolumeclaims",
+    ),
+    ("batch/v1", "Job"): (client.BatchV1Api, "job", "jobs"),
     ("apps/v1", "Deployment"): (client.AppsV1Api, "deployment", "deployments"),
     ("policy/v1", "PodDisruptionBudget"): (
         client.PolicyV1Api,

@@ -89,8 +89,8 @@ def register(
             if namespace is None:
                 return
             deleted = event["type"] == "DELETED"
-            if not deleted and event["object"].get("kind") != "Deployment":
-                return  # only the Deployment's status feeds the ChatModel's
+            if not deleted and event["object"].get("kind") not in ("Deployment", "Job"):
+                return  # only the Deployment's and the weight cache Job's status feed the ChatModel's
             await chat_models.child_changed(labels[CHAT_MODEL_LABEL], namespace, deleted)
 
     kbs = (GROUP, VERSION, PLURALS["KnowledgeBase"])

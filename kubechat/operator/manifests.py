@@ -9,15 +9,15 @@ Service, the spec without replicas and autoscaling: scaling leaves them untouche
 
 Pod layout (paths from `kubechat.triton.repository`):
 
-* GPU (`tensorrtllm`, `settings.trtllm_image`): init `fetch-weights` (and `fetch-tokenizer`) run
-  `python -m kubechat.operator.fetch` in kubechat's image and download a huggingFace/s3 source
-  into the `models` volume (a pvc source is mounted read-only instead); init `build-engine` runs
-  the ConfigMap's `build-engine.py` (kubechat.operator.scripts.build_engine, shipped as text) in
-  the TensorRT-LLM image: it lays out the model repository (the four rendered config.pbtxt plus
-  NVIDIA's preprocessing/postprocessing model.py from the image) and builds the engine with
-  TensorRT-LLM's LLM API unless the volume already holds one for this spec. The main container
-  runs `tritonserver`, under `mpirun` with one rank per GPU when tensorParallelSize > 1 (NVIDIA's
-  launch_triton_server.py layout).
+* GPU (`tensorrtllm`, `spec.engine.image` or `settings.trtllm_image`): a huggingFace/s3 source
+  is downloaded once per ChatModel into a weight cache, a PersistentVolumeClaim that a Job
+  (`python -m kubechat.operator.fetch` in kubechat's image) fills; the Deployment is applied once
+  the Job has succeeded, and every replica mounts the claim read-only, so a new pod starts
+  without downloading (a pvc source is mounted read-only instead, and needs no cache). The
+  ConfigMap is the model repository itself (config.pbtxt, kubechat's LLM API model.py, its
+  text_stream.py and the model.yaml of LLM API arguments), mounted as is: no init step, no
+  engine build. The main container runs `tritonserver` as the image's unprivileged user, with a
+  writable scratch emptyDir for HF_HOME and compile caches.
 * CPU (`transformers`, `sentence-transformers`, `synthetic`, `tesseract`, `settings.cpu_image`):
   the ConfigMap holds the ChatModel itself; init `render-repository` runs kubechat's own
   renderer (`python -m kubechat.operator.render_repository`) in the CPU image, after a fetch for
@@ -26,9 +26,7 @@ Pod layout (paths from `kubechat.triton.repository`):
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.resources
 import json
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,8 +36,10 @@ import yaml
 from kubechat.core.resources import Backend, ChatModel, ModelSource
 from kubechat.operator.settings import OperatorSettings
 from kubechat.triton.repository import (
+    GPU_REPOSITORY_DIR,
     MODELS_ROOT,
     REPOSITORY_DIR,
+    SCRATCH_DIR,
     SOURCE_PVC_DIR,
     STATE_DIR,
     TOKENIZER_DIR,
@@ -47,9 +47,7 @@ from kubechat.triton.repository import (
     WEIGHTS_DIR,
     RenderError,
     pod_source_dir,
-    render_tensorrtllm_models,
-    tensorrtllm_names,
-    tensorrtllm_paths,
+    render_tensorrtllm_model,
 )
 
 Manifest = dict[str, Any]
@@ -66,8 +64,11 @@ CONFIG_HASH_ANNOTATION: Final = "kubechat.io/config-hash"
 
 CONFIG_DIR: Final = "/config"  # where the ConfigMap is mounted in init containers
 CHAT_MODEL_KEY: Final = "chatmodel.yaml"
-BUILD_SCRIPT_KEY: Final = "build-engine.py"
-REPOSITORY_CONFIG_SUBDIR: Final = "repository"  # config.pbtxt tree inside the ConfigMap volume
+# Annotations the weight cache's Job carries with its download progress (bytes so far, bytes in
+# all), copied into the ChatModel's status.cache.
+CACHE_BYTES_ANNOTATION: Final = "kubechat.io/cache-bytes"
+CACHE_TOTAL_ANNOTATION: Final = "kubechat.io/cache-total"
+CACHE_ERROR_ANNOTATION: Final = "kubechat.io/cache-error"  # why the download failed
 
 HF_HOME: Final = f"{MODELS_ROOT}/.cache/huggingface"
 
@@ -78,8 +79,14 @@ PRE_STOP_SLEEP_S: Final = 10
 EXIT_TIMEOUT_S: Final = 90
 TERMINATION_GRACE_PERIOD_S: Final = PRE_STOP_SLEEP_S + EXIT_TIMEOUT_S + 20
 
-# kubechat's own images (kubechat_image, cpu_image) run as this unprivileged user.
+# kubechat's own images (kubechat_image, cpu_image) run as this unprivileged user, and so does
+# NVIDIA's Triton image (its `triton-server` user).
 NON_ROOT_UID: Final = 1000
+
+# Local disk a container may fill (logs, caches): requested so that the scheduler counts it and
+# the kubelet evicts a pod that runs away with it rather than the node filling up.
+EPHEMERAL_STORAGE: Final = "2Gi"
+GPU_SCRATCH_SIZE: Final = "20Gi"  # HF_HOME, torch/triton compile caches of a GPU pod
 
 _SELECTOR_KEYS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", CHAT_MODEL_LABEL)
 
@@ -99,15 +106,30 @@ def pod_spec_hash(model: ChatModel) -> str:
     return _digest(model.spec.model_dump(mode="json", by_alias=True, exclude={"replicas", "autoscaling"}))
 
 
-def _engine_key(model: ChatModel) -> str:
-    """What a built engine depends on: the weights, the engine settings and the GPU type."""
+def _claim_spec(model: ChatModel, settings: OperatorSettings) -> Manifest:
+    storage = model.spec.storage
+    claim: Manifest = {
+        "accessModes": [storage.access_mode or settings.cache_access_mode],
+        "resources": {"requests": {"storage": storage.size}},
+    }
+    storage_class = storage.storage_class_name or settings.cache_storage_class
+    if storage_class:
+        claim["storageClassName"] = storage_class
+    return claim
+
+
+def _cache_key(model: ChatModel, settings: OperatorSettings) -> str:
+    """What a weight cache holds and where: the sources and the claim. A claim's spec cannot be
+    changed once made, so a new key is a new claim (and a new download); an unchanged one is kept
+    across every other spec change (engine settings, replicas, image)."""
     spec = model.spec
     return _digest(
         {
             "source": spec.source.model_dump(mode="json", by_alias=True),
-            "engine": spec.engine.model_dump(mode="json", by_alias=True),
-            "gpuType": spec.resources.gpu_type,
-        }
+            "tokenizer": spec.tokenizer.model_dump(mode="json", by_alias=True) if spec.tokenizer else None,
+            "claim": _claim_spec(model, settings),
+        },
+        8,
     )
 
 
@@ -130,6 +152,11 @@ def deployment_name(model: ChatModel) -> str:
 
 def config_map_name(model: ChatModel) -> str:
     return f"{model.name}-model-repository"
+
+
+def cache_name(model: ChatModel, settings: OperatorSettings) -> str:
+    """The weight cache's PersistentVolumeClaim (its Job: `cache_job_name`)."""
+    return f"{model.name[:44].rstrip('-')}-weights-{_cache_key(model, settings)}"
 
 
 def selector_labels(model: ChatModel) -> dict[str, str]:
@@ -185,11 +212,6 @@ def _is_gpu(model: ChatModel) -> bool:
 # --- ConfigMap ----------------------------------------------------------------------------------
 
 
-def _config_key(model_name: str) -> str:
-    # ConfigMap keys cannot contain '/'; volume items map them back to <model>/config.pbtxt.
-    return f"{model_name}__config.pbtxt"
-
-
 def _pod_chat_model_yaml(model: ChatModel) -> str:
     """The ChatModel as the CPU pod's renderer reads it (without the fields a pod ignores)."""
     document = {
@@ -201,30 +223,31 @@ def _pod_chat_model_yaml(model: ChatModel) -> str:
     return yaml.safe_dump(document, sort_keys=True, allow_unicode=True)
 
 
-@functools.cache
-def build_engine_script() -> str:
-    """The GPU pod's init step (kubechat.operator.scripts.build_engine) as the ConfigMap ships it:
-    the TensorRT-LLM image runs it with its own python3, where kubechat is not installed."""
-    return importlib.resources.files("kubechat.operator.scripts").joinpath("build_engine.py").read_text()
+def _gpu_files(model: ChatModel) -> dict[str, str]:
+    """The GPU model repository, file by file: path inside the repository -> text."""
+    rendered = render_tensorrtllm_model(model)
+    files = {f"{rendered.name}/config.pbtxt": rendered.config_pbtxt}
+    files |= {f"{rendered.name}/{path}": source.read_text() for path, source in rendered.files.items()}
+    files |= {f"{rendered.name}/{path}": text for path, text in rendered.texts.items()}
+    return files
+
+
+def _key(path: str) -> str:
+    # ConfigMap keys cannot contain '/'; volume items map them back to the path.
+    return path.replace("/", "__")
 
 
 def config_map_data(model: ChatModel) -> dict[str, str]:
     if not _is_gpu(model):
         return {CHAT_MODEL_KEY: _pod_chat_model_yaml(model)}
-    data = {_config_key(m.name): m.config_pbtxt for m in render_tensorrtllm_models(model)}
-    data[BUILD_SCRIPT_KEY] = build_engine_script()
-    return data
+    return {_key(path): text for path, text in _gpu_files(model).items()}
 
 
 def config_map_items(model: ChatModel) -> list[Manifest]:
-    """Volume items: how the ConfigMap's keys appear as files under CONFIG_DIR."""
+    """Volume items: how the ConfigMap's keys appear as files where it is mounted."""
     if not _is_gpu(model):
         return [{"key": CHAT_MODEL_KEY, "path": CHAT_MODEL_KEY}]
-    items = [
-        {"key": _config_key(name), "path": f"{REPOSITORY_CONFIG_SUBDIR}/{name}/config.pbtxt"}
-        for name in tensorrtllm_names(model).all()
-    ]
-    return [*items, {"key": BUILD_SCRIPT_KEY, "path": BUILD_SCRIPT_KEY}]
+    return [{"key": _key(path), "path": path} for path in _gpu_files(model)]
 
 
 def render_config_map(model: ChatModel) -> Manifest:
@@ -285,9 +308,20 @@ def _fetch_container(
         "name": name,
         "image": settings.kubechat_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python", "-m", "kubechat.operator.fetch", "--source-json", source_json, "--dest", dest],
+        "command": [
+            "python",
+            "-m",
+            "kubechat.operator.fetch",
+            "--source-json",
+            source_json,
+            "--dest",
+            dest,
+        ],
         "env": env,
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": EPHEMERAL_STORAGE},
+            "limits": {"memory": "2Gi"},
+        },
         "volumeMounts": mounts,
         "securityContext": _security_context(non_root=True),
     }
@@ -295,7 +329,11 @@ def _fetch_container(
 
 def _resources(model: ChatModel) -> Manifest:
     spec = model.spec.resources
-    requests: dict[str, Any] = {"cpu": spec.cpu, "memory": spec.memory}
+    requests: dict[str, Any] = {
+        "cpu": spec.cpu,
+        "memory": spec.memory,
+        "ephemeral-storage": EPHEMERAL_STORAGE,
+    }
     limits: dict[str, Any] = {"memory": spec.memory}
     if spec.gpus > 0:
         # Extended resources: request = limit, and the device plugin hands out whole GPUs. A
@@ -305,42 +343,19 @@ def _resources(model: ChatModel) -> Manifest:
     return {"requests": requests, "limits": limits}
 
 
-def _tritonserver_args(model: ChatModel, *, rank: int = 0) -> list[str]:
-    args = [
+def triton_command(model: ChatModel) -> list[str]:
+    """The main container's command: one tritonserver. With tensorParallelSize > 1 the LLM API
+    starts its own worker per GPU (MPI), as upstream's llmapi model does on one node."""
+    return [
         "tritonserver",
-        f"--model-repository={REPOSITORY_DIR}",
+        f"--model-repository={GPU_REPOSITORY_DIR if _is_gpu(model) else REPOSITORY_DIR}",
         f"--grpc-port={GRPC_PORT}",
         f"--http-port={HTTP_PORT}",
         f"--metrics-port={METRICS_PORT}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        # The rendered config.pbtxt is complete: Triton must not ask model.py to fill it in.
+        "--disable-auto-complete-config",
     ]
-    if _is_gpu(model):
-        args.append("--disable-auto-complete-config")
-    if rank > 0:
-        # Other ranks load only the engine; they join rank 0's executor and serve no requests.
-        args += ["--model-control-mode=explicit", f"--load-model={tensorrtllm_names(model).trtllm}"]
-    if model.spec.engine.tensor_parallel_size > 1:
-        args.append(f"--backend-config=python,shm-region-prefix-name=prefix{rank}_")
-    return args
-
-
-def triton_command(model: ChatModel) -> list[str]:
-    """The main container's command.
-
-    TensorRT-LLM needs an MPI world of one rank per GPU for tensor parallelism: like NVIDIA's
-    launch_triton_server.py, one `mpirun` starts a tritonserver per rank; rank 0 serves the ports
-    and the others load only the engine. (That script cannot be PID 1 itself: it starts mpirun in
-    the background and exits.) mpirun forwards SIGTERM to the ranks.
-    """
-    tp = model.spec.engine.tensor_parallel_size
-    if not _is_gpu(model) or tp == 1:
-        return _tritonserver_args(model)
-    command = ["mpirun", "--allow-run-as-root"]
-    for rank in range(tp):
-        if rank:
-            command.append(":")
-        command += ["-n", "1", *_tritonserver_args(model, rank=rank)]
-    return command
 
 
 def _probe(path: str, *, period: int, failures: int) -> Manifest:
@@ -352,20 +367,35 @@ def _probe(path: str, *, period: int, failures: int) -> Manifest:
     }
 
 
+def trtllm_image(model: ChatModel, settings: OperatorSettings) -> str:
+    return model.spec.engine.image or settings.trtllm_image
+
+
 def _main_container(model: ChatModel, settings: OperatorSettings, mounts: list[Manifest]) -> Manifest:
     gpu = _is_gpu(model)
-    env = [
-        _env("HF_HUB_OFFLINE", "1"),
-        _env("TRANSFORMERS_OFFLINE", "1"),
-        # Its own cache: the GPU container is root without capabilities, and cannot write into
-        # folders that the fetch step's user owns.
-        _env("HF_HOME", f"{MODELS_ROOT}/.cache/triton"),
-    ]
-    if gpu and model.spec.engine.tensor_parallel_size > 1:
-        env += _MPI_ENV
+    env = [_env("HF_HUB_OFFLINE", "1"), _env("TRANSFORMERS_OFFLINE", "1")]
+    if gpu:
+        # The weights are read-only: every cache the LLM API, torch and triton write goes to the
+        # scratch volume, which the unprivileged user owns (fsGroup).
+        env += [
+            _env("HOME", SCRATCH_DIR),
+            _env("HF_HOME", f"{SCRATCH_DIR}/huggingface"),
+            _env("XDG_CACHE_HOME", f"{SCRATCH_DIR}/cache"),
+            _env("TRITON_CACHE_DIR", f"{SCRATCH_DIR}/triton"),
+            _env("TORCHINDUCTOR_CACHE_DIR", f"{SCRATCH_DIR}/inductor"),
+        ]
+        if model.spec.engine.tensor_parallel_size > 1:
+            # The single-copy (CMA) transport needs ptrace, which a container without capabilities
+            # lacks; NCCL carries the tensors anyway.
+            env.append(_env("OMPI_MCA_btl_vader_single_copy_mechanism", "none"))
+    else:
+        env.append(_env("HF_HOME", f"{MODELS_ROOT}/.cache/triton"))
+    resources = _resources(model)
+    if gpu:
+        resources["requests"]["ephemeral-storage"] = GPU_SCRATCH_SIZE
     return {
         "name": "triton",
-        "image": settings.trtllm_image if gpu else settings.cpu_image,
+        "image": trtllm_image(model, settings) if gpu else settings.cpu_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": triton_command(model),
         "env": env,
@@ -374,66 +404,16 @@ def _main_container(model: ChatModel, settings: OperatorSettings, mounts: list[M
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
-        "resources": _resources(model),
-        # Loading a large engine takes minutes: the startup probe allows 30 (GPU) or 10 (CPU).
+        "resources": resources,
+        # Loading a large checkpoint takes minutes: the startup probe allows 30 (GPU) or 10 (CPU).
         "startupProbe": _probe("/v2/health/ready", period=10, failures=180 if gpu else 60),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
         "livenessProbe": _probe("/v2/health/live", period=15, failures=4),
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SLEEP_S)]}}},
         "volumeMounts": mounts,
-        # NVIDIA's TensorRT-LLM image runs as root (its MPI and backends expect it), so the GPU
-        # container keeps root but can gain nothing: no capabilities, no escalation.
-        "securityContext": _security_context(non_root=not gpu),
-    }
-
-
-# Open MPI refuses root without these; the single-copy (CMA) transport needs ptrace, which a
-# container without capabilities lacks, so it is turned off (NCCL carries the tensors anyway).
-_MPI_ENV = [
-    _env("OMPI_ALLOW_RUN_AS_ROOT", "1"),
-    _env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"),
-    _env("OMPI_MCA_btl_vader_single_copy_mechanism", "none"),
-]
-
-
-def _build_engine_container(model: ChatModel, settings: OperatorSettings, mounts: list[Manifest]) -> Manifest:
-    spec = model.spec
-    engine = spec.engine
-    names = tensorrtllm_names(model)
-    paths = tensorrtllm_paths(model)
-    env = [
-        _env("KUBECHAT_REPOSITORY_SOURCE", f"{CONFIG_DIR}/{REPOSITORY_CONFIG_SUBDIR}"),
-        _env("KUBECHAT_REPOSITORY_DIR", REPOSITORY_DIR),
-        _env("KUBECHAT_TEMPLATES_DIR", settings.trtllm_model_templates_dir),
-        _env("KUBECHAT_PREPROCESSING_MODEL", names.preprocessing),
-        _env("KUBECHAT_POSTPROCESSING_MODEL", names.postprocessing),
-        _env("KUBECHAT_PREBUILT", "true" if engine.prebuilt else "false"),
-        _env("KUBECHAT_CHECKPOINT_DIR", paths.checkpoint_dir),
-        _env("KUBECHAT_ENGINE_DIR", paths.engine_dir),
-        _env("KUBECHAT_ENGINE_KEY", _engine_key(model)),
-        _env("KUBECHAT_TOKENIZER_DIR", paths.tokenizer_dir),
-        _env("KUBECHAT_XGRAMMAR_TOKENIZER_INFO", paths.xgrammar_tokenizer_info),
-        _env("KUBECHAT_TENSOR_PARALLEL_SIZE", str(engine.tensor_parallel_size)),
-        _env("KUBECHAT_DTYPE", engine.dtype),
-        _env("KUBECHAT_QUANTIZATION", engine.quantization),
-        _env("KUBECHAT_MAX_BATCH_SIZE", str(engine.max_batch_size)),
-        _env("KUBECHAT_MAX_INPUT_LEN", str(engine.max_input_tokens)),
-        _env("KUBECHAT_MAX_SEQ_LEN", str(engine.max_input_tokens + engine.max_output_tokens)),
-        _env("HF_HUB_OFFLINE", "1"),
-        # Its own cache: files the fetch step wrote belong to another user.
-        _env("HF_HOME", f"{MODELS_ROOT}/.cache/build"),
-        *_MPI_ENV,  # the LLM API spawns one MPI worker per GPU
-    ]
-    return {
-        "name": "build-engine",
-        "image": settings.trtllm_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python3", f"{CONFIG_DIR}/{BUILD_SCRIPT_KEY}"],
-        "env": env,
-        # Building loads the whole checkpoint: the same GPUs and memory as serving it.
-        "resources": _resources(model),
-        "volumeMounts": mounts,
-        "securityContext": _security_context(non_root=False),
+        # Unprivileged for GPU models too: NVIDIA's image has the `triton-server` user (1000),
+        # and the LLM API needs neither root nor mpirun on one node.
+        "securityContext": _security_context(non_root=True),
     }
 
 
@@ -488,19 +468,11 @@ def _models_volume(model: ChatModel) -> Manifest:
     }
 
 
-def _pod_spec(model: ChatModel, settings: OperatorSettings) -> Manifest:
+def _source_volumes(model: ChatModel) -> tuple[list[Manifest], list[Manifest]]:
+    """pvc sources: their volumes and read-only mounts."""
     spec = model.spec
-    gpu = _is_gpu(model)
-    volumes: list[Manifest] = [
-        {"name": "config", "configMap": {"name": config_map_name(model), "items": config_map_items(model)}},
-        _models_volume(model),
-        # Triton's python backend passes tensors through /dev/shm; the runtime default is 64 MiB.
-        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi" if gpu else "512Mi"}},
-    ]
-    models_mount: Manifest = {"name": "models", "mountPath": MODELS_ROOT}
-    shm_mount: Manifest = {"name": "shm", "mountPath": "/dev/shm"}
-    config_mount: Manifest = {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}
-    source_mounts: list[Manifest] = []
+    volumes: list[Manifest] = []
+    mounts: list[Manifest] = []
     for volume, source, mount_path in (
         ("source", spec.source, SOURCE_PVC_DIR),
         ("tokenizer", spec.tokenizer, TOKENIZER_PVC_DIR),
@@ -508,7 +480,79 @@ def _pod_spec(model: ChatModel, settings: OperatorSettings) -> Manifest:
         if source is not None and source.pvc is not None:
             claim = {"claimName": source.pvc.claim_name, "readOnly": True}
             volumes.append({"name": volume, "persistentVolumeClaim": claim})
-            source_mounts.append({"name": volume, "mountPath": mount_path, "readOnly": True})
+            mounts.append({"name": volume, "mountPath": mount_path, "readOnly": True})
+    return volumes, mounts
+
+
+def _scheduling(model: ChatModel) -> Manifest:
+    spec = model.spec
+    placement: Manifest = {}
+    node_selector = dict(spec.scheduling.node_selector)
+    if spec.resources.gpu_type:
+        node_selector["nvidia.com/gpu.product"] = spec.resources.gpu_type
+    if node_selector:
+        placement["nodeSelector"] = node_selector
+    if spec.scheduling.tolerations:
+        placement["tolerations"] = [
+            {k: v for k, v in t.model_dump(by_alias=True).items() if v not in ("", None)}
+            for t in spec.scheduling.tolerations
+        ]
+    return placement
+
+
+def _pod_security() -> Manifest:
+    return {
+        "fsGroup": NON_ROOT_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _gpu_pod_spec(model: ChatModel, settings: OperatorSettings) -> Manifest:
+    volumes: list[Manifest] = [
+        {
+            "name": "repository",
+            "configMap": {"name": config_map_name(model), "items": config_map_items(model)},
+        },
+        {"name": "scratch", "emptyDir": {"sizeLimit": GPU_SCRATCH_SIZE}},
+        # Triton's python backend passes tensors through /dev/shm; the runtime default is 64 MiB.
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+    ]
+    mounts: list[Manifest] = [
+        {"name": "repository", "mountPath": GPU_REPOSITORY_DIR, "readOnly": True},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+        {"name": "shm", "mountPath": "/dev/shm"},
+    ]
+    if has_weight_cache(model):
+        claim = {"claimName": cache_name(model, settings), "readOnly": True}
+        volumes.append({"name": "weights", "persistentVolumeClaim": claim})
+        mounts.append({"name": "weights", "mountPath": MODELS_ROOT, "readOnly": True})
+    source_volumes, source_mounts = _source_volumes(model)
+    return {
+        "automountServiceAccountToken": False,  # Triton never talks to the Kubernetes API
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_PERIOD_S,
+        "securityContext": _pod_security(),
+        "containers": [_main_container(model, settings, [*mounts, *source_mounts])],
+        "volumes": [*volumes, *source_volumes],
+        **_scheduling(model),
+    }
+
+
+def _pod_spec(model: ChatModel, settings: OperatorSettings) -> Manifest:
+    if _is_gpu(model):
+        return _gpu_pod_spec(model, settings)
+    spec = model.spec
+    volumes: list[Manifest] = [
+        {"name": "config", "configMap": {"name": config_map_name(model), "items": config_map_items(model)}},
+        _models_volume(model),
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "512Mi"}},
+    ]
+    models_mount: Manifest = {"name": "models", "mountPath": MODELS_ROOT}
+    shm_mount: Manifest = {"name": "shm", "mountPath": "/dev/shm"}
+    config_mount: Manifest = {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}
+    source_volumes, source_mounts = _source_volumes(model)
+    volumes += source_volumes
 
     init: list[Manifest] = []
     if _downloads(spec.source):
@@ -517,39 +561,96 @@ def _pod_spec(model: ChatModel, settings: OperatorSettings) -> Manifest:
         init.append(
             _fetch_container("fetch-tokenizer", spec.tokenizer, TOKENIZER_DIR, settings, [models_mount])
         )
-    if gpu:
-        mounts = [config_mount, models_mount, shm_mount, *source_mounts]
-        init.append(_build_engine_container(model, settings, mounts))
-    else:
-        init.append(
-            _render_repository_container(model, settings, [config_mount, models_mount, *source_mounts])
-        )
+    init.append(_render_repository_container(model, settings, [config_mount, models_mount, *source_mounts]))
     main = _main_container(model, settings, [models_mount, shm_mount, *source_mounts])
-
-    node_selector = dict(spec.scheduling.node_selector)
-    if spec.resources.gpu_type:
-        node_selector["nvidia.com/gpu.product"] = spec.resources.gpu_type
-    pod: Manifest = {
+    return {
         "automountServiceAccountToken": False,  # Triton never talks to the Kubernetes API
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_PERIOD_S,
-        "securityContext": {
-            "fsGroup": NON_ROOT_UID,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _pod_security(),
         "initContainers": init,
         "containers": [main],
         "volumes": volumes,
+        **_scheduling(model),
     }
-    if node_selector:
-        pod["nodeSelector"] = node_selector
-    if spec.scheduling.tolerations:
-        pod["tolerations"] = [
-            {k: v for k, v in t.model_dump(by_alias=True).items() if v not in ("", None)}
-            for t in spec.scheduling.tolerations
-        ]
-    return pod
+
+
+# --- The weight cache (GPU) ---------------------------------------------------------------------
+
+
+def has_weight_cache(model: ChatModel) -> bool:
+    """A GPU model whose weights (or tokenizer) are downloaded: pvc sources are read in place."""
+    spec = model.spec
+    return _is_gpu(model) and (_downloads(spec.source) or _downloads(spec.tokenizer))
+
+
+def render_cache_claim(model: ChatModel, settings: OperatorSettings) -> Manifest:
+    """The claim the weights are downloaded into once and that every replica mounts read-only.
+
+    ReadWriteMany (the default) lets replicas on any node mount it; with ReadWriteOnce the volume
+    attaches to one node at a time, so every replica must be scheduled there (docs/operator.md).
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(model, cache_name(model, settings), scaled=False),
+        "spec": _claim_spec(model, settings),
+    }
+
+
+def render_cache_job(model: ChatModel, settings: OperatorSettings) -> Manifest:
+    """The Job that fills the weight cache (`kubechat.operator.fetch`, idempotent: a rerun over a
+    complete download returns at once).
+
+    A Job's pod template cannot be changed once created, so the Job is named after its template
+    (`cache_job_name`): a new template (another image, the quantization to check, the S3
+    endpoint) is a new Job, which finds the download complete and succeeds at once.
+    """
+    spec = model.spec
+    mount: Manifest = {"name": "weights", "mountPath": MODELS_ROOT}
+    containers: list[Manifest] = []
+    if _downloads(spec.source):
+        weights = _fetch_container("fetch-weights", spec.source, WEIGHTS_DIR, settings, [mount])
+        if spec.engine.quantization != "none":  # a pre-quantized checkpoint, checked once fetched
+            weights["command"] += ["--expect-quantization", spec.engine.quantization]
+        containers.append(weights)
+    if spec.tokenizer is not None and _downloads(spec.tokenizer):
+        containers.append(
+            _fetch_container("fetch-tokenizer", spec.tokenizer, TOKENIZER_DIR, settings, [mount])
+        )
+    account = settings.cache_service_account
+    pod: Manifest = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": bool(account),
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(),
+        "containers": containers[-1:],
+        "volumes": [{"name": "weights", "persistentVolumeClaim": {"claimName": cache_name(model, settings)}}],
+    }
+    if containers[:-1]:
+        pod["initContainers"] = containers[:-1]
+    name = f"{model.name[:44].rstrip('-')}-fetch-{_digest(pod, 8)}"
+    if account:
+        # The first download (the weights', or the tokenizer's when the weights are on a pvc)
+        # writes the progress on this Job, with the chart's account that may annotate Jobs.
+        pod["serviceAccountName"] = account
+        reporter = containers[0]
+        reporter["command"] += ["--report-job", name]
+        namespace = {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        reporter["env"].append({"name": "KUBECHAT_NAMESPACE", "valueFrom": namespace})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(model, name, scaled=False),
+        "spec": {
+            "backoffLimit": 4,
+            "template": {"metadata": {"labels": pod_labels(model)}, "spec": pod},
+        },
+    }
+
+
+def cache_job_name(model: ChatModel, settings: OperatorSettings) -> str:
+    return str(render_cache_job(model, settings)["metadata"]["name"])
 
 
 def render_deployment(model: ChatModel, settings: OperatorSettings, config_hash: str) -> Manifest:
@@ -578,11 +679,13 @@ def render_deployment(model: ChatModel, settings: OperatorSettings, config_hash:
     if spec.autoscaling is None:
         deployment_spec["replicas"] = spec.replicas  # with autoscaling, the HPA owns replicas
     if gpu:
-        # GPUs are scarce: a surge pod would wait for a GPU that only the old pod frees, and
-        # the rollout would hang. Replace one pod at a time instead.
+        # Keep serving through a rollout: the new pod starts beside the old one (it needs a spare
+        # GPU) and the old one goes only once the new one is ready. Without a spare GPU the new
+        # pod stays Pending, the old one keeps serving, and the Deployment reports
+        # ProgressDeadlineExceeded (docs/operator.md, Rollouts).
         deployment_spec["strategy"] = {
             "type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
         }
     return {
         "apiVersion": "apps/v1",
@@ -633,13 +736,9 @@ def render_pdb(model: ChatModel) -> Manifest | None:
 
 
 def queue_model(model: ChatModel) -> str:
-    """The Triton model whose queue says how loaded a ChatModel's pod is.
-
-    A TensorRT-LLM ChatModel is an ensemble of four Triton models in each pod: its requests wait
-    in the engine's own queue (`<name>-trtllm`), and per-pod sums over the ensemble count one
-    request up to four times. Every other backend is one Triton model named after the ChatModel.
-    """
-    return tensorrtllm_names(model).trtllm if _is_gpu(model) else model.name
+    """The Triton model whose queue says how loaded a ChatModel's pod is: every backend, the GPU
+    one included, is one Triton model named after the ChatModel."""
+    return model.name
 
 
 def render_hpa(model: ChatModel) -> Manifest | None:
@@ -693,10 +792,21 @@ class Children:
     service: Manifest
     pdb: Manifest | None
     hpa: Manifest | None
+    cache_claim: Manifest | None = None
+    cache_job: Manifest | None = None
 
     def all(self) -> list[Manifest]:
-        """The present children in apply order (the ConfigMap before the pods that mount it)."""
-        ordered = (self.config_map, self.service, self.deployment, self.pdb, self.hpa)
+        """The present children in apply order (the ConfigMap and the weight cache before the pods
+        that mount them)."""
+        ordered = (
+            self.config_map,
+            self.service,
+            self.cache_claim,
+            self.cache_job,
+            self.deployment,
+            self.pdb,
+            self.hpa,
+        )
         return [m for m in ordered if m is not None]
 
 
@@ -713,4 +823,6 @@ def render_children(model: ChatModel, settings: OperatorSettings) -> Children:
         service=render_service(model),
         pdb=render_pdb(model),
         hpa=render_hpa(model),
+        cache_claim=render_cache_claim(model, settings) if has_weight_cache(model) else None,
+        cache_job=render_cache_job(model, settings) if has_weight_cache(model) else None,
     )

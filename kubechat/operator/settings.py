@@ -18,7 +18,8 @@ class OperatorSettings(BaseSettings):
 
     trtllm_image: str = Field(
         default="nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3",
-        description="NVIDIA's Triton image with the TensorRT-LLM backend (GPU models).",
+        description="NVIDIA's Triton image with TensorRT-LLM (GPU models; a ChatModel's spec.engine.image "
+        "wins): it runs kubechat's LLM API model on the PyTorch backend.",
     )
     cpu_image: str = Field(
         default="ghcr.io/kubechat/triton-cpu:0.1.0",
@@ -29,12 +30,21 @@ class OperatorSettings(BaseSettings):
         description="kubechat's own image; runs the weight-fetching init step.",
     )
     image_pull_policy: str = "IfNotPresent"
-    trtllm_model_templates_dir: str = Field(
-        default="/app/all_models/inflight_batcher_llm",
-        description="Folder of NVIDIA's inflight_batcher_llm models inside trtllm_image; the pods copy "
-        "preprocessing/1/model.py and postprocessing/1/model.py from it. NVIDIA's Triton docs use this "
-        "path for 25.01+ images; images that lack it (issues report 24.07 and 24.12) need a derived image "
-        "or another path here.",
+    cache_storage_class: str = Field(
+        default="",
+        description="Storage class of GPU models' weight caches (a ChatModel's spec.storage."
+        "storageClassName wins); empty: the cluster's default class.",
+    )
+    cache_service_account: str = Field(
+        default="",
+        description="Service account of the weight cache Jobs, allowed to annotate Jobs with their "
+        "download progress (the chart creates it); empty: no progress until a Job ends.",
+    )
+    cache_access_mode: str = Field(
+        default="ReadWriteMany",
+        description="Access mode of GPU models' weight caches (spec.storage.accessMode wins). "
+        "ReadWriteMany lets replicas on every node mount the cache; with ReadWriteOnce they must "
+        "all run on the node it is attached to.",
     )
     model_s3_endpoint: str = Field(
         default="",

@@ -10,11 +10,12 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from kubechat.core.resources import Condition, Phase
+from kubechat.core.resources import CachePhase, CacheStatus, Condition, Phase
 
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+WEIGHTS_CACHED = "WeightsCached"
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -164,4 +165,75 @@ def remote_model_conditions(
         condition(READY, "False", reason, message, generation),
         condition(PROGRESSING, "False", reason, message, generation),
         condition(DEGRADED, "True", reason, message, generation),
+    ]
+
+
+def cache_status(job: Mapping[str, Any] | None, bytes_key: str, total_key: str) -> CacheStatus:
+    """The weight cache's state from its Job: Pending (not created, or no pod running yet),
+    Downloading (a pod runs), Ready (succeeded), Failed (out of retries). Progress comes from the
+    Job's annotations `bytes_key`/`total_key`, which the fetch step writes as it goes."""
+    if job is None:
+        return CacheStatus()
+    status = job.get("status") or {}
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+
+    def count(key: str) -> int:
+        try:
+            return max(0, int(annotations.get(key, 0)))
+        except (TypeError, ValueError):
+            return 0
+
+    failed = any(
+        c.get("type") == "Failed" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    if int(status.get("succeeded") or 0) > 0:
+        phase = CachePhase.READY
+    elif failed:
+        phase = CachePhase.FAILED
+    elif int(status.get("active") or 0) > 0:
+        phase = CachePhase.DOWNLOADING
+    else:
+        phase = CachePhase.PENDING
+    done, total = count(bytes_key), count(total_key)
+    if phase is CachePhase.READY and total:
+        done = total
+    return CacheStatus(phase=phase, bytes=done, total=total)
+
+
+def job_failure_message(job: Mapping[str, Any] | None, error_key: str = "") -> str:
+    """Why the Job failed: the fetch step's own words (annotation `error_key`) where it left
+    them, else the Job controller's."""
+    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    if error_key and annotations.get(error_key):
+        return str(annotations[error_key])
+    for c in ((job or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Failed" and c.get("status") == "True":
+            return str(c.get("message") or c.get("reason") or "the download Job failed")
+    return ""
+
+
+def cache_conditions(
+    cache: CacheStatus, failure: str, generation: int | None
+) -> tuple[Phase, list[Condition]]:
+    """Phase and conditions while the weight cache is not Ready (no pods exist yet)."""
+    if cache.phase is CachePhase.FAILED:
+        message = f"downloading the weights failed: {failure}"
+        return Phase.FAILED, [
+            condition(READY, "False", "WeightsDownloadFailed", message, generation),
+            condition(PROGRESSING, "False", "WeightsDownloadFailed", message, generation),
+            condition(DEGRADED, "True", "WeightsDownloadFailed", message, generation),
+            condition(WEIGHTS_CACHED, "False", "DownloadFailed", message, generation),
+        ]
+    if cache.phase is CachePhase.DOWNLOADING:
+        of = f" of {cache.total}" if cache.total else ""
+        message = f"downloading the weights into the cache: {cache.bytes}{of} bytes"
+        reason = "Downloading"
+    else:
+        message = "the weight cache's download has not started"
+        reason = "DownloadPending"
+    return Phase.PENDING if cache.phase is CachePhase.PENDING else Phase.PROGRESSING, [
+        condition(READY, "False", reason, message, generation),
+        condition(PROGRESSING, "True", reason, message, generation),
+        condition(DEGRADED, "False", reason, "", generation),
+        condition(WEIGHTS_CACHED, "False", reason, message, generation),
     ]

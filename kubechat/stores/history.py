@@ -91,6 +91,11 @@ class HistoryStore(Protocol):
         completion_tokens: int = 0,
         error_code: str = "",
     ) -> None: ...
+    async def checkpoint(self, texts: Mapping[str, str]) -> None:
+        """The text so far of answers that are still streaming, by message id, in one write; an
+        answer no longer streaming (its final state is stored) is left as it is."""
+        ...
+
     async def set_context(
         self, message_id: str, prompt_tokens: int, sources: Sequence[Mapping[str, Any]]
     ) -> None:

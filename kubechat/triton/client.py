@@ -22,11 +22,12 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 from opentelemetry import trace
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
+from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from kubechat.core.errors import ModelUnavailableError
+from kubechat.core.errors import ModelBusyError, ModelUnavailableError
 from kubechat.core.tracing import trace_headers, tracer
 from kubechat.triton import contract
 
@@ -74,7 +75,7 @@ def _tensor(name: str, data_type: str, value: npt.NDArray[Any]) -> InferInput:
 def chat_inputs(
     prompt: str, params: SamplingParams, stream: bool = True, image: bytes | None = None
 ) -> list[InferInput]:
-    """The TensorRT-LLM ensemble inputs for one request (batch of one).
+    """The chat contract's inputs for one request (batch of one).
 
     With `image` (the bytes of an encoded image file), the vision contract's `image_bytes_input`
     is added: UINT8 of shape [1, len(image)]. Integers beyond their tensor type's range are a
@@ -220,8 +221,8 @@ class TritonGateway:
             "request_id": request_id,
         }
 
-        async def requests() -> AsyncIterator[dict[str, object]]:
-            yield request
+        async def requests() -> AsyncIterator[Any]:
+            yield _stream_request(request)
             await finished.wait()  # half-closing early would end the stream before the answer
 
         span = tracer.start_span(
@@ -232,11 +233,11 @@ class TritonGateway:
         recording = span.is_recording()
         headers = trace_headers(trace.set_span_in_context(span)) if recording else None
         started = time.perf_counter()
-        responses = self.client.stream_infer(requests(), stream_timeout=self.timeout_s, headers=headers)
+        responses = _stream_infer(self.client, requests(), self.timeout_s, headers)
         try:
             async for result, error in responses:
                 if error is not None:
-                    raise ModelUnavailableError(f"model {model} failed: {error.message()}")
+                    raise _stream_error(model, error.message())
                 response = result.get_response()
                 if logprobs is not None:
                     logprobs.extend(_logprobs_output(response))
@@ -451,6 +452,75 @@ class TritonRouter:
         if gateway is not None:
             logger.info("closing the Triton client of %s: no model uses it", url)
             await gateway.close()
+
+
+# Triton's message when a model's queue is full (its dynamic batcher's max_queue_size); the GPU
+# model sends the same when its own bounded queue is (kubechat.triton.llmapi_model).
+QUEUE_FULL_MESSAGE = "Exceeds maximum queue size"
+# Triton's request parameter behind tritonclient's `enable_empty_final_response` (which its aio
+# client does not expose): a decoupled model may end a stream with a response that carries no
+# tensors, only the final flag (TensorRT-LLM's models do), and without it Triton never sends
+# that response: the stream would hang until its timeout.
+EMPTY_FINAL_RESPONSE_PARAM = "triton_enable_empty_final_response"
+
+
+def _stream_error(model: str, message: str) -> ModelUnavailableError:
+    """A stream's error response as the domain error: a full queue is `busy` (the client may retry
+    shortly), anything else `model_unavailable`."""
+    if QUEUE_FULL_MESSAGE in message:
+        return ModelBusyError(f"model {model} is at capacity ({message}); retry shortly")
+    return ModelUnavailableError(f"model {model} failed: {message}")
+
+
+def _stream_request(request: dict[str, Any]) -> Any:
+    """The gRPC request of one streamed inference, with empty final responses enabled."""
+    infer_request = _get_inference_request(
+        model_name=request["model_name"],
+        inputs=request["inputs"],
+        model_version="",
+        request_id=request.get("request_id", ""),
+        outputs=request.get("outputs"),
+        sequence_id=0,
+        sequence_start=False,
+        sequence_end=False,
+        priority=0,
+        timeout=None,
+        parameters=None,
+    )
+    infer_request.parameters[EMPTY_FINAL_RESPONSE_PARAM].bool_param = True
+    return infer_request
+
+
+class _StreamResponses:
+    """tritonclient's aio stream_infer iterator, over requests built by `_stream_request`: yields
+    (InferResult, None) or (None, InferenceServerException); `cancel()` cancels the call."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __aiter__(self) -> _StreamResponses:
+        return self
+
+    async def __anext__(self) -> tuple[Any, Any]:
+        response = await self._call.__aiter__().__anext__()
+        if response.error_message != "":
+            return None, InferenceServerException(msg=response.error_message)
+        return InferResult(response.infer_response), None
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+
+def _stream_infer(
+    client: InferenceServerClient, requests: AsyncIterator[Any], timeout: float, headers: Any
+) -> _StreamResponses:
+    try:
+        call = client._client_stub.ModelStreamInfer(
+            requests, metadata=client._get_metadata(headers), timeout=timeout
+        )
+    except grpc.RpcError as exc:
+        raise ModelUnavailableError(f"Triton is unavailable: {_rpc_message(exc)}") from exc
+    return _StreamResponses(call)
 
 
 async def _collect(deltas: AsyncIterator[str]) -> str:

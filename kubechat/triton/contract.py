@@ -1,9 +1,11 @@
 """The Triton tensor contracts kubechat speaks, in one place for the API, renderer and models.
 
-The chat contract is TensorRT-LLM's `ensemble` / `tensorrt_llm_bls` interface, so a real
-TensorRT-LLM model repository is a drop-in replacement for the CPU development models. The vision
-contract is the chat contract plus the encoded image file, under the name TensorRT-LLM's
-multimodal ensemble gives its image input (whose dims differ: see model-repo/README.md).
+The chat contract is the interface of TensorRT-LLM's former `ensemble` / `tensorrt_llm_bls`
+models (`text_input`, `max_tokens`, ... -> `text_output`, decoupled). The CPU development models
+speak it, and so does the GPU model (kubechat.triton.llmapi_model, TensorRT-LLM's LLM API), whose
+text tensors are those of upstream's `all_models/llmapi`. The vision contract is the chat
+contract plus the encoded image file, under the name TensorRT-LLM's multimodal ensemble gave its
+image input (whose dims differ: see model-repo/README.md).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-# Chat (TensorRT-LLM ensemble) inputs.
+# Chat inputs (the names of TensorRT-LLM's ensemble and of its LLM API model).
 TEXT_INPUT: Final = "text_input"
 MAX_TOKENS: Final = "max_tokens"
 STREAM: Final = "stream"
@@ -88,7 +90,7 @@ CHAT_INPUTS: Final = (
     TensorSpec(GUIDED_DECODING_GUIDE, "TYPE_STRING", (1,), optional=True),
 )
 CHAT_OUTPUTS: Final = (TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),)
-# The CPU chat models' extension of the contract (the TensorRT-LLM ensemble does not carry it).
+# The CPU chat models' extension of the contract (kubechat's GPU LLM API model does not carry it).
 LOGPROB_INPUTS: Final = (
     TensorSpec(RETURN_LOG_PROBS, "TYPE_BOOL", (1,), optional=True),
     TensorSpec(TOP_LOGPROBS, "TYPE_INT32", (1,), optional=True),

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -38,6 +39,8 @@ class RenderedModel:
     config_pbtxt: str
     # Relative path inside the model directory -> source file to copy there.
     files: dict[str, Path] = field(default_factory=dict)
+    # Relative path inside the model directory -> rendered text to write there.
+    texts: dict[str, str] = field(default_factory=dict)
 
 
 # model-repo/ holds the python-backend model code, one folder per backend.
@@ -165,275 +168,37 @@ def write_model_repository(rendered: list[RenderedModel], root: Path) -> None:
         (model_dir / "config.pbtxt").write_text(model.config_pbtxt)
         for relative, source in model.files.items():
             (model_dir / relative).write_bytes(source.read_bytes())
+        for relative, text in model.texts.items():
+            (model_dir / relative).write_text(text)
 
 
 # --- TensorRT-LLM (GPU) -------------------------------------------------------------------------
 #
 # In-container layout of a GPU model's pod. The operator's manifests mount and fill these paths,
-# and the config.pbtxt files below point at them, so they are defined once, here.
-MODELS_ROOT = "/models"  # the pod's weights/engine volume
+# and the rendered files below point at them, so they are defined once, here.
+MODELS_ROOT = "/models"  # the weight cache (a PersistentVolumeClaim), read-only in serving pods
 WEIGHTS_DIR = f"{MODELS_ROOT}/weights"  # huggingFace/s3 sources are fetched here
 TOKENIZER_DIR = f"{MODELS_ROOT}/tokenizer"  # spec.tokenizer, when fetched separately
-ENGINE_DIR = f"{MODELS_ROOT}/engine"  # the engine built at start-up
-REPOSITORY_DIR = f"{MODELS_ROOT}/repository"  # the Triton model repository tritonserver serves
-XGRAMMAR_TOKENIZER_INFO = f"{MODELS_ROOT}/xgrammar/xgrammar_tokenizer_info.json"
+REPOSITORY_DIR = f"{MODELS_ROOT}/repository"  # CPU models: the repository their init step writes
 STATE_DIR = f"{MODELS_ROOT}/state"  # CPU models: exported tokenizers and other prepared files
+GPU_REPOSITORY_DIR = "/opt/kubechat/repository"  # GPU models: the ConfigMap, mounted as is
+SCRATCH_DIR = "/scratch"  # GPU models: a writable emptyDir for HF_HOME and compile caches
 SOURCE_PVC_DIR = "/mnt/source"  # a pvc source, mounted read-only
 TOKENIZER_PVC_DIR = "/mnt/tokenizer"  # a pvc tokenizer, mounted read-only
 
-# The templates these configs follow: triton_backend/all_models/inflight_batcher_llm of
-# github.com/NVIDIA/TensorRT-LLM (formerly triton-inference-server/tensorrtllm_backend). NVIDIA's
-# preprocessing/postprocessing model.py read their inputs and outputs from these configs, so
-# the sub-model interfaces are kept whole; only the ensemble's interface is kubechat's own.
-_LOGITS_DATA_TYPE = "TYPE_FP32"
-_FEATURES_DATA_TYPE = "TYPE_FP16"  # encoder_input_features / prompt_embedding_table
+# The GPU model: kubechat's own python-backend model running TensorRT-LLM's LLM API (PyTorch
+# backend) on a Hugging Face checkpoint, after upstream's triton_backend/all_models/llmapi
+# (NVIDIA/TensorRT-LLM). Its code and its copied detokenizer, shipped as text.
+LLMAPI_MODEL_CODE = Path(__file__).resolve().parent / "llmapi_model.py"
+TEXT_STREAM_CODE = Path(__file__).resolve().parents[1] / "engines" / "text_stream.py"
+LLM_ARGS_FILE = "model.yaml"  # upstream's name for the LLM API's arguments beside model.py
 
-
-@dataclass(frozen=True)
-class _Tensor:
-    name: str
-    data_type: str
-    dims: tuple[int, ...]
-    optional: bool = False
-    ragged: bool = False  # allow_ragged_batch
-    scalar: bool = False  # reshape: { shape: [ ] } (the backend reads one value per request)
-
-
-def _t(name: str, data_type: str, *dims: int, opt: bool = False, ragged: bool = False) -> _Tensor:
-    return _Tensor(name, data_type, dims, optional=opt, ragged=ragged)
-
-
-def _scalar(name: str, data_type: str, *, opt: bool = True) -> _Tensor:
-    return _Tensor(name, data_type, (1,), optional=opt, scalar=True)
-
-
-_PREPROCESSING_INPUTS = (
-    _t("QUERY", "TYPE_STRING", 1),
-    _t("DECODER_QUERY", "TYPE_STRING", 1, opt=True),
-    _t("IMAGE_BYTES", "TYPE_UINT8", -1, -1, -1, -1, opt=True),
-    _t("IMAGE_URL", "TYPE_STRING", -1, opt=True),
-    _t("IMAGE_SIZES", "TYPE_INT64", -1, 2, opt=True),
-    _t("VIDEO_BYTES", "TYPE_UINT8", -1, -1, -1, -1, opt=True),
-    _t("REQUEST_OUTPUT_LEN", "TYPE_INT32", 1),
-    _t("BAD_WORDS_DICT", "TYPE_STRING", -1, opt=True),
-    _t("STOP_WORDS_DICT", "TYPE_STRING", -1, opt=True),
-    _t("EMBEDDING_BIAS_WORDS", "TYPE_STRING", -1, opt=True),
-    _t("EMBEDDING_BIAS_WEIGHTS", "TYPE_FP32", -1, opt=True),
-    _t("END_ID", "TYPE_INT32", 1, opt=True),
-    _t("PAD_ID", "TYPE_INT32", 1, opt=True),
-    _t("PROMPT_TABLE_EXTRA_ID", "TYPE_UINT64", 1, opt=True),
-)
-_PREPROCESSING_OUTPUTS = (
-    _t("INPUT_ID", "TYPE_INT32", -1),
-    _t("REQUEST_INPUT_LEN", "TYPE_INT32", 1),
-    _t("DECODER_INPUT_ID", "TYPE_INT32", -1),
-    _t("REQUEST_DECODER_INPUT_LEN", "TYPE_INT32", 1),
-    _t("BAD_WORDS_IDS", "TYPE_INT32", 2, -1),
-    _t("STOP_WORDS_IDS", "TYPE_INT32", 2, -1),
-    _t("EMBEDDING_BIAS", "TYPE_FP32", -1),
-    _t("REQUEST_OUTPUT_LEN", "TYPE_INT32", -1),
-    _t("OUT_END_ID", "TYPE_INT32", 1),
-    _t("OUT_PAD_ID", "TYPE_INT32", 1),
-    _t("OUT_PROMPT_TABLE_EXTRA_IDS", "TYPE_UINT64", -1),
-    _t("PIXEL_VALUES", "TYPE_FP16", -1, -1, -1, -1),
-    _t("ASPECT_RATIO_IDS", "TYPE_INT64", -1),
-    _t("ASPECT_RATIO_MASK", "TYPE_INT64", -1, -1),
-    _t("CROSS_ATTENTION_MASK", "TYPE_INT64", -1, -1, -1),
-    _t("IMAGE_SIZES", "TYPE_INT64", -1, 2),
-    _t("IS_VIDEO_INPUT", "TYPE_BOOL", 1),
-    _t("ATTENTION_MASK", "TYPE_INT64", -1),
-    _t("IMAGE_GRID_THW", "TYPE_INT64", 3),
-    _t("VISION_INPUT_ID", "TYPE_INT32", -1),
-)
-_TRTLLM_INPUTS = (
-    _t("input_ids", "TYPE_INT32", -1, opt=True, ragged=True),
-    _t("encoder_input_features", _FEATURES_DATA_TYPE, -1, -1, opt=True, ragged=True),
-    _scalar("encoder_output_lengths", "TYPE_INT32"),
-    _scalar("input_lengths", "TYPE_INT32", opt=False),
-    _scalar("request_output_len", "TYPE_INT32", opt=False),
-    _scalar("num_return_sequences", "TYPE_INT32"),
-    _t("draft_input_ids", "TYPE_INT32", -1, opt=True, ragged=True),
-    _t("decoder_input_ids", "TYPE_INT32", -1, opt=True, ragged=True),
-    _scalar("decoder_input_lengths", "TYPE_INT32"),
-    _t("draft_logits", _LOGITS_DATA_TYPE, -1, -1, opt=True, ragged=True),
-    _scalar("draft_acceptance_threshold", "TYPE_FP32"),
-    _scalar("end_id", "TYPE_INT32"),
-    _scalar("pad_id", "TYPE_INT32"),
-    _t("stop_words_list", "TYPE_INT32", 2, -1, opt=True, ragged=True),
-    _t("bad_words_list", "TYPE_INT32", 2, -1, opt=True, ragged=True),
-    _t("embedding_bias", "TYPE_FP32", -1, opt=True, ragged=True),
-    _scalar("beam_width", "TYPE_INT32"),
-    _scalar("temperature", "TYPE_FP32"),
-    _scalar("runtime_top_k", "TYPE_INT32"),
-    _scalar("runtime_top_p", "TYPE_FP32"),
-    _scalar("runtime_top_p_min", "TYPE_FP32"),
-    _scalar("runtime_top_p_decay", "TYPE_FP32"),
-    _scalar("runtime_top_p_reset_ids", "TYPE_INT32"),
-    _scalar("len_penalty", "TYPE_FP32"),
-    _scalar("early_stopping", "TYPE_BOOL"),
-    _scalar("repetition_penalty", "TYPE_FP32"),
-    _scalar("min_tokens", "TYPE_INT32"),
-    _scalar("beam_search_diversity_rate", "TYPE_FP32"),
-    _scalar("presence_penalty", "TYPE_FP32"),
-    _scalar("frequency_penalty", "TYPE_FP32"),
-    _scalar("seed", "TYPE_UINT64"),
-    _scalar("return_log_probs", "TYPE_BOOL"),
-    _scalar("return_context_logits", "TYPE_BOOL"),
-    _scalar("return_generation_logits", "TYPE_BOOL"),
-    _scalar("return_perf_metrics", "TYPE_BOOL"),
-    _scalar("return_num_input_tokens", "TYPE_BOOL"),
-    _scalar("return_num_output_tokens", "TYPE_BOOL"),
-    _scalar("exclude_input_in_output", "TYPE_BOOL"),
-    _scalar("stop", "TYPE_BOOL"),
-    _scalar("streaming", "TYPE_BOOL"),
-    _t("prompt_embedding_table", _FEATURES_DATA_TYPE, -1, -1, opt=True, ragged=True),
-    _t("prompt_table_extra_ids", "TYPE_UINT64", -1, opt=True, ragged=True),
-    _scalar("prompt_vocab_size", "TYPE_INT32"),
-    _t("cross_attention_mask", "TYPE_BOOL", -1, -1, opt=True, ragged=True),
-    _t("mrope_rotary_cos_sin", "TYPE_FP32", -1, opt=True),
-    _t("mrope_position_deltas", "TYPE_INT64", 1, opt=True),
-    _scalar("lora_task_id", "TYPE_UINT64"),
-    _t("lora_weights", "TYPE_FP16", -1, -1, opt=True, ragged=True),
-    _t("lora_config", "TYPE_INT32", -1, 3, opt=True, ragged=True),
-    _t("context_phase_params", "TYPE_UINT8", -1, opt=True, ragged=True),
-    _t("skip_cross_attn_blocks", "TYPE_BOOL", 1, opt=True, ragged=True),
-    _t("retention_token_range_starts", "TYPE_INT32", -1, opt=True, ragged=True),
-    _t("retention_token_range_ends", "TYPE_INT32", -1, opt=True, ragged=True),
-    _t("retention_token_range_priorities", "TYPE_INT32", -1, opt=True, ragged=True),
-    _t("retention_token_range_durations_ms", "TYPE_INT32", -1, opt=True, ragged=True),
-    _t("retention_decode_priority", "TYPE_INT32", 1, opt=True, ragged=True),
-    _t("retention_decode_duration_ms", "TYPE_INT32", 1, opt=True, ragged=True),
-    _t("guided_decoding_guide_type", "TYPE_STRING", 1, opt=True, ragged=True),
-    _t("guided_decoding_guide", "TYPE_STRING", 1, opt=True, ragged=True),
-    _t("lookahead_window_size", "TYPE_INT32", 1, opt=True, ragged=True),
-    _t("lookahead_ngram_size", "TYPE_INT32", 1, opt=True, ragged=True),
-    _t("lookahead_verification_set_size", "TYPE_INT32", 1, opt=True, ragged=True),
-)
-_TRTLLM_OUTPUTS = (
-    _t("output_ids", "TYPE_INT32", -1, -1),
-    _t("sequence_length", "TYPE_INT32", -1),
-    _t("cum_log_probs", "TYPE_FP32", -1),
-    _t("output_log_probs", "TYPE_FP32", -1, -1),
-    _t("context_logits", _LOGITS_DATA_TYPE, -1, -1),
-    _t("generation_logits", _LOGITS_DATA_TYPE, -1, -1, -1),
-    _t("batch_index", "TYPE_INT32", 1),
-    _t("sequence_index", "TYPE_INT32", 1),
-    _t("context_phase_params", "TYPE_UINT8", -1),
-    _t("kv_cache_alloc_new_blocks", "TYPE_INT32", 1),
-    _t("kv_cache_reused_blocks", "TYPE_INT32", 1),
-    _t("kv_cache_alloc_total_blocks", "TYPE_INT32", 1),
-    _t("arrival_time_ns", "TYPE_INT64", 1),
-    _t("first_scheduled_time_ns", "TYPE_INT64", 1),
-    _t("first_token_time_ns", "TYPE_INT64", 1),
-    _t("last_token_time_ns", "TYPE_INT64", 1),
-    _t("acceptance_rate", "TYPE_FP32", 1),
-    _t("total_accepted_draft_tokens", "TYPE_INT32", 1),
-    _t("total_draft_tokens", "TYPE_INT32", 1),
-    _t("num_input_tokens", "TYPE_INT32", 1),
-    _t("num_output_tokens", "TYPE_INT32", 1),
-)
-_POSTPROCESSING_INPUTS = (
-    _t("TOKENS_BATCH", "TYPE_INT32", -1, -1),
-    _t("SEQUENCE_LENGTH", "TYPE_INT32", -1),
-)
-_POSTPROCESSING_OUTPUTS = (_t("OUTPUT", "TYPE_STRING", -1),)
-
-# Ensemble inputs beyond kubechat's chat contract, as NVIDIA's ensemble names them.
-_ENSEMBLE_EXTRA_INPUTS = (
-    _t("bad_words", "TYPE_STRING", -1, opt=True),
-    _t("pad_id", "TYPE_INT32", 1, opt=True),
-    _t("length_penalty", "TYPE_FP32", 1, opt=True),
-    _t("min_tokens", "TYPE_INT32", 1, opt=True),
-    _t("presence_penalty", "TYPE_FP32", 1, opt=True),
-    _t("frequency_penalty", "TYPE_FP32", 1, opt=True),
-)
-
-# Ensemble steps: (sub-model role, {sub-model tensor: ensemble tensor} in, ... out). Tensors with
-# a leading underscore are internal to the ensemble; the rest are its inputs and outputs.
-_PREPROCESSING_IN = {
-    "QUERY": contract.TEXT_INPUT,
-    "REQUEST_OUTPUT_LEN": contract.MAX_TOKENS,
-    "BAD_WORDS_DICT": "bad_words",
-    "STOP_WORDS_DICT": contract.STOP_WORDS,
-    "END_ID": contract.END_ID,
-    "PAD_ID": "pad_id",
-}
-_PREPROCESSING_OUT = {
-    "REQUEST_INPUT_LEN": "_REQUEST_INPUT_LEN",
-    "INPUT_ID": "_INPUT_ID",
-    "REQUEST_OUTPUT_LEN": "_REQUEST_OUTPUT_LEN",
-    "STOP_WORDS_IDS": "_STOP_WORDS_IDS",
-    "BAD_WORDS_IDS": "_BAD_WORDS_IDS",
-    "EMBEDDING_BIAS": "_EMBEDDING_BIAS",
-    "OUT_END_ID": "_PREPROCESSOR_END_ID",
-    "OUT_PAD_ID": "_PREPROCESSOR_PAD_ID",
-}
-_TRTLLM_IN = {
-    "input_ids": "_INPUT_ID",
-    "input_lengths": "_REQUEST_INPUT_LEN",
-    "request_output_len": "_REQUEST_OUTPUT_LEN",
-    "exclude_input_in_output": contract.EXCLUDE_INPUT_IN_OUTPUT,
-    "end_id": "_PREPROCESSOR_END_ID",
-    "pad_id": "_PREPROCESSOR_PAD_ID",
-    "embedding_bias": "_EMBEDDING_BIAS",
-    "stop_words_list": "_STOP_WORDS_IDS",
-    "bad_words_list": "_BAD_WORDS_IDS",
-    "runtime_top_k": contract.TOP_K,
-    "runtime_top_p": contract.TOP_P,
-    "temperature": contract.TEMPERATURE,
-    "len_penalty": "length_penalty",
-    "repetition_penalty": contract.REPETITION_PENALTY,
-    "min_tokens": "min_tokens",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    # kubechat's contract keeps the older ensemble name; the backend's input is `seed`.
-    "seed": contract.RANDOM_SEED,
-    "streaming": contract.STREAM,
-    # Structured outputs: TensorRT-LLM's guided decoding (xgrammar), the engine the CPU model uses.
-    "guided_decoding_guide_type": contract.GUIDED_DECODING_GUIDE_TYPE,
-    "guided_decoding_guide": contract.GUIDED_DECODING_GUIDE,
-}
-_TRTLLM_OUT = {"output_ids": "_TOKENS_BATCH", "sequence_length": "_SEQUENCE_LENGTH"}
-_POSTPROCESSING_IN = {"TOKENS_BATCH": "_TOKENS_BATCH", "SEQUENCE_LENGTH": "_SEQUENCE_LENGTH"}
-_POSTPROCESSING_OUT = {"OUTPUT": contract.TEXT_OUTPUT}
-
-
-@dataclass(frozen=True)
-class TensorrtLlmNames:
-    """Triton model names of one ChatModel's ensemble and its three steps.
-
-    The ensemble carries the ChatModel's name, the one the API calls. Triton names are free-form
-    strings used as directory names; RFC 1123 labels plus these suffixes are always valid.
-    """
-
-    ensemble: str
-    preprocessing: str
-    trtllm: str
-    postprocessing: str
-
-    def all(self) -> tuple[str, str, str, str]:
-        return (self.preprocessing, self.trtllm, self.postprocessing, self.ensemble)
-
-
-def tensorrtllm_names(model: ChatModel) -> TensorrtLlmNames:
-    return TensorrtLlmNames(
-        ensemble=model.name,
-        preprocessing=f"{model.name}-preprocessing",
-        trtllm=f"{model.name}-trtllm",
-        postprocessing=f"{model.name}-postprocessing",
-    )
-
-
-@dataclass(frozen=True)
-class TensorrtLlmPaths:
-    """Where a GPU model's checkpoint, engine and tokenizer are inside its pod."""
-
-    checkpoint_dir: str  # what the source puts in the pod (a checkpoint, or a prebuilt engine)
-    engine_dir: str
-    tokenizer_dir: str
-    # The tokenizer's vocabulary as xgrammar reads it, written by the build-engine step: the C++
-    # backend's guided decoding needs it (NVIDIA's generate_xgrammar_tokenizer_info.py output).
-    xgrammar_tokenizer_info: str = XGRAMMAR_TOKENIZER_INFO
+# KV-cache blocks hold this many tokens (the LLM API's default tokens_per_block); chunked prefill
+# cuts prompts into chunks of max_num_tokens, which must be a multiple of it.
+KV_BLOCK_TOKENS = 32
+# Quantization formats the LLM API reads from a pre-quantized checkpoint (ModelOpt's
+# hf_quant_config.json or the config's quantization_config): nothing to calibrate in the pod.
+PREQUANTIZED_FORMATS = ("fp8", "nvfp4", "int4_awq")
 
 
 def pod_source_dir(source: ModelSource, fetched_dir: str, pvc_dir: str) -> str:
@@ -442,6 +207,14 @@ def pod_source_dir(source: ModelSource, fetched_dir: str, pvc_dir: str) -> str:
         return fetched_dir
     sub = source.pvc.path.strip("/")
     return f"{pvc_dir}/{sub}" if sub else pvc_dir
+
+
+@dataclass(frozen=True)
+class TensorrtLlmPaths:
+    """Where a GPU model's checkpoint and tokenizer are inside its pod."""
+
+    checkpoint_dir: str
+    tokenizer_dir: str
 
 
 def tensorrtllm_paths(model: ChatModel) -> TensorrtLlmPaths:
@@ -454,67 +227,63 @@ def tensorrtllm_paths(model: ChatModel) -> TensorrtLlmPaths:
             raise RenderError(f"ChatModel {model.name}: a GPU model cannot take its tokenizer from a package")
         if separate.pvc is not None or separate.hugging_face is not None or separate.s3 is not None:
             tokenizer = pod_source_dir(separate, TOKENIZER_DIR, TOKENIZER_PVC_DIR)
-    engine = checkpoint if spec.engine.prebuilt else ENGINE_DIR
-    return TensorrtLlmPaths(checkpoint_dir=checkpoint, engine_dir=engine, tokenizer_dir=tokenizer)
+    return TensorrtLlmPaths(checkpoint_dir=checkpoint, tokenizer_dir=tokenizer)
 
 
-def _io_block(kind: str, tensors: tuple[_Tensor, ...]) -> str:
-    entries = []
-    for t in tensors:
-        lines = [
-            f'    name: "{t.name}"',
-            f"    data_type: {t.data_type}",
-            f"    dims: [ {', '.join(map(str, t.dims))} ]",
-        ]
-        if t.scalar:
-            lines.append("    reshape: { shape: [ ] }")
-        if t.optional:
-            lines.append("    optional: true")
-        if t.ragged:
-            lines.append("    allow_ragged_batch: true")
-        entries.append("  {\n" + "\n".join(lines) + "\n  }")
-    return f"{kind} [\n" + ",\n".join(entries) + "\n]\n"
+def max_num_tokens(model: ChatModel) -> int:
+    """Tokens one engine step may take: the spec's, or by default the longest prompt (capped at
+    8192: chunked prefill feeds longer ones in chunks), rounded up to whole KV-cache blocks."""
+    engine = model.spec.engine
+    wanted = engine.max_num_tokens or min(engine.max_input_tokens, 8192)
+    return -(-wanted // KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS
 
 
-def _header(name: str, backend: str, max_batch_size: int) -> str:
-    return f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch_size}\n'
+def llm_args(model: ChatModel) -> dict[str, object]:
+    """The LLM API's arguments (tensorrt_llm.LLM(**args)), as `model.yaml` carries them."""
+    spec = model.spec
+    engine = spec.engine
+    paths = tensorrtllm_paths(model)
+    return {
+        "model": paths.checkpoint_dir,
+        "tokenizer": paths.tokenizer_dir,
+        "backend": "pytorch",
+        "dtype": engine.dtype,
+        "tensor_parallel_size": engine.tensor_parallel_size,
+        "max_batch_size": engine.max_batch_size,
+        "max_input_len": engine.max_input_tokens,
+        "max_seq_len": engine.max_input_tokens + engine.max_output_tokens,
+        "max_num_tokens": max_num_tokens(model),
+        # A prompt longer than max_num_tokens is prefilled in chunks instead of being refused.
+        "enable_chunked_prefill": True,
+        "kv_cache_config": {
+            # Prefix caching: a conversation's earlier turns (and the system prompt) are not
+            # prefilled again.
+            "enable_block_reuse": engine.kv_cache_reuse,
+            "free_gpu_memory_fraction": engine.kv_cache_free_gpu_memory_fraction,
+        },
+        # Structured outputs (response_format): the guided_decoding_* inputs are enforced.
+        "guided_decoding_backend": "xgrammar",
+        # The pod is offline: the checkpoint is local and nothing may be fetched.
+        "trust_remote_code": False,
+    }
 
 
-def _cpu_instances(count: int) -> str:
-    return f"instance_group [\n  {{\n    count: {count}\n    kind: KIND_CPU\n  }}\n]\n"
+def check_quantization(model: ChatModel) -> None:
+    """Refuse a quantization that would need calibration: the pod is offline and has no data."""
+    quantization = model.spec.engine.quantization
+    if quantization != "none" and quantization not in PREQUANTIZED_FORMATS:
+        raise RenderError(
+            f"ChatModel {model.name}: quantization {quantization} needs calibration, which kubechat never "
+            "runs in the pod (it is offline); publish a pre-quantized checkpoint "
+            f"({', '.join(PREQUANTIZED_FORMATS)}) and point spec.source at it"
+        )
 
 
-def _dynamic_batching(max_batch_size: int) -> str:
-    # No queue delay: a chat request should never wait for others to fill a batch.
-    return (
-        "dynamic_batching {\n"
-        f"  preferred_batch_size: [ {max_batch_size} ]\n"
-        "  max_queue_delay_microseconds: 0\n"
-        "}\n"
-    )
+def render_tensorrtllm_model(model: ChatModel) -> RenderedModel:
+    """Render one GPU ChatModel as one Triton model: kubechat's LLM API model behind the chat
+    contract, decoupled, with `model.yaml` (the LLM API's arguments) beside its code.
 
-
-def _step(model_name: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
-    maps = [f'      input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items()]
-    maps += [f'      output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items()]
-    return (
-        f'    {{\n      model_name: "{model_name}"\n      model_version: -1\n' + "\n".join(maps) + "\n    }"
-    )
-
-
-def _ensemble_inputs() -> tuple[_Tensor, ...]:
-    contract_inputs = tuple(_t(s.name, s.data_type, *s.dims, opt=s.optional) for s in contract.CHAT_INPUTS)
-    return contract_inputs + _ENSEMBLE_EXTRA_INPUTS
-
-
-def render_tensorrtllm_models(model: ChatModel) -> list[RenderedModel]:
-    """Render TensorRT-LLM's in-flight-batching ensemble for one GPU ChatModel.
-
-    Four Triton models: `<name>-preprocessing` (tokenizer, NVIDIA's python model),
-    `<name>-trtllm` (the engine, tensorrtllm backend, decoupled), `<name>-postprocessing`
-    (detokenizer, NVIDIA's python model) and the ensemble `<name>` that chains them behind
-    kubechat's chat contract. Only config.pbtxt is rendered: NVIDIA's model.py files ship in the
-    TensorRT-LLM Triton image and the pod's init step copies them into place.
+    No engine is built: the LLM API's PyTorch backend loads the Hugging Face checkpoint itself.
     """
     spec = model.spec
     engine = spec.engine
@@ -522,89 +291,35 @@ def render_tensorrtllm_models(model: ChatModel) -> list[RenderedModel]:
         raise RenderError(f"ChatModel {model.name}: backend {engine.backend} is not tensorrtllm")
     if spec.source.hugging_face is not None and spec.source.hugging_face.file:
         raise RenderError(
-            f"ChatModel {model.name}: TensorRT-LLM builds from a whole checkpoint folder; "
+            f"ChatModel {model.name}: TensorRT-LLM loads a whole checkpoint folder; "
             "source.huggingFace.file names a single file"
         )
-    names = tensorrtllm_names(model)
-    paths = tensorrtllm_paths(model)
-    batch = engine.max_batch_size
-    processing_instances = min(4, batch)
-
-    preprocessing = (
-        _header(names.preprocessing, "python", batch)
-        + _dynamic_batching(batch)
-        + _io_block("input", _PREPROCESSING_INPUTS)
-        + _io_block("output", _PREPROCESSING_OUTPUTS)
-        + _cpu_instances(processing_instances)
+    if engine.prebuilt:
+        raise RenderError(
+            f"ChatModel {model.name}: prebuilt TensorRT engines are no longer served: TensorRT-LLM removed "
+            "its engine backend; point spec.source at the Hugging Face checkpoint (pre-quantized if need be)"
+        )
+    check_quantization(model)
+    text = (
+        f'name: "{model.name}"\nbackend: "python"\nmax_batch_size: {engine.max_batch_size}\n'
+        "model_transaction_policy {\n  decoupled: true\n}\n"
+        + _tensor_block("input", contract.CHAT_INPUTS)
+        + _tensor_block("output", contract.CHAT_OUTPUTS)
+        # One instance drives the whole GPU engine (upstream's layout): the LLM API batches.
+        + "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]\n"
         + _parameters(
             {
-                "tokenizer_dir": paths.tokenizer_dir,
-                # The API sends the prompt with the chat template applied (BOS included).
-                "add_special_tokens": "false",
-                "multimodal_model_path": "",
-                "gpt_model_path": paths.engine_dir,
+                "llm_args": LLM_ARGS_FILE,
+                "max_output_tokens": str(engine.max_output_tokens),
+                "max_queue_size": str(engine.max_queue_size),
             }
         )
     )
-    trtllm = (
-        _header(names.trtllm, "tensorrtllm", batch)
-        + "model_transaction_policy {\n  decoupled: true\n}\n"
-        + _dynamic_batching(batch)
-        + _io_block("input", _TRTLLM_INPUTS)
-        + _io_block("output", _TRTLLM_OUTPUTS)
-        # The backend places the engine on the GPUs itself; the instance is a CPU-side handle.
-        + _cpu_instances(1)
-        + _parameters(
-            {
-                "max_beam_width": "1",
-                "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
-                "gpt_model_type": "inflight_fused_batching",
-                "gpt_model_path": paths.engine_dir,
-                "batch_scheduler_policy": "guaranteed_no_evict",
-                "kv_cache_free_gpu_mem_fraction": str(engine.kv_cache_free_gpu_memory_fraction),
-                "exclude_input_in_output": "true",
-                # How often the backend looks for cancelled requests (a client that left).
-                "cancellation_check_period_ms": "100",
-                "executor_worker_path": "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker",
-                "tokenizer_dir": paths.tokenizer_dir,
-                # Structured outputs (response_format): the guided_decoding_* inputs are enforced.
-                "guided_decoding_backend": "xgrammar",
-                "xgrammar_tokenizer_info_path": paths.xgrammar_tokenizer_info,
-            }
-        )
+    parse_model_config(text)
+    llm_yaml = yaml.safe_dump(llm_args(model), sort_keys=True)
+    return RenderedModel(
+        name=model.name,
+        config_pbtxt=text,
+        files={"1/model.py": LLMAPI_MODEL_CODE, "1/text_stream.py": TEXT_STREAM_CODE},
+        texts={f"1/{LLM_ARGS_FILE}": llm_yaml},
     )
-    postprocessing = (
-        _header(names.postprocessing, "python", batch)
-        # Each streamed token is its own request here; with several instances, responses would
-        # overtake each other and the deltas arrive shuffled (seen with Triton 2.51).
-        + "dynamic_batching {\n  preserve_ordering: true\n}\n"
-        + _io_block("input", _POSTPROCESSING_INPUTS)
-        + _io_block("output", _POSTPROCESSING_OUTPUTS)
-        + _cpu_instances(processing_instances)
-        + _parameters({"tokenizer_dir": paths.tokenizer_dir, "skip_special_tokens": "true"})
-    )
-    steps = ",\n".join(
-        [
-            _step(names.preprocessing, _PREPROCESSING_IN, _PREPROCESSING_OUT),
-            _step(names.trtllm, _TRTLLM_IN, _TRTLLM_OUT),
-            _step(names.postprocessing, _POSTPROCESSING_IN, _POSTPROCESSING_OUT),
-        ]
-    )
-    # No model_transaction_policy: Triton marks an ensemble decoupled itself when a step is.
-    ensemble = (
-        f'name: "{names.ensemble}"\nplatform: "ensemble"\nmax_batch_size: {batch}\n'
-        + _io_block("input", _ensemble_inputs())
-        + _io_block("output", tuple(_t(s.name, s.data_type, *s.dims) for s in contract.CHAT_OUTPUTS))
-        + "ensemble_scheduling {\n  step [\n"
-        + steps
-        + "\n  ]\n}\n"
-    )
-    rendered = [
-        RenderedModel(names.preprocessing, preprocessing),
-        RenderedModel(names.trtllm, trtllm),
-        RenderedModel(names.postprocessing, postprocessing),
-        RenderedModel(names.ensemble, ensemble),
-    ]
-    for item in rendered:
-        parse_model_config(item.config_pbtxt)
-    return rendered

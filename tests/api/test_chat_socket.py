@@ -9,7 +9,7 @@ from starlette.testclient import WebSocketTestSession
 from kubechat.chat.generation import nothing_found_answer
 from kubechat.core.errors import ModelUnavailableError
 from kubechat.knowledge.attribution import SentenceSources
-from tests.api.conftest import InProcessApi
+from tests.api.conftest import InProcessApi, receive_json, turn_frames
 from tests.scripted import HOLD
 
 TOOL_CALL = '<tool_call>\n{"name": "demo__add", "arguments": {"a": 2, "b": 3}}\n</tool_call>'
@@ -23,6 +23,17 @@ def turn(socket: WebSocketTestSession) -> list[dict[str, Any]]:
         frames.append(frame)
         if frame["type"] == "done":
             return frames
+
+
+def until_text(socket: WebSocketTestSession, text: str) -> list[dict[str, Any]]:
+    """The token frames until their deltas make `text` (one frame or several)."""
+    frames: list[dict[str, Any]] = []
+    while "".join(f["delta"] for f in frames) != text:
+        frame: dict[str, Any] = receive_json(socket)
+        assert frame["type"] == "token", frame
+        frames.append(frame)
+        assert len("".join(f["delta"] for f in frames)) <= len(text), frames
+    return frames
 
 
 def test_a_turn_is_start_tokens_done_and_is_stored(api: InProcessApi) -> None:
@@ -40,10 +51,12 @@ def test_a_turn_is_start_tokens_done_and_is_stored(api: InProcessApi) -> None:
         "type": "start", "message_id": stored[1]["id"], "user_message_id": stored[0]["id"],
         "model": "synthetic", "turns_dropped": 0, "request_id": "req-42",
     }  # fmt: skip
-    assert tokens == [
-        {"type": "token", "message_id": start["message_id"], "seq": n, "delta": delta}
-        for n, delta in enumerate(["Hello", " there", "."], 1)
-    ]
+    # Tokens ready together share a frame (the scripted model yields its three at once); `seq`
+    # counts the answer's tokens, so the last frame's is 3 whatever the frames.
+    assert {(t["type"], t["message_id"]) for t in tokens} == {("token", start["message_id"])}
+    assert "".join(t["delta"] for t in tokens) == "Hello there."
+    seqs = [t["seq"] for t in tokens]
+    assert seqs == sorted(set(seqs)) and seqs[-1] == 3
     assert (done["message_id"], done["status"]) == (start["message_id"], "complete")
     assert set(done["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
     assert set(done["timings"]) == {"time_to_first_token_ms", "total_ms", "tokens_per_second"}
@@ -58,7 +71,8 @@ def test_a_stop_ends_with_done_stopped_and_the_socket_stays_usable(api: InProces
     with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
         socket.receive_json()
         socket.send_json({"type": "message", "content": "Tell a story."})
-        assert [socket.receive_json()["type"] for _ in range(3)] == ["start", "token", "token"]
+        assert socket.receive_json()["type"] == "start"
+        assert until_text(socket, "Once upon")[-1]["seq"] == 2
         socket.send_json({"type": "stop"})
         (done,) = turn(socket)
         socket.send_json({"type": "ping"})
@@ -192,3 +206,45 @@ def test_a_message_while_an_answer_streams_is_busy(api: InProcessApi) -> None:
         assert socket.receive_json()["error"]["code"] == "busy"
         socket.send_json({"type": "stop"})
         assert turn(socket)[-1]["status"] == "stopped"
+
+
+def test_tokens_ready_together_go_out_as_one_frame_and_the_stored_text_is_theirs(api: InProcessApi) -> None:
+    """A model faster than its reader: the 50 deltas it yields at once reach the socket in fewer
+    frames, whose seq numbers rise to 50 and whose deltas make exactly the stored answer."""
+    deltas = [f"w{n} " for n in range(50)]
+    api.triton.answer(deltas)
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "Count."})
+        start, *tokens, done = turn_frames(socket)
+    assert (start["type"], done["type"], done["status"]) == ("start", "done", "complete")
+    assert all(t["type"] == "token" for t in tokens)
+    assert len(tokens) < len(deltas)
+    seqs = [t["seq"] for t in tokens]
+    assert seqs == sorted(set(seqs)) and seqs[-1] == len(deltas)
+    assert "".join(t["delta"] for t in tokens) == "".join(deltas) == api.messages(session)[-1]["content"]
+
+
+def test_the_first_token_goes_out_alone_without_waiting_for_more(api: InProcessApi) -> None:
+    """Coalescing takes what is ready and never waits for more: while the model holds after its
+    first delta, that delta has reached the client on its own, with seq 1."""
+    api.triton.answer(["Once", HOLD, " upon", " a", " time"])
+    session = api.session()
+    with api.client.websocket_connect(f"/ws/chat/{session}") as socket:
+        socket.receive_json()
+        socket.send_json({"type": "message", "content": "Tell a story."})
+        assert receive_json(socket)["type"] == "start"
+        first = receive_json(socket)
+        assert (first["type"], first["seq"], first["delta"]) == ("token", 1, "Once")
+        assert api.triton.holding.is_set() and not api.triton.release.is_set()
+        assert api.client.portal is not None
+        api.client.portal.call(api.triton.release.set)
+        *rest, done = turn_frames(socket)
+    assert done["status"] == "complete"
+    assert [t["seq"] for t in rest][-1] == 4
+    assert (
+        "Once" + "".join(t["delta"] for t in rest)
+        == "Once upon a time"
+        == api.messages(session)[-1]["content"]
+    )

@@ -69,7 +69,8 @@ def test_a_turn_leaves_its_metrics(api: InProcessApi) -> None:
         socket.send_json({"type": "message", "content": "Say hello."})
         frames = turn(socket)
     api.messages(session)
-    assert [f["type"] for f in frames] == ["start", "token", "token", "token", "done"]
+    types = [f["type"] for f in frames]  # the three tokens in one frame or more (kubechat.chat.coalesce)
+    assert (types[0], set(types[1:-1]), types[-1]) == ("start", {"token"}, "done")
     assert sample("kubechat_time_to_first_token_seconds_count", model=model) == before["ttft"] + 1
     assert sample("kubechat_inter_token_latency_seconds_count", model=model) == before["gaps"] + 2
     assert sample("kubechat_generated_tokens_total", model=model) > before["tokens"]

@@ -11,7 +11,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from kubechat.chat.generation import nothing_found_answer
-from kubechat.core.errors import ModelUnavailableError
+from kubechat.api.errors import BUSY_RETRY_AFTER_S
+from kubechat.core.errors import ModelBusyError, ModelUnavailableError
 from tests.api.conftest import InProcessApi
 from tests.conftest import ALICE_KEY
 
@@ -65,7 +66,9 @@ def test_the_stream_is_server_sent_events_ending_with_done(api: InProcessApi) ->
         {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
     ]
     assert "sources" not in first
-    assert [c["choices"][0]["delta"] for c in content] == [{"content": t} for t in ["Hello", " there", "."]]
+    # Deltas ready together share a chunk (kubechat.chat.coalesce): the scripted model's three do.
+    assert all(set(c["choices"][0]["delta"]) == {"content"} for c in content)
+    assert "".join(c["choices"][0]["delta"]["content"] for c in content) == "Hello there."
     assert finish["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
     assert done == "[DONE]"
 
@@ -86,6 +89,38 @@ def test_a_failure_after_the_stream_started_is_reported_in_band(api: InProcessAp
         }
     }
     assert done == "[DONE]"
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (ModelBusyError("model synthetic is at capacity; retry shortly"), 429, "busy"),
+        (ModelUnavailableError("model synthetic failed: gone"), 503, "model_unavailable"),
+    ],
+)
+def test_a_failure_before_the_first_token_of_a_stream_is_an_error_response(
+    api: InProcessApi, failure: Exception, status: int, code: str
+) -> None:
+    """No header goes out before the first token: a full queue is a 429 with Retry-After that
+    OpenAI clients back off on and retry, not a 200 stream carrying an error."""
+    api.triton.answer([failure])
+    response = api.client.post(
+        "/v1/chat/completions", json={"model": "synthetic", "messages": QUESTION, "stream": True}
+    )
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    if status == 429:
+        assert response.headers["Retry-After"] == str(BUSY_RETRY_AFTER_S)
+
+
+def test_the_openai_client_retries_a_busy_stream(api: InProcessApi, client: openai.OpenAI) -> None:
+    """The official client retries a 429 (after Retry-After) and then gets the stream."""
+    api.triton.answer([ModelBusyError("model synthetic is at capacity; retry shortly")])
+    stream = client.with_options(max_retries=1).chat.completions.create(
+        model="synthetic", messages=QUESTION, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "Hello there."
 
 
 def test_a_failure_without_a_stream_is_an_error_response(api: InProcessApi) -> None:

@@ -75,6 +75,12 @@ OPERATOR_UNUSED_BUT_NEEDED = {
     ("delete", "", "services"),
     ("delete", "apps", "deployments"),
     ("delete", "policy", "poddisruptionbudgets"),
+    # A GPU model's weight cache (claim and Job) is made once per source and left to the garbage
+    # collector; it is patched only when a hand edit or a label change touches it.
+    ("patch", "", "persistentvolumeclaims"),
+    ("patch", "batch", "jobs"),
+    ("delete", "", "persistentvolumeclaims"),
+    ("delete", "batch", "jobs"),
 }
 API_UNUSED_BUT_NEEDED = {
     # docs/cluster-mode.md promises get, list and watch; the informers list and watch only.
@@ -413,6 +419,26 @@ async def test_the_operator_rbac_covers_every_call_it_makes(
                 "the KnowledgeBase gone (finalizer released)",
             )
             await custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "chatmodels", name)
+
+            # A GPU model: its weight cache (a claim and the Job that fills it) comes first.
+            gpu = _document(
+                "ChatModel",
+                "rbac-gpu",
+                {
+                    "engine": {"backend": "tensorrtllm"},
+                    "resources": {"gpus": 1},
+                    "source": {"huggingFace": {"repo": "org/model"}},
+                },
+            )
+            await custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "chatmodels", gpu)
+            batch = client.BatchV1Api(api)
+
+            async def cache_job() -> bool:
+                jobs = await batch.list_namespaced_job(NAMESPACE)
+                return any(j.metadata.name.startswith("rbac-gpu-fetch-") for j in jobs.items)
+
+            await eventually(cache_job, "the weight cache Job")
+            await custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "chatmodels", "rbac-gpu")
 
             # A spec the CRD would refuse (TensorRT-LLM without a GPU) got through: InvalidSpec.
             invalid = _document(

@@ -276,6 +276,18 @@ async def test_update_message_persists(store: HistoryStore) -> None:
     assert (stored.completion_tokens, stored.error_code) == (7, "model_unavailable")
 
 
+async def test_checkpoint_writes_the_text_of_streaming_answers_at_once(store: HistoryStore) -> None:
+    """One call, several answers (kubechat.chat.checkpoints); an unknown id is no error."""
+    session = await store.create_session("alice", "s")
+    first = await store.add_message("alice", session.id, "assistant", "", status=MessageStatus.STREAMING)
+    second = await store.add_message("alice", session.id, "assistant", "", status=MessageStatus.STREAMING)
+    await store.checkpoint({first.id: "Once upon", second.id: "Hello", "0" * 32: "gone"})
+    stored = (await store.list_messages("alice", session.id, 10, None)).items
+    assert [(m.content, m.status) for m in stored] == [
+        ("Once upon", MessageStatus.STREAMING), ("Hello", MessageStatus.STREAMING),
+    ]  # fmt: skip
+
+
 async def test_updating_a_missing_message_is_no_error(store: HistoryStore) -> None:
     """Its session was deleted meanwhile: the late write is dropped."""
     await store.update_message("0" * 32, "late", MessageStatus.COMPLETE)

@@ -35,7 +35,9 @@ async def test_an_answer_streams_over_the_websocket_and_is_kept(http: httpx.Asyn
         )
         turn = await chat.turn()
     assert turn.done is not None and turn.done["status"] == "complete", turn.errors
-    assert [t["seq"] for t in turn.tokens] == list(range(1, len(turn.tokens) + 1))
+    # A frame may carry several tokens ready together: seq counts them, rising frame to frame.
+    seqs = [t["seq"] for t in turn.tokens]
+    assert seqs == sorted(set(seqs)) and seqs[0] >= 1
     assert "paris" in turn.text.lower()
     assert turn.done["usage"]["completion_tokens"] > 0
     messages = (await http.get(f"/sessions/{session}/messages")).json()["items"]

@@ -28,7 +28,9 @@ async def test_streams_a_coherent_answer_and_stores_it(api: ApiProcess, http: ht
         turn = await chat.turn()
 
     assert turn.start["model"] == "smollm2"
-    assert [t["seq"] for t in turn.tokens] == list(range(1, len(turn.tokens) + 1))
+    # A frame may carry several tokens ready together: seq counts them, rising frame to frame.
+    seqs = [t["seq"] for t in turn.tokens]
+    assert seqs == sorted(set(seqs)) and seqs[0] >= 1
     assert "Paris" in turn.text
     assert "\ufffd" not in turn.text and "<|im_end|>" not in turn.text
     assert turn.done is not None and turn.done["status"] == "complete"

@@ -36,20 +36,17 @@ __all__ = ["spans"]  # the fixture
 pytestmark = pytest.mark.triton
 
 NAMESPACE = "team-chat"
-# What a TensorRT-LLM ChatModel's pod reports (the ensemble `llama` and its three models, and the
-# engine's own queue), in the format of NVIDIA's backend documentation.
+# What a TensorRT-LLM ChatModel's pod reports: its one LLM API model `llama`
+# (kubechat/triton/llmapi_model.py), whose requests Triton hands over at once (so Triton's pending
+# count stays near 0) while the model reports the requests waiting beyond its batch under the
+# metric and labels of TensorRT-LLM's C++ backend.
 TRTLLM_POD_METRICS = """\
 # HELP nv_inference_pending_request_count Pending requests awaiting execution per-model.
 # TYPE nv_inference_pending_request_count gauge
-nv_inference_pending_request_count{model="llama",version="1"} 3
-nv_inference_pending_request_count{model="llama-preprocessing",version="1"} 1
-nv_inference_pending_request_count{model="llama-trtllm",version="1"} 0
-nv_inference_pending_request_count{model="llama-postprocessing",version="1"} 2
+nv_inference_pending_request_count{model="llama",version="1"} 1
 # HELP nv_trt_llm_request_metrics TRT LLM request metrics
 # TYPE nv_trt_llm_request_metrics gauge
-nv_trt_llm_request_metrics{model="llama-trtllm",request_type="waiting",version="1"} 5
-nv_trt_llm_request_metrics{model="llama-trtllm",request_type="scheduled",version="1"} 8
-nv_trt_llm_request_metrics{model="llama-trtllm",request_type="max",version="1"} 64
+nv_trt_llm_request_metrics{model="llama",request_type="waiting",version="1"} 5
 """
 
 
@@ -167,7 +164,7 @@ async def test_prometheus_scrapes_the_ttft_histogram_after_real_chats(
 
 async def test_the_adapter_query_reads_one_models_queue_per_pod(prometheus: PrometheusServer) -> None:
     """What prometheus-adapter asks Prometheus for an HPA: one value per pod, from the model
-    the operator names in the HPA's metric selector, never a sum over an ensemble."""
+    the operator names in the HPA's metric selector, never a sum over the pod's models."""
 
     def both_pods() -> bool:
         up = prometheus.query('up{pod=~"smollm2-triton-0|llama-triton-0"} == 1')
@@ -176,8 +173,8 @@ async def test_the_adapter_query_reads_one_models_queue_per_pod(prometheus: Prom
     await eventually(both_pods, "Prometheus to scrape both Triton pods", within_s=30)
     (cpu,) = prometheus.query(adapter_query(NAMESPACE, ["smollm2-triton-0"], "smollm2"))
     assert cpu["metric"] == {"pod": "smollm2-triton-0"} and float(cpu["value"][1]) == 0
-    (gpu,) = prometheus.query(adapter_query(NAMESPACE, ["llama-triton-0"], "llama-trtllm"))
-    # The engine's 5 waiting requests; the ensemble's pending counts (3 + 1 + 0 + 2) play no part.
+    (gpu,) = prometheus.query(adapter_query(NAMESPACE, ["llama-triton-0"], "llama"))
+    # The model's 5 waiting requests, not Triton's pending count (1) of the same model.
     assert gpu["metric"] == {"pod": "llama-triton-0"} and float(gpu["value"][1]) == 5
     both = prometheus.query(adapter_query(NAMESPACE, ["smollm2-triton-0", "llama-triton-0"], "smollm2"))
     assert [s["metric"]["pod"] for s in both] == ["smollm2-triton-0"]

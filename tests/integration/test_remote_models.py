@@ -72,7 +72,9 @@ async def test_a_websocket_answer_is_what_the_server_says_directly(
         turn = await chat.turn()
     assert turn.start["model"] == "llama"
     assert turn.text == expected  # greedy: the same text, streamed delta by delta
-    assert [t["seq"] for t in turn.tokens] == list(range(1, len(turn.tokens) + 1))
+    # A frame may carry several tokens ready together: seq counts them, rising frame to frame.
+    seqs = [t["seq"] for t in turn.tokens]
+    assert seqs == sorted(set(seqs)) and seqs[0] >= 1
     assert turn.done is not None and turn.done["status"] == "complete" and not turn.errors
     stored = (await http.get(f"/sessions/{session}/messages")).json()["items"]
     assert [(m["role"], m["content"]) for m in stored] == [("user", QUESTION), ("assistant", expected)]

@@ -23,7 +23,8 @@ DOCUMENT: dict[str, Any] = {
     "metadata": {"name": NAME, "namespace": NAMESPACE},
     "spec": {
         "displayName": "Llama 3.1 8B Instruct",
-        "source": {"huggingFace": {"repo": "meta-llama/Llama-3.1-8B-Instruct", "tokenSecretRef": "hf-token"}},
+        # Weights on a claim: no weight cache to wait for (tests/operator/test_weight_cache.py).
+        "source": {"pvc": {"claimName": "model-store", "path": "llama-3.1-8b-instruct"}},
         "engine": {"backend": "tensorrtllm", "dtype": "bfloat16", "maxBatchSize": 64},
         "resources": {"gpus": 1, "gpuType": "NVIDIA-H100-80GB-HBM3"},
         "replicas": 1,

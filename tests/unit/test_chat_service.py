@@ -46,7 +46,7 @@ from kubechat.stores.sqlite.history import SQLiteHistoryStore
 from kubechat.tools.types import ToolSpec
 from tests.conftest import EXAMPLE_MODELS
 from tests.images import text_image
-from tests.scripted import HOLD, FixedKnowledge, FunctionTools, ScriptedTriton, citation
+from tests.scripted import HOLD, FixedKnowledge, FunctionTools, Pause, ScriptedTriton, citation
 
 CONFIG = ChatConfig(
     max_message_chars=200, history_turns=20, retrieval_sources=3, retrieval_candidates=10, tool_timeout_s=5
@@ -145,10 +145,12 @@ async def events_of(generation: Generation) -> list[ChatEvent]:
 async def test_a_turn_streams_its_events_and_stores_question_and_answer(chat: Chat) -> None:
     sink = await chat.turn("What is the capital of France?", model="synthetic")
     kinds = [type(e) for e in sink.events]
-    assert kinds == [Started, Token, Token, Token, Done]
+    # The scripted model's three deltas are ready together: one Token (kubechat.chat.coalesce)
+    # whose seq is the last of them.
+    assert (kinds[0], set(kinds[1:-1]), kinds[-1]) == (Started, {Token}, Done)
     (started,) = sink.of(Started)
     assert started.model == "synthetic" and started.prompt_tokens > 0
-    assert [t.seq for t in sink.of(Token)] == [1, 2, 3]
+    assert sink.of(Token)[-1].seq == 3 and "".join(t.text for t in sink.of(Token)) == "Hello there."
     done = sink.done
     assert done.status is MessageStatus.COMPLETE
     assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
@@ -243,7 +245,7 @@ async def test_a_stop_that_lands_while_a_token_is_sent_stores_only_what_was_sent
     """A stop cancels the turn wherever it waits, the sink included: the token being sent then
     never reached the client, and the stored answer must be the deltas the client has (found by
     tests/api/test_socket_properties.py)."""
-    chat.triton.answer(["Once", " upon", " a time"])
+    chat.triton.answer(["Once", Pause(0.01), " upon", Pause(0.01), " a time"])  # one Token each
     control = TurnControl()
     received: list[str] = []
 
@@ -264,7 +266,7 @@ async def test_a_stop_that_lands_while_a_token_is_sent_stores_only_what_was_sent
 
 async def test_a_client_gone_mid_answer_ends_the_turn_unreported(chat: Chat) -> None:
     """ClientGone from the sink: stored as interrupted, with what the client received."""
-    chat.triton.answer(["Once", " upon", " a time"])
+    chat.triton.answer(["Once", Pause(0.01), " upon", Pause(0.01), " a time"])  # one Token each
 
     async def sink(_message_id: str, event: ChatEvent) -> None:
         if isinstance(event, Token) and event.seq == 2:
@@ -294,11 +296,12 @@ async def test_an_unexpected_failure_fails_the_turn_with_internal_error(chat: Ch
 async def test_the_answer_is_checkpointed_while_it_streams(
     chat: Chat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chat_service, "CHECKPOINT_INTERVAL_S", 0.0)
+    monkeypatch.setattr(chat.service.checkpoints, "interval_s", 0.01)
     chat.triton.answer(["Half", " way", HOLD, " there"])
     control = TurnControl()
     _, task = chat.start_turn("go", control, model="synthetic")
     await chat.triton.holding.wait()
+    await asyncio.sleep(0.1)  # ten intervals of the checkpoints' task
     answer = (await chat.stored())[-1]
     assert (answer.status, answer.content) == (MessageStatus.STREAMING, "Half way")
     chat.triton.release.set()

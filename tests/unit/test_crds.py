@@ -616,6 +616,10 @@ MAX_TOKENS = "defaults.maxTokens must not exceed engine.maxOutputTokens"
 PARALLEL = "engine.tensorParallelSize must fit resources.gpus"
 TRT_GPUS = "backend tensorrtllm needs resources.gpus >= 1"
 TRT_PACKAGE = "backend tensorrtllm cannot load weights from a Python package"
+TRT_TEXT_ONLY = (
+    "backend tensorrtllm serves text only: the vision capability needs backend tesseract or an "
+    "openai endpoint"
+)
 TOKENIZER = "a prebuilt engine needs spec.tokenizer (engines carry no tokenizer)"
 ONE_SOURCE = "source must name exactly one of package/huggingFace/s3/pvc"
 AUTOSCALING = "autoscaling.maxReplicas must be >= autoscaling.minReplicas"
@@ -690,6 +694,12 @@ REFUSED = [
         TRT_PACKAGE,
         TRT_PACKAGE,
         id="tensorrtllm-from-a-package",
+    ),
+    pytest.param(
+        chat_model({"source": HF, "resources": GPU, "capabilities": ["chat", "vision"]}),
+        TRT_TEXT_ONLY,
+        TRT_TEXT_ONLY,
+        id="tensorrtllm-with-vision",
     ),
     pytest.param(
         chat_model({"source": S3, "engine": {"prebuilt": True}, "resources": GPU}),

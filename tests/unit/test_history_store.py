@@ -143,3 +143,14 @@ async def test_a_database_from_before_sources_is_migrated(db_path: Path) -> None
     assert stored_reply.sources == [{"n": 1}] == reply.sources
     assert stored_user.images == [{"id": "i"}] == user.images
     await store.close()
+
+
+async def test_a_late_checkpoint_leaves_a_finished_answer_as_it_is(store: SQLiteHistoryStore) -> None:
+    """A checkpoint that lands after the answer's final state (a batch written as it ended)
+    must not take the answer back to streaming nor shorten its text."""
+    session = await store.create_session("alice", "s")
+    answer = await store.add_message("alice", session.id, "assistant", "", status=MessageStatus.STREAMING)
+    await store.update_message(answer.id, "Once upon a time", MessageStatus.COMPLETE, completion_tokens=4)
+    await store.checkpoint({answer.id: "Once upon"})
+    (stored,) = (await store.list_messages("alice", session.id, 10, None)).items
+    assert (stored.content, stored.status) == ("Once upon a time", MessageStatus.COMPLETE)

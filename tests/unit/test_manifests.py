@@ -6,11 +6,7 @@ fields fail); the rest checks what the schemas cannot: that the pieces fit toget
 
 from __future__ import annotations
 
-import ast
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +16,6 @@ import yaml
 
 from kubechat.core.resources import AutoscalingSpec, ChatModel, load_chat_models, parse_chat_model
 from kubechat.operator.manifests import (
-    BUILD_SCRIPT_KEY,
     CHAT_MODEL_KEY,
     CONFIG_DIR,
     CONFIG_HASH_ANNOTATION,
@@ -29,6 +24,8 @@ from kubechat.operator.manifests import (
     METRICS_PORT,
     SPEC_HASH_LABEL,
     Children,
+    cache_job_name,
+    cache_name,
     config_map_items,
     grpc_endpoint,
     http_endpoint,
@@ -43,17 +40,19 @@ from kubechat.operator.manifests import (
 )
 from kubechat.operator.settings import OperatorSettings
 from kubechat.triton.repository import (
-    ENGINE_DIR,
-    REPOSITORY_DIR,
+    GPU_REPOSITORY_DIR,
+    LLMAPI_MODEL_CODE,
+    MODELS_ROOT,
+    SCRATCH_DIR,
     SOURCE_PVC_DIR,
+    TEXT_STREAM_CODE,
     TOKENIZER_DIR,
     WEIGHTS_DIR,
+    llm_args,
     parse_model_config,
-    tensorrtllm_names,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD_ENGINE_MODULE = ROOT / "kubechat" / "operator" / "scripts" / "build_engine.py"
 KUBERNETES_VERSION = "1.33"
 SETTINGS = OperatorSettings(
     trtllm_image="nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3",
@@ -103,17 +102,16 @@ def _table() -> dict[str, ChatModel]:
             },
         ),
         _gpu(
-            "prebuilt-s3",
-            source={"s3": {"uri": "s3://models/engines/llama/", "credentialsSecretRef": "s3-creds"}},
+            "s3-weights",
+            source={"s3": {"uri": "s3://models/llama/hf/", "credentialsSecretRef": "s3-creds"}},
             tokenizer={"s3": {"uri": "s3://models/tokenizers/llama/", "credentialsSecretRef": "s3-creds"}},
-            engine={"backend": "tensorrtllm", "prebuilt": True},
             replicas=3,
         ),
         _gpu(
             "tp2",
             engine={"backend": "tensorrtllm", "tensorParallelSize": 2, "quantization": "fp8"},
             resources={"gpus": 2},
-            storage={"size": "200Gi", "storageClassName": "fast-nvme"},
+            storage={"size": "200Gi", "storageClassName": "fast-nvme", "accessMode": "ReadWriteOnce"},
         ),
         _gpu("from-pvc", source={"pvc": {"claimName": "model-store", "path": "llama/hf"}}, replicas=0),
     ]
@@ -150,7 +148,7 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 def test_the_table_covers_both_runtimes() -> None:
     """The table holds the example CPU models, and GPU models of every source kind."""
     assert {"smollm2", "minilm", "synthetic", "bge-base-en"} <= set(CPU_MODELS)
-    assert {"hf-autoscaled", "prebuilt-s3", "tp2", "from-pvc", "llama-3-1-8b-instruct"} <= set(GPU_MODELS)
+    assert {"hf-autoscaled", "s3-weights", "tp2", "from-pvc", "llama-3-1-8b-instruct"} <= set(GPU_MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -182,7 +180,7 @@ def test_names_and_labels(children: dict[str, Children], name: str) -> None:
             assert manifest["metadata"]["name"] == f"{name}-triton"
     for manifest in rendered.all():
         labels = manifest["metadata"]["labels"]
-        scaled = manifest["kind"] not in ("ConfigMap", "Service")
+        scaled = manifest["kind"] not in ("ConfigMap", "Service", "PersistentVolumeClaim", "Job")
         assert labels == {
             "app.kubernetes.io/name": "triton",
             "app.kubernetes.io/instance": name,
@@ -191,7 +189,8 @@ def test_names_and_labels(children: dict[str, Children], name: str) -> None:
             "kubechat.io/chat-model": name,
             SPEC_HASH_LABEL: spec_hash(model) if scaled else pod_spec_hash(model),
         }
-    assert [m["kind"] for m in rendered.all()][:3] == ["ConfigMap", "Service", "Deployment"]
+    kinds = [m["kind"] for m in rendered.all() if m["kind"] not in ("PersistentVolumeClaim", "Job")]
+    assert kinds[:3] == ["ConfigMap", "Service", "Deployment"]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -251,53 +250,19 @@ def test_probes_hit_tritons_health_endpoints(children: dict[str, Children], name
 
 @pytest.mark.parametrize("name", GPU_MODELS)
 def test_gpu_models_get_their_gpus_and_the_trtllm_image(children: dict[str, Children], name: str) -> None:
-    """nvidia.com/gpu limits = resources.gpus on the build and serve containers; gpu type pins nodes."""
+    """nvidia.com/gpu = resources.gpus on the one Triton container; no init step, no engine build."""
     model = MODELS[name]
     rendered = children[name]
-    gpus = model.spec.resources.gpus
-    for container_name in ("build-engine", "triton"):
-        container = _container(rendered, container_name)
-        assert container["image"] == SETTINGS.trtllm_image
-        resources = container["resources"]
-        assert resources["limits"]["nvidia.com/gpu"] == str(gpus)
-        assert resources["requests"]["nvidia.com/gpu"] == str(gpus)
-        assert resources["limits"]["memory"] == resources["requests"]["memory"] == model.spec.resources.memory
-        assert resources["requests"]["cpu"] == model.spec.resources.cpu
-        security = container["securityContext"]
-        assert security["allowPrivilegeEscalation"] is False
-        assert security["capabilities"] == {"drop": ["ALL"]}
-        assert security["seccompProfile"] == {"type": "RuntimeDefault"}
-    pod = _pod(rendered)
-    if model.spec.resources.gpu_type:
-        assert pod["nodeSelector"]["nvidia.com/gpu.product"] == model.spec.resources.gpu_type
-    # GPUs are scarce: no surge pod waiting for a GPU only the old pod frees.
-    assert rendered.deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    container = _container(rendered, "triton")
+    assert container["image"] == SETTINGS.trtllm_image
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == str(model.spec.resources.gpus)
+    assert "initContainers" not in _pod(rendered)
 
 
-@pytest.mark.parametrize("name", CPU_MODELS)
-def test_cpu_models_render_their_repository_in_the_cpu_image(
-    children: dict[str, Children], name: str
-) -> None:
-    """CPU models: no GPUs, the CPU image, non-root, and kubechat's renderer as the init step."""
-    model = MODELS[name]
-    rendered = children[name]
-    triton = _container(rendered, "triton")
-    assert triton["image"] == SETTINGS.cpu_image
-    assert "nvidia.com/gpu" not in triton["resources"]["limits"]
-    assert triton["securityContext"]["runAsNonRoot"] is True
-    assert "strategy" not in rendered.deployment["spec"]  # the default rolling update
-    render = _container(rendered, "render-repository")
-    assert render["image"] == SETTINGS.cpu_image
-    assert render["command"][:3] == ["python", "-m", "kubechat.operator.render_repository"]
-    assert render["command"][render["command"].index("--out") + 1] == REPOSITORY_DIR
-    assert triton["command"][:2] == ["tritonserver", f"--model-repository={REPOSITORY_DIR}"]
-    document = yaml.safe_load(rendered.config_map["data"][CHAT_MODEL_KEY])
-    assert parse_chat_model(document).spec == model.spec.model_copy(
-        update={"replicas": 1, "autoscaling": None}
-    )
-    if model.spec.source.package is not None or not model.spec.engine.backend.loads_weights:
-        assert "--weights" not in render["command"]
-        assert not any(c["name"] == "fetch-weights" for c in _pod(rendered)["initContainers"])
+def test_a_chat_model_may_pin_its_own_image() -> None:
+    pinned = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
+    rendered = render_children(_gpu("pinned", engine={"backend": "tensorrtllm", "image": pinned}), SETTINGS)
+    assert _container(rendered, "triton")["image"] == pinned
 
 
 def test_cpu_model_from_hugging_face_is_fetched_then_rendered(children: dict[str, Children]) -> None:
@@ -308,11 +273,26 @@ def test_cpu_model_from_hugging_face_is_fetched_then_rendered(children: dict[str
     assert render["command"][render["command"].index("--weights") + 1] == WEIGHTS_DIR
 
 
-def test_init_steps_of_a_hugging_face_gpu_model(children: dict[str, Children]) -> None:
-    """Fetch (kubechat image, HF token from the Secret), then build the engine (TRT-LLM image)."""
+def _job_container(children: Children, name: str) -> dict[str, Any]:
+    assert children.cache_job is not None
+    pod = children.cache_job["spec"]["template"]["spec"]
+    found = [c for c in [*pod.get("initContainers", []), *pod["containers"]] if c["name"] == name]
+    assert len(found) == 1, f"no single container {name}"
+    container: dict[str, Any] = found[0]
+    return container
+
+
+def test_hugging_face_weights_are_downloaded_once_into_the_weight_cache(
+    children: dict[str, Children],
+) -> None:
+    """A Job fills the claim (kubechat's image, HF token from the Secret); every replica mounts
+    the claim read-only, so no pod downloads anything."""
     rendered = children["hf-autoscaled"]
-    assert [c["name"] for c in _pod(rendered)["initContainers"]] == ["fetch-weights", "build-engine"]
-    fetch = _container(rendered, "fetch-weights")
+    assert rendered.cache_claim is not None and rendered.cache_job is not None
+    name = cache_name(MODELS["hf-autoscaled"], SETTINGS)
+    assert rendered.cache_claim["metadata"]["name"] == name
+    assert rendered.cache_job["metadata"]["name"] == cache_job_name(MODELS["hf-autoscaled"], SETTINGS)
+    fetch = _job_container(rendered, "fetch-weights")
     assert fetch["image"] == SETTINGS.kubechat_image
     assert fetch["securityContext"]["runAsNonRoot"] is True
     command = fetch["command"]
@@ -324,86 +304,142 @@ def test_init_steps_of_a_hugging_face_gpu_model(children: dict[str, Children]) -
         parse_chat_model(_document("x", source=sent, engine={"backend": "transformers"})).spec.source
         == source
     )
-    env = _env(fetch)
-    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}
-    build = _env(_container(rendered, "build-engine"))
-    assert build["KUBECHAT_CHECKPOINT_DIR"] == WEIGHTS_DIR
-    assert build["KUBECHAT_ENGINE_DIR"] == ENGINE_DIR
-    assert build["KUBECHAT_PREBUILT"] == "false"
-    assert build["KUBECHAT_MAX_BATCH_SIZE"] == "64"
-    assert build["KUBECHAT_MAX_SEQ_LEN"] == str(2048 + 512)
-    assert build["KUBECHAT_TEMPLATES_DIR"] == SETTINGS.trtllm_model_templates_dir
+    assert _env(fetch)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}
+    job_pod = rendered.cache_job["spec"]["template"]["spec"]
+    assert job_pod["restartPolicy"] == "Never"
+    assert job_pod["volumes"] == [{"name": "weights", "persistentVolumeClaim": {"claimName": name}}]
+    pod = _pod(rendered)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": name, "readOnly": True}
+    mounts = {m["name"]: m for m in _container(rendered, "triton")["volumeMounts"]}
+    assert mounts["weights"] == {"name": "weights", "mountPath": MODELS_ROOT, "readOnly": True}
+    assert rendered.cache_claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "storageClassName" not in rendered.cache_claim["spec"]  # the cluster's default class
 
 
-def test_init_steps_of_a_prebuilt_s3_engine(children: dict[str, Children]) -> None:
-    """Weights and tokenizer come from S3 with the Secret's credentials; the engine is not built."""
-    rendered = children["prebuilt-s3"]
-    assert [c["name"] for c in _pod(rendered)["initContainers"]] == [
-        "fetch-weights",
-        "fetch-tokenizer",
-        "build-engine",
-    ]
+def test_s3_weights_and_tokenizer_share_one_cache_job(children: dict[str, Children]) -> None:
+    rendered = children["s3-weights"]
+    assert rendered.cache_job is not None
+    pod = rendered.cache_job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["fetch-weights"]
+    assert [c["name"] for c in pod["containers"]] == ["fetch-tokenizer"]
     for name, dest in (("fetch-weights", WEIGHTS_DIR), ("fetch-tokenizer", TOKENIZER_DIR)):
-        container = _container(rendered, name)
+        container = _job_container(rendered, name)
         assert container["command"][container["command"].index("--dest") + 1] == dest
         env = _env(container)
         assert env["KUBECHAT_S3_ENDPOINT"] == "minio.storage.svc:9000"
         assert env["KUBECHAT_S3_SECURE"] == "false"
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             assert env[key] == {"secretKeyRef": {"name": "s3-creds", "key": key}}
-    build = _env(_container(rendered, "build-engine"))
-    assert build["KUBECHAT_PREBUILT"] == "true"
-    assert build["KUBECHAT_ENGINE_DIR"] == WEIGHTS_DIR
-    # Even a prebuilt engine gets the tokenizer info guided decoding reads, from its own tokenizer.
-    assert build["KUBECHAT_TOKENIZER_DIR"] == TOKENIZER_DIR
-    assert build["KUBECHAT_XGRAMMAR_TOKENIZER_INFO"] == "/models/xgrammar/xgrammar_tokenizer_info.json"
 
 
-def test_pvc_source_is_mounted_read_only_not_fetched(children: dict[str, Children]) -> None:
+def test_the_cache_claim_follows_the_spec_then_the_operator_settings(children: dict[str, Children]) -> None:
+    claim = children["tp2"].cache_claim
+    assert claim is not None
+    assert claim["spec"]["storageClassName"] == "fast-nvme"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "200Gi"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    settings = SETTINGS.model_copy(
+        update={"cache_storage_class": "nfs", "cache_access_mode": "ReadWriteMany"}
+    )
+    claim = render_children(MODELS["hf-autoscaled"], settings).cache_claim
+    assert claim is not None
+    assert (claim["spec"]["storageClassName"], claim["spec"]["accessModes"]) == ("nfs", ["ReadWriteMany"])
+
+
+def test_the_cache_is_reused_across_engine_changes_and_renewed_for_a_new_source() -> None:
+    """Its name follows what it holds: tuning the engine keeps the download, a new source does not."""
+    base = _gpu("c")
+    tuned = _gpu("c", engine={"backend": "tensorrtllm", "maxBatchSize": 64})
+    moved = _gpu("c", source={"huggingFace": {"repo": "meta-llama/Llama-3.2-3B-Instruct"}})
+    assert cache_name(tuned, SETTINGS) == cache_name(base, SETTINGS) != cache_name(moved, SETTINGS)
+    # The operator's default class is part of the claim: another default is another claim.
+    elsewhere = SETTINGS.model_copy(update={"cache_storage_class": "nfs"})
+    assert cache_name(base, elsewhere) != cache_name(base, SETTINGS)
+    job = render_children(base, SETTINGS).cache_job
+    assert job is not None
+    assert render_children(tuned, SETTINGS).cache_job["spec"] == job["spec"]  # type: ignore[index]
+
+
+def test_pvc_source_is_mounted_read_only_and_needs_no_cache(children: dict[str, Children]) -> None:
     rendered = children["from-pvc"]
+    assert rendered.cache_claim is None and rendered.cache_job is None
     pod = _pod(rendered)
-    assert [c["name"] for c in pod["initContainers"]] == ["build-engine"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["source"]["persistentVolumeClaim"] == {"claimName": "model-store", "readOnly": True}
-    for name in ("build-engine", "triton"):
-        mounts = {m["name"]: m for m in _container(rendered, name)["volumeMounts"]}
-        assert mounts["source"] == {"name": "source", "mountPath": SOURCE_PVC_DIR, "readOnly": True}
-    assert (
-        _env(_container(rendered, "build-engine"))["KUBECHAT_CHECKPOINT_DIR"] == f"{SOURCE_PVC_DIR}/llama/hf"
-    )
+    mounts = {m["name"]: m for m in _container(rendered, "triton")["volumeMounts"]}
+    assert mounts["source"] == {"name": "source", "mountPath": SOURCE_PVC_DIR, "readOnly": True}
+    args = yaml.safe_load(rendered.config_map["data"]["from-pvc__1__model.yaml"])
+    assert args["model"] == f"{SOURCE_PVC_DIR}/llama/hf"
 
 
-def test_tensor_parallel_model_runs_one_mpi_rank_per_gpu(children: dict[str, Children]) -> None:
-    """tp=2: mpirun starts two tritonservers; rank 1 loads only the engine model."""
+def test_gpu_pods_run_unprivileged_with_a_writable_scratch(children: dict[str, Children]) -> None:
+    """Non-root, nothing to escalate; HF_HOME and the compile caches on an emptyDir, as the weights
+    are read-only; ephemeral storage requested."""
+    rendered = children["hf-autoscaled"]
+    triton = _container(rendered, "triton")
+    context = triton["securityContext"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] == 1000
+    assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+    env = _env(triton)
+    for key in ("HOME", "HF_HOME", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
+        assert str(env[key]).startswith(SCRATCH_DIR), key
+    mounts = {m["mountPath"]: m for m in triton["volumeMounts"]}
+    assert not mounts[SCRATCH_DIR].get("readOnly")
+    assert triton["resources"]["requests"]["ephemeral-storage"]
+    assert _pod(rendered)["securityContext"]["fsGroup"] == 1000
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_container_requests_ephemeral_storage(children: dict[str, Children], name: str) -> None:
+    rendered = children[name]
+    pods = [_pod(rendered)]
+    if rendered.cache_job is not None:
+        pods.append(rendered.cache_job["spec"]["template"]["spec"])
+    for pod in pods:
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            assert "ephemeral-storage" in container["resources"]["requests"], container["name"]
+
+
+def test_gpu_taint_is_tolerated_by_default() -> None:
+    assert _pod(render_children(_gpu("t"), SETTINGS))["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def test_a_gpu_rollout_keeps_the_old_pod_serving(children: dict[str, Children]) -> None:
+    """maxSurge 1, maxUnavailable 0: the old pod serves until the new one (on a spare GPU) is ready."""
+    strategy = children["hf-autoscaled"].deployment["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def test_tensor_parallel_model_runs_one_tritonserver(children: dict[str, Children]) -> None:
+    """tp=2: one tritonserver; the LLM API starts a worker per GPU itself."""
     model = MODELS["tp2"]
     command = _container(children["tp2"], "triton")["command"]
     assert command == triton_command(model)
-    assert command[:2] == ["mpirun", "--allow-run-as-root"]
-    ranks = " ".join(command[2:]).split(" : ")
-    assert len(ranks) == 2
-    assert all(r.startswith("-n 1 tritonserver ") for r in ranks)
-    assert "--load-model" not in ranks[0]
-    assert f"--load-model={tensorrtllm_names(model).trtllm}" in ranks[1]
-    assert "shm-region-prefix-name=prefix0_" in ranks[0]
-    assert "shm-region-prefix-name=prefix1_" in ranks[1]
+    assert command[0] == "tritonserver" and "mpirun" not in command
+    assert f"--model-repository={GPU_REPOSITORY_DIR}" in command
+    args = yaml.safe_load(children["tp2"].config_map["data"]["tp2__1__model.yaml"])
+    assert args["tensor_parallel_size"] == 2
     single = _container(children["hf-autoscaled"], "triton")["command"]
-    assert single[0] == "tritonserver"
     assert f"--grpc-port={GRPC_PORT}" in single and f"--http-port={HTTP_PORT}" in single
     assert f"--metrics-port={METRICS_PORT}" in single
 
 
-def test_storage_volume_follows_the_spec(children: dict[str, Children]) -> None:
-    """emptyDir of spec.storage.size, or a generic ephemeral volume of the storage class; shm in memory."""
-    volumes = {v["name"]: v for v in _pod(children["hf-autoscaled"])["volumes"]}
+def test_cpu_storage_volume_follows_the_spec() -> None:
+    """CPU: an emptyDir of spec.storage.size, or a generic ephemeral volume of the storage class."""
+    (smollm2,) = load_chat_models([ROOT / "examples" / "models" / "smollm2.yaml"])
+    volumes = {v["name"]: v for v in _pod(render_children(smollm2, SETTINGS))["volumes"]}
     assert volumes["models"] == {"name": "models", "emptyDir": {"sizeLimit": "50Gi"}}
     assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
-    claim = {v["name"]: v for v in _pod(children["tp2"])["volumes"]}["models"]["ephemeral"][
-        "volumeClaimTemplate"
-    ]
+    storage = smollm2.spec.storage.model_copy(update={"storage_class_name": "fast-nvme", "size": "200Gi"})
+    classed = smollm2.model_copy(update={"spec": smollm2.spec.model_copy(update={"storage": storage})})
+    claim = {v["name"]: v for v in _pod(render_children(classed, SETTINGS))["volumes"]}["models"][
+        "ephemeral"
+    ]["volumeClaimTemplate"]
     assert claim["spec"]["storageClassName"] == "fast-nvme"
     assert claim["spec"]["resources"]["requests"]["storage"] == "200Gi"
-    mounts = {m["mountPath"] for m in _container(children["tp2"], "triton")["volumeMounts"]}
-    assert {"/models", "/dev/shm"} <= mounts
 
 
 def test_scheduling_and_pod_metadata(children: dict[str, Children]) -> None:
@@ -434,14 +470,14 @@ def test_replicas_pdb_and_hpa(children: dict[str, Children]) -> None:
         "name": "hf-autoscaled-triton",
     }
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
-    # The engine's queue alone, not a sum over the ensemble's four Triton models.
+    # The model's queue: one Triton model per ChatModel, the GPU one included.
     assert hpa["metrics"] == [
         {
             "type": "Pods",
             "pods": {
                 "metric": {
                     "name": "kubechat_triton_queued_requests",
-                    "selector": {"matchLabels": {"model": "hf-autoscaled-trtllm"}},
+                    "selector": {"matchLabels": {"model": "hf-autoscaled"}},
                 },
                 "target": {"type": "AverageValue", "averageValue": "2"},
             },
@@ -450,7 +486,7 @@ def test_replicas_pdb_and_hpa(children: dict[str, Children]) -> None:
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
     assert autoscaled.pdb["spec"]["maxUnavailable"] == 1
 
-    fixed = children["prebuilt-s3"]
+    fixed = children["s3-weights"]
     assert fixed.deployment["spec"]["replicas"] == 3
     assert fixed.hpa is None and fixed.pdb is not None
     single = children["smollm2"]
@@ -462,6 +498,8 @@ def test_replicas_pdb_and_hpa(children: dict[str, Children]) -> None:
     assert [m["kind"] for m in one_max.all()] == [
         "ConfigMap",
         "Service",
+        "PersistentVolumeClaim",
+        "Job",
         "Deployment",
         "HorizontalPodAutoscaler",
     ]
@@ -517,35 +555,23 @@ def test_long_names_still_give_valid_service_names() -> None:
 
 
 @pytest.mark.parametrize("name", GPU_MODELS)
-def test_config_map_holds_parsable_configs(children: dict[str, Children], name: str) -> None:
-    """The four config.pbtxt parse into Triton's ModelConfig, each named as its key says."""
+def test_config_map_is_the_model_repository(children: dict[str, Children], name: str) -> None:
+    """config.pbtxt (parsable, named after the model), kubechat's LLM API model.py and its
+    text_stream.py byte for byte, and model.yaml; every key a valid ConfigMap key."""
     model = MODELS[name]
     data = children[name].config_map["data"]
-    names = tensorrtllm_names(model)
-    assert set(data) == {f"{n}__config.pbtxt" for n in names.all()} | {BUILD_SCRIPT_KEY}
-    for key, text in data.items():
-        if key.endswith("__config.pbtxt"):
-            assert parse_model_config(text).name == key.removesuffix("__config.pbtxt")
-        assert re.fullmatch(r"[-._a-zA-Z0-9]+", key)  # what a ConfigMap key may be
-    compile(data[BUILD_SCRIPT_KEY], BUILD_SCRIPT_KEY, "exec")
-
-
-@pytest.mark.parametrize("name", GPU_MODELS)
-def test_config_map_ships_the_build_engine_module_verbatim(children: dict[str, Children], name: str) -> None:
-    """What the GPU pod runs is the module that ruff, mypy and these tests check, byte for byte."""
-    assert children[name].config_map["data"][BUILD_SCRIPT_KEY] == BUILD_ENGINE_MODULE.read_text()
-
-
-def test_build_engine_module_needs_only_the_standard_library_and_tensorrt_llms_image() -> None:
-    """It runs under the TensorRT-LLM image's python3, where kubechat is not installed; its
-    TensorRT-LLM imports are lazy, so the subprocess runs below cannot catch a stray import."""
-    tree = ast.parse(BUILD_ENGINE_MODULE.read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    top_level = {name.partition(".")[0] for name in imported}
-    # transformers is TensorRT-LLM's own dependency, in the same image (the tokenizer loader of
-    # NVIDIA's generate_xgrammar_tokenizer_info.py, which write_xgrammar_tokenizer_info follows).
-    assert top_level - set(sys.stdlib_module_names) == {"tensorrt_llm", "transformers"}
+    assert set(data) == {
+        f"{name}__config.pbtxt",
+        f"{name}__1__model.py",
+        f"{name}__1__text_stream.py",
+        f"{name}__1__model.yaml",
+    }
+    assert parse_model_config(data[f"{name}__config.pbtxt"]).name == name
+    assert data[f"{name}__1__model.py"] == LLMAPI_MODEL_CODE.read_text()
+    assert data[f"{name}__1__text_stream.py"] == TEXT_STREAM_CODE.read_text()
+    assert yaml.safe_load(data[f"{name}__1__model.yaml"]) == llm_args(model)
+    for key in data:
+        assert re.fullmatch(r"[-._a-zA-Z0-9]+", key)
 
 
 def _materialize_config_map(data: dict[str, str], items: list[dict[str, Any]], mount: Path) -> None:
@@ -560,88 +586,23 @@ def _materialize_config_map(data: dict[str, str], items: list[dict[str, Any]], m
         (mount / top).symlink_to(f"..data/{top}")
 
 
-def _fake_templates(root: Path) -> Path:
-    for role in ("preprocessing", "postprocessing"):
-        code = root / role / "1" / "model.py"
-        code.parent.mkdir(parents=True)
-        code.write_text(f"# NVIDIA's {role} model\n")
-    return root
-
-
-def _run_build_script(
-    children: Children, tmp_path: Path, **overrides: str
-) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Run the build-engine step against a kubelet-style ConfigMap volume under tmp_path."""
-    mount = tmp_path / "config"
-    mount.mkdir()
-    data = children.config_map["data"]
-    volume = next(v for v in _pod(children)["volumes"] if v["name"] == "config")
-    _materialize_config_map(data, volume["configMap"]["items"], mount)
-    env = _env(_container(children, "build-engine"))
-    repository = tmp_path / "repository"
-    # Pretend the volume holds the tokenizer info of this spec (writing it needs TensorRT-LLM).
-    tokenizer_info = tmp_path / "xgrammar_tokenizer_info.json"
-    tokenizer_info.write_text("{}")
-    tokenizer_info.with_name(tokenizer_info.name + ".key").write_text(str(env["KUBECHAT_ENGINE_KEY"]))
-    env |= {
-        "KUBECHAT_REPOSITORY_SOURCE": str(
-            mount / env["KUBECHAT_REPOSITORY_SOURCE"].removeprefix(CONFIG_DIR + "/")
-        ),
-        "KUBECHAT_REPOSITORY_DIR": str(repository),
-        "KUBECHAT_TEMPLATES_DIR": str(_fake_templates(tmp_path / "templates")),
-        "KUBECHAT_ENGINE_DIR": str(tmp_path / "engine"),
-        "KUBECHAT_XGRAMMAR_TOKENIZER_INFO": str(tokenizer_info),
-        **overrides,
-    }
-    script = mount / BUILD_SCRIPT_KEY
-    result = subprocess.run(
-        [sys.executable, "-S", str(script)],  # no site-packages: kubechat is not in the image either
-        env={"PATH": os.environ["PATH"], **{k: v for k, v in env.items() if isinstance(v, str)}},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return result, repository
-
-
-@pytest.mark.parametrize("name", ["prebuilt-s3", "tp2"])
+@pytest.mark.parametrize("name", ["s3-weights", "tp2"])
 def test_config_map_items_lay_out_a_triton_repository(
     children: dict[str, Children], name: str, tmp_path: Path
 ) -> None:
-    """The ConfigMap's items, copied by the build step, plus NVIDIA's model.py form a repository:
-    one folder per model with its config.pbtxt and a version folder, python models with code."""
+    """Mounted as the kubelet mounts it, the ConfigMap is a Triton repository: one folder named after
+    the model with its config.pbtxt and a version folder holding model.py beside what it imports."""
     model = MODELS[name]
     rendered = children[name]
-    assert _pod(rendered)["volumes"][0]["configMap"]["items"] == config_map_items(model)
-    if not model.spec.engine.prebuilt:  # pretend the engine of this spec is on the volume
-        engine = tmp_path / "engine"
-        engine.mkdir()
-        key = _env(_container(rendered, "build-engine"))["KUBECHAT_ENGINE_KEY"]
-        (engine / ".kubechat-engine-key").write_text(key)
-    result, repository = _run_build_script(rendered, tmp_path)
-    assert result.returncode == 0, result.stderr
-    names = tensorrtllm_names(model)
-    assert sorted(p.name for p in repository.iterdir()) == sorted(names.all())
-    for folder in repository.iterdir():
-        config = parse_model_config((folder / "config.pbtxt").read_text())
-        assert config.name == folder.name
-        assert (folder / "1").is_dir()
-        assert not (folder / "config.pbtxt").is_symlink()
-    for python_model in (names.preprocessing, names.postprocessing):
-        assert (repository / python_model / "1" / "model.py").read_text().startswith("# NVIDIA's")
-    if not model.spec.engine.prebuilt:
-        assert "already built" in result.stdout
-
-
-def test_build_step_names_the_setting_when_nvidias_models_are_missing(
-    children: dict[str, Children], tmp_path: Path
-) -> None:
-    """An image without NVIDIA's model.py fails the init step with a message that says what to set."""
-    result, _ = _run_build_script(
-        children["prebuilt-s3"], tmp_path, KUBECHAT_TEMPLATES_DIR=str(tmp_path / "nope")
-    )
-    assert result.returncode != 0
-    assert "KUBECHAT_OPERATOR_TRTLLM_MODEL_TEMPLATES_DIR" in result.stderr
+    volume = _pod(rendered)["volumes"][0]
+    assert volume["configMap"]["items"] == config_map_items(model)
+    _materialize_config_map(rendered.config_map["data"], config_map_items(model), tmp_path)
+    folder = tmp_path / name
+    assert parse_model_config((folder / "config.pbtxt").read_text()).name == name
+    assert {p.name for p in (folder / "1").iterdir()} == {"model.py", "text_stream.py", "model.yaml"}
+    args = yaml.safe_load((folder / "1" / "model.yaml").read_text())
+    assert args["backend"] == "pytorch"
+    compile((folder / "1" / "model.py").read_text(), "model.py", "exec")
 
 
 def test_cpu_config_map_mounts_the_chat_model(children: dict[str, Children]) -> None:
@@ -684,3 +645,37 @@ def test_scaling_leaves_the_config_map_and_service_alone(name: str) -> None:
     before, after = render_children(model, SETTINGS), render_children(scaled, SETTINGS)
     assert after.config_map == before.config_map and after.service == before.service
     assert after.deployment != before.deployment
+
+
+def test_the_cache_job_reports_progress_with_the_charts_service_account() -> None:
+    """With the chart's account the weights' fetch annotates its own Job; without, no token at all."""
+    model = MODELS["s3-weights"]
+    plain = render_children(model, SETTINGS).cache_job
+    assert plain is not None
+    pod = plain["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    settings = SETTINGS.model_copy(update={"cache_service_account": "kubechat-weight-cache"})
+    rendered = render_children(model, settings)
+    assert rendered.cache_job is not None
+    pod = rendered.cache_job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "kubechat-weight-cache"
+    assert pod["automountServiceAccountToken"] is True
+    weights = _job_container(rendered, "fetch-weights")
+    command = weights["command"]
+    assert command[command.index("--report-job") + 1] == rendered.cache_job["metadata"]["name"]
+    assert _env(weights)["KUBECHAT_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert "--report-job" not in _job_container(rendered, "fetch-tokenizer")["command"]
+    kubernetes_validate.validate(rendered.cache_job, KUBERNETES_VERSION, strict=True)
+
+
+def test_a_new_job_template_is_a_new_job() -> None:
+    """Job templates are immutable: what changes the template changes the Job's name (the download
+    is complete, so the new Job succeeds at once); what does not keeps it."""
+    model = MODELS["hf-autoscaled"]
+    name = cache_job_name(model, SETTINGS)
+    assert cache_job_name(model, SETTINGS.model_copy(update={"kubechat_image": "kubechat:next"})) != name
+    fp8 = _gpu("hf-autoscaled", engine={"backend": "tensorrtllm", "quantization": "fp8"})
+    assert cache_job_name(fp8, SETTINGS) != cache_job_name(_gpu("hf-autoscaled"), SETTINGS)
+    tuned = _gpu("hf-autoscaled", engine={"backend": "tensorrtllm", "maxBatchSize": 128})
+    assert cache_job_name(tuned, SETTINGS) == cache_job_name(_gpu("hf-autoscaled"), SETTINGS)
+    assert len(cache_job_name(_gpu("a" * 63), SETTINGS)) <= 63

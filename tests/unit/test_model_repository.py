@@ -20,21 +20,13 @@ from kubechat.core.resources import (
 )
 from kubechat.triton import contract
 from kubechat.triton.repository import (
-    ENGINE_DIR,
     MAX_IMAGE_PIXELS,
     MODEL_CODE_ROOT,
-    SOURCE_PVC_DIR,
-    TOKENIZER_DIR,
-    TOKENIZER_PVC_DIR,
-    WEIGHTS_DIR,
-    XGRAMMAR_TOKENIZER_INFO,
     ModelArtifacts,
     RenderedModel,
     RenderError,
     parse_model_config,
     render_python_model,
-    render_tensorrtllm_models,
-    tensorrtllm_names,
     write_model_repository,
 )
 
@@ -428,206 +420,6 @@ def test_rewriting_with_fewer_models_removes_the_dropped_one(
     assert (root / "synthetic" / "config.pbtxt").read_text() == rendered["synthetic"].config_pbtxt
 
 
-# --- TensorRT-LLM ensemble ----------------------------------------------------------------------
-
-
-def _gpu_model(name: str = "llama", **spec: Any) -> ChatModel:
-    document: dict[str, Any] = {
-        "apiVersion": "kubechat.io/v1alpha1",
-        "kind": "ChatModel",
-        "metadata": {"name": name},
-        "spec": {
-            "engine": {"backend": "tensorrtllm", "maxBatchSize": 32, "kvCacheFreeGpuMemoryFraction": 0.85},
-            "resources": {"gpus": 1},
-            "source": {"huggingFace": {"repo": "meta-llama/Llama-3.1-8B-Instruct"}},
-            **spec,
-        },
-    }
-    return parse_chat_model(document)
-
-
-def _configs(model: ChatModel) -> dict[str, model_config_pb2.ModelConfig]:
-    return {m.name: parse_model_config(m.config_pbtxt) for m in render_tensorrtllm_models(model)}
-
-
-def _params(config: model_config_pb2.ModelConfig) -> dict[str, str]:
-    return {k: v.string_value for k, v in config.parameters.items()}
-
-
-def test_tensorrtllm_ensemble_is_named_after_the_model_with_three_steps() -> None:
-    """The ensemble carries the ChatModel's name (the API calls it); its steps are suffixed."""
-    model = _gpu_model()
-    rendered = render_tensorrtllm_models(model)
-    assert [m.name for m in rendered] == [
-        "llama-preprocessing",
-        "llama-trtllm",
-        "llama-postprocessing",
-        "llama",
-    ]
-    configs = _configs(model)
-    ensemble = configs["llama"]
-    assert ensemble.platform == "ensemble"
-    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [
-        "llama-preprocessing",
-        "llama-trtllm",
-        "llama-postprocessing",
-    ]
-    assert configs["llama-trtllm"].backend == "tensorrtllm"
-    assert configs["llama-preprocessing"].backend == configs["llama-postprocessing"].backend == "python"
-    for name, config in configs.items():
-        assert config.name == name  # Triton requires the config name to match the folder
-    # NVIDIA's model.py ships in the TensorRT-LLM image; the pod copies it into place.
-    assert all(m.files == {} for m in rendered)
-
-
-def test_tensorrtllm_ensemble_covers_the_chat_contract() -> None:
-    """Every contract input is an ensemble input with the same type, dims and optionality."""
-    ensemble = _configs(_gpu_model())["llama"]
-    inputs = {t.name: t for t in ensemble.input}
-    for spec in contract.CHAT_INPUTS:
-        assert spec.name in inputs, spec.name
-        tensor = inputs[spec.name]
-        assert model_config_pb2.DataType.Name(tensor.data_type) == spec.data_type, spec.name
-        assert tuple(tensor.dims) == spec.dims, spec.name
-        assert tensor.optional == spec.optional, spec.name
-    outputs = {t.name: t for t in ensemble.output}
-    assert set(outputs) == {o.name for o in contract.CHAT_OUTPUTS} == {contract.TEXT_OUTPUT}
-    assert model_config_pb2.DataType.Name(outputs[contract.TEXT_OUTPUT].data_type) == "TYPE_STRING"
-
-
-def _tensor_types(config: model_config_pb2.ModelConfig, kind: str) -> dict[str, int]:
-    return {t.name: t.data_type for t in getattr(config, kind)}
-
-
-def test_tensorrtllm_ensemble_wiring_is_consistent() -> None:
-    """What Triton checks when it loads the ensemble, checked here where it cannot run.
-
-    Each step maps existing inputs/outputs of its model; every tensor a step reads is an ensemble
-    input or an earlier step's output of the same data type; every required input of a step is
-    fed; every ensemble input is used and every ensemble output is produced.
-    """
-    configs = _configs(_gpu_model())
-    ensemble = configs["llama"]
-    available = _tensor_types(ensemble, "input")
-    used: set[str] = set()
-    for step in ensemble.ensemble_scheduling.step:
-        model = configs[step.model_name]
-        model_inputs = {t.name: t for t in model.input}
-        model_outputs = _tensor_types(model, "output")
-        for key, tensor in step.input_map.items():
-            assert key in model_inputs, f"{step.model_name} has no input {key}"
-            assert tensor in available, f"{step.model_name}.{key} reads {tensor}, which nothing produced yet"
-            assert available[tensor] == model_inputs[key].data_type, f"{step.model_name}.{key}"
-            used.add(tensor)
-        required = {name for name, t in model_inputs.items() if not t.optional}
-        assert required <= set(step.input_map), f"{step.model_name} misses {required - set(step.input_map)}"
-        for key, tensor in step.output_map.items():
-            assert key in model_outputs, f"{step.model_name} has no output {key}"
-            assert tensor not in available, f"{tensor} is produced twice"
-            available[tensor] = model_outputs[key]
-    assert {t.name for t in ensemble.input} <= used
-    for output in ensemble.output:
-        assert available.get(output.name) == output.data_type, output.name
-    assert ensemble.max_batch_size <= min(c.max_batch_size for c in configs.values())
-
-
-def test_tensorrtllm_streaming_is_decoupled() -> None:
-    """The engine model streams (decoupled); Triton derives the ensemble's mode from it."""
-    configs = _configs(_gpu_model())
-    assert configs["llama-trtllm"].model_transaction_policy.decoupled
-    assert not configs["llama"].HasField("model_transaction_policy")
-    assert not configs["llama-preprocessing"].model_transaction_policy.decoupled
-    assert not configs["llama-postprocessing"].model_transaction_policy.decoupled
-    # Every streamed token is a separate postprocessing request: with more than one instance the
-    # deltas would overtake each other unless the batcher keeps their order.
-    postprocessing = configs["llama-postprocessing"]
-    assert sum(g.count for g in postprocessing.instance_group) > 1
-    assert postprocessing.dynamic_batching.preserve_ordering
-
-
-def test_tensorrtllm_parameters_carry_the_spec() -> None:
-    """Batch size, KV cache share, batching strategy, engine and tokenizer folders come from the spec."""
-    configs = _configs(_gpu_model())
-    trtllm = configs["llama-trtllm"]
-    params = _params(trtllm)
-    assert params["gpt_model_path"] == ENGINE_DIR
-    assert params["gpt_model_type"] == "inflight_fused_batching"
-    assert params["kv_cache_free_gpu_mem_fraction"] == "0.85"
-    assert params["max_beam_width"] == "1"
-    assert params["exclude_input_in_output"] == "true"
-    assert params["batch_scheduler_policy"] == "guaranteed_no_evict"
-    assert params["tokenizer_dir"] == WEIGHTS_DIR  # a Hugging Face checkpoint carries its tokenizer
-    assert all(c.max_batch_size == 32 for c in configs.values())
-    assert not any("${" in v for c in configs.values() for v in _params(c).values())
-    pre = _params(configs["llama-preprocessing"])
-    assert pre["tokenizer_dir"] == WEIGHTS_DIR
-    assert pre["add_special_tokens"] == "false"  # the API's prompt has the chat template applied
-    assert "multimodal_model_path" in pre  # NVIDIA's model.py reads this key unconditionally
-    assert _params(configs["llama-postprocessing"])["tokenizer_dir"] == WEIGHTS_DIR
-
-
-def test_tensorrtllm_sub_models_keep_nvidias_interface() -> None:
-    """NVIDIA's model.py looks up these tensors in its config at load time; they must be declared."""
-    configs = _configs(_gpu_model())
-    pre_outputs = {t.name for t in configs["llama-preprocessing"].output}
-    read_by_model_py = (
-        "INPUT_ID DECODER_INPUT_ID REQUEST_INPUT_LEN REQUEST_DECODER_INPUT_LEN BAD_WORDS_IDS STOP_WORDS_IDS "
-        "OUT_END_ID OUT_PAD_ID OUT_PROMPT_TABLE_EXTRA_IDS PIXEL_VALUES IMAGE_SIZES"
-    )
-    assert set(read_by_model_py.split()) <= pre_outputs
-    assert {"EMBEDDING_BIAS_WORDS", "EMBEDDING_BIAS_WEIGHTS"} <= {
-        t.name for t in configs["llama-preprocessing"].input
-    }
-    assert [t.name for t in configs["llama-postprocessing"].output] == ["OUTPUT"]
-    trtllm_inputs = {t.name: t for t in configs["llama-trtllm"].input}
-    assert not trtllm_inputs["input_lengths"].optional
-    assert list(trtllm_inputs["input_lengths"].reshape.shape) == []
-
-
-def test_prebuilt_engine_and_separate_tokenizer_paths() -> None:
-    """A prebuilt engine is the fetched source itself; a separate tokenizer has its own folder."""
-    model = _gpu_model(
-        engine={"backend": "tensorrtllm", "prebuilt": True},
-        source={"s3": {"uri": "s3://models/engines/llama/"}},
-        tokenizer={"s3": {"uri": "s3://models/tokenizers/llama/"}},
-    )
-    configs = _configs(model)
-    assert _params(configs["llama-trtllm"])["gpt_model_path"] == WEIGHTS_DIR
-    assert _params(configs["llama-preprocessing"])["tokenizer_dir"] == TOKENIZER_DIR
-    assert _params(configs["llama-postprocessing"])["tokenizer_dir"] == TOKENIZER_DIR
-
-
-def test_pvc_sources_are_read_where_they_are_mounted() -> None:
-    """pvc sources are not copied: the configs point into the read-only mounts."""
-    model = _gpu_model(
-        source={"pvc": {"claimName": "models", "path": "/llama/hf/"}},
-        tokenizer={"pvc": {"claimName": "tokenizers", "path": "llama"}},
-    )
-    configs = _configs(model)
-    assert _params(configs["llama-trtllm"])["gpt_model_path"] == ENGINE_DIR
-    assert _params(configs["llama-preprocessing"])["tokenizer_dir"] == f"{TOKENIZER_PVC_DIR}/llama"
-    model = _gpu_model(source={"pvc": {"claimName": "models"}})
-    assert _params(_configs(model)["llama-postprocessing"])["tokenizer_dir"] == SOURCE_PVC_DIR
-
-
-def test_tensorrtllm_names_fit_triton() -> None:
-    """The longest ChatModel name still gives plain Triton model names (no '/', no spaces)."""
-    model = _gpu_model(name="a" * 63)
-    names = tensorrtllm_names(model)
-    assert names.ensemble == "a" * 63
-    assert all("/" not in n and " " not in n for n in names.all())
-    assert {m.name for m in render_tensorrtllm_models(model)} == set(names.all())
-
-
-def test_tensorrtllm_renderer_refuses_other_backends_and_single_files(models: dict[str, ChatModel]) -> None:
-    """CPU backends have their own renderer; TensorRT-LLM builds from a checkpoint folder, not one file."""
-    with pytest.raises(RenderError, match="not tensorrtllm"):
-        render_tensorrtllm_models(models["smollm2"])
-    model = _gpu_model(source={"huggingFace": {"repo": "x/y", "file": "model.gguf"}})
-    with pytest.raises(RenderError, match="single file"):
-        render_tensorrtllm_models(model)
-
-
 def test_a_reranker_scores_query_passage_pairs(models: dict[str, ChatModel]) -> None:
     """A sentence-transformers ChatModel with the rerank capability: pairs in, one FP32 out."""
     spec = models["minilm"].spec.model_copy(update={"capabilities": [Capability.RERANK]})
@@ -647,21 +439,6 @@ def test_a_reranker_scores_query_passage_pairs(models: dict[str, ChatModel]) -> 
         rendered.files["1/model.py"].parent.name == "sentence_reranker"
         and rendered.files["1/model.py"].is_file()
     )
-
-
-def test_tensorrtllm_enforces_structured_outputs_with_xgrammar() -> None:
-    """response_format reaches the engine as TensorRT-LLM's guided decoding inputs, and the engine
-    model is configured to enforce them (xgrammar, with the tokenizer info the pod writes)."""
-    configs = _configs(_gpu_model())
-    params = _params(configs["llama-trtllm"])
-    assert params["guided_decoding_backend"] == "xgrammar"
-    assert params["xgrammar_tokenizer_info_path"] == XGRAMMAR_TOKENIZER_INFO
-    trtllm_inputs = {t.name: t for t in configs["llama-trtllm"].input}
-    (engine_step,) = [s for s in configs["llama"].ensemble_scheduling.step if s.model_name == "llama-trtllm"]
-    for name in (contract.GUIDED_DECODING_GUIDE_TYPE, contract.GUIDED_DECODING_GUIDE):
-        assert engine_step.input_map[name] == name  # the ensemble input goes to the engine as is
-        assert model_config_pb2.DataType.Name(trtllm_inputs[name].data_type) == "TYPE_STRING"
-        assert trtllm_inputs[name].optional
 
 
 def test_cpu_chat_models_take_the_guided_decoding_inputs(rendered: dict[str, RenderedModel]) -> None:

@@ -62,6 +62,7 @@ app.kubernetes.io/part-of: kubechat
 
 {{- define "kubechat.apiName" -}}{{ include "kubechat.fullname" . }}-api{{- end -}}
 {{- define "kubechat.operatorName" -}}{{ include "kubechat.fullname" . }}-operator{{- end -}}
+{{- define "kubechat.weightCacheName" -}}{{ include "kubechat.fullname" . }}-weight-cache{{- end -}}
 {{- define "kubechat.elasticsearchName" -}}{{ include "kubechat.fullname" . }}-elasticsearch{{- end -}}
 {{- define "kubechat.minioName" -}}{{ include "kubechat.fullname" . }}-minio{{- end -}}
 {{- define "kubechat.storesConfigName" -}}{{ include "kubechat.fullname" . }}-stores{{- end -}}

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter
 from fastapi.sse import EventSourceResponse
 from jsonschema import Draft202012Validator, SchemaError
@@ -22,7 +23,8 @@ from kubechat.api.errors import error_body, error_responses
 from kubechat.api.routing import ApiRoute
 from kubechat.api.sse import DONE, event_stream, sse_data
 from kubechat.catalog import CatalogEntry
-from kubechat.chat.events import Done, Failure, Sources, Started, Token, ToolCalled
+from kubechat.chat.coalesce import coalesced
+from kubechat.chat.events import ChatEvent, Done, Failure, Sources, Started, Token, ToolCalled
 from kubechat.chat.generation import Generation
 from kubechat.chat.request import (
     ChatMessage,
@@ -386,8 +388,31 @@ async def chat_completions(
     generation = await services.chat.complete(principal, _chat_request(body), completion_id)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return event_stream(_chunks(generation, completion_id, created, include_usage))
+        # Read ahead, ready tokens merged into one chunk (kubechat.chat.coalesce); not with log
+        # probabilities, whose entries must ride on the chunk of the text they scored.
+        answer = generation.events()
+        events = answer if generation.logprobs is not None else coalesced(answer)
+        try:
+            opening = await _opening(events)
+        except BaseException:
+            await events.aclose()
+            raise
+        return event_stream(_chunks(generation, opening, events, completion_id, created, include_usage))
     return await _completion(generation, completion_id, created)
+
+
+async def _opening(events: AsyncGenerator[ChatEvent, None]) -> list[ChatEvent]:
+    """The answer's events up to its first token, tool call or end. No header is sent before
+    them, so a failure there (a model at capacity: `busy`, 429 with Retry-After; a model gone:
+    503) is an error response with its status, as OpenAI clients expect, not an in-band event."""
+    opening: list[ChatEvent] = []
+    async for event in events:
+        if isinstance(event, Failure):
+            raise event.error
+        opening.append(event)
+        if not isinstance(event, Started | Sources):
+            break
+    return opening
 
 
 def _chat_request(body: ChatCompletionRequest) -> ChatRequest:
@@ -476,10 +501,16 @@ async def _completion(generation: Generation, completion_id: str, created: int) 
 
 
 async def _chunks(
-    generation: Generation, completion_id: str, created: int, include_usage: bool
+    generation: Generation,
+    opening_events: list[ChatEvent],
+    rest: AsyncGenerator[ChatEvent, None],
+    completion_id: str,
+    created: int,
+    include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    """The answer as chat.completion.chunk events, then `[DONE]`. Once the stream has started a
-    failure can only be reported in-band: an `{"error": ...}` event, then `[DONE]`."""
+    """The answer (`opening_events`, already read, then `rest`) as chat.completion.chunk events,
+    then `[DONE]`. Once the stream has started a failure can only be reported in-band: an
+    `{"error": ...}` event, then `[DONE]`."""
     # Chunks differ only in their choices: the common head is serialized once.
     head = (
         f'{{"id":"{completion_id}","object":"chat.completion.chunk",'
@@ -489,6 +520,12 @@ async def _chunks(
     def chunk(delta: dict[str, Any], finish: str | None = None, extra: str = "") -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return sse_data(f'{head}"choices":[{json.dumps(choice, ensure_ascii=False)}]{extra}}}')
+
+    def text_chunk(text: str) -> bytes:  # the hot path: chunk({"content": text}), written directly
+        content = orjson.dumps(text).decode()
+        return sse_data(
+            f'{head}"choices":[{{"index":0,"delta":{{"content":{content}}},"finish_reason":null}}]}}'
+        )
 
     # Log probabilities ride on the chunk of the text they produced (OpenAI's choice.logprobs).
     scored = generation.logprobs
@@ -509,11 +546,19 @@ async def _chunks(
     opening = {"role": "assistant", "content": ""}
     cited = generation.grounding.sources is not None
     calls = 0
-    async with aclosing(generation.events()) as events:
+
+    async def answer() -> AsyncGenerator[ChatEvent, None]:
+        for event in opening_events:
+            yield event
+        async with aclosing(rest):
+            async for event in rest:
+                yield event
+
+    async with aclosing(answer()) as events:
         async for event in events:
             match event:
                 case Token():  # the hot path first
-                    yield chunk({"content": event.text}) if scored is None else scored_chunk(event.text)
+                    yield text_chunk(event.text) if scored is None else scored_chunk(event.text)
                 case Started() if not cited:
                     yield chunk(opening)
                 case Sources():  # right after Started: the opening chunk carries them (even none)

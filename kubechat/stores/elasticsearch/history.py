@@ -397,6 +397,12 @@ class ElasticsearchHistoryStore(EntryIndex):
         refresh = None if status is MessageStatus.STREAMING else "wait_for"
         await self._update_message(f"update message {message_id}", message_id, changes, refresh)
 
+    async def checkpoint(self, texts: Mapping[str, str]) -> None:
+        for message_id, content in texts.items():  # issue 19: one call for the answers streaming
+            await self._update_message(
+                f"checkpoint message {message_id}", message_id, {"content": content}, None
+            )
+
     async def set_context(
         self, message_id: str, prompt_tokens: int, sources: Sequence[Mapping[str, Any]]
     ) -> None:

@@ -249,6 +249,17 @@ class SQLiteHistoryStore:
             (content, status, completion_tokens, error_code, message_id),
         )
 
+    async def checkpoint(self, texts: Mapping[str, str]) -> None:
+        rows = [(content, message_id) for message_id, content in texts.items()]
+
+        def write() -> None:
+            with self._transaction():
+                self._db.executemany(
+                    "UPDATE messages SET content = ? WHERE id = ? AND status = 'streaming'", rows
+                )
+
+        await self._run(write)
+
     async def set_context(
         self, message_id: str, prompt_tokens: int, sources: Sequence[Mapping[str, Any]]
     ) -> None:
