@@ -78,9 +78,9 @@ def chat_model(index: int) -> dict[str, Any]:
             "resourceVersion": "1",
         },
         "spec": {
-            "source": {
-                "huggingFace": {"repo": "meta-llama/Llama-3.1-8B-Instruct", "tokenSecretRef": "hf-token"}
-            },
+            # Weights already on a claim: a huggingFace source would first wait for its weight
+            # cache Job, which nothing runs in kmock, and the Deployment would never be applied.
+            "source": {"pvc": {"claimName": "llama-3-1-8b-instruct", "path": "Llama-3.1-8B-Instruct"}},
             "engine": {"backend": "tensorrtllm", "dtype": "bfloat16", "maxBatchSize": 64},
             "resources": {"gpus": 1},
             "replicas": 1,
