@@ -109,6 +109,7 @@ bench: install $(LLAMA_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.knowledge
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.retrieval_eval --ablation
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.structured
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.concurrency
 	$(BIN)/python -m benchmarks.operator
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.sockets

@@ -22,7 +22,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # The benchmarks issue 19 measures, in the order the table lists them.
-BENCHMARKS = ("streaming", "sockets", "decoding", "knowledge")
+BENCHMARKS = ("streaming", "sockets", "concurrency", "knowledge")
 
 
 @dataclass(frozen=True)

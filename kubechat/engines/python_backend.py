@@ -22,7 +22,13 @@ import numpy as np
 import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
 
-from kubechat.engines.generation import GenerationRequest, ScoredDelta, TextGenerator
+from kubechat.engines.generation import (
+    BatchingGenerator,
+    DecodingSequence,
+    GenerationRequest,
+    ScoredDelta,
+    TextGenerator,
+)
 from kubechat.engines.reranking import PassageScorer
 from kubechat.triton import contract
 
@@ -78,11 +84,15 @@ def _counter(name: str, description: str) -> Any:
 
 @dataclass
 class _Stream:
-    """One request being generated: its sender, its text iterator, what it has produced."""
+    """One request being generated: its sender, where its text comes from, what it has produced.
+
+    The text comes from `deltas` (a generator's iterator, advanced one delta per step) or from
+    `sequence` (a row of the model's DecodingBatch, which the scheduler steps for all rows)."""
 
     sender: Any
-    deltas: Iterator[str | ScoredDelta]
     stream: bool
+    deltas: Iterator[str | ScoredDelta] | None = None
+    sequence: DecodingSequence | None = None
     pieces: list[str] = field(default_factory=list)
     logprobs: list[dict[str, Any]] | None = None  # not streaming: all of them, sent at the end
 
@@ -93,8 +103,10 @@ class StreamingChatModel:
     execute() only enqueues. One scheduler thread admits up to `max_active` requests and
     advances every active one by one token per step, so streams interleave fairly; all sends
     come from that one thread (sends from many threads at once crashed Triton 2.51's python
-    backend). `step_delay_s` paces steps, for the synthetic model. Cancellation from the client
-    is checked between tokens.
+    backend). A generator that batches (`open_batch`, the CPU causal LM) computes the token of
+    every active stream in one forward per step; others are advanced stream by stream.
+    `step_delay_s` paces steps, for the synthetic model. Cancellation from the client is checked
+    between tokens.
     """
 
     max_active = 1
@@ -107,6 +119,7 @@ class StreamingChatModel:
         params = model_parameters(args)
         self.max_output_tokens = int(params.get("max_output_tokens", "512"))
         self.generator = self.create_generator(params)
+        self.batch = self.generator.open_batch() if isinstance(self.generator, BatchingGenerator) else None
         labels = {"model": args["model_name"]}
         # Custom metrics on Triton's /metrics: operators see cancellations reach the model.
         # The families must outlive their metrics, so both are kept.
@@ -148,6 +161,8 @@ class StreamingChatModel:
                 started = self._start(waiting.popleft())
                 if started is not None:
                     active.append(started)
+            if self.batch is not None and active:
+                self.batch.step()  # never raises: a failure ends up in the failed rows
             active = [s for s in active if self._step(s)]
             if self.step_delay_s and active:
                 time.sleep(self.step_delay_s)
@@ -156,33 +171,34 @@ class StreamingChatModel:
         sender = request.get_response_sender()
         try:
             generation = self._parse(request)
-            deltas = self.generator.generate(generation, sender.is_cancelled)
             stream = bool(_scalar(request, contract.STREAM, False))
             logprobs: list[dict[str, Any]] | None = [] if generation.logprobs is not None else None
-            return _Stream(sender, iter(deltas), stream, logprobs=logprobs)
+            if self.batch is not None:
+                sequence = self.batch.add(generation, sender.is_cancelled)
+                return _Stream(sender, stream, sequence=sequence, logprobs=logprobs)
+            deltas = self.generator.generate(generation, sender.is_cancelled)
+            return _Stream(sender, stream, deltas=iter(deltas), logprobs=logprobs)
         except Exception as exc:
             _send_error(sender, exc)
             return None
 
     def _step(self, s: _Stream) -> bool:
-        """Advance one stream by one delta; False once it is finished."""
+        """Send what one stream produced in this step; False once it is finished."""
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
-            delta = next(s.deltas, None)
-            if isinstance(delta, ScoredDelta):
-                if s.stream:
-                    s.sender.send(_text_response(delta.text, delta.logprobs))
-                else:
-                    s.pieces.append(delta.text)
-                    if s.logprobs is not None:
-                        s.logprobs.extend(delta.logprobs)
-                return True
-            if delta is not None:
-                if s.stream:
-                    s.sender.send(_text_response(delta))
-                else:
-                    s.pieces.append(delta)
-                return True
+            if s.sequence is not None:
+                for delta in s.sequence.take():
+                    self._emit(s, delta)
+                if not s.sequence.finished:
+                    return True
+                if s.sequence.error is not None:
+                    raise s.sequence.error
+            else:
+                assert s.deltas is not None
+                produced = next(s.deltas, None)
+                if produced is not None:
+                    self._emit(s, produced)
+                    return True
             if s.sender.is_cancelled():
                 self.cancelled.increment(1)
                 s.sender.send(flags=final)
@@ -192,6 +208,16 @@ class StreamingChatModel:
         except Exception as exc:  # report every failure to the client, never hang the stream
             _send_error(s.sender, exc)
         return False
+
+    @staticmethod
+    def _emit(s: _Stream, delta: str | ScoredDelta) -> None:
+        text, logprobs = (delta.text, delta.logprobs) if isinstance(delta, ScoredDelta) else (delta, None)
+        if s.stream:
+            s.sender.send(_text_response(text, logprobs))
+            return
+        s.pieces.append(text)
+        if s.logprobs is not None and logprobs is not None:
+            s.logprobs.extend(logprobs)
 
     def _parse(self, request: Any) -> GenerationRequest:
         prompt = _scalar(request, contract.TEXT_INPUT, None)
