@@ -20,6 +20,13 @@ LISTINGS = {
 }
 
 
+def identity(item: dict[str, Any]) -> str:
+    """What names a listed item: its id, or the name of a model or knowledge base."""
+    key = item.get("id", item.get("name"))
+    assert isinstance(key, str), item
+    return key
+
+
 def png(colour: tuple[int, int, int]) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (8, 8), colour).save(out, "PNG")
@@ -79,6 +86,8 @@ def test_every_listing_pages_the_same_way(api: InProcessApi) -> None:
             walked += page["items"]
             if not (cursor := page["next_cursor"]):
                 break
-        assert walked == everything, path
+        # Compared by identity: a document's ingestion state (its embedder is unreachable here,
+        # so it retries) and a model's readiness may change between one request and the next.
+        assert [identity(i) for i in walked] == [identity(i) for i in everything], path
         if template != "/sessions/{session_id}/messages":  # a new session has no messages yet
             assert len(everything) >= 2, path
