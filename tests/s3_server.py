@@ -37,6 +37,16 @@ class S3Endpoint:
     def url(self) -> str:
         return f"http://{self.endpoint}"
 
+    def client(self) -> Minio:
+        """A minio client of this server, to arrange or inspect what a test's code stored."""
+        return Minio(
+            endpoint=self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=self.secure,
+            region=self.region,
+        )
+
 
 def unique_bucket_name(prefix: str = "kubechat-test") -> str:
     """A fresh, valid bucket name (3-63 lower-case characters)."""

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from minio import Minio
 
 from kubechat.core.resources import ModelSource, parse_chat_model
 from kubechat.operator import fetch, render_repository
@@ -34,16 +33,6 @@ def s3() -> Iterator[S3Endpoint]:
         yield endpoint
 
 
-def _client(s3: S3Endpoint) -> Minio:
-    return Minio(
-        endpoint=s3.endpoint,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key,
-        secure=False,
-        region=s3.region,
-    )
-
-
 def _env(s3: S3Endpoint) -> dict[str, str]:
     return {
         "KUBECHAT_S3_ENDPOINT": s3.endpoint,
@@ -58,7 +47,7 @@ def _env(s3: S3Endpoint) -> dict[str, str]:
 def bucket(s3: S3Endpoint) -> str:
     """A bucket with a model under models/llama/, and neighbours the fetch must not take."""
     name = unique_bucket_name()
-    client = _client(s3)
+    client = s3.client()
     client.make_bucket(bucket_name=name)
     objects = {f"models/llama/{k}": v for k, v in FILES.items()}
     objects |= {"models/llama-v2/config.json": b"{}", "models/other/x.bin": b"x", "models/llama/folder/": b""}

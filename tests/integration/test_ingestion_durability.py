@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from minio import Minio
 
 from kubechat.embedded.launcher import start_triton
 from kubechat.embedded.tritonserver import TritonServer
@@ -150,13 +149,7 @@ async def test_documents_live_in_s3(triton: TritonServer, tmp_path: Path, s3: S3
         async with httpx.AsyncClient(base_url=api.url, headers=auth(), timeout=60) as http:
             body = b"The S3 heron nests on bucket island."
             (document,) = await indexed(http, "handbook", ("heron.txt", body))
-            minio = Minio(
-                endpoint=s3.endpoint,
-                access_key=s3.access_key,
-                secret_key=s3.secret_key,
-                secure=False,
-                region=s3.region,
-            )
+            minio = s3.client()
             keys = [o.object_name for o in minio.list_objects(bucket_name=bucket, recursive=True)]
             assert keys == [f"knowledge-bases/default/handbook/{document['sha256']}"]
             stored = minio.get_object(bucket_name=bucket, object_name=str(keys[0]))

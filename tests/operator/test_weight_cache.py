@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
-from minio import Minio
 
 from kubechat.core.resources import ModelSource, parse_chat_model
 from kubechat.operator.fetch import FetchError, JobProgress, check_quantization, fetch_source
@@ -152,13 +151,7 @@ async def test_the_fetch_step_reports_its_progress_on_its_job(
     """The real fetch (from moto's S3) writes bytes and total on the Job as it goes; the operator
     copies them into status.cache: the whole chain but the in-cluster token."""
     bucket = unique_bucket_name()
-    minio = Minio(
-        endpoint=s3.endpoint,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key,
-        secure=False,
-        region=s3.region,
-    )
+    minio = s3.client()
     minio.make_bucket(bucket_name=bucket)
     files = {"config.json": b"{}", "model-00001.safetensors": os.urandom(200_000), "tokenizer.json": b"{}"}
     for key, data in files.items():
@@ -233,13 +226,7 @@ async def test_an_unquantized_checkpoint_fails_the_cache_with_the_reason(
     """spec fp8, checkpoint bf16: the fetch step fails and says why on its Job, and the ChatModel's
     condition carries that reason rather than the Job controller's."""
     bucket = unique_bucket_name()
-    minio = Minio(
-        endpoint=s3.endpoint,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key,
-        secure=False,
-        region=s3.region,
-    )
+    minio = s3.client()
     minio.make_bucket(bucket_name=bucket)
     config = json.dumps({"torch_dtype": "bfloat16"}).encode()
     minio.put_object(
