@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ import yaml
 from playwright.sync_api import Page, sync_playwright
 from websockets.asyncio.client import connect
 
-from benchmarks.streaming import write_report
+from benchmarks.streaming import machine, write_report
 from kubechat.api.web import BUILT_PAGE
 from kubechat.embedded.launcher import TritonPorts, start_triton
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
@@ -231,11 +230,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, object]:
     return {
         "benchmark": "browser",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "browser": "Debian chromium, headless",
         "paced_delay_ms": PACED_DELAY_MS,
         "results": [asdict(r) for r in rows],

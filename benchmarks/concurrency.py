@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -37,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.streaming import ROOT, write_report
+from benchmarks.streaming import ROOT, machine, write_report
 from kubechat.catalog import CatalogEntry, ChatTurn, load_catalog
 from kubechat.core.resources import Capability
 from kubechat.engines.generation import CausalLmGenerator, DecodingSequence, GenerationRequest
@@ -292,10 +290,7 @@ def main() -> None:
         {
             "benchmark": "concurrency",
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {
-                "cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
-                "load_average_before": load_before, "load_average_after": os.getloadavg(),
-            },
+            "machine": machine(load_average_before=load_before, load_average_after=os.getloadavg()),
             "model": entry.name,
             "tokens_per_request": args.tokens,
             "rounds": args.rounds,

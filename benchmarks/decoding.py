@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.streaming import ROOT, write_report
+from benchmarks.streaming import ROOT, machine, write_report
 from kubechat.catalog import CatalogEntry, ChatTurn, load_catalog
 from kubechat.core.resources import Capability
 from kubechat.engines.generation import ENGINE_THREADS, CausalLmGenerator, GenerationRequest
@@ -115,10 +113,7 @@ def main() -> None:
         {
             "benchmark": "decoding",
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {
-                "cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
-                "load_average_before": load_before, "load_average_after": os.getloadavg(),
-            },
+            "machine": machine(load_average_before=load_before, load_average_after=os.getloadavg()),
             "model": entry.name,
             "runs": [asdict(r) for r in runs],
         },

@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Sequence
@@ -43,7 +41,7 @@ import numpy.typing as npt
 import yaml
 from tokenizers import Tokenizer
 
-from benchmarks.streaming import ROOT, percentile, write_report
+from benchmarks.streaming import ROOT, machine, percentile, write_report
 from kubechat.api.settings import Settings
 from kubechat.catalog import CatalogEntry, ModelCatalog, load_catalog
 from kubechat.core.resources import Capability, KnowledgeBase
@@ -543,14 +541,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     return {
         "benchmark": "knowledge",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            # Other work on the machine skews every figure; these show whether there was any.
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        # Other work on the machine skews every figure; the load averages show whether there was any.
+        "machine": machine(load_average_before=load_before, load_average_after=os.getloadavg()),
         "corpus": {
             "documents": len(uploads),
             "bytes": sum(len(u.data) for u in uploads),

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -30,7 +28,7 @@ from typing import Any
 import openai
 from tritonclient.grpc.aio import InferenceServerClient
 
-from benchmarks.streaming import direct_stream, percentile, write_report
+from benchmarks.streaming import direct_stream, machine, percentile, write_report
 from kubechat.catalog import ChatTurn, load_catalog
 from kubechat.embedded.launcher import TritonPorts, start_triton
 from tests.conftest import ApiProcess, free_port, remote_model_document
@@ -187,11 +185,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     return {
         "benchmark": "remote",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "server": "llama-cpp-python 0.3.36 llama_cpp.server, SmolLM2-135M-Instruct Q4_1 GGUF, 2 threads",
         "results": rows,
     }

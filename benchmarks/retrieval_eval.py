@@ -35,10 +35,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -48,7 +46,7 @@ from pathlib import Path
 import yaml
 from tokenizers import Tokenizer
 
-from benchmarks.streaming import ROOT, write_report
+from benchmarks.streaming import ROOT, machine, write_report
 from kubechat.api.settings import Settings
 from kubechat.catalog import load_catalog
 from kubechat.core.resources import Capability, KnowledgeBase
@@ -205,13 +203,10 @@ async def evaluate(args: argparse.Namespace) -> dict[str, object]:
     return {
         "benchmark": "retrieval-eval",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine(
+            load_average_before=load_before,
+            load_average_after=os.getloadavg(),
+        ),
         "corpus": {
             "documents": [name for name, _ in documents],
             "chunks": sum(len(records) for _, records in documents),

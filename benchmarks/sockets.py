@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -33,7 +31,7 @@ import httpx
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks.streaming import print_targets, target_row, write_report
+from benchmarks.streaming import machine, print_targets, target_row, write_report
 from kubechat.embedded.launcher import TritonPorts, start_triton
 from tests.conftest import ApiProcess, free_port
 
@@ -233,12 +231,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     return {
         "benchmark": "sockets",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "load_before": os.getloadavg()[0],
-        },
+        "machine": machine(load_before=os.getloadavg()[0]),
         "max_tokens": MAX_TOKENS,
         "env": args.env,
         "results": [asdict(r) for r in results],

@@ -458,11 +458,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
     return {
         "benchmark": "streaming",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "load_before": os.getloadavg()[0],
         "api_env": args.api_env,
         "results": rows,
@@ -593,6 +589,17 @@ def main() -> None:
     assert isinstance(targets, list)
     print_targets(targets)
     write_report(args.out, "streaming", report)
+
+
+def machine(**extra: object) -> dict[str, object]:
+    """The machine a report was measured on (every benchmark's `machine`), with `extra` fields
+    such as the load average around the run."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        **extra,
+    }
 
 
 def write_report(folder: Path, name: str, report: object) -> None:
